@@ -1,0 +1,28 @@
+# authban: `make run` for the demo, `make test` for the test suite.
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: all deps build run test lint bench clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	@scripts/build.sh
+
+run: build
+	@scripts/demo.sh
+
+# Unit, property and integration tests (real nginx, worker_processes >= 2).
+test: build
+	timeout 1800 cargo test --release --workspace -- --test-threads=4
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --release --workspace --all-targets -- -D warnings
+
+clean:
+	cargo clean
+	rm -rf build

@@ -1,0 +1,364 @@
+//! Configuration: the per-context settings and the directive handlers that
+//! fill them. Parsing itself lives in `parse`; this file turns its results
+//! into nginx configuration and reports errors the nginx way.
+
+use core::ffi::{c_char, c_void};
+
+use ipnet::IpNet;
+use nginx_sys::{
+    ngx_command_t, ngx_conf_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_str_t, NGX_LOG_EMERG,
+};
+use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::http::{HttpModuleMainConf, Merge, MergeConfigError};
+use ngx::ngx_conf_log_error;
+
+use crate::module::{self, Module};
+use crate::parse;
+use crate::zone::{self, Zone};
+
+pub const DEFAULT_FAIL_STATUS: &[u16] = &[401];
+pub const DEFAULT_REFUSE_STATUS: u16 = 403;
+pub const DEFAULT_LOG_LEVEL: usize = 5; // warn
+
+#[derive(Default)]
+pub struct MainConf {
+    /// Every `authban NAME` seen, to name the unknown ones once all
+    /// `authban_zone` directives are read (they may come later).
+    pub references: Vec<ZoneReference>,
+    pub zones: Vec<*mut Zone>,
+}
+
+pub struct ZoneReference {
+    pub name: String,
+    pub file: String,
+    pub line: usize,
+}
+
+/// Where `authban` is set: unset (inherit), off, or the zone by its shared
+/// memory entry, whose `data` becomes the `Zone` when `authban_zone` is read.
+#[derive(Clone, Copy, Default)]
+pub enum ZoneChoice {
+    #[default]
+    Unset,
+    Off,
+    Zone(*mut ngx_shm_zone_t),
+}
+
+#[derive(Default)]
+pub struct LocConf {
+    pub zone: ZoneChoice,
+    pub fail_status: Option<Vec<u16>>,
+    pub refuse_status: Option<u16>,
+    pub ignore: Option<Vec<IpNet>>,
+    pub dry_run: Option<bool>,
+    pub log_level: Option<usize>,
+}
+
+impl LocConf {
+    pub fn zone(&self) -> Option<&Zone> {
+        match self.zone {
+            // SAFETY: the entry's data is the `Zone` set by `authban_zone`
+            // (checked in postconfiguration), allocated in the cycle's pool.
+            ZoneChoice::Zone(shm) => unsafe { (*shm).data.cast::<Zone>().as_ref() },
+            _ => None,
+        }
+    }
+
+    pub fn fail_status(&self) -> &[u16] {
+        self.fail_status.as_deref().unwrap_or(DEFAULT_FAIL_STATUS)
+    }
+
+    pub fn refuse_status(&self) -> u16 {
+        self.refuse_status.unwrap_or(DEFAULT_REFUSE_STATUS)
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.dry_run.unwrap_or(false)
+    }
+
+    pub fn log_level(&self) -> usize {
+        self.log_level.unwrap_or(DEFAULT_LOG_LEVEL)
+    }
+
+    pub fn is_ignored(&self, ip: std::net::IpAddr) -> bool {
+        self.ignore
+            .as_deref()
+            .is_some_and(|nets| nets.iter().any(|net| net.contains(&ip)))
+    }
+}
+
+impl Merge for LocConf {
+    fn merge(&mut self, prev: &LocConf) -> Result<(), MergeConfigError> {
+        if let ZoneChoice::Unset = self.zone {
+            self.zone = prev.zone;
+        }
+        if self.fail_status.is_none() {
+            self.fail_status.clone_from(&prev.fail_status);
+        }
+        self.refuse_status = self.refuse_status.or(prev.refuse_status);
+        if self.ignore.is_none() {
+            self.ignore.clone_from(&prev.ignore);
+        }
+        self.dry_run = self.dry_run.or(prev.dry_run);
+        self.log_level = self.log_level.or(prev.log_level);
+        Ok(())
+    }
+}
+
+/// The directive's arguments after its name, as UTF-8. They live in the
+/// cycle's pool (nginx reads configuration words into cf->pool), so they
+/// may back names nginx keeps, such as a shared zone's.
+fn args<'a>(cf: *mut ngx_conf_t) -> Result<Vec<&'a str>, String> {
+    // SAFETY: nginx fills cf->args with the directive's words for handlers;
+    // their bytes are allocated from cf->pool and outlive the cycle's
+    // configuration.
+    let words: &'a [ngx_str_t] = unsafe { (*(*cf).args).as_slice() };
+    words
+        .iter()
+        .skip(1)
+        .map(|w| {
+            w.to_str()
+                .map_err(|_| "arguments must be UTF-8".to_string())
+        })
+        .collect()
+}
+
+/// Reports `message` as "DIRECTIVE: message" and fails the configuration.
+fn fail(cf: *mut ngx_conf_t, directive: &str, message: &str) -> *mut c_char {
+    ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}: {}", directive, message);
+    NGX_CONF_ERROR
+}
+
+/// Runs a directive body, turning its error into nginx's error report.
+fn directive(
+    cf: *mut ngx_conf_t,
+    name: &str,
+    body: impl FnOnce(&mut ngx_conf_t, &[&str]) -> Result<(), String>,
+) -> *mut c_char {
+    let result = args(cf).and_then(|args| {
+        // SAFETY: nginx passes a valid configuration context to handlers.
+        body(unsafe { &mut *cf }, &args)
+    });
+    match result {
+        Ok(()) => NGX_CONF_OK,
+        Err(message) => fail(cf, name, &message),
+    }
+}
+
+fn ngx_str(text: &str) -> ngx_str_t {
+    ngx_str_t {
+        len: text.len(),
+        data: text.as_ptr().cast_mut(),
+    }
+}
+
+fn loc_conf<'a>(conf: *mut c_void) -> &'a mut LocConf {
+    // SAFETY: location directives are registered with the location offset,
+    // so `conf` is this module's LocConf.
+    unsafe { &mut *conf.cast::<LocConf>() }
+}
+
+pub extern "C" fn set_zone(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    directive(cf, "authban_zone", |cf, args| {
+        // SAFETY: authban_zone is registered for the http main context.
+        let main = unsafe { &mut *conf.cast::<MainConf>() };
+        let spec = parse::parse_zone(args)?;
+        // The name's bytes must outlive the cycle: take them from the
+        // argument itself, which lives in the configuration pool.
+        let arg = args
+            .iter()
+            .find(|a| a.starts_with("zone="))
+            .ok_or("no zone")?;
+        let name = &arg["zone=".len()..]["".len()..spec.name.len()];
+        // SAFETY: cf is valid; the tag is this module, so nginx reuses the
+        // zone on reload only for us, and only with the same name and size.
+        let shm =
+            unsafe { ngx_shared_memory_add(cf, &mut ngx_str(name), spec.size, module::tag()) };
+        // SAFETY: null or a zone entry in the cycle.
+        let Some(shm_ref) = (unsafe { shm.as_mut() }) else {
+            return Err(format!("cannot add zone \"{}\"", spec.name));
+        };
+        if !shm_ref.data.is_null() {
+            return Err(format!("duplicate zone \"{}\"", spec.name));
+        }
+        // SAFETY: cf->pool is the configuration's pool, alive for the cycle.
+        let pool = unsafe { Pool::from_ngx_pool(cf.pool) };
+        let zone = pool.allocate(Zone::new(spec.name, spec.policy, shm));
+        if zone.is_null() {
+            return Err("out of memory".into());
+        }
+        shm_ref.data = zone.cast();
+        shm_ref.init = Some(zone::init_zone);
+        main.zones.push(zone);
+        Ok(())
+    })
+}
+
+pub extern "C" fn set_authban(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    directive(cf, "authban", |cf, args| {
+        let lcf = loc_conf(conf);
+        if !matches!(lcf.zone, ZoneChoice::Unset) {
+            return Err("is duplicate".into());
+        }
+        let name = args[0];
+        if name == "off" {
+            lcf.zone = ZoneChoice::Off;
+            return Ok(());
+        }
+        // SAFETY: size 0 looks the zone up, or reserves it for a later
+        // authban_zone, as limit_req does; the name lives in the pool.
+        let shm = unsafe { ngx_shared_memory_add(cf, &mut ngx_str(name), 0, module::tag()) };
+        if shm.is_null() {
+            return Err(format!("zone \"{name}\" is declared for another use"));
+        }
+        lcf.zone = ZoneChoice::Zone(shm);
+        // SAFETY: the main conf exists while the http block is parsed.
+        let main = unsafe { Module::main_conf_from_cf(cf) }.ok_or("no http block")?;
+        // SAFETY: conf_file is set while a file is being parsed.
+        let file = unsafe {
+            (*cf.conf_file)
+                .file
+                .name
+                .to_str()
+                .unwrap_or("?")
+                .to_string()
+        };
+        let line = unsafe { (*cf.conf_file).line };
+        main.references.push(ZoneReference {
+            name: name.to_string(),
+            file,
+            line,
+        });
+        Ok(())
+    })
+}
+
+pub extern "C" fn set_fail_status(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    directive(cf, "authban_fail_status", |_, args| {
+        let lcf = loc_conf(conf);
+        if lcf.fail_status.is_some() {
+            return Err("is duplicate".into());
+        }
+        let codes = args
+            .iter()
+            .map(|a| parse::parse_status(a, 100..=599))
+            .collect::<Result<Vec<_>, _>>()?;
+        lcf.fail_status = Some(codes);
+        Ok(())
+    })
+}
+
+pub extern "C" fn set_refuse_status(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    directive(cf, "authban_status", |_, args| {
+        let lcf = loc_conf(conf);
+        if lcf.refuse_status.is_some() {
+            return Err("is duplicate".into());
+        }
+        lcf.refuse_status = Some(parse::parse_status(args[0], 400..=599)?);
+        Ok(())
+    })
+}
+
+pub extern "C" fn set_ignore(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    directive(cf, "authban_ignore", |_, args| {
+        let nets = args
+            .iter()
+            .map(|a| parse::parse_network(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Repeated directives add up, like nginx's allow/deny lists.
+        loc_conf(conf)
+            .ignore
+            .get_or_insert_with(Vec::new)
+            .extend(nets);
+        Ok(())
+    })
+}
+
+pub extern "C" fn set_dry_run(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    directive(cf, "authban_dry_run", |_, args| {
+        let lcf = loc_conf(conf);
+        if lcf.dry_run.is_some() {
+            return Err("is duplicate".into());
+        }
+        lcf.dry_run = Some(match args[0] {
+            "on" => true,
+            "off" => false,
+            other => return Err(format!("invalid value \"{other}\": must be on or off")),
+        });
+        Ok(())
+    })
+}
+
+pub extern "C" fn set_log_level(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    directive(cf, "authban_log_level", |_, args| {
+        let lcf = loc_conf(conf);
+        if lcf.log_level.is_some() {
+            return Err("is duplicate".into());
+        }
+        lcf.log_level = Some(parse::parse_log_level(args[0])?);
+        Ok(())
+    })
+}
+
+/// After the whole http block is read: every `authban NAME` must name an
+/// `authban_zone`.
+pub fn check_references(cf: *mut ngx_conf_t) -> Result<(), ()> {
+    // SAFETY: called from postconfiguration with the http block's context.
+    let Some(main) = (unsafe { Module::main_conf_from_cf(&mut *cf) }) else {
+        return Ok(());
+    };
+    for r in &main.references {
+        let known = main.zones.iter().any(|&z| {
+            // SAFETY: zones are allocated in the configuration pool.
+            unsafe { (*z).name == r.name }
+        });
+        if !known {
+            ngx_conf_log_error!(
+                NGX_LOG_EMERG,
+                cf,
+                "authban: unknown zone \"{}\" (declare it with authban_zone) in {}:{}",
+                r.name,
+                r.file,
+                r.line
+            );
+            return Err(());
+        }
+    }
+    Ok(())
+}
+
+impl Module {
+    /// # Safety
+    /// `cf` must be inside the http block.
+    pub unsafe fn main_conf_from_cf<'a>(cf: &mut ngx_conf_t) -> Option<&'a mut MainConf> {
+        <Module as HttpModuleMainConf>::main_conf_mut(cf)
+    }
+}

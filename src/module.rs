@@ -1,0 +1,175 @@
+//! The module as nginx sees it: directives, configuration hooks and the
+//! phase handlers it installs.
+
+use core::ffi::c_void;
+use core::ptr;
+
+use nginx_sys::{
+    ngx_array_push, ngx_command_t, ngx_conf_t, ngx_http_core_main_conf_t, ngx_http_handler_pt,
+    ngx_http_module_t, ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_phases_NGX_HTTP_LOG_PHASE,
+    ngx_int_t, ngx_module_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF,
+    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE,
+    NGX_HTTP_SRV_CONF,
+};
+use ngx::core::Status;
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::ngx_string;
+
+use crate::conf::{self, LocConf, MainConf};
+use crate::handlers;
+
+pub struct Module;
+
+/// The tag nginx compares when it reuses a zone across reloads.
+pub fn tag() -> *mut c_void {
+    ptr::addr_of_mut!(ngx_http_authban_module).cast()
+}
+
+impl HttpModule for Module {
+    fn module() -> &'static ngx_module_t {
+        // SAFETY: the module object is only written by nginx while loading.
+        unsafe { &*ptr::addr_of!(ngx_http_authban_module) }
+    }
+
+    unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        handlers::add_variables(cf)
+    }
+
+    unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        if conf::check_references(cf).is_err() {
+            return Status::NGX_ERROR.into();
+        }
+        // SAFETY: inside the http block the core module's main conf exists.
+        let cmcf = unsafe {
+            NgxHttpCoreModule::main_conf_mut(&*cf).map(|c| c as *mut ngx_http_core_main_conf_t)
+        };
+        let Some(cmcf) = cmcf else {
+            return Status::NGX_ERROR.into();
+        };
+        // Installed last, the access handler runs first in its phase: a ban
+        // is decided before auth_basic, allow/deny or auth_request.
+        let phases = [
+            (
+                ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
+                handlers::access_handler as HandlerFn,
+            ),
+            (
+                ngx_http_phases_NGX_HTTP_LOG_PHASE,
+                handlers::log_handler as HandlerFn,
+            ),
+        ];
+        for (phase, handler) in phases {
+            // SAFETY: phases[] arrays are initialised by the core module
+            // before postconfiguration runs.
+            let slot = unsafe {
+                ngx_array_push(&mut (*cmcf).phases[phase as usize].handlers)
+                    .cast::<ngx_http_handler_pt>()
+            };
+            if slot.is_null() {
+                return Status::NGX_ERROR.into();
+            }
+            // SAFETY: ngx_array_push returned room for one handler.
+            unsafe { *slot = Some(handler) };
+        }
+        Status::NGX_OK.into()
+    }
+}
+
+type HandlerFn = unsafe extern "C" fn(*mut nginx_sys::ngx_http_request_t) -> ngx_int_t;
+
+// SAFETY: MainConf is what create_main_conf allocates for this module.
+unsafe impl HttpModuleMainConf for Module {
+    type MainConf = MainConf;
+}
+
+// SAFETY: LocConf is what create_loc_conf allocates for this module.
+unsafe impl HttpModuleLocationConf for Module {
+    type LocationConf = LocConf;
+}
+
+const ANY_LEVEL: ngx_uint_t = (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF) as _;
+
+const fn command(
+    name: nginx_sys::ngx_str_t,
+    type_: ngx_uint_t,
+    set: unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut i8,
+    conf: ngx_uint_t,
+) -> ngx_command_t {
+    ngx_command_t {
+        name,
+        type_,
+        set: Some(set),
+        conf,
+        offset: 0,
+        post: ptr::null_mut(),
+    }
+}
+
+static mut COMMANDS: [ngx_command_t; 8] = [
+    command(
+        ngx_string!("authban_zone"),
+        (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as _,
+        conf::set_zone,
+        NGX_HTTP_MAIN_CONF_OFFSET as _,
+    ),
+    command(
+        ngx_string!("authban"),
+        ANY_LEVEL | NGX_CONF_TAKE1 as ngx_uint_t,
+        conf::set_authban,
+        NGX_HTTP_LOC_CONF_OFFSET as _,
+    ),
+    command(
+        ngx_string!("authban_fail_status"),
+        ANY_LEVEL | NGX_CONF_1MORE as ngx_uint_t,
+        conf::set_fail_status,
+        NGX_HTTP_LOC_CONF_OFFSET as _,
+    ),
+    command(
+        ngx_string!("authban_status"),
+        ANY_LEVEL | NGX_CONF_TAKE1 as ngx_uint_t,
+        conf::set_refuse_status,
+        NGX_HTTP_LOC_CONF_OFFSET as _,
+    ),
+    command(
+        ngx_string!("authban_ignore"),
+        ANY_LEVEL | NGX_CONF_1MORE as ngx_uint_t,
+        conf::set_ignore,
+        NGX_HTTP_LOC_CONF_OFFSET as _,
+    ),
+    command(
+        ngx_string!("authban_dry_run"),
+        ANY_LEVEL | NGX_CONF_TAKE1 as ngx_uint_t,
+        conf::set_dry_run,
+        NGX_HTTP_LOC_CONF_OFFSET as _,
+    ),
+    command(
+        ngx_string!("authban_log_level"),
+        ANY_LEVEL | NGX_CONF_TAKE1 as ngx_uint_t,
+        conf::set_log_level,
+        NGX_HTTP_LOC_CONF_OFFSET as _,
+    ),
+    ngx_command_t::empty(),
+];
+
+static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
+    preconfiguration: Some(Module::preconfiguration),
+    postconfiguration: Some(Module::postconfiguration),
+    create_main_conf: Some(Module::create_main_conf),
+    init_main_conf: None,
+    create_srv_conf: None,
+    merge_srv_conf: None,
+    create_loc_conf: Some(Module::create_loc_conf),
+    merge_loc_conf: Some(Module::merge_loc_conf),
+};
+
+ngx::ngx_modules!(ngx_http_authban_module);
+
+#[used]
+#[allow(non_upper_case_globals)]
+pub static mut ngx_http_authban_module: ngx_module_t = ngx_module_t {
+    ctx: ptr::addr_of!(MODULE_CTX) as _,
+    // SAFETY: taking the address of a static does not read it.
+    commands: unsafe { ptr::addr_of_mut!(COMMANDS[0]) },
+    type_: NGX_HTTP_MODULE as _,
+    ..ngx_module_t::default()
+};

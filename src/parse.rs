@@ -1,0 +1,246 @@
+//! Directive argument parsing, free of nginx so it is unit-tested alone.
+//! Errors are short phrases; the directive handlers prefix the directive's
+//! name and nginx appends the file and line.
+
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+use crate::table::Policy;
+
+/// nginx's own minimum for a zone (limit_req's rule): eight 4 KiB pages.
+pub const MIN_ZONE_SIZE: usize = 8 * 4096;
+pub const MAX_RETRY: u32 = 65_535;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneSpec {
+    pub name: String,
+    pub size: usize,
+    pub policy: Policy,
+}
+
+/// fail2ban's defaults.
+pub const DEFAULT_POLICY: Policy = Policy {
+    maxretry: 5,
+    findtime: 600,
+    bantime: 600,
+};
+
+/// nginx size syntax: bytes, or a number with k/K or m/M (and g/G).
+pub fn parse_size(text: &str) -> Option<usize> {
+    let (digits, unit) = match text.as_bytes().last()? {
+        b'k' | b'K' => (&text[..text.len() - 1], 1024),
+        b'm' | b'M' => (&text[..text.len() - 1], 1024 * 1024),
+        b'g' | b'G' => (&text[..text.len() - 1], 1024 * 1024 * 1024),
+        _ => (text, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<usize>().ok()?.checked_mul(unit)
+}
+
+/// nginx time syntax in seconds ("90", "10m", "1h30m", "1w"); milliseconds
+/// are refused because bans are kept to the second.
+pub fn parse_time(text: &str) -> Option<u32> {
+    if text.is_empty() {
+        return None;
+    }
+    let mut total: u64 = 0;
+    let mut number: Option<u64> = None;
+    let mut last_unit = u64::MAX;
+    let mut bytes = text.bytes().peekable();
+    while let Some(b) = bytes.next() {
+        if b.is_ascii_digit() {
+            let n = number.unwrap_or(0).checked_mul(10)? + u64::from(b - b'0');
+            number = Some(n);
+            continue;
+        }
+        let unit = match b {
+            b'y' => 365 * 86_400,
+            b'M' => 30 * 86_400,
+            b'w' => 7 * 86_400,
+            b'd' => 86_400,
+            b'h' => 3_600,
+            b'm' if bytes.peek() == Some(&b's') => return None,
+            b'm' => 60,
+            b's' => 1,
+            _ => return None,
+        };
+        // Units must come once each, largest first, as nginx requires.
+        if unit >= last_unit {
+            return None;
+        }
+        last_unit = unit;
+        total = total.checked_add(number.take()?.checked_mul(unit)?)?;
+    }
+    if let Some(n) = number {
+        if last_unit == 1 {
+            return None;
+        }
+        total = total.checked_add(n)?;
+    }
+    u32::try_from(total).ok()
+}
+
+/// `zone=NAME:SIZE [maxretry=N] [findtime=TIME] [bantime=TIME]`.
+pub fn parse_zone(args: &[&str]) -> Result<ZoneSpec, String> {
+    let mut zone: Option<(String, usize)> = None;
+    let mut policy = DEFAULT_POLICY;
+    for arg in args {
+        let Some((name, value)) = arg.split_once('=') else {
+            return Err(format!("invalid parameter \"{arg}\""));
+        };
+        match name {
+            "zone" => {
+                let Some((zone_name, size)) = value.split_once(':') else {
+                    return Err(format!("invalid zone \"{value}\": expected zone=NAME:SIZE"));
+                };
+                if zone_name.is_empty() {
+                    return Err(format!("invalid zone \"{value}\": empty name"));
+                }
+                let size =
+                    parse_size(size).ok_or_else(|| format!("invalid zone size \"{size}\""))?;
+                if size < MIN_ZONE_SIZE {
+                    return Err(format!(
+                        "zone \"{zone_name}\" is too small: {size} bytes, at least 32k"
+                    ));
+                }
+                zone = Some((zone_name.to_string(), size));
+            }
+            "maxretry" => {
+                policy.maxretry = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=MAX_RETRY).contains(n))
+                    .ok_or_else(|| {
+                        format!("invalid maxretry \"{value}\": must be 1 to {MAX_RETRY}")
+                    })?;
+            }
+            "findtime" => policy.findtime = positive_time("findtime", value)?,
+            "bantime" => policy.bantime = positive_time("bantime", value)?,
+            _ => return Err(format!("invalid parameter \"{arg}\"")),
+        }
+    }
+    let (name, size) = zone.ok_or("missing \"zone=NAME:SIZE\"")?;
+    Ok(ZoneSpec { name, size, policy })
+}
+
+fn positive_time(what: &str, value: &str) -> Result<u32, String> {
+    parse_time(value)
+        .filter(|&t| t > 0)
+        .ok_or_else(|| format!("invalid {what} \"{value}\": expected a time of 1s or more"))
+}
+
+/// An HTTP status within `range`.
+pub fn parse_status(text: &str, range: core::ops::RangeInclusive<u16>) -> Result<u16, String> {
+    text.parse::<u16>()
+        .ok()
+        .filter(|s| range.contains(s) && text.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            format!(
+                "invalid status \"{text}\": must be {} to {}",
+                range.start(),
+                range.end()
+            )
+        })
+}
+
+/// An address or network; host bits are dropped (as nginx's `allow` does).
+pub fn parse_network(text: &str) -> Result<IpNet, String> {
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    text.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("invalid address or network \"{text}\""))
+}
+
+/// Log levels a ban message may use, as nginx numbers them.
+pub fn parse_log_level(text: &str) -> Result<usize, String> {
+    match text {
+        "error" => Ok(4),
+        "warn" => Ok(5),
+        "notice" => Ok(6),
+        "info" => Ok(7),
+        _ => Err(format!(
+            "invalid level \"{text}\": must be info, notice, warn or error"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10m"), Some(10 << 20));
+        assert_eq!(parse_size("512K"), Some(512 << 10));
+        assert_eq!(parse_size("40000"), Some(40000));
+        for bad in ["", "m", "10x", "-1", "1.5m", "99999999999999999999"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time("10m"), Some(600));
+        assert_eq!(parse_time("1h"), Some(3600));
+        assert_eq!(parse_time("1h30m"), Some(5400));
+        assert_eq!(parse_time("90"), Some(90));
+        assert_eq!(parse_time("1w"), Some(604_800));
+        assert_eq!(parse_time("2s"), Some(2));
+        for bad in ["", "10x", "500ms", "m", "1m1h", "1s1", "10m10m", "99999y"] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn zone_defaults_and_parameters() {
+        let spec = parse_zone(&["zone=cs:10m"]).unwrap();
+        assert_eq!(spec.name, "cs");
+        assert_eq!(spec.size, 10 << 20);
+        assert_eq!(spec.policy, DEFAULT_POLICY);
+        let spec =
+            parse_zone(&["zone=cs:1m", "maxretry=25", "findtime=10m", "bantime=1h"]).unwrap();
+        assert_eq!(
+            spec.policy,
+            Policy {
+                maxretry: 25,
+                findtime: 600,
+                bantime: 3600
+            }
+        );
+    }
+
+    #[test]
+    fn zone_errors_name_the_problem() {
+        let err = |args: &[&str]| parse_zone(args).unwrap_err();
+        assert!(err(&["maxretry=3"]).contains("missing \"zone=NAME:SIZE\""));
+        assert!(err(&["zone=cs"]).contains("expected zone=NAME:SIZE"));
+        assert!(err(&["zone=:1m"]).contains("empty name"));
+        assert!(err(&["zone=cs:abc"]).contains("invalid zone size \"abc\""));
+        assert!(err(&["zone=cs:4k"]).contains("too small"));
+        assert!(err(&["zone=cs:1m", "maxretry=0"]).contains("invalid maxretry \"0\""));
+        assert!(err(&["zone=cs:1m", "findtime=soon"]).contains("invalid findtime \"soon\""));
+        assert!(err(&["zone=cs:1m", "bantime=0"]).contains("invalid bantime \"0\""));
+        assert!(err(&["zone=cs:1m", "color=red"]).contains("invalid parameter \"color=red\""));
+        assert!(err(&["zone=cs:1m", "oops"]).contains("invalid parameter \"oops\""));
+    }
+
+    #[test]
+    fn statuses_networks_levels() {
+        assert_eq!(parse_status("531", 100..=599), Ok(531));
+        assert!(parse_status("600", 100..=599).is_err());
+        assert!(parse_status("+401", 100..=599).is_err());
+        assert_eq!(
+            parse_network("127.0.0.1/8").unwrap().to_string(),
+            "127.0.0.0/8"
+        );
+        assert_eq!(parse_network("::1").unwrap().to_string(), "::1/128");
+        assert!(parse_network("300.0.0.1").is_err());
+        assert!(parse_network("10.0.0.0/40").is_err());
+        assert_eq!(parse_log_level("warn"), Ok(5));
+        assert!(parse_log_level("debug").is_err());
+    }
+}

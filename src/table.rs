@@ -1,0 +1,717 @@
+//! The jail's state: a fixed-size table of addresses laid out in one byte
+//! region (nginx shared memory in production, a plain buffer in tests).
+//!
+//! The region never grows. It holds a header, a hash index of `u32` bucket
+//! heads (two slots per bucket on average) and 48-byte slots, so one address
+//! costs 50 bytes: about 20,700 per MiB, IPv6 included. Slots sit on two
+//! intrusive lists: addresses that are only counted, most recently failing
+//! first, and bans, ordered by their end. When the table is full the least
+//! recently failing counted address is forgotten; a ban is dropped only when
+//! no counted address is left, and then the one ending soonest.
+//!
+//! Callers serialise access (the zone's slab-pool mutex); nothing here
+//! allocates or blocks, so the lock is held for a few hundred instructions.
+
+use core::mem::{align_of, size_of};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use crate::key::Key;
+use crate::window::{self, Window, BUCKETS};
+
+/// Bumped whenever the region's layout changes, so a reload with a new
+/// module never adopts a zone it cannot read.
+pub const LAYOUT_VERSION: u32 = 1;
+const MAGIC: u64 = u64::from_le_bytes(*b"AUTHBAN\0");
+const NIL: u32 = u32::MAX;
+/// Bytes one tracked address costs: its slot and half a bucket head.
+pub const BYTES_PER_ADDRESS: usize = size_of::<Slot>() + size_of::<u32>() / 2;
+/// Bounded work per call keeps the lock hold time flat.
+const EXPIRE_PER_CALL: usize = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct Policy {
+    pub maxretry: u32,
+    /// Seconds.
+    pub findtime: u32,
+    /// Seconds.
+    pub bantime: u32,
+}
+
+/// Monotonic counters since the zone was created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Stats {
+    pub failures: u64,
+    pub bans: u64,
+    pub refused: u64,
+    pub expired: u64,
+    pub evicted: u64,
+    pub bans_dropped: u64,
+}
+
+#[repr(C)]
+struct List {
+    head: u32,
+    tail: u32,
+}
+
+const COUNTED: usize = 0;
+const BANNED: usize = 1;
+
+#[repr(C)]
+struct Header {
+    magic: u64,
+    layout: u32,
+    capacity: u32,
+    nbuckets: u32,
+    bucket_secs: u32,
+    region_len: u64,
+    seed: [u64; 2],
+    policy: Policy,
+    /// Head of the free list (slots released after use).
+    free: u32,
+    /// Slots below this index have been used at least once; the rest were
+    /// never touched, so untouched memory stays out of the workers' RSS.
+    high_water: u32,
+    in_use: u32,
+    /// Read without the lock to skip lookups while nothing is banned.
+    banned: AtomicU32,
+    lists: [List; 2],
+    stats: Stats,
+}
+
+/// Slot states, kept as a plain byte: the region is shared memory that
+/// another process writes, so no Rust enum validity is assumed of it.
+struct State;
+
+impl State {
+    const FREE: u8 = 0;
+    const COUNTED: u8 = 1;
+    const BANNED: u8 = 2;
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Slot {
+    addr: [u8; 16],
+    /// Next slot in the hash bucket, or in the free list.
+    chain: u32,
+    prev: u32,
+    next: u32,
+    state: u8,
+    prefix: u8,
+    _reserved: [u8; 2],
+    /// Counted: newest window step. Banned: start, unix seconds.
+    t0: u32,
+    /// Banned: end, unix seconds.
+    t1: u32,
+    /// Counted: window counts. Banned: failures, as two halves of a u32.
+    counts: [u16; BUCKETS],
+}
+
+const _: () = assert!(size_of::<Slot>() == 48);
+
+/// A ban as the table holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ban {
+    pub key: Key,
+    pub since: u32,
+    pub until: u32,
+    pub failures: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Clear,
+    Banned(Ban),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Counted; this many failures are in the window now.
+    Counted(u32),
+    /// This failure crossed maxretry and started the ban.
+    Banned(Ban),
+    /// The address was banned already; nothing changed.
+    AlreadyBanned,
+}
+
+/// Something a caller should log once the lock is released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Expired(Key),
+    /// A ban forgotten to make room: the zone is too small.
+    BanDropped(Ban),
+}
+
+/// A bounded buffer of events, so reporting never allocates under the lock.
+#[derive(Default, Debug)]
+pub struct Events {
+    items: [Option<Event>; 8],
+    len: usize,
+}
+
+impl Events {
+    fn push(&mut self, event: Event) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = Some(event);
+            self.len += 1;
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
+        self.items[..self.len].iter().flatten().copied()
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum LayoutError {
+    TooSmall,
+    Misaligned,
+    /// Not a table, or one written by another layout version or size.
+    Foreign,
+}
+
+/// Wall-clock time as the table sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    pub ms: u64,
+}
+
+impl Now {
+    pub fn from_ms(ms: u64) -> Now {
+        Now { ms }
+    }
+
+    pub fn secs(self) -> u32 {
+        u32::try_from(self.ms / 1000).unwrap_or(u32::MAX)
+    }
+
+    /// The first whole second at least `secs` from now: a ban never ends
+    /// early because of rounding.
+    fn plus_secs_ceil(self, secs: u32) -> u32 {
+        let end_ms = self.ms.saturating_add(u64::from(secs) * 1000);
+        u32::try_from(end_ms.div_ceil(1000)).unwrap_or(u32::MAX)
+    }
+}
+
+pub struct Table<'a> {
+    hdr: &'a mut Header,
+    buckets: &'a mut [u32],
+    slots: &'a mut [Slot],
+}
+
+fn align_up(n: usize, align: usize) -> usize {
+    n.div_ceil(align) * align
+}
+
+struct Layout {
+    capacity: u32,
+    nbuckets: u32,
+    buckets_at: usize,
+    slots_at: usize,
+}
+
+impl Layout {
+    fn for_capacity(capacity: u32) -> Layout {
+        let nbuckets = capacity.div_ceil(2).max(1);
+        let buckets_at = align_up(size_of::<Header>(), align_of::<u32>());
+        let slots_at = align_up(
+            buckets_at + nbuckets as usize * size_of::<u32>(),
+            align_of::<Slot>(),
+        );
+        Layout {
+            capacity,
+            nbuckets,
+            buckets_at,
+            slots_at,
+        }
+    }
+
+    fn end(&self) -> usize {
+        self.slots_at + self.capacity as usize * size_of::<Slot>()
+    }
+
+    /// The largest table that fits `len` bytes.
+    fn fitting(len: usize) -> Option<Layout> {
+        let estimate = len.saturating_sub(size_of::<Header>()) / BYTES_PER_ADDRESS;
+        let mut capacity = u32::try_from(estimate).unwrap_or(NIL - 1);
+        loop {
+            let layout = Layout::for_capacity(capacity);
+            if layout.end() <= len {
+                return (capacity > 0).then_some(layout);
+            }
+            capacity = capacity.checked_sub(1)?;
+        }
+    }
+}
+
+/// Addresses a region of `len` bytes can track.
+pub fn capacity_for(len: usize) -> u32 {
+    Layout::fitting(len).map_or(0, |l| l.capacity)
+}
+
+/// Number of active bans, read without the lock: a stale zero only lets one
+/// request that races a brand-new ban through, as if it came a moment earlier.
+///
+/// # Safety
+/// `region` must point to a region formatted by [`Table::format`].
+pub unsafe fn active_bans(region: *const u8) -> u32 {
+    // SAFETY: the caller guarantees a formatted region; `banned` is atomic,
+    // so reading it while another process writes under the lock is defined.
+    unsafe { (*region.cast::<Header>()).banned.load(Ordering::Acquire) }
+}
+
+/// The length a formatted region records for itself, 0 if it is not one.
+///
+/// # Safety
+/// `region` must point to at least a header's worth of readable bytes,
+/// aligned for it.
+pub unsafe fn stored_len(region: *const u8) -> usize {
+    // SAFETY: guaranteed by the caller; the fields are plain integers.
+    let hdr = unsafe { &*region.cast::<Header>() };
+    if hdr.magic != MAGIC || hdr.layout != LAYOUT_VERSION {
+        return 0;
+    }
+    usize::try_from(hdr.region_len).unwrap_or(0)
+}
+
+impl<'a> Table<'a> {
+    /// Lays out an empty table over `region`.
+    pub fn format(
+        region: &'a mut [u8],
+        policy: Policy,
+        seed: [u64; 2],
+    ) -> Result<Self, LayoutError> {
+        let layout = Layout::fitting(region.len()).ok_or(LayoutError::TooSmall)?;
+        let len = region.len();
+        let table = Self::split(region, &layout)?;
+        *table.hdr = Header {
+            magic: MAGIC,
+            layout: LAYOUT_VERSION,
+            capacity: layout.capacity,
+            nbuckets: layout.nbuckets,
+            bucket_secs: window::bucket_secs(policy.findtime),
+            region_len: len as u64,
+            seed,
+            policy,
+            free: NIL,
+            high_water: 0,
+            in_use: 0,
+            banned: AtomicU32::new(0),
+            lists: [
+                List {
+                    head: NIL,
+                    tail: NIL,
+                },
+                List {
+                    head: NIL,
+                    tail: NIL,
+                },
+            ],
+            stats: Stats::default(),
+        };
+        table.buckets.fill(NIL);
+        Ok(table)
+    }
+
+    /// Opens a table formatted earlier (by this or another process).
+    pub fn attach(region: &'a mut [u8]) -> Result<Self, LayoutError> {
+        if region.len() < size_of::<Header>() {
+            return Err(LayoutError::TooSmall);
+        }
+        if region.as_ptr().align_offset(align_of::<Header>()) != 0 {
+            return Err(LayoutError::Misaligned);
+        }
+        // SAFETY: size and alignment were checked just above, and every bit
+        // pattern of the header's plain integer fields is a valid value.
+        let hdr = unsafe { &*region.as_ptr().cast::<Header>() };
+        if hdr.magic != MAGIC
+            || hdr.layout != LAYOUT_VERSION
+            || hdr.region_len != region.len() as u64
+        {
+            return Err(LayoutError::Foreign);
+        }
+        let layout = Layout::for_capacity(hdr.capacity);
+        if layout.nbuckets != hdr.nbuckets || layout.end() > region.len() {
+            return Err(LayoutError::Foreign);
+        }
+        Self::split(region, &layout)
+    }
+
+    fn split(region: &'a mut [u8], layout: &Layout) -> Result<Self, LayoutError> {
+        if layout.end() > region.len() {
+            return Err(LayoutError::TooSmall);
+        }
+        if region.as_ptr().align_offset(align_of::<Header>()) != 0 {
+            return Err(LayoutError::Misaligned);
+        }
+        let base = region.as_mut_ptr();
+        // SAFETY: the three parts are disjoint, in bounds (checked against
+        // `layout.end()`), and aligned: the region is aligned for the header
+        // and the offsets are rounded up to each part's alignment. All
+        // fields are plain integers, so any bit pattern is a valid value.
+        unsafe {
+            Ok(Table {
+                hdr: &mut *base.cast::<Header>(),
+                buckets: core::slice::from_raw_parts_mut(
+                    base.add(layout.buckets_at).cast::<u32>(),
+                    layout.nbuckets as usize,
+                ),
+                slots: core::slice::from_raw_parts_mut(
+                    base.add(layout.slots_at).cast::<Slot>(),
+                    layout.capacity as usize,
+                ),
+            })
+        }
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.hdr.capacity
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.hdr.policy
+    }
+
+    /// Addresses held: counted or banned.
+    pub fn tracked(&self) -> u32 {
+        self.hdr.in_use
+    }
+
+    pub fn bans(&self) -> u32 {
+        self.hdr.banned.load(Ordering::Relaxed)
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.hdr.stats
+    }
+
+    /// Applies a reloaded configuration's policy. A new findtime changes the
+    /// window's step, so running counts restart; bans are kept.
+    pub fn set_policy(&mut self, policy: Policy) {
+        let step = window::bucket_secs(policy.findtime);
+        if step != self.hdr.bucket_secs {
+            let used = self.hdr.high_water as usize;
+            for slot in self.slots[..used].iter_mut() {
+                if slot.state == State::COUNTED {
+                    slot.set_window(Window::default());
+                }
+            }
+            self.hdr.bucket_secs = step;
+        }
+        self.hdr.policy = policy;
+    }
+
+    /// Whether `key` is banned now. `refusing` counts the request as refused
+    /// (false in dry run, where nothing is refused).
+    pub fn check(&mut self, key: &Key, now: Now, refusing: bool, events: &mut Events) -> Verdict {
+        if self.bans() == 0 {
+            return Verdict::Clear;
+        }
+        self.expire(now, events);
+        let Some(i) = self.find(key) else {
+            return Verdict::Clear;
+        };
+        let slot = self.slots[i as usize];
+        if slot.state != State::BANNED {
+            return Verdict::Clear;
+        }
+        if slot.t1 <= now.secs() {
+            self.end_ban(i, events);
+            return Verdict::Clear;
+        }
+        if refusing {
+            self.hdr.stats.refused += 1;
+        }
+        Verdict::Banned(slot.ban())
+    }
+
+    /// Counts one failed response of `key`; bans it at the maxretry-th
+    /// failure in the window.
+    pub fn record_failure(&mut self, key: &Key, now: Now, events: &mut Events) -> Failure {
+        self.expire(now, events);
+        let i = match self.find(key) {
+            Some(i) => i,
+            None => self.insert(key, events),
+        };
+        if self.slots[i as usize].state == State::BANNED {
+            if self.slots[i as usize].t1 > now.secs() {
+                return Failure::AlreadyBanned;
+            }
+            self.end_ban(i, events);
+        }
+        self.hdr.stats.failures += 1;
+        let step = now.secs() / self.hdr.bucket_secs;
+        let mut win = self.slots[i as usize].window();
+        let failures = win.add(step);
+        self.slots[i as usize].set_window(win);
+        let policy = self.hdr.policy;
+        if failures >= policy.maxretry {
+            let ban = self.ban_slot(i, now, policy.bantime, failures);
+            return Failure::Banned(ban);
+        }
+        self.unlink(COUNTED, i);
+        self.push_front(COUNTED, i);
+        Failure::Counted(failures)
+    }
+
+    /// Failures of `key` still in the window, if it is tracked.
+    pub fn failures(&self, key: &Key, now: Now) -> Option<u32> {
+        let slot = self.slots[self.find(key)? as usize];
+        Some(if slot.state == State::BANNED {
+            slot.ban().failures
+        } else {
+            slot.window().total(now.secs() / self.hdr.bucket_secs)
+        })
+    }
+
+    /// Ends bans whose time is up and forgets counted addresses whose
+    /// window emptied, a few per call.
+    pub fn expire(&mut self, now: Now, events: &mut Events) {
+        let secs = now.secs();
+        for _ in 0..EXPIRE_PER_CALL {
+            let head = self.hdr.lists[BANNED].head;
+            if head == NIL || self.slots[head as usize].t1 > secs {
+                break;
+            }
+            self.end_ban(head, events);
+        }
+        let step = secs / self.hdr.bucket_secs;
+        for _ in 0..EXPIRE_PER_CALL {
+            let tail = self.hdr.lists[COUNTED].tail;
+            if tail == NIL || self.slots[tail as usize].window().total(step) > 0 {
+                break;
+            }
+            self.forget(tail);
+        }
+    }
+
+    fn ban_slot(&mut self, i: u32, now: Now, secs: u32, failures: u32) -> Ban {
+        let was_banned = self.slots[i as usize].state == State::BANNED;
+        let list = if was_banned { BANNED } else { COUNTED };
+        self.unlink(list, i);
+        let slot = &mut self.slots[i as usize];
+        slot.state = State::BANNED;
+        slot.t0 = now.secs();
+        slot.t1 = now.plus_secs_ceil(secs);
+        slot.counts = [failures as u16, (failures >> 16) as u16, 0, 0];
+        let ban = slot.ban();
+        self.insert_by_end(i);
+        if !was_banned {
+            self.hdr.banned.fetch_add(1, Ordering::Release);
+        }
+        self.hdr.stats.bans += 1;
+        ban
+    }
+
+    /// Turns a ban back into a counted address with an empty window, last in
+    /// line to be kept: it has not failed since.
+    fn end_ban(&mut self, i: u32, events: &mut Events) {
+        let key = self.slots[i as usize].key();
+        self.unlink(BANNED, i);
+        self.hdr.banned.fetch_sub(1, Ordering::Release);
+        self.hdr.stats.expired += 1;
+        let slot = &mut self.slots[i as usize];
+        slot.state = State::COUNTED;
+        slot.set_window(Window::default());
+        self.push_back(COUNTED, i);
+        events.push(Event::Expired(key));
+    }
+
+    fn find(&self, key: &Key) -> Option<u32> {
+        let addr = key.raw_addr();
+        let prefix = key.raw_prefix();
+        let mut i = self.buckets[self.bucket_of(key)];
+        while i != NIL {
+            let slot = self.slots.get(i as usize)?;
+            if slot.addr == addr && slot.prefix == prefix {
+                return Some(i);
+            }
+            i = slot.chain;
+        }
+        None
+    }
+
+    fn insert(&mut self, key: &Key, events: &mut Events) -> u32 {
+        let i = self.take_slot(events);
+        let slot = &mut self.slots[i as usize];
+        slot.addr = key.raw_addr();
+        slot.prefix = key.raw_prefix();
+        slot.state = State::COUNTED;
+        slot.set_window(Window::default());
+        slot.t1 = 0;
+        let b = self.bucket_of(key);
+        self.slots[i as usize].chain = self.buckets[b];
+        self.buckets[b] = i;
+        self.push_front(COUNTED, i);
+        self.hdr.in_use += 1;
+        i
+    }
+
+    /// A free slot: never used, released, or taken from the least valuable
+    /// holder (oldest counted address, else the ban ending soonest).
+    fn take_slot(&mut self, events: &mut Events) -> u32 {
+        if self.hdr.free != NIL {
+            let i = self.hdr.free;
+            self.hdr.free = self.slots[i as usize].chain;
+            return i;
+        }
+        if self.hdr.high_water < self.hdr.capacity {
+            self.hdr.high_water += 1;
+            return self.hdr.high_water - 1;
+        }
+        let victim = match self.hdr.lists[COUNTED].tail {
+            NIL => {
+                let head = self.hdr.lists[BANNED].head;
+                events.push(Event::BanDropped(self.slots[head as usize].ban()));
+                self.hdr.stats.bans_dropped += 1;
+                head
+            }
+            tail => {
+                self.hdr.stats.evicted += 1;
+                tail
+            }
+        };
+        self.forget(victim);
+        let i = self.hdr.free;
+        self.hdr.free = self.slots[i as usize].chain;
+        i
+    }
+
+    /// Removes a slot from the index and its list and frees it.
+    fn forget(&mut self, i: u32) {
+        let slot = self.slots[i as usize];
+        match slot.state {
+            State::COUNTED => self.unlink(COUNTED, i),
+            State::BANNED => {
+                self.unlink(BANNED, i);
+                self.hdr.banned.fetch_sub(1, Ordering::Release);
+            }
+            _ => return,
+        }
+        let b = self.bucket_of(&slot.key());
+        if self.buckets[b] == i {
+            self.buckets[b] = slot.chain;
+        } else {
+            let mut p = self.buckets[b];
+            while p != NIL {
+                let next = self.slots[p as usize].chain;
+                if next == i {
+                    self.slots[p as usize].chain = slot.chain;
+                    break;
+                }
+                p = next;
+            }
+        }
+        let freed = &mut self.slots[i as usize];
+        freed.state = State::FREE;
+        freed.chain = self.hdr.free;
+        self.hdr.free = i;
+        self.hdr.in_use -= 1;
+    }
+
+    fn bucket_of(&self, key: &Key) -> usize {
+        let addr = key.raw_addr();
+        let hi = u64::from_le_bytes(addr[..8].try_into().unwrap_or_default());
+        let lo = u64::from_le_bytes(addr[8..].try_into().unwrap_or_default());
+        let [s0, s1] = self.hdr.seed;
+        let h = fold_mul(hi ^ s0, lo ^ s1 ^ u64::from(key.raw_prefix()));
+        let h = fold_mul(h, 0x9e37_79b9_7f4a_7c15 ^ s0);
+        // Multiply-shift maps the hash onto any bucket count without a modulo.
+        (((h >> 32) * u64::from(self.hdr.nbuckets)) >> 32) as usize
+    }
+
+    fn push_front(&mut self, list: usize, i: u32) {
+        let head = self.hdr.lists[list].head;
+        let slot = &mut self.slots[i as usize];
+        slot.prev = NIL;
+        slot.next = head;
+        match head {
+            NIL => self.hdr.lists[list].tail = i,
+            h => self.slots[h as usize].prev = i,
+        }
+        self.hdr.lists[list].head = i;
+    }
+
+    fn push_back(&mut self, list: usize, i: u32) {
+        let tail = self.hdr.lists[list].tail;
+        self.insert_after(list, tail, i);
+    }
+
+    /// Inserts after `at` (NIL: at the front).
+    fn insert_after(&mut self, list: usize, at: u32, i: u32) {
+        if at == NIL {
+            return self.push_front(list, i);
+        }
+        let next = self.slots[at as usize].next;
+        let slot = &mut self.slots[i as usize];
+        slot.prev = at;
+        slot.next = next;
+        self.slots[at as usize].next = i;
+        match next {
+            NIL => self.hdr.lists[list].tail = i,
+            n => self.slots[n as usize].prev = i,
+        }
+    }
+
+    /// Keeps the ban list ordered by end time; new bans nearly always end
+    /// last, so the walk from the tail stops at once.
+    fn insert_by_end(&mut self, i: u32) {
+        let until = self.slots[i as usize].t1;
+        let mut at = self.hdr.lists[BANNED].tail;
+        while at != NIL && self.slots[at as usize].t1 > until {
+            at = self.slots[at as usize].prev;
+        }
+        self.insert_after(BANNED, at, i);
+    }
+
+    fn unlink(&mut self, list: usize, i: u32) {
+        let Slot { prev, next, .. } = self.slots[i as usize];
+        match prev {
+            NIL => self.hdr.lists[list].head = next,
+            p => self.slots[p as usize].next = next,
+        }
+        match next {
+            NIL => self.hdr.lists[list].tail = prev,
+            n => self.slots[n as usize].prev = prev,
+        }
+    }
+}
+
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
+impl Slot {
+    fn key(&self) -> Key {
+        Key::from_raw(self.addr, self.prefix)
+    }
+
+    fn window(&self) -> Window {
+        Window {
+            newest: self.t0,
+            counts: self.counts,
+        }
+    }
+
+    fn set_window(&mut self, win: Window) {
+        self.t0 = win.newest;
+        self.counts = win.counts;
+    }
+
+    fn ban(&self) -> Ban {
+        Ban {
+            key: self.key(),
+            since: self.t0,
+            until: self.t1,
+            failures: u32::from(self.counts[0]) | (u32::from(self.counts[1]) << 16),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "table_tests.rs"]
+mod tests;

@@ -1,0 +1,413 @@
+use super::*;
+use proptest::prelude::*;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+const POLICY: Policy = Policy {
+    maxretry: 5,
+    findtime: 600,
+    bantime: 600,
+};
+
+/// An 8-byte aligned buffer standing in for the shared zone.
+struct Region(Vec<u64>);
+
+impl Region {
+    fn new(bytes: usize) -> Region {
+        Region(vec![0; bytes.div_ceil(8)])
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        let len = self.0.len() * 8;
+        // SAFETY: a Vec<u64> is valid, initialised memory of len bytes.
+        unsafe { core::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u8>(), len) }
+    }
+
+    fn table(&mut self, policy: Policy) -> Table<'_> {
+        Table::format(self.bytes(), policy, [0x1234_5678, 0x9abc_def0]).unwrap()
+    }
+}
+
+fn v4(n: u32) -> Key {
+    Key::from_ip(IpAddr::V4(Ipv4Addr::from(n)))
+}
+
+fn v6(n: u128) -> Key {
+    Key::from_ip(IpAddr::V6(Ipv6Addr::from(n)))
+}
+
+fn at(secs: u64) -> Now {
+    Now::from_ms(secs * 1000)
+}
+
+/// Walks every structure and checks that they agree.
+fn check_invariants(t: &Table) {
+    let used = t.hdr.high_water as usize;
+    let mut in_use = 0;
+    let mut banned = 0;
+    for (i, slot) in t.slots[..used].iter().enumerate() {
+        match slot.state {
+            State::COUNTED | State::BANNED => {
+                in_use += 1;
+                assert_eq!(t.find(&slot.key()), Some(i as u32), "slot {i} not indexed");
+                banned += usize::from(slot.state == State::BANNED);
+            }
+            State::FREE => {}
+            other => panic!("slot {i} has state {other}"),
+        }
+    }
+    assert_eq!(in_use, t.hdr.in_use as usize);
+    assert_eq!(banned, t.bans() as usize);
+    let walk = |list: usize| {
+        let mut n = 0;
+        let mut prev = NIL;
+        let mut i = t.hdr.lists[list].head;
+        while i != NIL {
+            assert_eq!(t.slots[i as usize].prev, prev);
+            prev = i;
+            i = t.slots[i as usize].next;
+            n += 1;
+            assert!(n <= used, "list {list} loops");
+        }
+        assert_eq!(t.hdr.lists[list].tail, prev);
+        n
+    };
+    assert_eq!(walk(COUNTED) + walk(BANNED), in_use);
+    assert_eq!(walk(BANNED), banned);
+    let mut i = t.hdr.lists[BANNED].head;
+    let mut last_end = 0;
+    while i != NIL {
+        assert!(t.slots[i as usize].t1 >= last_end, "ban list out of order");
+        last_end = t.slots[i as usize].t1;
+        i = t.slots[i as usize].next;
+    }
+    let mut free = 0;
+    let mut i = t.hdr.free;
+    while i != NIL {
+        assert_eq!(t.slots[i as usize].state, State::FREE);
+        free += 1;
+        i = t.slots[i as usize].chain;
+    }
+    assert_eq!(free + in_use, used);
+}
+
+#[test]
+fn bans_at_the_maxretry_th_failure() {
+    let mut region = Region::new(64 * 1024);
+    let mut t = region.table(POLICY);
+    let mut ev = Events::default();
+    let key = v4(0xc000_0207);
+    for n in 1..5 {
+        assert_eq!(
+            t.record_failure(&key, at(1000 + n), &mut ev),
+            Failure::Counted(n as u32)
+        );
+        assert_eq!(t.check(&key, at(1000 + n), true, &mut ev), Verdict::Clear);
+    }
+    let Failure::Banned(ban) = t.record_failure(&key, at(1005), &mut ev) else {
+        panic!("fifth failure must ban");
+    };
+    assert_eq!(
+        (ban.key, ban.since, ban.until, ban.failures),
+        (key, 1005, 1605, 5)
+    );
+    assert_eq!(t.check(&key, at(1006), true, &mut ev), Verdict::Banned(ban));
+    assert_eq!(
+        t.record_failure(&key, at(1007), &mut ev),
+        Failure::AlreadyBanned
+    );
+    assert_eq!(t.check(&v4(1), at(1006), true, &mut ev), Verdict::Clear);
+    let stats = t.stats();
+    assert_eq!((stats.failures, stats.bans, stats.refused), (5, 1, 1));
+    check_invariants(&t);
+}
+
+#[test]
+fn a_ban_lasts_at_least_bantime_then_starts_from_zero() {
+    let mut region = Region::new(64 * 1024);
+    let mut t = region.table(Policy {
+        maxretry: 2,
+        findtime: 60,
+        bantime: 10,
+    });
+    let mut ev = Events::default();
+    let key = v6(0x2001_0db8 << 96 | 7);
+    t.record_failure(&key, Now::from_ms(100_000), &mut ev);
+    let Failure::Banned(ban) = t.record_failure(&key, Now::from_ms(100_400), &mut ev) else {
+        panic!("second failure must ban");
+    };
+    // 100.4 s + 10 s rounds up to 111: never shorter than bantime.
+    assert_eq!(ban.until, 111);
+    assert!(matches!(
+        t.check(&key, Now::from_ms(110_999), true, &mut ev),
+        Verdict::Banned(_)
+    ));
+    let mut ev = Events::default();
+    assert_eq!(
+        t.check(&key, Now::from_ms(111_000), true, &mut ev),
+        Verdict::Clear
+    );
+    assert_eq!(ev.iter().collect::<Vec<_>>(), vec![Event::Expired(key)]);
+    assert_eq!(
+        t.record_failure(&key, at(112), &mut ev),
+        Failure::Counted(1)
+    );
+    assert_eq!(t.stats().expired, 1);
+    check_invariants(&t);
+}
+
+#[test]
+fn expired_bans_are_reported_even_if_the_address_never_returns() {
+    let mut region = Region::new(64 * 1024);
+    let mut t = region.table(Policy {
+        maxretry: 1,
+        findtime: 60,
+        bantime: 5,
+    });
+    let mut ev = Events::default();
+    t.record_failure(&v4(1), at(100), &mut ev);
+    t.record_failure(&v4(2), at(101), &mut ev);
+    let mut ev = Events::default();
+    t.record_failure(&v4(3), at(200), &mut ev);
+    let expired: Vec<_> = ev.iter().collect();
+    assert_eq!(expired, vec![Event::Expired(v4(1)), Event::Expired(v4(2))]);
+    assert_eq!(t.bans(), 1);
+    check_invariants(&t);
+}
+
+#[test]
+fn a_full_table_forgets_the_least_recently_failing_and_keeps_bans() {
+    let mut region = Region::new(16 * 1024);
+    let mut t = region.table(POLICY);
+    let cap = t.capacity();
+    let mut ev = Events::default();
+    // Ten bans first, then fill the rest with counted addresses.
+    for b in 0..10u32 {
+        for s in 0..5u64 {
+            t.record_failure(&v4(0x0a00_0000 + b), at(1000 + s), &mut ev);
+        }
+    }
+    assert_eq!(t.bans(), 10);
+    for n in 0..cap - 10 {
+        t.record_failure(&v4(n + 1), at(1010), &mut ev);
+    }
+    assert_eq!(t.tracked(), cap);
+    // Address 1 fails again, so 2 is now the least recently active.
+    t.record_failure(&v4(1), at(1011), &mut ev);
+    t.record_failure(&v4(0xffff_0000), at(1012), &mut ev);
+    assert!(t.failures(&v4(1), at(1012)).is_some());
+    assert!(
+        t.failures(&v4(2), at(1012)).is_none(),
+        "oldest counted address goes first"
+    );
+    assert_eq!(t.stats().evicted, 1);
+    // Fill with fresh addresses until only bans would be left to drop.
+    for n in 0..cap {
+        t.record_failure(&v4(0x2000_0000 + n), at(1013), &mut ev);
+    }
+    assert_eq!(t.bans(), 10, "bans survive while counted addresses remain");
+    check_invariants(&t);
+    // Now ban everything: the earliest-ending bans are dropped, and said so.
+    let mut ev = Events::default();
+    for n in 0..cap {
+        for _ in 0..5 {
+            t.record_failure(&v4(0x3000_0000 + n), at(1020), &mut ev);
+        }
+    }
+    assert_eq!(t.bans(), cap);
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, Event::BanDropped(b) if b.key == v4(0x0a00_0000))));
+    assert_eq!(t.stats().bans_dropped, 10);
+    check_invariants(&t);
+}
+
+#[test]
+fn one_mebibyte_holds_twenty_thousand_addresses() {
+    // What nginx's slab allocator leaves of a 1 MiB zone for one allocation.
+    let usable = 253 * 4096;
+    assert!(capacity_for(usable) >= 20_000, "{}", capacity_for(usable));
+    assert_eq!(BYTES_PER_ADDRESS, 50);
+    let mut region = Region::new(usable);
+    let mut t = region.table(POLICY);
+    let mut ev = Events::default();
+    for n in 0..20_000u128 {
+        t.record_failure(&v6(0x2001_0db8 << 96 | n), at(5), &mut ev);
+    }
+    assert_eq!(t.tracked(), 20_000);
+    assert_eq!(t.stats().evicted, 0);
+    check_invariants(&t);
+}
+
+#[test]
+fn attach_adopts_only_a_matching_table() {
+    let mut region = Region::new(32 * 1024);
+    {
+        let mut t = region.table(POLICY);
+        let mut ev = Events::default();
+        for _ in 0..5 {
+            t.record_failure(&v4(9), at(50), &mut ev);
+        }
+    }
+    {
+        let mut t = Table::attach(region.bytes()).unwrap();
+        assert_eq!(t.bans(), 1);
+        let mut ev = Events::default();
+        assert!(matches!(
+            t.check(&v4(9), at(51), true, &mut ev),
+            Verdict::Banned(_)
+        ));
+    }
+    let len = region.bytes().len();
+    assert_eq!(
+        Table::attach(&mut region.bytes()[..len - 8]).err(),
+        Some(LayoutError::Foreign)
+    );
+    region.bytes()[0] ^= 1;
+    assert_eq!(
+        Table::attach(region.bytes()).err(),
+        Some(LayoutError::Foreign)
+    );
+    assert_eq!(
+        Table::format(&mut [0u8; 64], POLICY, [0, 0]).err(),
+        Some(LayoutError::TooSmall)
+    );
+}
+
+#[test]
+fn a_new_findtime_restarts_counts_but_keeps_bans() {
+    let mut region = Region::new(32 * 1024);
+    let mut t = region.table(POLICY);
+    let mut ev = Events::default();
+    for _ in 0..5 {
+        t.record_failure(&v4(1), at(10), &mut ev);
+    }
+    for _ in 0..4 {
+        t.record_failure(&v4(2), at(10), &mut ev);
+    }
+    t.set_policy(Policy {
+        findtime: 60,
+        ..POLICY
+    });
+    assert_eq!(t.failures(&v4(2), at(11)), Some(0));
+    assert!(matches!(
+        t.check(&v4(1), at(11), true, &mut ev),
+        Verdict::Banned(_)
+    ));
+    t.set_policy(Policy {
+        maxretry: 2,
+        findtime: 60,
+        bantime: 1,
+    });
+    assert_eq!(
+        t.record_failure(&v4(2), at(12), &mut ev),
+        Failure::Counted(1)
+    );
+    assert!(
+        matches!(t.record_failure(&v4(2), at(12), &mut ev), Failure::Banned(b) if b.until == 13)
+    );
+}
+
+#[test]
+fn threads_sharing_one_region_agree() {
+    use std::sync::{Arc, Mutex};
+    let region = Arc::new(Mutex::new(Region::new(256 * 1024)));
+    region.lock().unwrap().table(Policy {
+        maxretry: 1000,
+        findtime: 600,
+        bantime: 600,
+    });
+    let threads: Vec<_> = (0..4u32)
+        .map(|t| {
+            let region = Arc::clone(&region);
+            std::thread::spawn(move || {
+                for n in 0..2000u32 {
+                    // Each lock is one worker's critical section.
+                    let mut guard = region.lock().unwrap();
+                    let mut table = Table::attach(guard.bytes()).unwrap();
+                    let mut ev = Events::default();
+                    table.record_failure(&v4(n % 700), at(100), &mut ev);
+                    table.check(&v4(t), at(100), true, &mut ev);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut guard = region.lock().unwrap();
+    let t = Table::attach(guard.bytes()).unwrap();
+    assert_eq!(t.stats().failures, 8000);
+    // Each thread fails addresses 0..600 three times and 600..700 twice.
+    assert_eq!(t.tracked(), 700);
+    assert_eq!(t.failures(&v4(0), at(100)), Some(12));
+    assert_eq!(t.failures(&v4(699), at(100)), Some(8));
+    check_invariants(&t);
+}
+
+proptest! {
+    /// The window rule: maxretry failures within any findtime-long span
+    /// always ban, and a ban needs maxretry failures within findtime plus
+    /// one window step.
+    #[test]
+    fn window_never_lets_maxretry_through(
+        maxretry in 1u32..8,
+        findtime in 1u32..200,
+        gaps in proptest::collection::vec(0u64..120_000, 1..60),
+    ) {
+        let policy = Policy { maxretry, findtime, bantime: 1_000_000 };
+        let mut region = Region::new(16 * 1024);
+        let mut t = region.table(policy);
+        let key = v4(77);
+        let step = window::bucket_secs(findtime);
+        let mut now_ms = 1_000_000_000u64;
+        let mut seen: Vec<u32> = Vec::new();
+        for gap in gaps {
+            now_ms += gap;
+            let now = Now::from_ms(now_ms);
+            let secs = now.secs();
+            seen.push(secs);
+            let within_findtime = seen.iter().filter(|&&s| s + findtime >= secs).count() as u32;
+            let within_slack = seen.iter().filter(|&&s| s + findtime + step > secs).count() as u32;
+            let mut ev = Events::default();
+            match t.record_failure(&key, now, &mut ev) {
+                Failure::Counted(_) => prop_assert!(within_findtime < maxretry),
+                Failure::Banned(_) => {
+                    prop_assert!(within_slack >= maxretry);
+                    break;
+                }
+                Failure::AlreadyBanned => prop_assert!(false, "ban was never reported"),
+            }
+        }
+    }
+
+    /// Random traffic on a tiny table keeps every structure consistent and
+    /// agrees with a simple model on who is banned.
+    #[test]
+    fn random_traffic_keeps_the_table_consistent(
+        ops in proptest::collection::vec((0u32..40, 0u64..3000, any::<bool>()), 1..400),
+    ) {
+        let policy = Policy { maxretry: 3, findtime: 10, bantime: 5 };
+        let mut region = Region::new(4096);
+        let mut t = region.table(policy);
+        prop_assert!(t.capacity() > 40, "no eviction here: the model has none");
+        let mut now_ms = 50_000_000u64;
+        let mut bans: HashMap<Key, u32> = HashMap::new();
+        for (addr, gap, fail) in ops {
+            now_ms += gap;
+            let now = Now::from_ms(now_ms);
+            let key = if addr % 2 == 0 { v4(addr) } else { v6(u128::from(addr)) };
+            let mut ev = Events::default();
+            if fail {
+                if let Failure::Banned(ban) = t.record_failure(&key, now, &mut ev) {
+                    bans.insert(key, ban.until);
+                }
+            } else {
+                let verdict = t.check(&key, now, true, &mut ev);
+                let banned_in_model = bans.get(&key).is_some_and(|&until| until > now.secs());
+                prop_assert_eq!(matches!(verdict, Verdict::Banned(_)), banned_in_model);
+            }
+            check_invariants(&t);
+        }
+    }
+}

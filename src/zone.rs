@@ -1,0 +1,195 @@
+//! The jail's shared-memory zone: creation, adoption on reload, and locked
+//! access to its table with the zone's slab-pool mutex (which nginx's master
+//! releases if a worker dies holding it).
+
+use core::ffi::c_void;
+use core::ptr;
+use std::hash::{BuildHasher, Hasher};
+
+use nginx_sys::{
+    ngx_int_t, ngx_log_t, ngx_pagesize, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock,
+    ngx_slab_alloc, ngx_slab_free, ngx_slab_pool_t, NGX_LOG_NOTICE, NGX_LOG_WARN,
+};
+use ngx::core::Status;
+use ngx::ngx_log_error;
+
+use crate::table::{self, Events, Policy, Table};
+
+/// One `authban_zone`: its policy from the configuration and, once nginx
+/// has mapped the memory, where its table lives.
+pub struct Zone {
+    pub name: String,
+    pub policy: Policy,
+    pub shm_zone: *mut ngx_shm_zone_t,
+    region: *mut u8,
+    region_len: usize,
+}
+
+impl Zone {
+    pub fn new(name: String, policy: Policy, shm_zone: *mut ngx_shm_zone_t) -> Zone {
+        Zone {
+            name,
+            policy,
+            shm_zone,
+            region: ptr::null_mut(),
+            region_len: 0,
+        }
+    }
+
+    /// Active bans, without taking the lock: the fast path for the common
+    /// case of a zone that bans nobody.
+    pub fn has_bans(&self) -> bool {
+        if self.region.is_null() {
+            return false;
+        }
+        // SAFETY: `region` was formatted by `init` before any request.
+        unsafe { table::active_bans(self.region) > 0 }
+    }
+
+    /// Runs `f` on the table with the zone locked. The guard unlocks even if
+    /// `f` panics, so a bug cannot leave the zone locked for every worker.
+    pub fn with_table<R>(&self, f: impl FnOnce(&mut Table<'_>) -> R) -> Option<R> {
+        let shpool = self.shpool()?;
+        let _guard = ZoneLock::acquire(shpool);
+        // SAFETY: the region lies inside the zone's mapping, which lives as
+        // long as the cycle, and the lock serialises every access to it.
+        let region = unsafe { core::slice::from_raw_parts_mut(self.region, self.region_len) };
+        let mut table = Table::attach(region).ok()?;
+        Some(f(&mut table))
+    }
+
+    fn shpool(&self) -> Option<*mut ngx_slab_pool_t> {
+        if self.region.is_null() || self.shm_zone.is_null() {
+            return None;
+        }
+        // SAFETY: shm_zone is the zone nginx created for this configuration.
+        let addr = unsafe { (*self.shm_zone).shm.addr };
+        (!addr.is_null()).then_some(addr.cast())
+    }
+}
+
+struct ZoneLock(*mut ngx_slab_pool_t);
+
+impl ZoneLock {
+    fn acquire(shpool: *mut ngx_slab_pool_t) -> ZoneLock {
+        // SAFETY: shpool is the slab pool nginx initialised at the start of
+        // the zone; its mutex is shared by all processes.
+        unsafe { ngx_shmtx_lock(ptr::addr_of_mut!((*shpool).mutex)) };
+        ZoneLock(shpool)
+    }
+}
+
+impl Drop for ZoneLock {
+    fn drop(&mut self) {
+        // SAFETY: this process locked the mutex in `acquire`.
+        unsafe { ngx_shmtx_unlock(ptr::addr_of_mut!((*self.0).mutex)) };
+    }
+}
+
+fn random_seed() -> [u64; 2] {
+    let state = std::collections::hash_map::RandomState::new();
+    let mut one = state.build_hasher();
+    one.write_u8(1);
+    let mut two = state.build_hasher();
+    two.write_u8(2);
+    [one.finish(), two.finish()]
+}
+
+/// nginx calls this in the master when it maps the zone: at start-up, and
+/// on every reload (then with the old zone's data if the name, size and tag
+/// are unchanged, so counts and bans carry over).
+pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_int_t {
+    // SAFETY: nginx passes the zone it created with our `data` pointer.
+    let (zone, shpool, log) = unsafe {
+        let shm_zone = &mut *shm_zone;
+        (
+            &mut *shm_zone.data.cast::<Zone>(),
+            &mut *shm_zone.shm.addr.cast::<ngx_slab_pool_t>(),
+            shm_zone.shm.log,
+        )
+    };
+    if !shpool.data.is_null() && adopt(zone, shpool, log) {
+        return Status::NGX_OK.into();
+    }
+    // Keep one page back for nginx's own small allocations in the pool.
+    let pages = shpool.pfree.saturating_sub(1);
+    // SAFETY: ngx_pagesize is set by nginx before any configuration is read.
+    let len = pages * unsafe { ngx_pagesize };
+    // SAFETY: the pool is initialised and not yet shared with any worker.
+    let region = unsafe { ngx_slab_alloc(shpool, len) }.cast::<u8>();
+    if region.is_null() {
+        return Status::NGX_ERROR.into();
+    }
+    // SAFETY: ngx_slab_alloc returned `len` page-aligned bytes.
+    let bytes = unsafe { core::slice::from_raw_parts_mut(region, len) };
+    if Table::format(bytes, zone.policy, random_seed()).is_err() {
+        return Status::NGX_ERROR.into();
+    }
+    shpool.data = region.cast();
+    zone.region = region;
+    zone.region_len = len;
+    Status::NGX_OK.into()
+}
+
+/// Takes over the table of the zone before a reload, if it is ours.
+fn adopt(zone: &mut Zone, shpool: &mut ngx_slab_pool_t, log: *mut ngx_log_t) -> bool {
+    let region = shpool.data.cast::<u8>();
+    // SAFETY: the region was ours in the previous cycle; its length is in
+    // its header, which `attach` checks against magic and layout version.
+    let len = unsafe { table::stored_len(region) };
+    zone.region = region;
+    zone.region_len = len;
+    let adopted = zone.with_table(|t| {
+        t.set_policy(zone.policy);
+        t.tracked()
+    });
+    if let Some(tracked) = adopted {
+        ngx_log_error!(
+            NGX_LOG_NOTICE,
+            log,
+            "authban: zone \"{}\" kept across reload with {} addresses",
+            zone.name,
+            tracked
+        );
+        return true;
+    }
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        log,
+        "authban: zone \"{}\" holds data of another layout, starting it empty",
+        zone.name
+    );
+    // SAFETY: the block was allocated from this pool by an earlier cycle and
+    // nothing else refers to it once the zone starts empty.
+    unsafe { ngx_slab_free(shpool, region.cast()) };
+    shpool.data = ptr::null_mut();
+    zone.region = ptr::null_mut();
+    zone.region_len = 0;
+    false
+}
+
+/// Reports of events to the log, after the lock is released.
+pub fn log_events(zone: &Zone, events: &Events, log: *mut ngx_log_t) {
+    for event in events.iter() {
+        match event {
+            table::Event::Expired(key) => {
+                ngx_log_error!(
+                    NGX_LOG_NOTICE,
+                    log,
+                    "authban: unban zone={} addr={} reason=expired",
+                    zone.name,
+                    key
+                );
+            }
+            table::Event::BanDropped(ban) => {
+                ngx_log_error!(
+                    NGX_LOG_WARN,
+                    log,
+                    "authban: unban zone={} addr={} reason=zone_full (zone too small)",
+                    zone.name,
+                    ban.key
+                );
+            }
+        }
+    }
+}

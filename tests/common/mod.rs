@@ -1,0 +1,52 @@
+//! Integration-test harness for authban.
+//!
+//! The module is a cdylib loaded by nginx, so integration tests are
+//! black-box: they start a real nginx (master + workers) from
+//! `$AUTHBAN_BUILD/sbin/nginx` (default `<crate>/build`), load
+//! `modules/ngx_http_authban_module.so` into it, and talk HTTP to it.
+//!
+//! Use from a test file with `mod common; use common::*;`. Every test body
+//! should be wrapped in [`with_timeout`] so that a hang fails the test instead
+//! of CI, and so that its nginx/mock processes are killed on timeout.
+//!
+//! - [`Nginx`] / [`NginxOptions`]: a running nginx in a private temp dir.
+//! - [`nginx_test_config`]: `nginx -t` on a generated config.
+//! - [`Mock`]: the mock CloudStack upstream (`build/bin/mock-cloudstack`).
+//! - [`http`], [`get`], [`get_from`], [`http_from_ip`], [`Conn`]: a tiny
+//!   HTTP/1.1 client with timeouts, which reports a silently closed
+//!   connection (nginx `return 444`) as [`Reply::Closed`].
+//! - [`free_port`]: ports that never collide across threads or processes.
+
+// Each test binary uses a different subset of the harness.
+#![allow(dead_code, unused_imports)]
+
+mod client;
+mod mock;
+mod nginx;
+mod paths;
+mod ports;
+mod process;
+
+pub use client::{get, get_from, http, http_at, http_from_ip, Conn, Reply, Response, HTTP_TIMEOUT};
+pub use mock::Mock;
+pub use nginx::{nginx_test_config, Nginx, NginxOptions};
+pub use paths::{build_dir, mock_bin, module_path, nginx_bin};
+pub use ports::free_port;
+pub use process::with_timeout;
+
+use std::time::{Duration, Instant};
+
+/// Polls `cond` every 20 ms until it holds or `timeout` elapses; returns
+/// whether it held. The building block of every bounded wait here.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

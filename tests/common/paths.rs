@@ -1,0 +1,70 @@
+//! Locations of the build artifacts the tests run, and unique temp dirs.
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// `$AUTHBAN_BUILD`, or `<crate>/build` (where `make build` puts things).
+pub fn build_dir() -> PathBuf {
+    std::env::var_os("AUTHBAN_BUILD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/build")))
+}
+
+/// An artifact under the build dir, as an absolute path. A missing artifact
+/// is a hard failure, never a skip: a silently skipped suite proves nothing.
+fn require(rel: &str, what: &str) -> PathBuf {
+    let path = build_dir().join(rel);
+    if !path.is_file() {
+        panic!(
+            "{what} not found at {}: run `make build` first \
+             (or point AUTHBAN_BUILD at the build directory)",
+            path.display()
+        );
+    }
+    // nginx resolves relative paths against its prefix (our temp dir), so
+    // everything handed to it must be absolute.
+    fs::canonicalize(&path).unwrap_or(path)
+}
+
+/// The nginx binary (`sbin/nginx`).
+pub fn nginx_bin() -> PathBuf {
+    require("sbin/nginx", "nginx binary")
+}
+
+/// The authban dynamic module (`modules/ngx_http_authban_module.so`).
+pub fn module_path() -> PathBuf {
+    require(
+        "modules/ngx_http_authban_module.so",
+        "authban module (ngx_http_authban_module.so)",
+    )
+}
+
+/// The mock CloudStack upstream (`bin/mock-cloudstack`).
+pub fn mock_bin() -> PathBuf {
+    require("bin/mock-cloudstack", "mock-cloudstack binary")
+}
+
+/// Creates a fresh directory `authban-<tag>-<pid>-<n>` under the system temp
+/// dir. The pid separates concurrent test binaries, the counter separates
+/// threads; `create_dir` (not `_all`) guarantees we never reuse a directory
+/// kept by an earlier failed run whose pid happened to match.
+pub(crate) fn fresh_dir(tag: &str) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let base = std::env::temp_dir();
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = base.join(format!("authban-{tag}-{}-{n}", std::process::id()));
+        match fs::create_dir(&dir) {
+            Ok(()) => return dir,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => panic!("cannot create temp dir {}: {e}", dir.display()),
+        }
+    }
+}
+
+/// Whether to keep temp dirs even for passing tests (for debugging).
+pub(crate) fn keep_tmp() -> bool {
+    std::env::var_os("AUTHBAN_KEEP_TMP").is_some_and(|v| !v.is_empty() && v != "0")
+}
