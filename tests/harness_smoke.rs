@@ -296,8 +296,8 @@ fn mock_stats_parser() {
     });
 }
 
-// Ignored until build/bin/mock-cloudstack exists; it panics with "run `make
-// build`" when the binary is missing rather than passing vacuously.
+// Panics with "run `make build`" when build/bin/mock-cloudstack is missing,
+// rather than passing vacuously.
 #[test]
 fn mock_counts_and_resets() {
     with_timeout(30, || {
