@@ -187,7 +187,7 @@ pub extern "C" fn set_zone(
         }
         // SAFETY: cf->pool is the configuration's pool, alive for the cycle.
         let pool = unsafe { Pool::from_ngx_pool(cf.pool) };
-        let zone = pool.allocate(Zone::new(spec.name, spec.policy, shm));
+        let zone = pool.allocate(Zone::new(spec.name, spec.size, spec.policy, shm));
         if zone.is_null() {
             return Err("out of memory".into());
         }

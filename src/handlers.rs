@@ -101,20 +101,20 @@ fn client_ip(r: &ngx_http_request_t) -> Option<IpAddr> {
     }
 }
 
-fn now() -> Now {
+pub(crate) fn now() -> Now {
     // SAFETY: nginx keeps ngx_cached_time pointing at a valid time slot.
     let tp = unsafe { &*ngx_cached_time };
     Now::from_ms(tp.sec as u64 * 1000 + tp.msec as u64)
 }
 
-fn request_log(r: &ngx_http_request_t) -> *mut nginx_sys::ngx_log_t {
+pub(crate) fn request_log(r: &ngx_http_request_t) -> *mut nginx_sys::ngx_log_t {
     // SAFETY: a live request has a connection and a log.
     unsafe { (*r.connection).log }
 }
 
 /// A panic must not unwind into nginx; the zone lock is released by its
 /// guard while unwinding, and the request goes on as if authban were off.
-fn guarded(fallback: ngx_int_t, f: impl FnOnce() -> ngx_int_t) -> ngx_int_t {
+pub(crate) fn guarded(fallback: ngx_int_t, f: impl FnOnce() -> ngx_int_t) -> ngx_int_t {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
 }
 

@@ -8,10 +8,13 @@
 //! nginx in `tests/`.
 
 pub mod key;
+pub mod mgmt;
 pub mod parse;
 pub mod table;
 pub mod window;
 
+#[cfg(not(test))]
+mod api;
 #[cfg(not(test))]
 mod conf;
 #[cfg(not(test))]

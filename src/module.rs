@@ -7,16 +7,16 @@ use core::ptr;
 use nginx_sys::{
     ngx_array_push, ngx_command_t, ngx_conf_t, ngx_http_core_main_conf_t, ngx_http_handler_pt,
     ngx_http_module_t, ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_phases_NGX_HTTP_LOG_PHASE,
-    ngx_int_t, ngx_module_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF,
-    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE,
-    NGX_HTTP_SRV_CONF,
+    ngx_int_t, ngx_module_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
+    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
+    NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
 };
 use ngx::core::Status;
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 
 use crate::conf::{self, LocConf, MainConf};
-use crate::handlers;
+use crate::{api, handlers};
 
 pub struct Module;
 
@@ -105,7 +105,7 @@ const fn command(
     }
 }
 
-static mut COMMANDS: [ngx_command_t; 8] = [
+static mut COMMANDS: [ngx_command_t; 9] = [
     command(
         ngx_string!("authban_zone"),
         (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as _,
@@ -146,6 +146,12 @@ static mut COMMANDS: [ngx_command_t; 8] = [
         ngx_string!("authban_log_level"),
         ANY_LEVEL | NGX_CONF_TAKE1 as ngx_uint_t,
         conf::set_log_level,
+        NGX_HTTP_LOC_CONF_OFFSET as _,
+    ),
+    command(
+        ngx_string!("authban_api"),
+        (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as _,
+        api::set_api,
         NGX_HTTP_LOC_CONF_OFFSET as _,
     ),
     ngx_command_t::empty(),

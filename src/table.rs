@@ -79,6 +79,9 @@ struct Header {
     banned: AtomicU32,
     lists: [List; 2],
     stats: Stats,
+    /// Active bans per prefix length (IPv6 bits) of network keys, so a
+    /// check looks up only the network sizes that are banned somewhere.
+    net_bans: [u32; 129],
 }
 
 /// Slot states, kept as a plain byte: the region is shared memory that
@@ -119,6 +122,14 @@ pub struct Ban {
     pub since: u32,
     pub until: u32,
     pub failures: u32,
+}
+
+/// What the table knows of one address or network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddressState {
+    /// Failures in the window (while banned: those that led to the ban).
+    pub failures: u32,
+    pub ban: Option<Ban>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -311,6 +322,7 @@ impl<'a> Table<'a> {
                 },
             ],
             stats: Stats::default(),
+            net_bans: [0; 129],
         };
         table.buckets.fill(NIL);
         Ok(table)
@@ -404,20 +416,18 @@ impl<'a> Table<'a> {
         self.hdr.policy = policy;
     }
 
-    /// Whether `key` is banned now. `refusing` counts the request as refused
-    /// (false in dry run, where nothing is refused).
+    /// Whether `key`, or a banned network holding it, is banned now.
+    /// `refusing` counts the request as refused (false in dry run, where
+    /// nothing is refused).
     pub fn check(&mut self, key: &Key, now: Now, refusing: bool, events: &mut Events) -> Verdict {
         if self.bans() == 0 {
             return Verdict::Clear;
         }
         self.expire(now, events);
-        let Some(i) = self.find(key) else {
+        let Some(i) = self.find_ban(key) else {
             return Verdict::Clear;
         };
         let slot = self.slots[i as usize];
-        if slot.state != State::BANNED {
-            return Verdict::Clear;
-        }
         if slot.t1 <= now.secs() {
             self.end_ban(i, events);
             return Verdict::Clear;
@@ -426,6 +436,95 @@ impl<'a> Table<'a> {
             self.hdr.stats.refused += 1;
         }
         Verdict::Banned(slot.ban())
+    }
+
+    /// The banned slot covering `key`: its own, else the longest banned
+    /// network holding it.
+    fn find_ban(&self, key: &Key) -> Option<u32> {
+        let banned = |i: u32| self.slots[i as usize].state == State::BANNED;
+        if let Some(i) = self.find(key).filter(|&i| banned(i)) {
+            return Some(i);
+        }
+        let floor = if key.is_ipv4() { 96 } else { 0 };
+        (floor..key.raw_prefix())
+            .rev()
+            .filter(|&p| self.hdr.net_bans[p as usize] > 0)
+            .find_map(|p| {
+                self.find(&Key::from_raw(key.raw_addr(), p))
+                    .filter(|&i| banned(i))
+            })
+    }
+
+    /// Bans `key` (an address or a network) for `secs` from now, whatever
+    /// its failures: the management endpoint's ban. A ban in force is
+    /// replaced, so the new duration holds.
+    pub fn ban(&mut self, key: &Key, now: Now, secs: u32, events: &mut Events) -> Ban {
+        self.expire(now, events);
+        let i = match self.find(key) {
+            Some(i) => i,
+            None => self.insert(key, events),
+        };
+        let failures = self.state_of(i, now).failures;
+        self.ban_slot(i, now, secs, failures)
+    }
+
+    /// Ends `key`'s ban, if any, and forgets its failures. `None` if the
+    /// table does not know the key.
+    pub fn unban(&mut self, key: &Key, now: Now) -> Option<AddressState> {
+        let i = self.find(key)?;
+        let state = self.state_of(i, now);
+        self.forget(i);
+        Some(state)
+    }
+
+    /// What the table holds of `key` itself (not of networks holding it).
+    pub fn lookup(&self, key: &Key, now: Now) -> Option<AddressState> {
+        Some(self.state_of(self.find(key)?, now))
+    }
+
+    /// Failures of `key` still in the window, if it is tracked.
+    pub fn failures(&self, key: &Key, now: Now) -> Option<u32> {
+        self.lookup(key, now).map(|s| s.failures)
+    }
+
+    /// Bans in force, soonest ending first, skipping `offset` of them.
+    pub fn bans_page(&self, now: Now, offset: usize, limit: usize) -> Vec<Ban> {
+        let mut page = Vec::with_capacity(limit.min(self.bans() as usize));
+        let mut i = self.hdr.lists[BANNED].head;
+        let mut skipped = 0;
+        while i != NIL && page.len() < limit {
+            let slot = &self.slots[i as usize];
+            if slot.t1 > now.secs() {
+                if skipped < offset {
+                    skipped += 1;
+                } else {
+                    page.push(slot.ban());
+                }
+            }
+            i = slot.next;
+        }
+        page
+    }
+
+    fn state_of(&self, i: u32, now: Now) -> AddressState {
+        let slot = &self.slots[i as usize];
+        if slot.state == State::BANNED {
+            if slot.t1 > now.secs() {
+                let ban = slot.ban();
+                return AddressState {
+                    failures: ban.failures,
+                    ban: Some(ban),
+                };
+            }
+            return AddressState {
+                failures: 0,
+                ban: None,
+            };
+        }
+        AddressState {
+            failures: slot.window().total(now.secs() / self.hdr.bucket_secs),
+            ban: None,
+        }
     }
 
     /// Counts one failed response of `key`; bans it at the maxretry-th
@@ -455,16 +554,6 @@ impl<'a> Table<'a> {
         self.unlink(COUNTED, i);
         self.push_front(COUNTED, i);
         Failure::Counted(failures)
-    }
-
-    /// Failures of `key` still in the window, if it is tracked.
-    pub fn failures(&self, key: &Key, now: Now) -> Option<u32> {
-        let slot = self.slots[self.find(key)? as usize];
-        Some(if slot.state == State::BANNED {
-            slot.ban().failures
-        } else {
-            slot.window().total(now.secs() / self.hdr.bucket_secs)
-        })
     }
 
     /// Ends bans whose time is up and forgets counted addresses whose
@@ -500,10 +589,25 @@ impl<'a> Table<'a> {
         let ban = slot.ban();
         self.insert_by_end(i);
         if !was_banned {
-            self.hdr.banned.fetch_add(1, Ordering::Release);
+            self.count_ban(i, 1);
         }
         self.hdr.stats.bans += 1;
         ban
+    }
+
+    /// Keeps the ban counters (all bans, and network bans per prefix) in
+    /// step as slot `i` starts (+1) or stops (-1) being a ban.
+    fn count_ban(&mut self, i: u32, delta: i32) {
+        let prefix = usize::from(self.slots[i as usize].prefix);
+        if delta > 0 {
+            self.hdr.banned.fetch_add(1, Ordering::Release);
+        } else {
+            self.hdr.banned.fetch_sub(1, Ordering::Release);
+        }
+        if prefix < 128 {
+            let count = &mut self.hdr.net_bans[prefix];
+            *count = count.saturating_add_signed(delta);
+        }
     }
 
     /// Turns a ban back into a counted address with an empty window, last in
@@ -511,7 +615,7 @@ impl<'a> Table<'a> {
     fn end_ban(&mut self, i: u32, events: &mut Events) {
         let key = self.slots[i as usize].key();
         self.unlink(BANNED, i);
-        self.hdr.banned.fetch_sub(1, Ordering::Release);
+        self.count_ban(i, -1);
         self.hdr.stats.expired += 1;
         let slot = &mut self.slots[i as usize];
         slot.state = State::COUNTED;
@@ -587,7 +691,7 @@ impl<'a> Table<'a> {
             State::COUNTED => self.unlink(COUNTED, i),
             State::BANNED => {
                 self.unlink(BANNED, i);
-                self.hdr.banned.fetch_sub(1, Ordering::Release);
+                self.count_ban(i, -1);
             }
             _ => return,
         }

@@ -4,9 +4,10 @@
 //! `BUCKETS - 1` steps of `ceil(findtime / (BUCKETS - 1))` seconds and each
 //! failure is added to the bucket of its step. An address's count is the sum
 //! of the current bucket and the `BUCKETS - 1` before it, so a failure counts
-//! for at least findtime and for less than findtime + one step. No interval of
-//! findtime can therefore hold maxretry failures without a ban; the price is
-//! that failures up to one step older may still count. A window that resets
+//! for at least findtime and for less than `BUCKETS` steps (findtime + one
+//! step, plus up to 2 s where findtime is not a multiple of 3 s). No interval
+//! of findtime can therefore hold maxretry failures without a ban; the price
+//! is that failures up to one step older may still count. A window that resets
 //! every findtime would let 2*maxretry-1 failures through; this never does.
 
 pub const BUCKETS: usize = 4;

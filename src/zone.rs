@@ -19,6 +19,7 @@ use crate::table::{self, Events, Policy, Table};
 /// has mapped the memory, where its table lives.
 pub struct Zone {
     pub name: String,
+    pub size: usize,
     pub policy: Policy,
     pub shm_zone: *mut ngx_shm_zone_t,
     region: *mut u8,
@@ -26,9 +27,10 @@ pub struct Zone {
 }
 
 impl Zone {
-    pub fn new(name: String, policy: Policy, shm_zone: *mut ngx_shm_zone_t) -> Zone {
+    pub fn new(name: String, size: usize, policy: Policy, shm_zone: *mut ngx_shm_zone_t) -> Zone {
         Zone {
             name,
+            size,
             policy,
             shm_zone,
             region: ptr::null_mut(),
