@@ -192,6 +192,7 @@ fn act(r: &ngx_http_request_t, action: Action) -> Result<Reply, ApiError> {
         }
         Action::ShowAddress { zone, addr } => {
             let zone = find_zone(r, &zone)?;
+            let addr = zone_key(zone, addr);
             let state = zone
                 .with_table(|t| t.lookup(&addr, now()))
                 .ok_or_else(|| unavailable(zone))?
@@ -202,25 +203,28 @@ fn act(r: &ngx_http_request_t, action: Action) -> Result<Reply, ApiError> {
         }
         Action::Ban { zone, addr, time } => {
             let zone = find_zone(r, &zone)?;
+            let addr = zone_key(zone, addr);
             let secs = time.unwrap_or(zone.policy.bantime);
             let mut events = Events::default();
             let ban = zone
                 .with_table(|t| t.ban(&addr, now(), secs, &mut events))
                 .ok_or_else(|| unavailable(zone))?;
-            zone::log_events(zone, &events, log);
             ngx_log_error!(
                 log_level,
                 log,
-                "authban: ban zone={} addr={} failures={} bantime={}s by=api",
+                "authban: ban zone={} addr={} failures={} bantime={}s offence={} by=api",
                 zone.name,
                 ban.key,
                 ban.failures,
-                secs
+                secs,
+                ban.offence
             );
+            zone::log_events(zone, &events, log, log_level);
             Ok(json(mgmt::ban_json(&zone.name, &ban)))
         }
         Action::Unban { zone, addr } => {
             let zone = find_zone(r, &zone)?;
+            let addr = zone_key(zone, addr);
             let state = zone
                 .with_table(|t| t.unban(&addr, now()))
                 .ok_or_else(|| unavailable(zone))?
@@ -238,6 +242,16 @@ fn act(r: &ngx_http_request_t, action: Action) -> Result<Reply, ApiError> {
             }
             Ok(json(mgmt::unban_json(&zone.name, &addr, &state)))
         }
+    }
+}
+
+/// A single address names the network the zone counts it under
+/// (`ipv4_prefix`, `ipv6_prefix`); a network is taken as given.
+fn zone_key(zone: &Zone, addr: crate::key::Key) -> crate::key::Key {
+    if addr.is_host() {
+        zone.policy.key_of(addr.ip())
+    } else {
+        addr
     }
 }
 

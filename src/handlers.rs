@@ -15,8 +15,7 @@ use nginx_sys::{
 use ngx::http::{HttpModule, HttpModuleLocationConf};
 use ngx::{ngx_log_error, ngx_string};
 
-use crate::conf::LocConf;
-use crate::key::Key;
+use crate::conf::{self, LocConf};
 use crate::module::Module;
 use crate::table::{Events, Failure, Now, Verdict};
 use crate::zone::{self, Zone};
@@ -161,12 +160,12 @@ fn check(zone: &Zone, ip: IpAddr, refusing: bool, log: *mut nginx_sys::ngx_log_t
     if !zone.has_bans() {
         return Verdict::Clear;
     }
-    let key = Key::from_ip(ip);
+    let key = zone.policy.key_of(ip);
     let mut events = Events::default();
     let verdict = zone
         .with_table(|t| t.check(&key, now(), refusing, &mut events))
         .unwrap_or(Verdict::Clear);
-    zone::log_events(zone, &events, log);
+    zone::log_events(zone, &events, log, conf::DEFAULT_LOG_LEVEL);
     verdict
 }
 
@@ -202,24 +201,25 @@ fn count_failure(r: &ngx_http_request_t) {
     if lcf.is_ignored(ip) {
         return;
     }
-    let key = Key::from_ip(ip);
+    let key = zone.policy.key_of(ip);
     let mut events = Events::default();
     let result = zone.with_table(|t| t.record_failure(&key, now(), &mut events));
     let log = request_log(r);
-    zone::log_events(zone, &events, log);
     if let Some(Failure::Banned(ban)) = result {
         let verb = if lcf.dry_run() { "would ban" } else { "ban" };
         ngx_log_error!(
             lcf.log_level(),
             log,
-            "authban: {} zone={} addr={} failures={} bantime={}s",
+            "authban: {} zone={} addr={} failures={} bantime={}s offence={}",
             verb,
             zone.name,
             ban.key,
             ban.failures,
-            zone.policy.bantime
+            zone.policy.ban_secs(ban.offence.saturating_sub(1)),
+            ban.offence
         );
     }
+    zone::log_events(zone, &events, log, lcf.log_level());
 }
 
 static mut STATUS_VARIABLE: ngx_str_t = ngx_string!("authban_status");

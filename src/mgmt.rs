@@ -234,7 +234,7 @@ pub fn route(method: Method, query: Query) -> Result<Action, ApiError> {
 }
 
 /// A zone as the endpoint reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ZoneView {
     pub name: String,
     pub size: usize,
@@ -584,9 +584,8 @@ mod tests {
             name: "c\"s".into(),
             size: 1 << 20,
             policy: Policy {
-                maxretry: 5,
-                findtime: 600,
                 bantime: 60,
+                ..Policy::default()
             },
             capacity: 20_000,
             tracked: 3,
@@ -606,6 +605,7 @@ mod tests {
             since: 1_764_072_000,
             until: 1_764_072_060,
             failures: 5,
+            offence: 1,
         };
         let page = zone_json(&zone, &[ban], 0, 1);
         assert!(

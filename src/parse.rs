@@ -11,19 +11,18 @@ use crate::table::Policy;
 pub const MIN_ZONE_SIZE: usize = 8 * 4096;
 pub const MAX_RETRY: u32 = 65_535;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ZoneSpec {
     pub name: String,
     pub size: usize,
     pub policy: Policy,
+    /// Where bans and offence history persist, if anywhere.
+    pub state: Option<String>,
+    /// Seconds between state file writes.
+    pub state_interval: u32,
 }
 
-/// fail2ban's defaults.
-pub const DEFAULT_POLICY: Policy = Policy {
-    maxretry: 5,
-    findtime: 600,
-    bantime: 600,
-};
+pub const DEFAULT_STATE_INTERVAL: u32 = 10;
 
 /// nginx size syntax: bytes, or a number with k/K or m/M (and g/G).
 pub fn parse_size(text: &str) -> Option<usize> {
@@ -82,10 +81,14 @@ pub fn parse_time(text: &str) -> Option<u32> {
     u32::try_from(total).ok()
 }
 
-/// `zone=NAME:SIZE [maxretry=N] [findtime=TIME] [bantime=TIME]`.
+/// `zone=NAME:SIZE [maxretry=N] [findtime=TIME] [bantime=TIME]
+/// [state=PATH] [state_interval=TIME] [increment=on|off] [factor=F]
+/// [maxtime=TIME] [history=TIME] [ipv4_prefix=N] [ipv6_prefix=N] [widen=K|off]`.
 pub fn parse_zone(args: &[&str]) -> Result<ZoneSpec, String> {
     let mut zone: Option<(String, usize)> = None;
-    let mut policy = DEFAULT_POLICY;
+    let mut policy = Policy::default();
+    let mut state = None;
+    let mut state_interval = DEFAULT_STATE_INTERVAL;
     for arg in args {
         let Some((name, value)) = arg.split_once('=') else {
             return Err(format!("invalid parameter \"{arg}\""));
@@ -118,11 +121,68 @@ pub fn parse_zone(args: &[&str]) -> Result<ZoneSpec, String> {
             }
             "findtime" => policy.findtime = positive_time("findtime", value)?,
             "bantime" => policy.bantime = positive_time("bantime", value)?,
+            "maxtime" => policy.maxtime = positive_time("maxtime", value)?,
+            "history" => policy.history = positive_time("history", value)?,
+            "state_interval" => state_interval = positive_time("state_interval", value)?,
+            "state" => {
+                if value.is_empty() {
+                    return Err("invalid state \"\": expected a file path".into());
+                }
+                state = Some(value.to_string());
+            }
+            "increment" => {
+                policy.increment = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(format!("invalid increment \"{value}\": must be on or off")),
+                }
+            }
+            "factor" => {
+                policy.factor = value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite() && (1.0..=1000.0).contains(f))
+                    .ok_or_else(|| format!("invalid factor \"{value}\": must be 1 to 1000"))?;
+            }
+            "ipv4_prefix" => policy.ipv4_prefix = prefix_len("ipv4_prefix", value, 32)?,
+            "ipv6_prefix" => policy.ipv6_prefix = prefix_len("ipv6_prefix", value, 128)?,
+            "widen" => {
+                policy.widen = match value {
+                    "off" => 0,
+                    _ => value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|k| (2..=255).contains(k))
+                        .ok_or_else(|| {
+                            format!("invalid widen \"{value}\": must be off or 2 to 255")
+                        })?,
+                }
+            }
             _ => return Err(format!("invalid parameter \"{arg}\"")),
         }
     }
     let (name, size) = zone.ok_or("missing \"zone=NAME:SIZE\"")?;
-    Ok(ZoneSpec { name, size, policy })
+    if policy.maxtime < policy.bantime {
+        return Err(format!(
+            "maxtime ({}s) is shorter than bantime ({}s)",
+            policy.maxtime, policy.bantime
+        ));
+    }
+    Ok(ZoneSpec {
+        name,
+        size,
+        policy,
+        state,
+        state_interval,
+    })
+}
+
+fn prefix_len(what: &str, value: &str, max: u8) -> Result<u8, String> {
+    value
+        .parse::<u8>()
+        .ok()
+        .filter(|p| (1..=max).contains(p))
+        .ok_or_else(|| format!("invalid {what} \"{value}\": must be 1 to {max}"))
 }
 
 fn positive_time(what: &str, value: &str) -> Result<u32, String> {
@@ -200,17 +260,41 @@ mod tests {
         let spec = parse_zone(&["zone=cs:10m"]).unwrap();
         assert_eq!(spec.name, "cs");
         assert_eq!(spec.size, 10 << 20);
-        assert_eq!(spec.policy, DEFAULT_POLICY);
-        let spec =
-            parse_zone(&["zone=cs:1m", "maxretry=25", "findtime=10m", "bantime=1h"]).unwrap();
+        assert_eq!(spec.policy, Policy::default());
+        assert_eq!((spec.state, spec.state_interval), (None, 10));
+        let spec = parse_zone(&[
+            "zone=cs:1m",
+            "maxretry=25",
+            "findtime=10m",
+            "bantime=1h",
+            "state=/var/lib/authban/cs.state",
+            "state_interval=30s",
+            "increment=on",
+            "factor=1.5",
+            "maxtime=1d",
+            "history=2d",
+            "ipv4_prefix=24",
+            "ipv6_prefix=64",
+            "widen=3",
+        ])
+        .unwrap();
         assert_eq!(
             spec.policy,
             Policy {
                 maxretry: 25,
                 findtime: 600,
-                bantime: 3600
+                bantime: 3600,
+                increment: true,
+                factor: 1.5,
+                maxtime: 86_400,
+                history: 172_800,
+                ipv4_prefix: 24,
+                ipv6_prefix: 64,
+                widen: 3,
             }
         );
+        assert_eq!(spec.state.as_deref(), Some("/var/lib/authban/cs.state"));
+        assert_eq!(spec.state_interval, 30);
     }
 
     #[test]
@@ -223,9 +307,27 @@ mod tests {
         assert!(err(&["zone=cs:4k"]).contains("too small"));
         assert!(err(&["zone=cs:1m", "maxretry=0"]).contains("invalid maxretry \"0\""));
         assert!(err(&["zone=cs:1m", "findtime=soon"]).contains("invalid findtime \"soon\""));
+        assert!(err(&["zone=cs:1m", "increment=yes"]).contains("invalid increment"));
+        assert!(err(&["zone=cs:1m", "factor=0.5"]).contains("invalid factor"));
+        assert!(err(&["zone=cs:1m", "factor=nan"]).contains("invalid factor"));
+        assert!(err(&["zone=cs:1m", "ipv6_prefix=129"]).contains("invalid ipv6_prefix"));
+        assert!(err(&["zone=cs:1m", "ipv4_prefix=0"]).contains("invalid ipv4_prefix"));
+        assert!(err(&["zone=cs:1m", "widen=1"]).contains("invalid widen"));
+        assert!(err(&["zone=cs:1m", "state="]).contains("invalid state"));
+        assert!(err(&["zone=cs:1m", "state_interval=0"]).contains("invalid state_interval"));
+        assert!(err(&["zone=cs:1m", "bantime=1d", "maxtime=1h"]).contains("shorter than bantime"));
         assert!(err(&["zone=cs:1m", "bantime=0"]).contains("invalid bantime \"0\""));
         assert!(err(&["zone=cs:1m", "color=red"]).contains("invalid parameter \"color=red\""));
         assert!(err(&["zone=cs:1m", "oops"]).contains("invalid parameter \"oops\""));
+        assert!(err(&["zone=cs:1m", "increment=yes"]).contains("invalid increment"));
+        assert!(err(&["zone=cs:1m", "factor=0.5"]).contains("invalid factor"));
+        assert!(err(&["zone=cs:1m", "factor=nan"]).contains("invalid factor"));
+        assert!(err(&["zone=cs:1m", "ipv6_prefix=129"]).contains("invalid ipv6_prefix"));
+        assert!(err(&["zone=cs:1m", "ipv4_prefix=0"]).contains("invalid ipv4_prefix"));
+        assert!(err(&["zone=cs:1m", "widen=1"]).contains("invalid widen"));
+        assert!(err(&["zone=cs:1m", "state="]).contains("invalid state"));
+        assert!(err(&["zone=cs:1m", "state_interval=0"]).contains("invalid state_interval"));
+        assert!(err(&["zone=cs:1m", "bantime=1d", "maxtime=1h"]).contains("shorter than bantime"));
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub const BYTES_PER_ADDRESS: usize = size_of::<Slot>() + size_of::<u32>() / 2;
 /// Bounded work per call keeps the lock hold time flat.
 const EXPIRE_PER_CALL: usize = 2;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 #[repr(C)]
 pub struct Policy {
     pub maxretry: u32,
@@ -36,6 +36,62 @@ pub struct Policy {
     pub findtime: u32,
     /// Seconds.
     pub bantime: u32,
+    /// Repeat offenders get bantime * factor^(earlier bans), up to maxtime.
+    pub increment: bool,
+    pub factor: f64,
+    /// Seconds.
+    pub maxtime: u32,
+    /// Seconds an address's offences are remembered after its last ban.
+    pub history: u32,
+    /// Failures and bans count for the network of this many bits.
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    /// Bans this many members of a wider network at once ban the network;
+    /// 0 is off.
+    pub widen: u32,
+}
+
+impl Default for Policy {
+    /// fail2ban's defaults; escalation, network keys and widening off.
+    fn default() -> Policy {
+        Policy {
+            maxretry: 5,
+            findtime: 600,
+            bantime: 600,
+            increment: false,
+            factor: 2.0,
+            maxtime: 7 * 86_400,
+            history: 86_400,
+            ipv4_prefix: 32,
+            ipv6_prefix: 128,
+            widen: 0,
+        }
+    }
+}
+
+impl Policy {
+    /// How long a ban lasts for an address banned `earlier` times before,
+    /// as long as the zone remembers them.
+    pub fn ban_secs(&self, earlier: u8) -> u32 {
+        if !self.increment || earlier == 0 {
+            return self.bantime;
+        }
+        let cap = f64::from(self.maxtime.max(self.bantime));
+        let secs = f64::from(self.bantime) * self.factor.powi(i32::from(earlier));
+        secs.min(cap) as u32
+    }
+
+    /// The key failures of `ip` count under.
+    pub fn key_of(&self, ip: std::net::IpAddr) -> Key {
+        Key::network(ip, self.ipv4_prefix, self.ipv6_prefix)
+    }
+}
+
+/// The next wider network `widen` folds bans into: IPv6 /128 -> /64 -> /56
+/// -> /48, IPv4 /32 -> /24. Prefixes are in IPv6 bits (IPv4 /24 is 120).
+pub fn wider_prefix(key: &Key) -> Option<u8> {
+    let steps: &[u8] = if key.is_ipv4() { &[120] } else { &[64, 56, 48] };
+    steps.iter().copied().find(|&p| p < key.raw_prefix())
 }
 
 /// Monotonic counters since the zone was created.
@@ -58,6 +114,9 @@ struct List {
 
 const COUNTED: usize = 0;
 const BANNED: usize = 1;
+/// Counted addresses with a remembered offence history, dropped after the
+/// plainly counted ones when the zone is full.
+const REMEMBERED: usize = 2;
 
 #[repr(C)]
 struct Header {
@@ -77,7 +136,7 @@ struct Header {
     in_use: u32,
     /// Read without the lock to skip lookups while nothing is banned.
     banned: AtomicU32,
-    lists: [List; 2],
+    lists: [List; 3],
     stats: Stats,
     /// Active bans per prefix length (IPv6 bits) of network keys, so a
     /// check looks up only the network sizes that are banned somewhere.
@@ -92,6 +151,16 @@ impl State {
     const FREE: u8 = 0;
     const COUNTED: u8 = 1;
     const BANNED: u8 = 2;
+    /// Counted, with an offence history still remembered.
+    const REMEMBERED: u8 = 3;
+}
+
+fn list_of(state: u8) -> usize {
+    match state {
+        State::BANNED => BANNED,
+        State::REMEMBERED => REMEMBERED,
+        _ => COUNTED,
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -104,10 +173,14 @@ struct Slot {
     next: u32,
     state: u8,
     prefix: u8,
-    _reserved: [u8; 2],
+    /// Bans of this key the zone remembers.
+    offences: u8,
+    /// Active bans inside this network, for widening.
+    members: u8,
     /// Counted: newest window step. Banned: start, unix seconds.
     t0: u32,
-    /// Banned: end, unix seconds.
+    /// Banned: end, unix seconds. Otherwise: end of the last ban, the start
+    /// of the offence history (0: none).
     t1: u32,
     /// Counted: window counts. Banned: failures, as two halves of a u32.
     counts: [u16; BUCKETS],
@@ -122,6 +195,8 @@ pub struct Ban {
     pub since: u32,
     pub until: u32,
     pub failures: u32,
+    /// This ban's rank among the key's remembered bans (1: first).
+    pub offence: u8,
 }
 
 /// What the table knows of one address or network.
@@ -152,6 +227,11 @@ pub enum Failure {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     Expired(Key),
+    /// `members` bans inside a network made it a ban of its own.
+    Widened {
+        ban: Ban,
+        members: u8,
+    },
     /// A ban forgotten to make room: the zone is too small.
     BanDropped(Ban),
 }
@@ -320,6 +400,10 @@ impl<'a> Table<'a> {
                     head: NIL,
                     tail: NIL,
                 },
+                List {
+                    head: NIL,
+                    tail: NIL,
+                },
             ],
             stats: Stats::default(),
             net_bans: [0; 129],
@@ -407,7 +491,7 @@ impl<'a> Table<'a> {
         if step != self.hdr.bucket_secs {
             let used = self.hdr.high_water as usize;
             for slot in self.slots[..used].iter_mut() {
-                if slot.state == State::COUNTED {
+                if matches!(slot.state, State::COUNTED | State::REMEMBERED) {
                     slot.set_window(Window::default());
                 }
             }
@@ -464,8 +548,12 @@ impl<'a> Table<'a> {
             Some(i) => i,
             None => self.insert(key, events),
         };
-        let failures = self.state_of(i, now).failures;
-        self.ban_slot(i, now, secs, failures)
+        let state = self.state_of(i, now);
+        let ban = self.ban_slot(i, now, secs, state.failures);
+        if state.ban.is_none() {
+            self.widen_from(i, now, events);
+        }
+        ban
     }
 
     /// Ends `key`'s ban, if any, and forgets its failures. `None` if the
@@ -541,6 +629,7 @@ impl<'a> Table<'a> {
             }
             self.end_ban(i, events);
         }
+        self.age_history(i, now);
         self.hdr.stats.failures += 1;
         let step = now.secs() / self.hdr.bucket_secs;
         let mut win = self.slots[i as usize].window();
@@ -548,11 +637,14 @@ impl<'a> Table<'a> {
         self.slots[i as usize].set_window(win);
         let policy = self.hdr.policy;
         if failures >= policy.maxretry {
-            let ban = self.ban_slot(i, now, policy.bantime, failures);
+            let secs = policy.ban_secs(self.slots[i as usize].offences);
+            let ban = self.ban_slot(i, now, secs, failures);
+            self.widen_from(i, now, events);
             return Failure::Banned(ban);
         }
-        self.unlink(COUNTED, i);
-        self.push_front(COUNTED, i);
+        let list = list_of(self.slots[i as usize].state);
+        self.unlink(list, i);
+        self.push_front(list, i);
         Failure::Counted(failures)
     }
 
@@ -568,21 +660,95 @@ impl<'a> Table<'a> {
             self.end_ban(head, events);
         }
         let step = secs / self.hdr.bucket_secs;
-        for _ in 0..EXPIRE_PER_CALL {
-            let tail = self.hdr.lists[COUNTED].tail;
-            if tail == NIL || self.slots[tail as usize].window().total(step) > 0 {
-                break;
+        let history = self.hdr.policy.history;
+        for list in [COUNTED, REMEMBERED] {
+            for _ in 0..EXPIRE_PER_CALL {
+                let tail = self.hdr.lists[list].tail;
+                if tail == NIL {
+                    break;
+                }
+                let slot = &self.slots[tail as usize];
+                let idle = slot.window().total(step) == 0 && slot.members == 0;
+                let forgotten = list == COUNTED || slot.t1.saturating_add(history) <= secs;
+                if !(idle && forgotten) {
+                    break;
+                }
+                self.forget(tail);
             }
-            self.forget(tail);
+        }
+    }
+
+    /// Forgets the offences of a key whose history ran out.
+    fn age_history(&mut self, i: u32, now: Now) {
+        let slot = self.slots[i as usize];
+        if slot.offences == 0 || slot.t1.saturating_add(self.hdr.policy.history) > now.secs() {
+            return;
+        }
+        self.slots[i as usize].offences = 0;
+        if slot.state == State::REMEMBERED {
+            self.unlink(REMEMBERED, i);
+            self.slots[i as usize].state = State::COUNTED;
+            self.push_front(COUNTED, i);
+        }
+    }
+
+    /// After slot `i`'s ban started: counts it as a member of its wider
+    /// network, banning that network when `widen` members are banned, and
+    /// so on up the chain of wider networks.
+    fn widen_from(&mut self, mut i: u32, now: Now, events: &mut Events) {
+        let policy = self.hdr.policy;
+        if policy.widen == 0 {
+            return;
+        }
+        loop {
+            let member = self.slots[i as usize].key();
+            let Some(prefix) = wider_prefix(&member) else {
+                return;
+            };
+            let net = Key::from_raw(member.raw_addr(), prefix);
+            let j = match self.find(&net) {
+                Some(j) => j,
+                None => self.insert(&net, events),
+            };
+            // A full zone may have given the member's own slot away.
+            let still_banned = self.slots[i as usize].state == State::BANNED
+                && self.slots[i as usize].key() == member;
+            if !still_banned || self.slots[j as usize].state == State::BANNED {
+                return;
+            }
+            let members = self.slots[j as usize].members.saturating_add(1);
+            self.slots[j as usize].members = members;
+            if u32::from(members) < policy.widen {
+                return;
+            }
+            let secs = policy.ban_secs(self.slots[j as usize].offences);
+            let ban = self.ban_slot(j, now, secs, u32::from(members));
+            self.fold_into(&net);
+            events.push(Event::Widened { ban, members });
+            i = j;
+        }
+    }
+
+    /// Drops the bans inside `net`, now that `net` itself is banned.
+    fn fold_into(&mut self, net: &Key) {
+        let mut i = self.hdr.lists[BANNED].head;
+        while i != NIL {
+            let slot = self.slots[i as usize];
+            let next = slot.next;
+            if slot.prefix > net.raw_prefix() && Key::from_raw(slot.addr, net.raw_prefix()) == *net
+            {
+                self.forget(i);
+            }
+            i = next;
         }
     }
 
     fn ban_slot(&mut self, i: u32, now: Now, secs: u32, failures: u32) -> Ban {
         let was_banned = self.slots[i as usize].state == State::BANNED;
-        let list = if was_banned { BANNED } else { COUNTED };
-        self.unlink(list, i);
+        self.unlink(list_of(self.slots[i as usize].state), i);
         let slot = &mut self.slots[i as usize];
         slot.state = State::BANNED;
+        slot.offences = slot.offences.saturating_add(1);
         slot.t0 = now.secs();
         slot.t1 = now.plus_secs_ceil(secs);
         slot.counts = [failures as u16, (failures >> 16) as u16, 0, 0];
@@ -608,6 +774,15 @@ impl<'a> Table<'a> {
             let count = &mut self.hdr.net_bans[prefix];
             *count = count.saturating_add_signed(delta);
         }
+        if delta < 0 && self.hdr.policy.widen > 0 {
+            let member = self.slots[i as usize].key();
+            if let Some(net) = wider_prefix(&member).map(|p| Key::from_raw(member.raw_addr(), p)) {
+                if let Some(j) = self.find(&net) {
+                    let slot = &mut self.slots[j as usize];
+                    slot.members = slot.members.saturating_sub(1);
+                }
+            }
+        }
     }
 
     /// Turns a ban back into a counted address with an empty window, last in
@@ -617,10 +792,17 @@ impl<'a> Table<'a> {
         self.unlink(BANNED, i);
         self.count_ban(i, -1);
         self.hdr.stats.expired += 1;
+        let policy = self.hdr.policy;
         let slot = &mut self.slots[i as usize];
-        slot.state = State::COUNTED;
+        slot.state = if policy.increment && policy.history > 0 {
+            State::REMEMBERED
+        } else {
+            State::COUNTED
+        };
         slot.set_window(Window::default());
-        self.push_back(COUNTED, i);
+        slot.members = 0;
+        let list = list_of(slot.state);
+        self.push_back(list, i);
         events.push(Event::Expired(key));
     }
 
@@ -646,6 +828,8 @@ impl<'a> Table<'a> {
         slot.state = State::COUNTED;
         slot.set_window(Window::default());
         slot.t1 = 0;
+        slot.offences = 0;
+        slot.members = 0;
         let b = self.bucket_of(key);
         self.slots[i as usize].chain = self.buckets[b];
         self.buckets[b] = i;
@@ -666,14 +850,14 @@ impl<'a> Table<'a> {
             self.hdr.high_water += 1;
             return self.hdr.high_water - 1;
         }
-        let victim = match self.hdr.lists[COUNTED].tail {
-            NIL => {
+        let victim = match [COUNTED, REMEMBERED].map(|l| self.hdr.lists[l].tail) {
+            [NIL, NIL] => {
                 let head = self.hdr.lists[BANNED].head;
                 events.push(Event::BanDropped(self.slots[head as usize].ban()));
                 self.hdr.stats.bans_dropped += 1;
                 head
             }
-            tail => {
+            [NIL, tail] | [tail, _] => {
                 self.hdr.stats.evicted += 1;
                 tail
             }
@@ -688,7 +872,7 @@ impl<'a> Table<'a> {
     fn forget(&mut self, i: u32) {
         let slot = self.slots[i as usize];
         match slot.state {
-            State::COUNTED => self.unlink(COUNTED, i),
+            State::COUNTED | State::REMEMBERED => self.unlink(list_of(slot.state), i),
             State::BANNED => {
                 self.unlink(BANNED, i);
                 self.count_ban(i, -1);
@@ -812,6 +996,7 @@ impl Slot {
             since: self.t0,
             until: self.t1,
             failures: u32::from(self.counts[0]) | (u32::from(self.counts[1]) << 16),
+            offence: self.offences,
         }
     }
 }

@@ -7,6 +7,13 @@ const POLICY: Policy = Policy {
     maxretry: 5,
     findtime: 600,
     bantime: 600,
+    increment: false,
+    factor: 2.0,
+    maxtime: 604_800,
+    history: 86_400,
+    ipv4_prefix: 32,
+    ipv6_prefix: 128,
+    widen: 0,
 };
 
 /// An 8-byte aligned buffer standing in for the shared zone.
@@ -47,7 +54,7 @@ fn check_invariants(t: &Table) {
     let mut banned = 0;
     for (i, slot) in t.slots[..used].iter().enumerate() {
         match slot.state {
-            State::COUNTED | State::BANNED => {
+            State::COUNTED | State::BANNED | State::REMEMBERED => {
                 in_use += 1;
                 assert_eq!(t.find(&slot.key()), Some(i as u32), "slot {i} not indexed");
                 banned += usize::from(slot.state == State::BANNED);
@@ -78,7 +85,18 @@ fn check_invariants(t: &Table) {
         assert_eq!(t.hdr.lists[list].tail, prev);
         n
     };
-    assert_eq!(walk(COUNTED) + walk(BANNED), in_use);
+    assert_eq!(walk(COUNTED) + walk(BANNED) + walk(REMEMBERED), in_use);
+    for list in [COUNTED, BANNED, REMEMBERED] {
+        let mut i = t.hdr.lists[list].head;
+        while i != NIL {
+            assert_eq!(
+                list_of(t.slots[i as usize].state),
+                list,
+                "slot {i} on the wrong list"
+            );
+            i = t.slots[i as usize].next;
+        }
+    }
     assert_eq!(walk(BANNED), banned);
     let mut i = t.hdr.lists[BANNED].head;
     let mut last_end = 0;
@@ -135,6 +153,7 @@ fn a_ban_lasts_at_least_bantime_then_starts_from_zero() {
         maxretry: 2,
         findtime: 60,
         bantime: 10,
+        ..POLICY
     });
     let mut ev = Events::default();
     let key = v6(0x2001_0db8 << 96 | 7);
@@ -169,6 +188,7 @@ fn expired_bans_are_reported_even_if_the_address_never_returns() {
         maxretry: 1,
         findtime: 60,
         bantime: 5,
+        ..POLICY
     });
     let mut ev = Events::default();
     t.record_failure(&v4(1), at(100), &mut ev);
@@ -304,6 +324,7 @@ fn a_new_findtime_restarts_counts_but_keeps_bans() {
         maxretry: 2,
         findtime: 60,
         bantime: 1,
+        ..POLICY
     });
     assert_eq!(
         t.record_failure(&v4(2), at(12), &mut ev),
@@ -322,6 +343,7 @@ fn threads_sharing_one_region_agree() {
         maxretry: 1000,
         findtime: 600,
         bantime: 600,
+        ..POLICY
     });
     let threads: Vec<_> = (0..4u32)
         .map(|t| {
@@ -361,7 +383,7 @@ proptest! {
         findtime in 1u32..200,
         gaps in proptest::collection::vec(0u64..120_000, 1..60),
     ) {
-        let policy = Policy { maxretry, findtime, bantime: 1_000_000 };
+        let policy = Policy { maxretry, findtime, bantime: 1_000_000, ..POLICY };
         let mut region = Region::new(16 * 1024);
         let mut t = region.table(policy);
         let key = v4(77);
@@ -393,7 +415,7 @@ proptest! {
     fn random_traffic_keeps_the_table_consistent(
         ops in proptest::collection::vec((0u32..40, 0u64..3000, any::<bool>()), 1..400),
     ) {
-        let policy = Policy { maxretry: 3, findtime: 10, bantime: 5 };
+        let policy = Policy { maxretry: 3, findtime: 10, bantime: 5, increment: true, history: 20, ..POLICY };
         let mut region = Region::new(4096);
         let mut t = region.table(policy);
         prop_assert!(t.capacity() > 40, "no eviction here: the model has none");
@@ -496,4 +518,218 @@ fn ban_pages_walk_bans_soonest_ending_first() {
     // Bans past their end are not listed even before they are reaped.
     assert_eq!(t.bans_page(at(195), 0, 100).len(), 5);
     check_invariants(&t);
+}
+
+#[test]
+fn repeat_offenders_get_longer_bans_up_to_maxtime() {
+    let policy = Policy {
+        maxretry: 1,
+        bantime: 10,
+        increment: true,
+        factor: 2.0,
+        maxtime: 35,
+        history: 1000,
+        ..POLICY
+    };
+    let mut region = Region::new(64 * 1024);
+    let mut t = region.table(policy);
+    let mut ev = Events::default();
+    let key = v4(42);
+    let mut now = 1000;
+    let mut lengths = Vec::new();
+    for _ in 0..4 {
+        let Failure::Banned(ban) = t.record_failure(&key, at(now), &mut ev) else {
+            panic!("maxretry=1 bans at once");
+        };
+        lengths.push((ban.until - ban.since, ban.offence));
+        now = u64::from(ban.until);
+        assert_eq!(t.check(&key, at(now), true, &mut ev), Verdict::Clear);
+    }
+    assert_eq!(lengths, vec![(10, 1), (20, 2), (35, 3), (35, 4)]);
+    // Once the history is forgotten, the next ban is a first offence again.
+    now += 1000;
+    let Failure::Banned(ban) = t.record_failure(&key, at(now), &mut ev) else {
+        panic!("bans again");
+    };
+    assert_eq!((ban.until - ban.since, ban.offence), (10, 1));
+    check_invariants(&t);
+}
+
+#[test]
+fn offence_history_is_the_last_thing_dropped_before_bans() {
+    let policy = Policy {
+        maxretry: 1,
+        bantime: 5,
+        increment: true,
+        history: 100_000,
+        ..POLICY
+    };
+    let mut region = Region::new(16 * 1024);
+    let mut t = region.table(policy);
+    let cap = t.capacity();
+    let mut ev = Events::default();
+    t.record_failure(&v4(1), at(100), &mut ev);
+    assert_eq!(t.check(&v4(1), at(110), true, &mut ev), Verdict::Clear);
+    // Counted addresses come and go; the remembered offender stays.
+    let two = Policy {
+        maxretry: 2,
+        ..policy
+    };
+    t.set_policy(two);
+    for n in 0..cap * 3 {
+        t.record_failure(&v4(1000 + n), at(120), &mut ev);
+    }
+    assert_eq!(t.lookup(&v4(1), at(120)).map(|s| s.failures), Some(0));
+    t.record_failure(&v4(1), at(121), &mut ev);
+    let Failure::Banned(ban) = t.record_failure(&v4(1), at(121), &mut ev) else {
+        panic!("second failure bans");
+    };
+    assert_eq!((ban.offence, ban.until - ban.since), (2, 10));
+    check_invariants(&t);
+}
+
+#[test]
+fn network_keys_share_one_count() {
+    let policy = Policy {
+        maxretry: 2,
+        ipv6_prefix: 64,
+        ipv4_prefix: 24,
+        ..POLICY
+    };
+    let mut region = Region::new(64 * 1024);
+    let mut t = region.table(policy);
+    let mut ev = Events::default();
+    let a = policy.key_of("2001:db8:1:2::a".parse().unwrap());
+    let b = policy.key_of("2001:db8:1:2:ffff::b".parse().unwrap());
+    let other = policy.key_of("2001:db8:1:3::a".parse().unwrap());
+    assert_eq!(a, b);
+    assert_eq!(a.to_string(), "2001:db8:1:2::/64");
+    assert_eq!(t.record_failure(&a, at(10), &mut ev), Failure::Counted(1));
+    assert!(matches!(
+        t.record_failure(&b, at(10), &mut ev),
+        Failure::Banned(_)
+    ));
+    assert_eq!(t.check(&other, at(11), true, &mut ev), Verdict::Clear);
+    let v4a = policy.key_of("198.51.100.7".parse().unwrap());
+    assert_eq!(v4a.to_string(), "198.51.100.0/24");
+}
+
+#[test]
+fn widening_bans_the_network_at_the_kth_member_and_folds_members() {
+    let policy = Policy {
+        maxretry: 1,
+        widen: 3,
+        ..POLICY
+    };
+    let mut region = Region::new(64 * 1024);
+    let mut t = region.table(policy);
+    let mut ev = Events::default();
+    let host = |s: &str| Key::parse(s).unwrap();
+    t.record_failure(&host("2001:db8:1:2::1"), at(10), &mut ev);
+    t.record_failure(&host("2001:db8:1:2::2"), at(10), &mut ev);
+    // Two members in one /64, one elsewhere: no widening yet.
+    t.record_failure(&host("2001:db8:1:3::1"), at(10), &mut ev);
+    assert!(ev.iter().all(|e| !matches!(e, Event::Widened { .. })));
+    assert_eq!(
+        t.check(&host("2001:db8:1:2::99"), at(11), true, &mut ev),
+        Verdict::Clear
+    );
+    let mut ev = Events::default();
+    t.record_failure(&host("2001:db8:1:2::3"), at(12), &mut ev);
+    let widened: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Widened { ban, members } => Some((ban.key.to_string(), members)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(widened, vec![("2001:db8:1:2::/64".to_string(), 3)]);
+    assert!(matches!(
+        t.check(&host("2001:db8:1:2::99"), at(13), true, &mut ev),
+        Verdict::Banned(b) if b.key.to_string() == "2001:db8:1:2::/64"
+    ));
+    // The three member bans folded into the /64; the other /64's stays.
+    assert_eq!(t.bans(), 2);
+    assert_eq!(t.lookup(&host("2001:db8:1:2::1"), at(13)), None);
+    check_invariants(&t);
+    // IPv4: /32 -> /24.
+    for n in 1..=3 {
+        t.record_failure(&host(&format!("198.51.100.{n}")), at(20), &mut ev);
+    }
+    assert!(matches!(
+        t.check(&host("198.51.100.200"), at(21), true, &mut ev),
+        Verdict::Banned(b) if b.key.to_string() == "198.51.100.0/24"
+    ));
+    check_invariants(&t);
+}
+
+#[test]
+fn members_whose_bans_end_no_longer_count_toward_widening() {
+    let policy = Policy {
+        maxretry: 1,
+        bantime: 5,
+        widen: 2,
+        ..POLICY
+    };
+    let mut region = Region::new(64 * 1024);
+    let mut t = region.table(policy);
+    let mut ev = Events::default();
+    t.record_failure(&v4(0x0a00_0001), at(10), &mut ev);
+    // The first ban ends before the second member is banned.
+    assert_eq!(
+        t.check(&v4(0x0a00_0001), at(16), true, &mut ev),
+        Verdict::Clear
+    );
+    t.record_failure(&v4(0x0a00_0002), at(17), &mut ev);
+    assert_eq!(
+        t.check(&v4(0x0a00_0099), at(17), true, &mut ev),
+        Verdict::Clear
+    );
+    t.record_failure(&v4(0x0a00_0003), at(17), &mut ev);
+    assert!(matches!(
+        t.check(&v4(0x0a00_0099), at(17), true, &mut ev),
+        Verdict::Banned(_)
+    ));
+    check_invariants(&t);
+}
+
+proptest! {
+    /// Widening, escalation and a full table together never break the
+    /// structures, and a widened network refuses the addresses inside it.
+    #[test]
+    fn widening_under_pressure_stays_consistent(
+        ops in proptest::collection::vec((0u32..64, 0u64..4000, 0u8..3), 1..400),
+    ) {
+        let policy = Policy {
+            maxretry: 2, findtime: 30, bantime: 20, increment: true, history: 60,
+            widen: 2, ..POLICY
+        };
+        let mut region = Region::new(2048);
+        let mut t = region.table(policy);
+        let mut now_ms = 10_000_000u64;
+        for (n, gap, op) in ops {
+            now_ms += gap;
+            let now = Now::from_ms(now_ms);
+            // Few /64s and /24s, so members crowd into the same networks.
+            let key = if n % 2 == 0 {
+                v4(0x0a00_0000 | ((n % 6) << 8) | n)
+            } else {
+                v6(0x2001_0db8_u128 << 96 | u128::from(n % 4) << 64 | u128::from(n))
+            };
+            let mut ev = Events::default();
+            match op {
+                0 => {
+                    t.record_failure(&key, now, &mut ev);
+                    let widened = ev.iter().any(|e| matches!(e, Event::Widened { .. }));
+                    if widened {
+                        let mut ev = Events::default();
+                        prop_assert!(matches!(t.check(&key, now, true, &mut ev), Verdict::Banned(_)));
+                    }
+                }
+                1 => { t.check(&key, now, true, &mut ev); }
+                _ => { t.unban(&key, now); }
+            }
+            check_invariants(&t);
+        }
+    }
 }

@@ -171,7 +171,8 @@ fn adopt(zone: &mut Zone, shpool: &mut ngx_slab_pool_t, log: *mut ngx_log_t) -> 
 }
 
 /// Reports of events to the log, after the lock is released.
-pub fn log_events(zone: &Zone, events: &Events, log: *mut ngx_log_t) {
+/// `level` is the ban message level, used for bans the events report.
+pub fn log_events(zone: &Zone, events: &Events, log: *mut ngx_log_t, level: usize) {
     for event in events.iter() {
         match event {
             table::Event::Expired(key) => {
@@ -181,6 +182,19 @@ pub fn log_events(zone: &Zone, events: &Events, log: *mut ngx_log_t) {
                     "authban: unban zone={} addr={} reason=expired",
                     zone.name,
                     key
+                );
+            }
+            table::Event::Widened { ban, members } => {
+                ngx_log_error!(
+                    level,
+                    log,
+                    "authban: ban zone={} addr={} failures={} bantime={}s offence={} widened_from={}",
+                    zone.name,
+                    ban.key,
+                    ban.failures,
+                    zone.policy.ban_secs(ban.offence.saturating_sub(1)),
+                    ban.offence,
+                    members
                 );
             }
             table::Event::BanDropped(ban) => {
