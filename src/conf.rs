@@ -173,7 +173,7 @@ pub extern "C" fn set_zone(
             .iter()
             .find(|a| a.starts_with("zone="))
             .ok_or("no zone")?;
-        let name = &arg["zone=".len()..]["".len()..spec.name.len()];
+        let name = &arg["zone=".len()..][..spec.name.len()];
         // SAFETY: cf is valid; the tag is this module, so nginx reuses the
         // zone on reload only for us, and only with the same name and size.
         let shm =
@@ -185,9 +185,27 @@ pub extern "C" fn set_zone(
         if !shm_ref.data.is_null() {
             return Err(format!("duplicate zone \"{}\"", spec.name));
         }
+        let state = spec.state.as_deref().map(|path| {
+            // Relative paths are relative to nginx's prefix, as elsewhere.
+            // SAFETY: cf->cycle is the cycle being configured.
+            let prefix = unsafe { (*cf.cycle).prefix.to_str().unwrap_or("") };
+            std::path::Path::new(prefix).join(path)
+        });
+        if let Some(path) = &state {
+            let taken = main.zones.iter().any(|&z| {
+                // SAFETY: zones are allocated in the configuration pool.
+                unsafe { (*z).state.as_ref() == Some(path) }
+            });
+            if taken {
+                return Err(format!(
+                    "state file \"{}\" is used by another zone",
+                    path.display()
+                ));
+            }
+        }
         // SAFETY: cf->pool is the configuration's pool, alive for the cycle.
         let pool = unsafe { Pool::from_ngx_pool(cf.pool) };
-        let zone = pool.allocate(Zone::new(spec.name, spec.size, spec.policy, shm));
+        let zone = pool.allocate(Zone::new(spec, state, shm));
         if zone.is_null() {
             return Err("out of memory".into());
         }

@@ -3,14 +3,15 @@
 //! happened.
 
 use core::mem::size_of;
+use core::ptr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use nginx_sys::{
     ngx_cached_time, ngx_conf_t, ngx_http_add_variable, ngx_http_finalize_request,
-    ngx_http_request_t, ngx_http_variable_value_t, ngx_int_t, ngx_pcalloc, ngx_str_t, sockaddr_in,
-    sockaddr_in6, AF_INET, AF_INET6, NGX_DECLINED, NGX_DONE, NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE,
-    NGX_OK,
+    ngx_http_output_header_filter_pt, ngx_http_request_t, ngx_http_top_header_filter,
+    ngx_http_variable_value_t, ngx_int_t, ngx_pcalloc, ngx_str_t, sockaddr_in, sockaddr_in6,
+    AF_INET, AF_INET6, NGX_DECLINED, NGX_DONE, NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE, NGX_OK,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf};
 use ngx::{ngx_log_error, ngx_string};
@@ -43,40 +44,57 @@ impl Outcome {
     }
 }
 
+/// Per request, in the request's pool: what the access phase decided and
+/// whether the response was counted already.
 #[repr(C)]
 struct RequestState {
     outcome: Outcome,
+    counted: bool,
 }
 
-fn loc_conf(r: &ngx_http_request_t) -> Option<&LocConf> {
-    Module::location_conf(r)
+/// The request's location configuration, which lives as long as the
+/// cycle, so it can be held while the request itself is changed.
+fn loc_conf(r: &ngx_http_request_t) -> Option<&'static LocConf> {
+    let lcf: *const LocConf = Module::location_conf(r)?;
+    // SAFETY: location configurations are allocated in the cycle's pool,
+    // which outlives every request of the cycle.
+    Some(unsafe { &*lcf })
 }
 
-fn state(r: &ngx_http_request_t) -> Outcome {
+fn request_state(r: &ngx_http_request_t) -> Option<&RequestState> {
     let index = Module::module().ctx_index;
     // SAFETY: r->ctx has a slot per http module; ours holds null or the
     // RequestState allocated below from the request's pool.
-    let ctx = unsafe { *r.ctx.add(index) }.cast::<RequestState>();
-    // SAFETY: see above.
-    unsafe { ctx.as_ref() }.map_or(Outcome::Unset, |s| s.outcome)
+    unsafe { (*r.ctx.add(index)).cast::<RequestState>().as_ref() }
 }
 
-fn set_state(r: &mut ngx_http_request_t, outcome: Outcome) {
+fn request_state_mut(r: &mut ngx_http_request_t) -> Option<&mut RequestState> {
     let index = Module::module().ctx_index;
-    // SAFETY: as in `state`; pcalloc memory lives as long as the request.
+    // SAFETY: as in `request_state`; pcalloc memory (all zero: Unset, not
+    // counted) lives as long as the request.
     unsafe {
         let slot = r.ctx.add(index);
         if (*slot).is_null() {
             *slot = ngx_pcalloc(r.pool, size_of::<RequestState>());
         }
-        if let Some(s) = (*slot).cast::<RequestState>().as_mut() {
-            s.outcome = outcome;
-        }
+        (*slot).cast::<RequestState>().as_mut()
+    }
+}
+
+fn state(r: &ngx_http_request_t) -> Outcome {
+    request_state(r).map_or(Outcome::Unset, |s| s.outcome)
+}
+
+fn set_state(r: &mut ngx_http_request_t, outcome: Outcome) {
+    if let Some(s) = request_state_mut(r) {
+        s.outcome = outcome;
     }
 }
 
 /// The client address after the realip module, read per request: realip
-/// may rewrite it in every request of a keep-alive connection.
+/// may rewrite it in every request of a keep-alive connection. IPv4-mapped
+/// IPv6 (a dual-stack listener) is folded to IPv4, for keys and ignore
+/// lists alike.
 fn client_ip(r: &ngx_http_request_t) -> Option<IpAddr> {
     // SAFETY: a live request has a connection with a valid sockaddr whose
     // family says which struct it is.
@@ -91,9 +109,7 @@ fn client_ip(r: &ngx_http_request_t) -> Option<IpAddr> {
             }
             AF_INET6 => {
                 let sin6 = &*sa.cast::<sockaddr_in6>();
-                Some(IpAddr::V6(Ipv6Addr::from(
-                    sin6.sin6_addr.__in6_u.__u6_addr8,
-                )))
+                Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.__in6_u.__u6_addr8)).to_canonical())
             }
             _ => None,
         }
@@ -169,6 +185,37 @@ fn check(zone: &Zone, ip: IpAddr, refusing: bool, log: *mut nginx_sys::ngx_log_t
     verdict
 }
 
+/// The next header filter in nginx's chain, set once at configuration.
+static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
+
+pub fn install_header_filter() {
+    // SAFETY: configuration runs single-threaded; this is how every nginx
+    // filter module links itself into the chain.
+    unsafe {
+        NEXT_HEADER_FILTER = ngx_http_top_header_filter;
+        ngx_http_top_header_filter = Some(header_filter);
+    }
+}
+
+/// Counts a failure as its response header goes out: before the client can
+/// see the answer and try again, on this or any other worker.
+unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls header filters with a live request.
+    let req = unsafe { &mut *r };
+    if ptr::eq(req, req.main) {
+        guarded(NGX_OK as _, || {
+            count_failure(req);
+            NGX_OK as _
+        });
+    }
+    // SAFETY: the next filter was taken from the chain at configuration.
+    match unsafe { NEXT_HEADER_FILTER } {
+        Some(next) => unsafe { next(r) },
+        None => NGX_OK as _,
+    }
+}
+
+/// Counts failures that never sent a header (444, a client that left).
 pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request.
     let r = unsafe { &mut *r };
@@ -187,15 +234,17 @@ fn final_status(r: &ngx_http_request_t) -> usize {
     }
 }
 
-fn count_failure(r: &ngx_http_request_t) {
+fn count_failure(r: &mut ngx_http_request_t) {
     let Some(lcf) = loc_conf(r) else { return };
     let Some(zone) = lcf.zone() else { return };
     let status = final_status(r);
     if !lcf.fail_status().iter().any(|&s| usize::from(s) == status) {
         return;
     }
-    if state(r) == Outcome::Banned {
-        return;
+    match request_state_mut(r) {
+        Some(s) if s.counted || s.outcome == Outcome::Banned => return,
+        Some(s) => s.counted = true,
+        None => return,
     }
     let Some(ip) = client_ip(r) else { return };
     if lcf.is_ignored(ip) {
@@ -261,7 +310,8 @@ unsafe extern "C" fn status_variable(
     v.set_len(text.len() as u32);
     v.set_valid(1);
     v.set_no_cacheable(1);
-    v.set_not_found(0);
+    // Not found where authban is off, so the access log shows "-".
+    v.set_not_found(u32::from(text.is_empty()));
     v.data = text.as_ptr().cast_mut();
     NGX_OK as _
 }

@@ -10,6 +10,7 @@
 pub mod key;
 pub mod mgmt;
 pub mod parse;
+pub mod state;
 pub mod table;
 pub mod window;
 
@@ -21,5 +22,7 @@ mod conf;
 mod handlers;
 #[cfg(not(test))]
 mod module;
+#[cfg(not(test))]
+mod persist;
 #[cfg(not(test))]
 mod zone;

@@ -16,7 +16,7 @@ use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpC
 use ngx::ngx_string;
 
 use crate::conf::{self, LocConf, MainConf};
-use crate::{api, handlers};
+use crate::{api, handlers, persist};
 
 pub struct Module;
 
@@ -58,6 +58,7 @@ impl HttpModule for Module {
                 handlers::log_handler as HandlerFn,
             ),
         ];
+        handlers::install_header_filter();
         for (phase, handler) in phases {
             // SAFETY: phases[] arrays are initialised by the core module
             // before postconfiguration runs.
@@ -177,5 +178,7 @@ pub static mut ngx_http_authban_module: ngx_module_t = ngx_module_t {
     // SAFETY: taking the address of a static does not read it.
     commands: unsafe { ptr::addr_of_mut!(COMMANDS[0]) },
     type_: NGX_HTTP_MODULE as _,
+    init_process: Some(persist::init_process),
+    exit_process: Some(persist::exit_process),
     ..ngx_module_t::default()
 };

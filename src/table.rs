@@ -223,6 +223,17 @@ pub enum Failure {
     AlreadyBanned,
 }
 
+/// What outlives the zone in a state file, or moves to a resized zone: a
+/// ban in force, or an offence history still remembered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub key: Key,
+    pub offences: u8,
+    /// End of the last ban, unix seconds (the start of the history).
+    pub last_ban_end: u32,
+    pub ban: Option<Ban>,
+}
+
 /// Something a caller should log once the lock is released.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -592,6 +603,59 @@ impl<'a> Table<'a> {
             i = slot.next;
         }
         page
+    }
+
+    /// Every ban in force and every remembered offence history.
+    pub fn records(&self, now: Now) -> Vec<Record> {
+        let secs = now.secs();
+        let history = self.hdr.policy.history;
+        let used = self.hdr.high_water as usize;
+        self.slots[..used]
+            .iter()
+            .filter_map(|slot| {
+                let banned = slot.state == State::BANNED && slot.t1 > secs;
+                let remembered = matches!(slot.state, State::COUNTED | State::REMEMBERED)
+                    && slot.offences > 0
+                    && slot.t1.saturating_add(history) > secs;
+                (banned || remembered).then(|| Record {
+                    key: slot.key(),
+                    offences: slot.offences,
+                    last_ban_end: slot.t1,
+                    ban: banned.then(|| slot.ban()),
+                })
+            })
+            .collect()
+    }
+
+    /// Puts back a record from a state file or an older zone. Bans that
+    /// ended and histories that ran out are skipped; a key already present
+    /// is left as it is.
+    pub fn restore(&mut self, record: &Record, now: Now, events: &mut Events) -> bool {
+        let secs = now.secs();
+        let live_ban = record.ban.filter(|b| b.until > secs);
+        let live_history = record.offences > 0
+            && record.last_ban_end.saturating_add(self.hdr.policy.history) > secs;
+        if (live_ban.is_none() && !live_history) || self.find(&record.key).is_some() {
+            return false;
+        }
+        let i = self.insert(&record.key, events);
+        self.slots[i as usize].offences = record.offences;
+        self.slots[i as usize].t1 = record.last_ban_end;
+        if let Some(ban) = live_ban {
+            self.unlink(COUNTED, i);
+            let slot = &mut self.slots[i as usize];
+            slot.state = State::BANNED;
+            slot.t0 = ban.since;
+            slot.t1 = ban.until;
+            slot.counts = [ban.failures as u16, (ban.failures >> 16) as u16, 0, 0];
+            self.insert_by_end(i);
+            self.count_ban(i, 1);
+        } else if self.hdr.policy.increment {
+            self.unlink(COUNTED, i);
+            self.slots[i as usize].state = State::REMEMBERED;
+            self.push_front(REMEMBERED, i);
+        }
+        true
     }
 
     fn state_of(&self, i: u32, now: Now) -> AddressState {

@@ -733,3 +733,57 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn records_round_trip_into_a_table_of_another_size() {
+    let policy = Policy {
+        maxretry: 1,
+        bantime: 100,
+        increment: true,
+        history: 1000,
+        ..POLICY
+    };
+    let mut big = Region::new(64 * 1024);
+    let mut t = big.table(policy);
+    let mut ev = Events::default();
+    t.record_failure(&v4(1), at(10), &mut ev);
+    t.record_failure(&v4(2), at(10), &mut ev);
+    t.check(&v4(2), at(111), true, &mut ev); // ends 2's ban: history only
+    t.record_failure(&v4(3), at(112), &mut ev);
+    let net = Key::parse("2001:db8::/48").unwrap();
+    t.ban(&net, at(112), 500, &mut ev);
+    let records = t.records(at(112));
+    // 1 and 2: histories (their bans ended at 110); 3 and the /48: bans.
+    assert_eq!(records.len(), 4, "{records:?}");
+    let mut small = Region::new(16 * 1024);
+    let mut s = small.table(policy);
+    for r in &records {
+        assert!(s.restore(r, at(113), &mut ev));
+    }
+    assert!(
+        !s.restore(&records[0], at(113), &mut ev),
+        "present keys stay"
+    );
+    assert!(
+        matches!(s.check(&v4(3), at(113), true, &mut ev), Verdict::Banned(b) if b.until == 212)
+    );
+    assert!(matches!(
+        s.check(&Key::parse("2001:db8::5").unwrap(), at(113), true, &mut ev),
+        Verdict::Banned(_)
+    ));
+    assert_eq!(s.check(&v4(2), at(113), true, &mut ev), Verdict::Clear);
+    // 2 is a second-time offender in the new table too.
+    let Failure::Banned(ban) = s.record_failure(&v4(2), at(114), &mut ev) else {
+        panic!("bans");
+    };
+    assert_eq!((ban.offence, ban.until - ban.since), (2, 200));
+    // Expired bans are not restored.
+    let mut later = Region::new(16 * 1024);
+    let mut l = later.table(policy);
+    assert!(!l.restore(
+        &records.iter().find(|r| r.key == v4(3)).copied().unwrap(),
+        at(5000),
+        &mut ev
+    ));
+    check_invariants(&s);
+}

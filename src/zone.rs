@@ -2,9 +2,11 @@
 //! access to its table with the zone's slab-pool mutex (which nginx's master
 //! releases if a worker dies holding it).
 
+use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr;
 use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
 
 use nginx_sys::{
     ngx_int_t, ngx_log_t, ngx_pagesize, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock,
@@ -13,6 +15,8 @@ use nginx_sys::{
 use ngx::core::Status;
 use ngx::ngx_log_error;
 
+use crate::parse::ZoneSpec;
+use crate::persist;
 use crate::table::{self, Events, Policy, Table};
 
 /// One `authban_zone`: its policy from the configuration and, once nginx
@@ -21,17 +25,25 @@ pub struct Zone {
     pub name: String,
     pub size: usize,
     pub policy: Policy,
+    /// The state file, absolute, and seconds between writes.
+    pub state: Option<PathBuf>,
+    pub state_interval: u32,
+    /// Per process: a failing state write is reported once, not every time.
+    pub state_failing: Cell<bool>,
     pub shm_zone: *mut ngx_shm_zone_t,
     region: *mut u8,
     region_len: usize,
 }
 
 impl Zone {
-    pub fn new(name: String, size: usize, policy: Policy, shm_zone: *mut ngx_shm_zone_t) -> Zone {
+    pub fn new(spec: ZoneSpec, state: Option<PathBuf>, shm_zone: *mut ngx_shm_zone_t) -> Zone {
         Zone {
-            name,
-            size,
-            policy,
+            name: spec.name,
+            size: spec.size,
+            policy: spec.policy,
+            state,
+            state_interval: spec.state_interval,
+            state_failing: Cell::new(false),
             shm_zone,
             region: ptr::null_mut(),
             region_len: 0,
@@ -130,6 +142,7 @@ pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_v
     shpool.data = region.cast();
     zone.region = region;
     zone.region_len = len;
+    persist::fill_new_zone(zone, log);
     Status::NGX_OK.into()
 }
 

@@ -1,0 +1,190 @@
+//! Keeping a zone's bans beyond its shared memory: filling a new zone (from
+//! the previous cycle's zone of the same name on a resize, else from the
+//! state file) and writing the state file from worker 0, periodically and
+//! at exit. The file format itself is in `state`.
+
+use core::ffi::c_void;
+use core::ptr;
+
+use nginx_sys::{
+    ngx_add_timer, ngx_cycle, ngx_cycle_t, ngx_event_t, ngx_exiting, ngx_int_t, ngx_list_part_t,
+    ngx_log_t, ngx_pcalloc, ngx_process, ngx_shm_zone_t, ngx_worker, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    NGX_OK, NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
+};
+use ngx::http::HttpModuleMainConf;
+use ngx::ngx_log_error;
+
+use crate::handlers::now;
+use crate::module::{self, Module};
+use crate::state;
+use crate::table::{Events, Record};
+use crate::zone::Zone;
+
+/// Called in the master right after a new (not reused) zone is formatted.
+pub fn fill_new_zone(zone: &Zone, log: *mut ngx_log_t) {
+    let now = now();
+    let (records, source) = match previous_zone(&zone.name) {
+        Some(old) => match old.with_table(|t| t.records(now)) {
+            Some(records) => (records, "the previous zone".to_string()),
+            None => return,
+        },
+        None => {
+            let Some(path) = &zone.state else { return };
+            match state::load(path, &zone.name) {
+                Ok(Some(records)) => (records, path.display().to_string()),
+                Ok(None) => return,
+                Err(reason) => {
+                    ngx_log_error!(
+                        NGX_LOG_WARN,
+                        log,
+                        "authban: zone \"{}\": state file \"{}\" ignored ({}), starting empty",
+                        zone.name,
+                        path.display(),
+                        reason
+                    );
+                    return;
+                }
+            }
+        }
+    };
+    let restored = restore(zone, &records);
+    ngx_log_error!(
+        NGX_LOG_NOTICE,
+        log,
+        "authban: zone \"{}\": restored {} of {} bans and histories from {}",
+        zone.name,
+        restored,
+        records.len(),
+        source
+    );
+}
+
+fn restore(zone: &Zone, records: &[Record]) -> usize {
+    let now = now();
+    let mut events = Events::default();
+    zone.with_table(|t| {
+        records
+            .iter()
+            .filter(|r| t.restore(r, now, &mut events))
+            .count()
+    })
+    .unwrap_or(0)
+}
+
+/// During a reload, the cycle being replaced (still `ngx_cycle`) may hold a
+/// zone of this name that was not reused because its size changed.
+fn previous_zone(name: &str) -> Option<&'static Zone> {
+    // SAFETY: in the master, while the new cycle initialises, ngx_cycle is
+    // the running cycle; its shared memory list and zones are intact.
+    let mut part: *const ngx_list_part_t = unsafe { &(*ngx_cycle).shared_memory.part };
+    while let Some(p) = unsafe { part.as_ref() } {
+        // SAFETY: each part holds nelts zone entries.
+        let zones =
+            unsafe { core::slice::from_raw_parts(p.elts.cast::<ngx_shm_zone_t>(), p.nelts) };
+        for shm in zones {
+            let ours = shm.tag == module::tag() && !shm.data.is_null() && !shm.shm.addr.is_null();
+            if ours && shm.shm.name.to_str() == Ok(name) {
+                // SAFETY: our zones' data is the Zone of that cycle.
+                return unsafe { shm.data.cast::<Zone>().as_ref() };
+            }
+        }
+        part = p.next;
+    }
+    None
+}
+
+/// Writes one zone's state file now.
+pub fn save(zone: &Zone, log: *mut ngx_log_t) {
+    let Some(path) = &zone.state else { return };
+    let Some(records) = zone.with_table(|t| t.records(now())) else {
+        return;
+    };
+    match state::write_atomic(path, &state::render(&zone.name, &records)) {
+        Ok(()) => zone.state_failing.set(false),
+        Err(err) if !zone.state_failing.replace(true) => {
+            ngx_log_error!(
+                NGX_LOG_WARN,
+                log,
+                "authban: zone \"{}\": cannot write state file \"{}\": {}",
+                zone.name,
+                path.display(),
+                err
+            );
+        }
+        Err(_) => {}
+    }
+}
+
+/// One process writes the files: worker 0, or nginx itself when it runs
+/// without a master.
+fn is_writer() -> bool {
+    // SAFETY: process globals nginx sets before init_process.
+    unsafe {
+        ngx_process == NGX_PROCESS_SINGLE as ngx_int_t as _
+            || (ngx_process == NGX_PROCESS_WORKER as ngx_int_t as _ && ngx_worker == 0)
+    }
+}
+
+fn zones_with_state(cycle: *mut ngx_cycle_t) -> Vec<&'static Zone> {
+    // SAFETY: a running cycle; the http main conf exists if http{} does.
+    let Some(main) = (unsafe { cycle.as_ref() }).and_then(Module::main_conf) else {
+        return Vec::new();
+    };
+    main.zones
+        .iter()
+        // SAFETY: zones live in the configuration pool for the cycle.
+        .filter_map(|&z| unsafe { z.as_ref() })
+        .filter(|z| z.state.is_some())
+        .collect()
+}
+
+pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    if !is_writer() {
+        return NGX_OK as _;
+    }
+    for zone in zones_with_state(cycle) {
+        // SAFETY: the cycle's pool outlives the worker's timers.
+        let ev =
+            unsafe { ngx_pcalloc((*cycle).pool, size_of::<ngx_event_t>()) }.cast::<ngx_event_t>();
+        // SAFETY: null or a zeroed event from the pool.
+        let Some(ev) = (unsafe { ev.as_mut() }) else {
+            return nginx_sys::NGX_ERROR as _;
+        };
+        ev.handler = Some(on_timer);
+        ev.data = ptr::from_ref(zone).cast_mut().cast::<c_void>();
+        // SAFETY: a running cycle has a log.
+        ev.log = unsafe { (*cycle).log };
+        // A pending write must not hold up a graceful shutdown.
+        ev.set_cancelable(1);
+        // SAFETY: timers may be added once the event module is initialised.
+        unsafe { ngx_add_timer(ev, ngx_msec(zone.state_interval)) };
+    }
+    NGX_OK as _
+}
+
+fn ngx_msec(secs: u32) -> nginx_sys::ngx_msec_t {
+    secs as nginx_sys::ngx_msec_t * 1000
+}
+
+unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
+    // SAFETY: nginx passes the event set up in init_process.
+    let ev = unsafe { &mut *ev };
+    // SAFETY: ev.data is the zone, alive for the cycle.
+    let zone = unsafe { &*ev.data.cast::<Zone>() };
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| save(zone, ev.log)));
+    // SAFETY: re-arming a fired timer from its handler is the nginx idiom.
+    if unsafe { ngx_exiting } == 0 {
+        unsafe { ngx_add_timer(ev, ngx_msec(zone.state_interval)) };
+    }
+}
+
+pub unsafe extern "C" fn exit_process(cycle: *mut ngx_cycle_t) {
+    if !is_writer() {
+        return;
+    }
+    for zone in zones_with_state(cycle) {
+        // SAFETY: the cycle is still alive while its processes exit.
+        let log = unsafe { (*cycle).log };
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| save(zone, log)));
+    }
+}
