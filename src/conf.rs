@@ -241,15 +241,13 @@ pub extern "C" fn set_authban(
         // SAFETY: the main conf exists while the http block is parsed.
         let main = unsafe { Module::main_conf_from_cf(cf) }.ok_or("no http block")?;
         // SAFETY: conf_file is set while a file is being parsed.
-        let file = unsafe {
-            (*cf.conf_file)
-                .file
-                .name
-                .to_str()
-                .unwrap_or("?")
-                .to_string()
+        let (file, line) = unsafe {
+            let conf_file = &*cf.conf_file;
+            (
+                conf_file.file.name.to_str().unwrap_or("?").to_string(),
+                conf_file.line,
+            )
         };
-        let line = unsafe { (*cf.conf_file).line };
         main.references.push(ZoneReference {
             name: name.to_string(),
             file,

@@ -457,8 +457,10 @@ impl<'a> Table<'a> {
         let base = region.as_mut_ptr();
         // SAFETY: the three parts are disjoint, in bounds (checked against
         // `layout.end()`), and aligned: the region is aligned for the header
-        // and the offsets are rounded up to each part's alignment. All
-        // fields are plain integers, so any bit pattern is a valid value.
+        // and the offsets are rounded up to each part's alignment. The fields
+        // are integers and a float, valid for any bits, but for the policy's
+        // `increment` flag, which only this module writes (format and
+        // set_policy) into regions whose magic and layout version it checks.
         unsafe {
             Ok(Table {
                 hdr: &mut *base.cast::<Header>(),
