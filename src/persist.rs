@@ -77,7 +77,14 @@ fn previous_zone(name: &str) -> Option<&'static Zone> {
     // SAFETY: in the master, while the new cycle initialises, ngx_cycle is
     // the running cycle; its shared memory list and zones are intact.
     let mut part: *const ngx_list_part_t = unsafe { &(*ngx_cycle).shared_memory.part };
+    // SAFETY: the list's parts are chained by `next` and end with null.
     while let Some(p) = unsafe { part.as_ref() } {
+        // At first start the running cycle is nginx's bare initial one,
+        // whose list has no elements yet.
+        if p.elts.is_null() || p.nelts == 0 {
+            part = p.next;
+            continue;
+        }
         // SAFETY: each part holds nelts zone entries.
         let zones =
             unsafe { core::slice::from_raw_parts(p.elts.cast::<ngx_shm_zone_t>(), p.nelts) };
