@@ -10,7 +10,7 @@ use nginx_sys::{
 };
 use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModuleMainConf, Merge, MergeConfigError};
-use ngx::ngx_conf_log_error;
+use ngx::{ngx_conf_log_error, ngx_log_error};
 
 use crate::module::{self, Module};
 use crate::parse;
@@ -357,9 +357,13 @@ pub fn check_references(cf: *mut ngx_conf_t) -> Result<(), ()> {
             unsafe { (*z).name == r.name }
         });
         if !known {
-            ngx_conf_log_error!(
+            // Not ngx_conf_log_error: it would add the position nginx reads
+            // now (the end of the http block) instead of the directive's.
+            // SAFETY: cf->log is valid during configuration.
+            let log = unsafe { (*cf).log };
+            ngx_log_error!(
                 NGX_LOG_EMERG,
-                cf,
+                log,
                 "authban: unknown zone \"{}\" (declare it with authban_zone) in {}:{}",
                 r.name,
                 r.file,

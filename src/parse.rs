@@ -89,10 +89,15 @@ pub fn parse_zone(args: &[&str]) -> Result<ZoneSpec, String> {
     let mut policy = Policy::default();
     let mut state = None;
     let mut state_interval = DEFAULT_STATE_INTERVAL;
+    let mut seen: Vec<&str> = Vec::new();
     for arg in args {
         let Some((name, value)) = arg.split_once('=') else {
             return Err(format!("invalid parameter \"{arg}\""));
         };
+        if seen.contains(&name) {
+            return Err(format!("duplicate parameter \"{name}=\""));
+        }
+        seen.push(name);
         match name {
             "zone" => {
                 let Some((zone_name, size)) = value.split_once(':') else {
@@ -307,6 +312,8 @@ mod tests {
         assert!(err(&["zone=cs:4k"]).contains("too small"));
         assert!(err(&["zone=cs:1m", "maxretry=0"]).contains("invalid maxretry \"0\""));
         assert!(err(&["zone=cs:1m", "findtime=soon"]).contains("invalid findtime \"soon\""));
+        assert!(err(&["zone=ab:1m", "zone=x:1m"]).contains("duplicate parameter \"zone=\""));
+        assert!(err(&["zone=cs:1m", "maxretry=2", "maxretry=3"]).contains("duplicate parameter"));
         assert!(err(&["zone=cs:1m", "increment=yes"]).contains("invalid increment"));
         assert!(err(&["zone=cs:1m", "factor=0.5"]).contains("invalid factor"));
         assert!(err(&["zone=cs:1m", "factor=nan"]).contains("invalid factor"));
@@ -319,6 +326,8 @@ mod tests {
         assert!(err(&["zone=cs:1m", "bantime=0"]).contains("invalid bantime \"0\""));
         assert!(err(&["zone=cs:1m", "color=red"]).contains("invalid parameter \"color=red\""));
         assert!(err(&["zone=cs:1m", "oops"]).contains("invalid parameter \"oops\""));
+        assert!(err(&["zone=ab:1m", "zone=x:1m"]).contains("duplicate parameter \"zone=\""));
+        assert!(err(&["zone=cs:1m", "maxretry=2", "maxretry=3"]).contains("duplicate parameter"));
         assert!(err(&["zone=cs:1m", "increment=yes"]).contains("invalid increment"));
         assert!(err(&["zone=cs:1m", "factor=0.5"]).contains("invalid factor"));
         assert!(err(&["zone=cs:1m", "factor=nan"]).contains("invalid factor"));
