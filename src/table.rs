@@ -615,8 +615,15 @@ impl<'a> Table<'a> {
         self.slots[..used]
             .iter()
             .filter_map(|slot| {
+                let in_use = matches!(
+                    slot.state,
+                    State::COUNTED | State::REMEMBERED | State::BANNED
+                );
                 let banned = slot.state == State::BANNED && slot.t1 > secs;
-                let remembered = matches!(slot.state, State::COUNTED | State::REMEMBERED)
+                // A ban that ended unnoticed (nobody came back since) is a
+                // history like any other: t1 is where it ended.
+                let remembered = in_use
+                    && !banned
                     && slot.offences > 0
                     && slot.t1.saturating_add(history) > secs;
                 (banned || remembered).then(|| Record {

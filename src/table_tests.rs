@@ -787,3 +787,30 @@ fn records_round_trip_into_a_table_of_another_size() {
     ));
     check_invariants(&s);
 }
+
+#[test]
+fn a_ban_that_ended_unnoticed_is_kept_as_history() {
+    let policy = Policy {
+        maxretry: 1,
+        bantime: 10,
+        increment: true,
+        history: 1000,
+        ..POLICY
+    };
+    let mut region = Region::new(16 * 1024);
+    let mut t = region.table(policy);
+    let mut ev = Events::default();
+    t.record_failure(&v4(7), at(100), &mut ev);
+    // No request since the ban ended at 110: the slot still says banned.
+    let records = t.records(at(200));
+    assert_eq!(
+        records,
+        vec![Record {
+            key: v4(7),
+            offences: 1,
+            last_ban_end: 110,
+            ban: None
+        }]
+    );
+    assert!(t.records(at(1200)).is_empty(), "history ran out");
+}
