@@ -26,13 +26,47 @@ const PREAMBLE: &str = r#"
 const API: &str = "/client/api?command=listZones&response=json";
 
 /// Starts nginx with `workers` workers, [`PREAMBLE`] and `conf` in the http
-/// block, `MOCK` replaced by the mock's address.
-fn start(workers: usize, conf: &str, mock: Option<&Mock>) -> Nginx {
-    let mut block = format!("{PREAMBLE}\n{conf}");
-    if let Some(mock) = mock {
-        block = block.replace("MOCK", &mock.addr());
+/// block.
+fn start(workers: usize, conf: &str) -> Nginx {
+    Nginx::options()
+        .workers(workers)
+        .start(&format!("{PREAMBLE}\n{conf}"))
+}
+
+/// Starts the mock, then nginx as [`start`] does with `MOCK` in `conf`
+/// replaced by the mock's address.
+fn start_with_mock(workers: usize, conf: &str) -> (Mock, Nginx) {
+    let mock = Mock::start();
+    let nginx = start(workers, &conf.replace("MOCK", &mock.addr()));
+    (mock, nginx)
+}
+
+/// The plainest setup: zone `z` (`authban_zone zone=z:1m <zone_params>`)
+/// guarding the mock's `/client/api`, the server listening on
+/// `127.0.0.1:{port} <listen_params>`.
+fn guarded_api(zone_params: &str, listen_params: &str) -> String {
+    format!(
+        r#"
+        authban_zone zone=z:1m {zone_params};
+        server {{
+            listen 127.0.0.1:{{port}} {listen_params};
+            location /client/api {{ authban z; proxy_pass http://MOCK; }}
+        }}
+        "#
+    )
+}
+
+/// Sends `count` GETs of `path` from `addr`, each on a new connection, and
+/// asserts that every one is answered `status`.
+fn assert_gets(port: u16, path: &str, addr: &str, count: usize, status: u16) {
+    for i in 1..=count {
+        let reply = get_from(port, path, addr);
+        assert_eq!(
+            reply.status(),
+            Some(status),
+            "request {i} of {count} from {addr} for {path}"
+        );
     }
-    Nginx::options().workers(workers).start(&block)
 }
 
 /// `path` with a unique marker appended to its query, to find the request
@@ -42,9 +76,9 @@ fn tagged(path: &str, tag: &str) -> String {
     format!("{path}{sep}t={tag}")
 }
 
-/// CloudStack login (`POST /client/api`) from `addr`: the mock answers 531
-/// for a wrong password and 200 for `password`.
-fn login(port: u16, path: &str, addr: &str, password: &str) -> Reply {
+/// The status of a CloudStack login (`POST /client/api`) from `addr`: the
+/// mock answers 531 for a wrong password and 200 for `password`.
+fn login_status(port: u16, path: &str, addr: &str, password: &str) -> Option<u16> {
     let body = format!("command=login&username=admin&password={password}&response=json");
     http(
         port,
@@ -56,13 +90,15 @@ fn login(port: u16, path: &str, addr: &str, password: &str) -> Reply {
         ],
         Some(body.as_bytes()),
     )
+    .status()
 }
 
 /// `user:secret` and `user:wrong`, base64.
 const GOOD_AUTH: &str = "Basic dXNlcjpzZWNyZXQ=";
 const BAD_AUTH: &str = "Basic dXNlcjp3cm9uZw==";
 
-fn get_auth(port: u16, path: &str, addr: &str, auth: &str) -> Reply {
+/// The status of a GET of `path` from `addr` with `Authorization: <auth>`.
+fn auth_status(port: u16, path: &str, addr: &str, auth: &str) -> Option<u16> {
     http(
         port,
         "GET",
@@ -70,6 +106,7 @@ fn get_auth(port: u16, path: &str, addr: &str, auth: &str) -> Reply {
         &[("X-Forwarded-For", addr), ("Authorization", auth)],
         None,
     )
+    .status()
 }
 
 /// Writes `{dir}/htpasswd` (user `user`, password `secret`) and
@@ -186,19 +223,32 @@ fn wait_log_lines(nginx: &Nginx, needle: &str) -> Vec<String> {
 /// Asserts the one ban message of `addr` in `zone` has the documented shape:
 /// `[LEVEL] ... authban: ban zone=Z addr=A failures=N bantime=Ss, client: ...`.
 fn assert_one_ban(nginx: &Nginx, zone: &str, addr: &str, failures: u32, bantime: u32, level: &str) {
-    let needle = format!("authban: ban zone={zone} addr={addr} ");
+    assert_one_message(nginx, "ban", zone, addr, failures, bantime, level);
+}
+
+/// [`assert_one_ban`] for the message `authban: VERB zone=Z ...`: "ban", or
+/// "would ban" in dry run.
+fn assert_one_message(
+    nginx: &Nginx,
+    verb: &str,
+    zone: &str,
+    addr: &str,
+    failures: u32,
+    bantime: u32,
+    level: &str,
+) {
+    let needle = format!("authban: {verb} zone={zone} addr={addr} ");
     let lines = wait_log_lines(nginx, &needle);
     assert_eq!(
         lines.len(),
         1,
-        "want exactly one ban message for {addr} in {zone}:\n{}",
+        "want exactly one {verb} message for {addr} in {zone}:\n{}",
         nginx.error_log()
     );
     let line = &lines[0];
     assert!(line.contains(&format!("[{level}] ")), "{line}");
     let msg = &line[line.find("authban: ").unwrap()..];
-    let want =
-        format!("authban: ban zone={zone} addr={addr} failures={failures} bantime={bantime}s");
+    let want = format!("{needle}failures={failures} bantime={bantime}s");
     assert!(
         msg.starts_with(&want),
         "ban message {msg:?} does not start with {want:?}"
@@ -249,6 +299,11 @@ fn pids(entries: &[Entry]) -> BTreeSet<i32> {
     entries.iter().map(|e| e.pid).collect()
 }
 
+/// The `$authban_status` of each entry.
+fn ab_statuses(entries: &[Entry]) -> Vec<&str> {
+    entries.iter().map(|e| e.ab.as_str()).collect()
+}
+
 // 1 ----------------------------------------------------------------------
 
 /// maxretry=5 means exactly five failures reach the upstream, whichever
@@ -257,22 +312,11 @@ fn pids(entries: &[Entry]) -> BTreeSet<i32> {
 #[test]
 fn exact_count_shared_by_workers_and_connections() {
     with_timeout(120, || {
-        let mock = Mock::start();
         // `reuseport` gives each worker its own listening socket and the
         // kernel spreads new connections over them by a hash of the client
         // port. Without it, an idle nginx on Linux (EPOLLEXCLUSIVE) hands
         // long runs of connections to one worker (seen here: 10 of 16).
-        let nginx = start(
-            4,
-            r#"
-            authban_zone zone=z:1m maxretry=5;
-            server {
-                listen 127.0.0.1:{port} reuseport;
-                location /client/api { authban z; proxy_pass http://MOCK; }
-            }
-            "#,
-            Some(&mock),
-        );
+        let (mock, nginx) = start_with_mock(4, &guarded_api("maxretry=5", "reuseport"));
         assert_eq!(nginx.worker_pids().len(), 4);
         let port = nginx.port();
         let mut spread = None;
@@ -283,20 +327,15 @@ fn exact_count_shared_by_workers_and_connections() {
             mock.reset();
             // Failures 1 and 2 on fresh connections, 3 and 4 on one
             // keep-alive connection, 5 and the refused 6th on fresh ones.
-            for i in 1..=2 {
-                let reply = get_from(port, API, &addr);
-                assert_eq!(reply.status(), Some(401), "failure {i} of {addr}");
-            }
+            assert_gets(port, API, &addr, 2, 401);
             let mut conn = Conn::open(port);
             for i in 3..=4 {
                 let reply = conn.get_from(API, &addr);
                 assert_eq!(reply.status(), Some(401), "failure {i} of {addr}");
             }
             assert_eq!(get_from(port, API, &addr).status(), Some(401));
-            for i in 6..=15 {
-                let reply = get_from(port, API, &addr);
-                assert_eq!(reply.status(), Some(403), "request {i} of {addr}");
-            }
+            // Requests 6 to 15.
+            assert_gets(port, API, &addr, 10, 403);
             // The keep-alive connection opened before the ban is refused too.
             assert_eq!(conn.get_from(API, &addr).status(), Some(403));
             drop(conn);
@@ -335,27 +374,13 @@ fn exact_count_shared_by_workers_and_connections() {
 #[test]
 fn refused_right_after_the_last_failure() {
     with_timeout(120, || {
-        let mock = Mock::start();
-        let nginx = start(
-            4,
-            r#"
-            authban_zone zone=z:1m maxretry=2;
-            server {
-                listen 127.0.0.1:{port} reuseport;
-                location /client/api { authban z; proxy_pass http://MOCK; }
-            }
-            "#,
-            Some(&mock),
-        );
+        let (mock, nginx) = start_with_mock(4, &guarded_api("maxretry=2", "reuseport"));
         let port = nginx.port();
         let rounds = 100;
         let mut leaked = Vec::new();
         for i in 0..rounds {
             let addr = format!("198.18.0.{i}");
-            for n in 1..=2 {
-                let reply = get_from(port, API, &addr);
-                assert_eq!(reply.status(), Some(401), "failure {n} of {addr}");
-            }
+            assert_gets(port, API, &addr, 2, 401);
             let next = get_from(port, API, &addr);
             if next.status() != Some(403) {
                 leaked.push((addr, next.status()));
@@ -380,8 +405,7 @@ fn refused_right_after_the_last_failure() {
 #[test]
 fn refusal_status_and_scope() {
     with_timeout(60, || {
-        let mock = Mock::start();
-        let nginx = start(
+        let (mock, nginx) = start_with_mock(
             2,
             r#"
             authban_zone zone=z:1m maxretry=3;
@@ -397,14 +421,11 @@ fn refusal_status_and_scope() {
                 location /other/ { authban other; proxy_pass http://MOCK/client/; }
             }
             "#,
-            Some(&mock),
         );
         write_files(&nginx, &["static/f.txt"]);
         let port = nginx.port();
         let (a, b) = ("198.51.100.20", "198.51.100.21");
-        for _ in 0..3 {
-            assert_eq!(get_from(port, API, a).status(), Some(401));
-        }
+        assert_gets(port, API, a, 3, 401);
         let refused = get_from(port, API, a);
         assert_eq!(refused.status(), Some(403));
         assert!(
@@ -431,19 +452,12 @@ fn refusal_status_and_scope() {
         assert_eq!(mock_count(&mock, 401), 4);
 
         // authban off: neither refused nor counted.
-        for _ in 0..5 {
-            assert_eq!(
-                get_from(port, "/off/api?command=listZones", a).status(),
-                Some(401)
-            );
-        }
+        assert_gets(port, "/off/api?command=listZones", a, 5, 401);
         assert_eq!(mock_count(&mock, 401), 9);
 
         // Another zone: a counts from zero there.
         let other = "/other/api?command=listZones";
-        for _ in 0..2 {
-            assert_eq!(get_from(port, other, a).status(), Some(401));
-        }
+        assert_gets(port, other, a, 2, 401);
         assert_eq!(mock_count(&mock, 401), 11);
         assert!(ban_lines(&nginx, "other", a).is_empty());
         assert_eq!(get_from(port, other, a).status(), Some(401));
@@ -475,8 +489,7 @@ fn refusal_status_and_scope() {
 #[test]
 fn fail_status_list() {
     with_timeout(60, || {
-        let mock = Mock::start();
-        let nginx = start(
+        let (mock, nginx) = start_with_mock(
             2,
             r#"
             authban_zone zone=z:1m maxretry=3;
@@ -490,32 +503,22 @@ fn fail_status_list() {
                 location /default/ { authban z; proxy_pass http://MOCK/client/; }
             }
             "#,
-            Some(&mock),
         );
         let port = nginx.port();
         let a = "198.51.100.30";
         for _ in 0..5 {
-            assert_eq!(
-                login(port, "/client/api", a, "password").status(),
-                Some(200)
-            );
+            assert_eq!(login_status(port, "/client/api", a, "password"), Some(200));
             assert_eq!(get_from(port, "/client/nothing", a).status(), Some(404));
             // GET login: CloudStack wants POST, 405.
             let reply = get_from(port, "/client/api?command=login&username=admin", a);
             assert_eq!(reply.status(), Some(405));
         }
         // Two 531s and a 401: the third failure bans.
-        assert_eq!(login(port, "/client/api", a, "wrong").status(), Some(531));
-        assert_eq!(login(port, "/client/api", a, "wrong").status(), Some(531));
-        assert_eq!(
-            login(port, "/client/api", a, "password").status(),
-            Some(200)
-        );
+        assert_eq!(login_status(port, "/client/api", a, "wrong"), Some(531));
+        assert_eq!(login_status(port, "/client/api", a, "wrong"), Some(531));
+        assert_eq!(login_status(port, "/client/api", a, "password"), Some(200));
         assert_eq!(get_from(port, API, a).status(), Some(401));
-        assert_eq!(
-            login(port, "/client/api", a, "password").status(),
-            Some(403)
-        );
+        assert_eq!(login_status(port, "/client/api", a, "password"), Some(403));
         assert_one_ban(&nginx, "z", a, 3, 600, "warn");
         let (total, by) = mock.stats();
         assert_eq!(by.get(&200), Some(&6), "{by:?}");
@@ -527,27 +530,18 @@ fn fail_status_list() {
         // Where only 401 counts, 531s are harmless...
         let c = "198.51.100.31";
         for _ in 0..5 {
-            assert_eq!(login(port, "/default/api", c, "wrong").status(), Some(531));
+            assert_eq!(login_status(port, "/default/api", c, "wrong"), Some(531));
         }
-        assert_eq!(
-            login(port, "/default/api", c, "password").status(),
-            Some(200)
-        );
+        assert_eq!(login_status(port, "/default/api", c, "password"), Some(200));
         // ... and did not count: c starts from zero where they do.
         for _ in 0..2 {
-            assert_eq!(login(port, "/client/api", c, "wrong").status(), Some(531));
+            assert_eq!(login_status(port, "/client/api", c, "wrong"), Some(531));
         }
-        assert_eq!(
-            login(port, "/client/api", c, "password").status(),
-            Some(200)
-        );
+        assert_eq!(login_status(port, "/client/api", c, "password"), Some(200));
         assert!(ban_lines(&nginx, "z", c).is_empty());
-        assert_eq!(login(port, "/client/api", c, "wrong").status(), Some(531));
+        assert_eq!(login_status(port, "/client/api", c, "wrong"), Some(531));
         assert_one_ban(&nginx, "z", c, 3, 600, "warn");
-        assert_eq!(
-            login(port, "/default/api", c, "password").status(),
-            Some(403)
-        );
+        assert_eq!(login_status(port, "/default/api", c, "password"), Some(403));
         assert_eq!(mock_count(&mock, 531), 2 + 5 + 3);
         assert_clean(&nginx);
     });
@@ -560,8 +554,7 @@ fn fail_status_list() {
 #[test]
 fn ignore_networks() {
     with_timeout(60, || {
-        let mock = Mock::start();
-        let nginx = start(
+        let (mock, nginx) = start_with_mock(
             2,
             r#"
             authban_zone zone=z:1m maxretry=2;
@@ -574,7 +567,6 @@ fn ignore_networks() {
                 }
             }
             "#,
-            Some(&mock),
         );
         let port = nginx.port();
         let ignored = [
@@ -585,13 +577,10 @@ fn ignore_networks() {
         ];
         let counted = ["192.0.3.1", "2001:db8:2::5"];
         for addr in ignored {
-            for i in 0..6 {
-                assert_eq!(get_from(port, API, addr).status(), Some(401), "{addr} #{i}");
-            }
+            assert_gets(port, API, addr, 6, 401);
         }
         for addr in counted {
-            assert_eq!(get_from(port, API, addr).status(), Some(401));
-            assert_eq!(get_from(port, API, addr).status(), Some(401));
+            assert_gets(port, API, addr, 2, 401);
             assert_eq!(get_from(port, API, addr).status(), Some(403), "{addr}");
             assert_one_ban(&nginx, "z", addr, 2, 600, "warn");
         }
@@ -610,8 +599,11 @@ fn ignore_networks() {
         }
         for addr in counted {
             let log = entries_of(&nginx, addr, 3);
-            let abs: Vec<&str> = log.iter().map(|e| e.ab.as_str()).collect();
-            assert_eq!(abs, ["PASSED", "PASSED", "BANNED"], "{log:#?}");
+            assert_eq!(
+                ab_statuses(&log),
+                ["PASSED", "PASSED", "BANNED"],
+                "{log:#?}"
+            );
         }
         assert_clean(&nginx);
     });
@@ -623,8 +615,7 @@ fn ignore_networks() {
 #[test]
 fn ignore_covers_ipv4_mapped_clients() {
     with_timeout(60, || {
-        let mock = Mock::start();
-        let nginx = start(
+        let (mock, nginx) = start_with_mock(
             2,
             r#"
             authban_zone zone=z:1m maxretry=2;
@@ -637,7 +628,6 @@ fn ignore_covers_ipv4_mapped_clients() {
                 }
             }
             "#,
-            Some(&mock),
         );
         let port = nginx.port();
         let mapped = "::ffff:192.0.2.60";
@@ -664,8 +654,7 @@ fn ignore_covers_ipv4_mapped_clients() {
 #[test]
 fn dry_run_refuses_nothing() {
     with_timeout(60, || {
-        let mock = Mock::start();
-        let nginx = start(
+        let (mock, nginx) = start_with_mock(
             2,
             r#"
             authban_zone zone=z:1m maxretry=3;
@@ -674,24 +663,14 @@ fn dry_run_refuses_nothing() {
                 location /client/api { authban z; authban_dry_run on; proxy_pass http://MOCK; }
             }
             "#,
-            Some(&mock),
         );
         let port = nginx.port();
         let (a, b) = ("198.51.100.50", "2001:db8::50");
-        for i in 0..8 {
-            assert_eq!(get_from(port, API, a).status(), Some(401), "request {i}");
-        }
+        assert_gets(port, API, a, 8, 401);
         assert_eq!(get_from(port, API, b).status(), Some(401));
         assert_eq!(mock_count(&mock, 401), 9);
 
-        let needle = format!("authban: would ban zone=z addr={a} ");
-        let lines = wait_log_lines(&nginx, &needle);
-        assert_eq!(lines.len(), 1, "{}", nginx.error_log());
-        let msg = &lines[0][lines[0].find("authban: ").unwrap()..];
-        let want = format!("authban: would ban zone=z addr={a} failures=3 bantime=600s");
-        assert!(msg.starts_with(&want), "{msg}");
-        assert!(has_context(&msg[want.len()..], a), "{msg}");
-        assert!(lines[0].contains("[warn] "), "{}", lines[0]);
+        assert_one_message(&nginx, "would ban", "z", a, 3, 600, "warn");
         assert!(
             !nginx.error_log().contains("authban: ban "),
             "{}",
@@ -699,7 +678,7 @@ fn dry_run_refuses_nothing() {
         );
 
         let log = entries_of(&nginx, a, 8);
-        let abs: Vec<&str> = log.iter().map(|e| e.ab.as_str()).collect();
+        let abs = ab_statuses(&log);
         assert_eq!(abs[..3], ["PASSED"; 3], "{log:#?}");
         assert_eq!(abs[3..], ["DRY_RUN"; 5], "{log:#?}");
         assert!(log.iter().all(|e| e.status == 401));
@@ -715,8 +694,7 @@ fn dry_run_refuses_nothing() {
 #[test]
 fn status_variable_in_access_log() {
     with_timeout(60, || {
-        let mock = Mock::start();
-        let nginx = start(
+        let (_mock, nginx) = start_with_mock(
             2,
             r#"
             authban_zone zone=z:1m maxretry=2;
@@ -733,7 +711,6 @@ fn status_variable_in_access_log() {
                 location /none/ { proxy_pass http://MOCK/client/; }
             }
             "#,
-            Some(&mock),
         );
         let port = nginx.port();
         let (a, ign) = ("198.51.100.60", "192.0.2.9");
@@ -776,23 +753,10 @@ fn status_variable_in_access_log() {
 #[test]
 fn realip_ipv6_and_mapped_ipv4() {
     with_timeout(60, || {
-        let mock = Mock::start();
-        let nginx = start(
-            2,
-            r#"
-            authban_zone zone=z:1m maxretry=4;
-            server {
-                listen 127.0.0.1:{port};
-                location /client/api { authban z; proxy_pass http://MOCK; }
-            }
-            "#,
-            Some(&mock),
-        );
+        let (mock, nginx) = start_with_mock(2, &guarded_api("maxretry=4", ""));
         let port = nginx.port();
         let v6 = "2001:db8::7";
-        for _ in 0..4 {
-            assert_eq!(get_from(port, API, v6).status(), Some(401));
-        }
+        assert_gets(port, API, v6, 4, 401);
         assert_eq!(get_from(port, API, v6).status(), Some(403));
         assert_eq!(get_from(port, API, "2001:db8::8").status(), Some(401));
         assert_one_ban(&nginx, "z", v6, 4, 600, "warn");
@@ -814,8 +778,11 @@ fn realip_ipv6_and_mapped_ipv4() {
             nginx.error_log()
         );
         let log = entries_of(&nginx, mapped, 3);
-        let abs: Vec<&str> = log.iter().map(|e| e.ab.as_str()).collect();
-        assert_eq!(abs, ["PASSED", "PASSED", "BANNED"], "{log:#?}");
+        assert_eq!(
+            ab_statuses(&log),
+            ["PASSED", "PASSED", "BANNED"],
+            "{log:#?}"
+        );
         assert_clean(&nginx);
     });
 }
@@ -827,23 +794,12 @@ fn realip_ipv6_and_mapped_ipv4() {
 #[test]
 fn ban_expires() {
     with_timeout(60, || {
-        let mock = Mock::start();
-        let nginx = start(
-            2,
-            r#"
-            authban_zone zone=z:1m maxretry=2 findtime=10m bantime=2s;
-            server {
-                listen 127.0.0.1:{port};
-                location /client/api { authban z; proxy_pass http://MOCK; }
-            }
-            "#,
-            Some(&mock),
-        );
+        let (mock, nginx) =
+            start_with_mock(2, &guarded_api("maxretry=2 findtime=10m bantime=2s", ""));
         let port = nginx.port();
         let a = "198.51.100.80";
         let unban = format!("authban: unban zone=z addr={a} reason=expired");
-        assert_eq!(get_from(port, API, a).status(), Some(401));
-        assert_eq!(get_from(port, API, a).status(), Some(401));
+        assert_gets(port, API, a, 2, 401);
         let banned_at = Instant::now();
         assert_eq!(get_from(port, API, a).status(), Some(403));
         assert_one_ban(&nginx, "z", a, 2, 2, "warn");
@@ -869,9 +825,8 @@ fn ban_expires() {
         assert!(bans, "{}", nginx.error_log());
         assert_eq!(log_lines(&nginx.error_log(), &unban).len(), 1);
         let log = entries_of(&nginx, a, 7);
-        let abs: Vec<&str> = log.iter().map(|e| e.ab.as_str()).collect();
         assert_eq!(
-            abs,
+            ab_statuses(&log),
             ["PASSED", "PASSED", "BANNED", "BANNED", "PASSED", "PASSED", "BANNED"]
         );
         assert_clean(&nginx);
@@ -885,8 +840,7 @@ fn ban_expires() {
 #[test]
 fn satisfy_any_does_not_lift_a_ban() {
     with_timeout(60, || {
-        let mock = Mock::start();
-        let nginx = start(
+        let (mock, nginx) = start_with_mock(
             2,
             r#"
             authban_zone zone=z:1m maxretry=3;
@@ -909,45 +863,28 @@ fn satisfy_any_does_not_lift_a_ban() {
                 }
             }
             "#,
-            Some(&mock),
         );
         write_files(&nginx, &["basic/f.txt"]);
         let port = nginx.port();
         let (a, b, allowed) = ("198.51.100.90", "198.51.100.91", "192.0.2.90");
-        for _ in 0..3 {
-            assert_eq!(get_from(port, API, a).status(), Some(401));
-        }
+        assert_gets(port, API, a, 3, 401);
         assert_eq!(get_from(port, API, a).status(), Some(403));
-        assert_eq!(
-            get_auth(port, "/basic/f.txt", a, GOOD_AUTH).status(),
-            Some(403)
-        );
+        assert_eq!(auth_status(port, "/basic/f.txt", a, GOOD_AUTH), Some(403));
         assert_eq!(mock_count(&mock, 401), 3);
 
         // Failures of auth_basic under satisfy any count too...
-        assert_eq!(
-            get_auth(port, "/basic/f.txt", b, GOOD_AUTH).status(),
-            Some(200)
-        );
+        assert_eq!(auth_status(port, "/basic/f.txt", b, GOOD_AUTH), Some(200));
         for _ in 0..3 {
-            assert_eq!(
-                get_auth(port, "/basic/f.txt", b, BAD_AUTH).status(),
-                Some(401)
-            );
+            assert_eq!(auth_status(port, "/basic/f.txt", b, BAD_AUTH), Some(401));
         }
         // ... and valid credentials do not lift the ban.
-        assert_eq!(
-            get_auth(port, "/basic/f.txt", b, GOOD_AUTH).status(),
-            Some(403)
-        );
+        assert_eq!(auth_status(port, "/basic/f.txt", b, GOOD_AUTH), Some(403));
         assert_eq!(get_from(port, API, b).status(), Some(403));
         assert_one_ban(&nginx, "z", b, 3, 600, "warn");
 
         // An address the `allow` rule lets in without a password.
         assert_eq!(get_from(port, "/basic/f.txt", allowed).status(), Some(200));
-        for _ in 0..3 {
-            assert_eq!(get_from(port, API, allowed).status(), Some(401));
-        }
+        assert_gets(port, API, allowed, 3, 401);
         assert_eq!(get_from(port, "/basic/f.txt", allowed).status(), Some(403));
         assert_eq!(mock_count(&mock, 401), 6);
         assert_clean(&nginx);
@@ -961,8 +898,7 @@ fn satisfy_any_does_not_lift_a_ban() {
 #[test]
 fn one_ban_message_under_concurrency() {
     with_timeout(120, || {
-        let mock = Mock::start();
-        let nginx = start(
+        let (mock, nginx) = start_with_mock(
             4,
             r#"
             authban_zone zone=z:1m maxretry=5 bantime=2m;
@@ -972,7 +908,6 @@ fn one_ban_message_under_concurrency() {
                 location /client/api { authban z; proxy_pass http://MOCK; }
             }
             "#,
-            Some(&mock),
         );
         let port = nginx.port();
         for addr in ["198.51.100.77", "2001:db8::77"] {
@@ -999,9 +934,7 @@ fn one_ban_message_under_concurrency() {
             assert_eq!(failed + refused, 40, "{statuses:?}");
             assert!(failed >= 5, "{statuses:?}");
             assert_eq!(mock_count(&mock, 401), failed);
-            for _ in 0..4 {
-                assert_eq!(get_from(port, API, addr).status(), Some(403));
-            }
+            assert_gets(port, API, addr, 4, 403);
             assert_eq!(mock_count(&mock, 401), failed);
             assert_one_ban(&nginx, "z", addr, 5, 120, "error");
             let log = entries_of(&nginx, addr, 44);
@@ -1046,7 +979,6 @@ fn nginx_own_responses_count() {
                 return 401;
             }
             "#,
-            None,
         );
         write_files(&nginx, &["basic/f.txt", "files/f.txt"]);
         let port = nginx.port();
@@ -1057,46 +989,23 @@ fn nginx_own_responses_count() {
             "198.51.100.113",
         );
 
-        assert_eq!(
-            get_auth(port, "/basic/f.txt", a, GOOD_AUTH).status(),
-            Some(200)
-        );
-        assert_eq!(
-            get_auth(port, "/basic/f.txt", a, BAD_AUTH).status(),
-            Some(401)
-        );
+        assert_eq!(auth_status(port, "/basic/f.txt", a, GOOD_AUTH), Some(200));
+        assert_eq!(auth_status(port, "/basic/f.txt", a, BAD_AUTH), Some(401));
         assert_eq!(get_from(port, "/basic/f.txt", a).status(), Some(401));
-        assert_eq!(
-            get_auth(port, "/basic/f.txt", a, BAD_AUTH).status(),
-            Some(401)
-        );
-        assert_eq!(
-            get_auth(port, "/basic/f.txt", a, GOOD_AUTH).status(),
-            Some(403)
-        );
+        assert_eq!(auth_status(port, "/basic/f.txt", a, BAD_AUTH), Some(401));
+        assert_eq!(auth_status(port, "/basic/f.txt", a, GOOD_AUTH), Some(403));
         assert_one_ban(&nginx, "z", a, 3, 600, "warn");
 
-        for _ in 0..3 {
-            assert_eq!(get_from(port, "/inner/x", b).status(), Some(401));
-        }
+        assert_gets(port, "/inner/x", b, 3, 401);
         assert_eq!(get_from(port, "/inner/x", b).status(), Some(403));
-        assert_eq!(
-            get_auth(port, "/basic/f.txt", b, GOOD_AUTH).status(),
-            Some(403)
-        );
+        assert_eq!(auth_status(port, "/basic/f.txt", b, GOOD_AUTH), Some(403));
         assert_one_ban(&nginx, "z", b, 3, 600, "warn");
 
         // 404 is not a failure where 401 is the default...
         for _ in 0..4 {
-            assert_eq!(
-                get_auth(port, "/basic/missing", c, GOOD_AUTH).status(),
-                Some(404)
-            );
+            assert_eq!(auth_status(port, "/basic/missing", c, GOOD_AUTH), Some(404));
         }
-        assert_eq!(
-            get_auth(port, "/basic/f.txt", c, GOOD_AUTH).status(),
-            Some(200)
-        );
+        assert_eq!(auth_status(port, "/basic/f.txt", c, GOOD_AUTH), Some(200));
         assert!(ban_lines(&nginx, "z", c).is_empty());
         // ... and is one where listed.
         assert_eq!(get_from(port, "/files/missing", c).status(), Some(404));

@@ -9,6 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::client::{http, Reply};
+use super::json::Json;
 use super::paths::mock_bin;
 use super::ports::free_port;
 use super::process::{lock, Tracked};
@@ -163,16 +164,16 @@ impl Drop for Mock {
 /// `{"requests":N,"by_status":{"401":n,...}}`, any key order, other keys
 /// ignored.
 fn parse_stats(text: &str) -> Result<(u64, HashMap<u16, u64>), String> {
-    let Json::Obj(top) = Parser::parse(text)? else {
+    let top = Json::parse(text)?;
+    if !matches!(top, Json::Obj(_)) {
         return Err("not an object".into());
-    };
-    let get = |k: &str| top.iter().find(|(n, _)| n == k).map(|(_, v)| v);
-    let total = match get("requests") {
+    }
+    let total = match top.opt("requests") {
         Some(Json::Num(n)) => n.parse().map_err(|_| format!("bad requests {n}"))?,
         _ => return Err("no numeric \"requests\"".into()),
     };
     let mut by_status = HashMap::new();
-    match get("by_status") {
+    match top.opt("by_status") {
         Some(Json::Obj(entries)) => {
             for (k, v) in entries {
                 let code: u16 = k.parse().map_err(|_| format!("bad status key {k:?}"))?;
@@ -185,167 +186,4 @@ fn parse_stats(text: &str) -> Result<(u64, HashMap<u16, u64>), String> {
         _ => return Err("no object \"by_status\"".into()),
     }
     Ok((total, by_status))
-}
-
-/// Just enough JSON (no serde in the harness). Numbers stay text.
-#[derive(Debug)]
-enum Json {
-    Null,
-    Bool(bool),
-    Num(String),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
-}
-
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl Parser<'_> {
-    fn parse(text: &str) -> Result<Json, String> {
-        let mut p = Parser {
-            s: text.as_bytes(),
-            i: 0,
-        };
-        let v = p.value()?;
-        p.ws();
-        if p.i != p.s.len() {
-            return Err(format!("trailing data at byte {}", p.i));
-        }
-        Ok(v)
-    }
-
-    fn ws(&mut self) {
-        while self.s.get(self.i).is_some_and(|c| c.is_ascii_whitespace()) {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, c: u8) -> Result<(), String> {
-        self.ws();
-        if self.s.get(self.i) == Some(&c) {
-            self.i += 1;
-            Ok(())
-        } else {
-            Err(format!("expected '{}' at byte {}", c as char, self.i))
-        }
-    }
-
-    fn value(&mut self) -> Result<Json, String> {
-        self.ws();
-        match self.s.get(self.i) {
-            Some(b'{') => {
-                self.i += 1;
-                let mut entries = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b'}') {
-                    self.i += 1;
-                    return Ok(Json::Obj(entries));
-                }
-                loop {
-                    self.ws();
-                    let key = self.string()?;
-                    self.eat(b':')?;
-                    entries.push((key, self.value()?));
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            return Ok(Json::Obj(entries));
-                        }
-                        _ => return Err(format!("expected ',' or '}}' at byte {}", self.i)),
-                    }
-                }
-            }
-            Some(b'[') => {
-                self.i += 1;
-                let mut items = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b']') {
-                    self.i += 1;
-                    return Ok(Json::Arr(items));
-                }
-                loop {
-                    items.push(self.value()?);
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            return Ok(Json::Arr(items));
-                        }
-                        _ => return Err(format!("expected ',' or ']' at byte {}", self.i)),
-                    }
-                }
-            }
-            Some(b'"') => Ok(Json::Str(self.string()?)),
-            Some(b't') => self.word("true", Json::Bool(true)),
-            Some(b'f') => self.word("false", Json::Bool(false)),
-            Some(b'n') => self.word("null", Json::Null),
-            Some(c) if *c == b'-' || c.is_ascii_digit() => {
-                let start = self.i;
-                while self
-                    .s
-                    .get(self.i)
-                    .is_some_and(|c| c.is_ascii_digit() || b"+-.eE".contains(c))
-                {
-                    self.i += 1;
-                }
-                Ok(Json::Num(
-                    String::from_utf8_lossy(&self.s[start..self.i]).into_owned(),
-                ))
-            }
-            _ => Err(format!("unexpected input at byte {}", self.i)),
-        }
-    }
-
-    fn word(&mut self, w: &str, v: Json) -> Result<Json, String> {
-        if self.s[self.i..].starts_with(w.as_bytes()) {
-            self.i += w.len();
-            Ok(v)
-        } else {
-            Err(format!("bad literal at byte {}", self.i))
-        }
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        self.eat(b'"')?;
-        let mut out = Vec::new();
-        loop {
-            match self.s.get(self.i) {
-                None => return Err("unterminated string".into()),
-                Some(b'"') => {
-                    self.i += 1;
-                    return Ok(String::from_utf8_lossy(&out).into_owned());
-                }
-                Some(b'\\') => {
-                    let esc = *self.s.get(self.i + 1).ok_or("bad escape")?;
-                    self.i += 2;
-                    match esc {
-                        b'n' => out.push(b'\n'),
-                        b't' => out.push(b'\t'),
-                        b'r' => out.push(b'\r'),
-                        b'b' => out.push(8),
-                        b'f' => out.push(12),
-                        b'u' => {
-                            let hex = self.s.get(self.i..self.i + 4).ok_or("bad \\u escape")?;
-                            let code = u32::from_str_radix(&String::from_utf8_lossy(hex), 16)
-                                .map_err(|_| "bad \\u escape")?;
-                            let c = char::from_u32(code).unwrap_or('\u{fffd}');
-                            out.extend_from_slice(c.to_string().as_bytes());
-                            self.i += 4;
-                        }
-                        other => out.push(other),
-                    }
-                }
-                Some(&c) => {
-                    out.push(c);
-                    self.i += 1;
-                }
-            }
-        }
-    }
 }

@@ -15,12 +15,14 @@
 //! - [`http`], [`get`], [`get_from`], [`http_from_ip`], [`Conn`]: a tiny
 //!   HTTP/1.1 client with timeouts, which reports a silently closed
 //!   connection (nginx `return 444`) as [`Reply::Closed`].
+//! - [`Json`]: a small strict JSON reader with panicking accessors.
 //! - [`free_port`]: ports that never collide across threads or processes.
 
 // Each test binary uses a different subset of the harness.
 #![allow(dead_code, unused_imports)]
 
 mod client;
+mod json;
 mod mock;
 mod nginx;
 mod paths;
@@ -28,6 +30,7 @@ mod ports;
 mod process;
 
 pub use client::{get, get_from, http, http_at, http_from_ip, Conn, Reply, Response, HTTP_TIMEOUT};
+pub use json::Json;
 pub use mock::Mock;
 pub use nginx::{nginx_test_config, Nginx, NginxOptions};
 pub use paths::{build_dir, mock_bin, module_path, nginx_bin};
