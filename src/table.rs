@@ -141,6 +141,8 @@ struct Header {
     /// Active bans per prefix length (IPv6 bits) of network keys, so a
     /// check looks up only the network sizes that are banned somewhere.
     net_bans: [u32; 129],
+    /// Bit p set while net_bans[p] > 0: a check walks only those lengths.
+    net_mask: u128,
 }
 
 /// Slot states, kept as a plain byte: the region is shared memory that
@@ -418,6 +420,7 @@ impl<'a> Table<'a> {
             ],
             stats: Stats::default(),
             net_bans: [0; 129],
+            net_mask: 0,
         };
         table.buckets.fill(NIL);
         Ok(table)
@@ -542,14 +545,23 @@ impl<'a> Table<'a> {
         if let Some(i) = self.find(key).filter(|&i| banned(i)) {
             return Some(i);
         }
-        let floor = if key.is_ipv4() { 96 } else { 0 };
-        (floor..key.raw_prefix())
-            .rev()
-            .filter(|&p| self.hdr.net_bans[p as usize] > 0)
-            .find_map(|p| {
-                self.find(&Key::from_raw(key.raw_addr(), p))
-                    .filter(|&i| banned(i))
-            })
+        // Banned prefix lengths shorter than the key's, longest first; IPv4
+        // keys look only at IPv4 networks (96 bits and more).
+        let below = match key.raw_prefix() {
+            0 => 0,
+            p => u128::MAX >> (128 - u32::from(p)),
+        };
+        let floor = if key.is_ipv4() { !0u128 << 96 } else { !0u128 };
+        let mut lengths = self.hdr.net_mask & below & floor;
+        while lengths != 0 {
+            let p = 127 - lengths.leading_zeros();
+            lengths &= !(1u128 << p);
+            let net = Key::from_raw(key.raw_addr(), p as u8);
+            if let Some(i) = self.find(&net).filter(|&i| banned(i)) {
+                return Some(i);
+            }
+        }
+        None
     }
 
     /// Bans `key` (an address or a network) for `secs` from now, whatever
@@ -846,6 +858,12 @@ impl<'a> Table<'a> {
         if prefix < 128 {
             let count = &mut self.hdr.net_bans[prefix];
             *count = count.saturating_add_signed(delta);
+            let bit = 1u128 << prefix;
+            if *count > 0 {
+                self.hdr.net_mask |= bit;
+            } else {
+                self.hdr.net_mask &= !bit;
+            }
         }
         if delta < 0 && self.hdr.policy.widen > 0 {
             let member = self.slots[i as usize].key();

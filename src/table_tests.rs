@@ -65,6 +65,9 @@ fn check_invariants(t: &Table) {
     }
     assert_eq!(in_use, t.hdr.in_use as usize);
     assert_eq!(banned, t.bans() as usize);
+    for (p, &count) in t.hdr.net_bans.iter().enumerate().take(128) {
+        assert_eq!(t.hdr.net_mask >> p & 1 == 1, count > 0, "mask bit {p}");
+    }
     let nets: u32 = t.hdr.net_bans.iter().sum();
     let banned_nets = t.slots[..used]
         .iter()
