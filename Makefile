@@ -21,6 +21,11 @@ test: build
 	@scripts/fetch-fail2ban.sh
 	timeout 1800 cargo test --release --workspace -- --test-threads=4
 
+# Benchmarks (bench/README.md): prints a table, writes bench/results.md.
+bench: build
+	@scripts/deps.sh wrk valgrind util-linux
+	timeout --kill-after=10 900 cargo bench --bench authban
+
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --release --workspace --all-targets -- -D warnings

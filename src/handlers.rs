@@ -68,14 +68,49 @@ fn request_state(r: &ngx_http_request_t) -> Option<&RequestState> {
     unsafe { (*r.ctx.add(index)).cast::<RequestState>().as_ref() }
 }
 
+/// Shared, read-only states for the common outcomes: most requests need no
+/// per-request allocation. A request that must record more (`counted`) gets
+/// its own copy from its pool.
+static SHARED_STATES: [RequestState; 5] = [
+    RequestState {
+        outcome: Outcome::Unset,
+        counted: false,
+    },
+    RequestState {
+        outcome: Outcome::Passed,
+        counted: false,
+    },
+    RequestState {
+        outcome: Outcome::Banned,
+        counted: false,
+    },
+    RequestState {
+        outcome: Outcome::Ignored,
+        counted: false,
+    },
+    RequestState {
+        outcome: Outcome::DryRun,
+        counted: false,
+    },
+];
+
+fn is_shared(state: *const RequestState) -> bool {
+    SHARED_STATES.as_ptr_range().contains(&state)
+}
+
 fn request_state_mut(r: &mut ngx_http_request_t) -> Option<&mut RequestState> {
     let index = Module::module().ctx_index;
-    // SAFETY: as in `request_state`; pcalloc memory (all zero: Unset, not
-    // counted) lives as long as the request.
+    // SAFETY: as in `request_state`; pcalloc memory lives as long as the
+    // request, and a shared state is copied before anything writes to it.
     unsafe {
         let slot = r.ctx.add(index);
-        if (*slot).is_null() {
-            *slot = ngx_pcalloc(r.pool, size_of::<RequestState>());
+        let current = (*slot).cast::<RequestState>();
+        if current.is_null() || is_shared(current) {
+            let own = ngx_pcalloc(r.pool, size_of::<RequestState>()).cast::<RequestState>();
+            if let (Some(own), Some(shared)) = (own.as_mut(), current.as_ref()) {
+                own.outcome = shared.outcome;
+            }
+            *slot = own.cast();
         }
         (*slot).cast::<RequestState>().as_mut()
     }
@@ -86,9 +121,10 @@ fn state(r: &ngx_http_request_t) -> Outcome {
 }
 
 fn set_state(r: &mut ngx_http_request_t, outcome: Outcome) {
-    if let Some(s) = request_state_mut(r) {
-        s.outcome = outcome;
-    }
+    let shared = &SHARED_STATES[outcome as usize];
+    let index = Module::module().ctx_index;
+    // SAFETY: r->ctx has a slot per module; a shared state is only read.
+    unsafe { *r.ctx.add(index) = ptr::from_ref(shared).cast_mut().cast() };
 }
 
 /// The client address after the realip module, read per request: realip

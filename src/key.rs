@@ -46,13 +46,12 @@ impl Key {
         Key::masked(addr, prefix)
     }
 
-    fn masked(mut addr: [u8; 16], prefix: u8) -> Key {
-        for (i, byte) in addr.iter_mut().enumerate() {
-            let bits_before = (i as u32) * 8;
-            let keep = (prefix as u32).saturating_sub(bits_before).min(8);
-            let mask = if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
-            *byte &= mask;
-        }
+    fn masked(addr: [u8; 16], prefix: u8) -> Key {
+        let mask = match prefix {
+            0 => 0,
+            p => u128::MAX << (128 - u32::from(p)),
+        };
+        let addr = (u128::from_be_bytes(addr) & mask).to_be_bytes();
         Key { addr, prefix }
     }
 

@@ -264,6 +264,10 @@ impl Events {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
         self.items[..self.len].iter().flatten().copied()
     }

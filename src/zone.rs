@@ -186,6 +186,9 @@ fn adopt(zone: &mut Zone, shpool: &mut ngx_slab_pool_t, log: *mut ngx_log_t) -> 
 /// Reports of events to the log, after the lock is released.
 /// `level` is the ban message level, used for bans the events report.
 pub fn log_events(zone: &Zone, events: &Events, log: *mut ngx_log_t, level: usize) {
+    if events.is_empty() {
+        return;
+    }
     for event in events.iter() {
         match event {
             table::Event::Expired(key) => {
