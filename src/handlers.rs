@@ -209,10 +209,10 @@ fn access(r: &mut ngx_http_request_t) -> ngx_int_t {
 }
 
 fn check(zone: &Zone, ip: IpAddr, refusing: bool, log: *mut nginx_sys::ngx_log_t) -> Verdict {
-    if !zone.has_bans() {
+    let key = zone.policy.key_of(ip);
+    if !zone.may_be_banned(&key) {
         return Verdict::Clear;
     }
-    let key = zone.policy.key_of(ip);
     let mut events = Events::default();
     let verdict = zone
         .with_table(|t| t.check(&key, now(), refusing, &mut events))

@@ -3,17 +3,20 @@
 //!
 //! The region never grows. It holds a header, a hash index of `u32` bucket
 //! heads (two slots per bucket on average) and 48-byte slots, so one address
-//! costs 50 bytes: about 20,700 per MiB, IPv6 included. Slots sit on two
-//! intrusive lists: addresses that are only counted, most recently failing
-//! first, and bans, ordered by their end. When the table is full the least
-//! recently failing counted address is forgotten; a ban is dropped only when
-//! no counted address is left, and then the one ending soonest.
+//! costs 50 bytes: about 20,600 per MiB with the ~5 KiB header, IPv6
+//! included. Slots sit on intrusive lists: addresses that are only counted,
+//! most recently failing first; remembered offenders; and bans, ordered by
+//! their end. When the table is full the least recently failing counted
+//! address is forgotten, then remembered offenders; a ban is dropped only
+//! when nothing else is left, and then the one ending soonest.
 //!
 //! Callers serialise access (the zone's slab-pool mutex); nothing here
 //! allocates or blocks, so the lock is held for a few hundred instructions.
+//! One read needs no lock: `may_be_banned`, over atomics in the header, lets
+//! a request that no ban can cover skip the lock altogether.
 
 use core::mem::{align_of, size_of};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use crate::key::Key;
 use crate::window::{self, Window, BUCKETS};
@@ -141,9 +144,17 @@ struct Header {
     /// Active bans per prefix length (IPv6 bits) of network keys, so a
     /// check looks up only the network sizes that are banned somewhere.
     net_bans: [u32; 129],
-    /// Bit p set while net_bans[p] > 0: a check walks only those lengths.
-    net_mask: u128,
+    /// Bit p set while net_bans[p] > 0, as two atomic halves: a check walks
+    /// only those lengths, and the lock-free pre-check reads it.
+    net_mask: [AtomicU64; 2],
+    /// Bans counted by a hash of their key: a request whose counter is zero
+    /// (and that no banned network holds) is clear without taking the lock.
+    ban_filter: [AtomicU16; FILTER_SLOTS],
 }
+
+/// Counters in the ban filter (a power of two): 4 KiB of header, so that
+/// with up to a few hundred bans most checks need no lock.
+const FILTER_SLOTS: usize = 2048;
 
 /// Slot states, kept as a plain byte: the region is shared memory that
 /// another process writes, so no Rust enum validity is assumed of it.
@@ -360,15 +371,47 @@ pub fn capacity_for(len: usize) -> u32 {
     Layout::fitting(len).map_or(0, |l| l.capacity)
 }
 
-/// Number of active bans, read without the lock: a stale zero only lets one
-/// request that races a brand-new ban through, as if it came a moment earlier.
+/// Whether `key` may be banned, read without the lock: false when the zone
+/// bans nobody, or when neither the key's filter counter nor any banned
+/// network length could cover it. A stale read only lets a request that
+/// races a brand-new ban through, as if it came a moment earlier.
 ///
 /// # Safety
 /// `region` must point to a region formatted by [`Table::format`].
-pub unsafe fn active_bans(region: *const u8) -> u32 {
-    // SAFETY: the caller guarantees a formatted region; `banned` is atomic,
-    // so reading it while another process writes under the lock is defined.
-    unsafe { (*region.cast::<Header>()).banned.load(Ordering::Acquire) }
+pub unsafe fn may_be_banned(region: *const u8, key: &Key) -> bool {
+    // SAFETY: the caller guarantees a formatted region. The fields read are
+    // atomics written under the lock by other processes, or the seed,
+    // written once before any worker exists.
+    let hdr = unsafe { &*region.cast::<Header>() };
+    if hdr.banned.load(Ordering::Acquire) == 0 {
+        return false;
+    }
+    let slot = hash(hdr.seed, key) as usize & (FILTER_SLOTS - 1);
+    hdr.ban_filter[slot].load(Ordering::Acquire) != 0
+        || load_mask(&hdr.net_mask) & shorter_prefixes(key) != 0
+}
+
+fn hash(seed: [u64; 2], key: &Key) -> u64 {
+    let addr = key.raw_addr();
+    let hi = u64::from_le_bytes(addr[..8].try_into().unwrap_or_default());
+    let lo = u64::from_le_bytes(addr[8..].try_into().unwrap_or_default());
+    let h = fold_mul(hi ^ seed[0], lo ^ seed[1] ^ u64::from(key.raw_prefix()));
+    fold_mul(h, 0x9e37_79b9_7f4a_7c15 ^ seed[0])
+}
+
+fn load_mask(mask: &[AtomicU64; 2]) -> u128 {
+    u128::from(mask[0].load(Ordering::Acquire)) | u128::from(mask[1].load(Ordering::Acquire)) << 64
+}
+
+/// Prefix lengths (bits) of the networks that could hold `key`: shorter
+/// than its own, and for IPv4 only IPv4 networks (96 bits and more).
+fn shorter_prefixes(key: &Key) -> u128 {
+    let below = match key.raw_prefix() {
+        0 => 0,
+        p => u128::MAX >> (128 - u32::from(p)),
+    };
+    let floor = if key.is_ipv4() { !0u128 << 96 } else { !0u128 };
+    below & floor
 }
 
 /// The length a formatted region records for itself, 0 if it is not one.
@@ -424,7 +467,8 @@ impl<'a> Table<'a> {
             ],
             stats: Stats::default(),
             net_bans: [0; 129],
-            net_mask: 0,
+            net_mask: [const { AtomicU64::new(0) }; 2],
+            ban_filter: [const { AtomicU16::new(0) }; FILTER_SLOTS],
         };
         table.buckets.fill(NIL);
         Ok(table)
@@ -549,14 +593,8 @@ impl<'a> Table<'a> {
         if let Some(i) = self.find(key).filter(|&i| banned(i)) {
             return Some(i);
         }
-        // Banned prefix lengths shorter than the key's, longest first; IPv4
-        // keys look only at IPv4 networks (96 bits and more).
-        let below = match key.raw_prefix() {
-            0 => 0,
-            p => u128::MAX >> (128 - u32::from(p)),
-        };
-        let floor = if key.is_ipv4() { !0u128 << 96 } else { !0u128 };
-        let mut lengths = self.hdr.net_mask & below & floor;
+        // Banned network lengths that could hold the key, longest first.
+        let mut lengths = load_mask(&self.hdr.net_mask) & shorter_prefixes(key);
         while lengths != 0 {
             let p = 127 - lengths.leading_zeros();
             lengths &= !(1u128 << p);
@@ -866,14 +904,23 @@ impl<'a> Table<'a> {
         } else {
             self.hdr.banned.fetch_sub(1, Ordering::Release);
         }
+        let filter =
+            hash(self.hdr.seed, &self.slots[i as usize].key()) as usize & (FILTER_SLOTS - 1);
+        let counter = &self.hdr.ban_filter[filter];
+        if delta > 0 {
+            counter.fetch_add(1, Ordering::Release);
+        } else {
+            counter.fetch_sub(1, Ordering::Release);
+        }
         if prefix < 128 {
             let count = &mut self.hdr.net_bans[prefix];
             *count = count.saturating_add_signed(delta);
-            let bit = 1u128 << prefix;
+            let half = &self.hdr.net_mask[prefix / 64];
+            let bit = 1u64 << (prefix % 64);
             if *count > 0 {
-                self.hdr.net_mask |= bit;
+                half.fetch_or(bit, Ordering::Release);
             } else {
-                self.hdr.net_mask &= !bit;
+                half.fetch_and(!bit, Ordering::Release);
             }
         }
         if delta < 0 && self.hdr.policy.widen > 0 {
@@ -1003,12 +1050,7 @@ impl<'a> Table<'a> {
     }
 
     fn bucket_of(&self, key: &Key) -> usize {
-        let addr = key.raw_addr();
-        let hi = u64::from_le_bytes(addr[..8].try_into().unwrap_or_default());
-        let lo = u64::from_le_bytes(addr[8..].try_into().unwrap_or_default());
-        let [s0, s1] = self.hdr.seed;
-        let h = fold_mul(hi ^ s0, lo ^ s1 ^ u64::from(key.raw_prefix()));
-        let h = fold_mul(h, 0x9e37_79b9_7f4a_7c15 ^ s0);
+        let h = hash(self.hdr.seed, key);
         // Multiply-shift maps the hash onto any bucket count without a modulo.
         (((h >> 32) * u64::from(self.hdr.nbuckets)) >> 32) as usize
     }

@@ -66,8 +66,22 @@ fn check_invariants(t: &Table) {
     assert_eq!(in_use, t.hdr.in_use as usize);
     assert_eq!(banned, t.bans() as usize);
     for (p, &count) in t.hdr.net_bans.iter().enumerate().take(128) {
-        assert_eq!(t.hdr.net_mask >> p & 1 == 1, count > 0, "mask bit {p}");
+        assert_eq!(
+            load_mask(&t.hdr.net_mask) >> p & 1 == 1,
+            count > 0,
+            "mask bit {p}"
+        );
     }
+    let filtered: u32 = t
+        .hdr
+        .ban_filter
+        .iter()
+        .map(|c| u32::from(c.load(Ordering::Relaxed)))
+        .sum();
+    assert_eq!(
+        filtered as usize, banned,
+        "ban filter counts every ban once"
+    );
     let nets: u32 = t.hdr.net_bans.iter().sum();
     let banned_nets = t.slots[..used]
         .iter()
@@ -419,7 +433,7 @@ proptest! {
         ops in proptest::collection::vec((0u32..40, 0u64..3000, any::<bool>()), 1..400),
     ) {
         let policy = Policy { maxretry: 3, findtime: 10, bantime: 5, increment: true, history: 20, ..POLICY };
-        let mut region = Region::new(4096);
+        let mut region = Region::new(size_of::<Header>() + 4096);
         let mut t = region.table(policy);
         prop_assert!(t.capacity() > 40, "no eviction here: the model has none");
         let mut now_ms = 50_000_000u64;
@@ -707,7 +721,7 @@ proptest! {
             maxretry: 2, findtime: 30, bantime: 20, increment: true, history: 60,
             widen: 2, ..POLICY
         };
-        let mut region = Region::new(2048);
+        let mut region = Region::new(size_of::<Header>() + 1400);
         let mut t = region.table(policy);
         let mut now_ms = 10_000_000u64;
         for (n, gap, op) in ops {
@@ -816,4 +830,38 @@ fn a_ban_that_ended_unnoticed_is_kept_as_history() {
         }]
     );
     assert!(t.records(at(1200)).is_empty(), "history ran out");
+}
+
+#[test]
+fn the_lock_free_precheck_never_misses_a_ban() {
+    let mut region = Region::new(64 * 1024);
+    let mut ev = Events::default();
+    let net = Key::parse("2001:db8:4::/48").unwrap();
+    let inside = Key::parse("2001:db8:4::9").unwrap();
+    let base = region.bytes().as_ptr();
+    {
+        let mut t = region.table(Policy {
+            maxretry: 1,
+            ..POLICY
+        });
+        for n in 0..300 {
+            t.record_failure(&v4(n), at(10), &mut ev);
+        }
+        t.ban(&net, at(10), 60, &mut ev);
+    }
+    // SAFETY: the region was formatted just above and is not borrowed now.
+    let maybe = |key: &Key| unsafe { may_be_banned(base, key) };
+    assert!(
+        (0..300).all(|n| maybe(&v4(n))),
+        "every banned address passes the precheck"
+    );
+    assert!(
+        maybe(&inside),
+        "a banned network's addresses go to the lookup"
+    );
+    let clear = (1000..3000).filter(|&n| !maybe(&v4(n))).count();
+    assert!(
+        clear > 1500,
+        "most other addresses skip the lock: {clear} of 2000"
+    );
 }

@@ -15,6 +15,7 @@ use nginx_sys::{
 use ngx::core::Status;
 use ngx::ngx_log_error;
 
+use crate::key::Key;
 use crate::parse::ZoneSpec;
 use crate::persist;
 use crate::table::{self, Events, Policy, Table};
@@ -50,14 +51,14 @@ impl Zone {
         }
     }
 
-    /// Active bans, without taking the lock: the fast path for the common
-    /// case of a zone that bans nobody.
-    pub fn has_bans(&self) -> bool {
+    /// Whether `key` may be banned, without taking the lock: the fast path
+    /// for the common case of a client the zone does not ban.
+    pub fn may_be_banned(&self, key: &Key) -> bool {
         if self.region.is_null() {
             return false;
         }
         // SAFETY: `region` was formatted by `init` before any request.
-        unsafe { table::active_bans(self.region) > 0 }
+        unsafe { table::may_be_banned(self.region, key) }
     }
 
     /// Runs `f` on the table with the zone locked. The guard unlocks even if
