@@ -176,30 +176,14 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
 }
 
 fn access(r: &mut ngx_http_request_t) -> ngx_int_t {
-    let Some(lcf) = loc_conf(r) else {
+    let Some((outcome, lcf)) = decide(r, true) else {
         return NGX_DECLINED as _;
-    };
-    let Some(zone) = lcf.zone() else {
-        return NGX_DECLINED as _;
-    };
-    let Some(ip) = client_ip(r) else {
-        return NGX_DECLINED as _;
-    };
-    if lcf.is_ignored(ip) {
-        set_state(r, Outcome::Ignored);
-        return NGX_DECLINED as _;
-    }
-    let dry_run = lcf.dry_run();
-    let status = lcf.refuse_status();
-    let outcome = match check(zone, ip, !dry_run, request_log(r)) {
-        Verdict::Clear => Outcome::Passed,
-        Verdict::Banned(_) if dry_run => Outcome::DryRun,
-        Verdict::Banned(_) => Outcome::Banned,
     };
     set_state(r, outcome);
     if outcome != Outcome::Banned {
         return NGX_DECLINED as _;
     }
+    let status = lcf.refuse_status();
     // Finalizing here, instead of returning the status, keeps `satisfy any`
     // from letting another access module override the ban.
     // SAFETY: finalizing from a phase handler and returning NGX_DONE is what
@@ -355,25 +339,27 @@ unsafe extern "C" fn status_variable(
 /// What the access phase decided, or, where it did not run (a request
 /// redirected internally, a subrequest), the answer it would give now.
 fn variable_outcome(r: &ngx_http_request_t) -> Outcome {
-    let recorded = state(r);
-    if recorded != Outcome::Unset {
-        return recorded;
+    match state(r) {
+        Outcome::Unset => decide(r, false).map_or(Outcome::Unset, |(outcome, _)| outcome),
+        recorded => recorded,
     }
-    let Some(lcf) = loc_conf(r) else {
-        return Outcome::Unset;
-    };
-    let Some(zone) = lcf.zone() else {
-        return Outcome::Unset;
-    };
-    let Some(ip) = client_ip(r) else {
-        return Outcome::Unset;
-    };
+}
+
+/// The verdict for this request where authban is on (`None` elsewhere, or
+/// for a client without an IP address). `refusing` counts a refusal in the
+/// zone's statistics, as the access phase does outside dry run.
+fn decide(r: &ngx_http_request_t, refusing: bool) -> Option<(Outcome, &'static LocConf)> {
+    let lcf = loc_conf(r)?;
+    let zone = lcf.zone()?;
+    let ip = client_ip(r)?;
     if lcf.is_ignored(ip) {
-        return Outcome::Ignored;
+        return Some((Outcome::Ignored, lcf));
     }
-    match check(zone, ip, false, request_log(r)) {
+    let dry_run = lcf.dry_run();
+    let outcome = match check(zone, ip, refusing && !dry_run, request_log(r)) {
         Verdict::Clear => Outcome::Passed,
-        Verdict::Banned(_) if lcf.dry_run() => Outcome::DryRun,
+        Verdict::Banned(_) if dry_run => Outcome::DryRun,
         Verdict::Banned(_) => Outcome::Banned,
-    }
+    };
+    Some((outcome, lcf))
 }
