@@ -346,13 +346,6 @@ fn tail_log(n: &Nginx) -> String {
     )
 }
 
-fn assert_clean_log(n: &Nginx) {
-    let log = n.error_log();
-    for bad in ["[alert]", "[crit]", "[emerg]", "exited on signal"] {
-        assert!(!log.contains(bad), "error.log has {bad}:\n{log}");
-    }
-}
-
 /// The error.log lines holding `needle`.
 fn log_lines(n: &Nginx, needle: &str) -> Vec<String> {
     n.error_log()
@@ -433,7 +426,7 @@ fn zone_list_reports_every_zone() {
         }
         // format=json is the default.
         assert_eq!(api(&n, "GET", "?format=json").text(), reply.text());
-        assert_clean_log(&n);
+        n.assert_clean();
     });
 }
 
@@ -521,7 +514,7 @@ fn manual_ban_refused_by_every_worker_until_unban() {
         assert_eq!(reason, "198.51.100.20 is not tracked in zone \"api\"");
         api_err(&n, "DELETE", "?zone=api&addr=198.51.100.20", 404);
         assert_eq!(log_lines(&n, "reason=api").len(), 1);
-        assert_clean_log(&n);
+        n.assert_clean();
     });
 }
 
@@ -583,7 +576,7 @@ fn counters_move_by_exactly_what_happened() {
 
         expect_ban_logged(&n, "api", "203.0.113.4", 3, BANTIME, false);
         expect_ban_logged(&n, "api", "203.0.113.5", 0, BANTIME, true);
-        assert_clean_log(&n);
+        n.assert_clean();
     });
 }
 
@@ -685,7 +678,7 @@ fn zone_detail_lists_bans_in_pages() {
         let spare = api_ok(&n, "GET", "?zone=spare");
         assert_eq!(spare.u64("bans"), 0);
         assert!(spare.arr("ban_list").is_empty());
-        assert_clean_log(&n);
+        n.assert_clean();
     });
 }
 
@@ -767,7 +760,7 @@ fn address_state_reports_failures_and_ban() {
         assert_eq!(reason, "192.0.2.10 is not tracked in zone \"spare\"");
         let reason = api_err(&n, "GET", "?zone=nope&addr=192.0.2.10", 404);
         assert_eq!(reason, "unknown zone \"nope\"");
-        assert_clean_log(&n);
+        n.assert_clean();
     });
 }
 
@@ -855,7 +848,7 @@ fn cidr_ban_covers_the_whole_network() {
         }
         let c = counts(&n, "api");
         assert_eq!((c.active, c.tracked, c.bans), (0, 0, 2));
-        assert_clean_log(&n);
+        n.assert_clean();
     });
 }
 
@@ -910,7 +903,7 @@ fn timed_ban_ends_on_its_own() {
         }
         assert!(api_ok(&n, "GET", "?zone=api").arr("ban_list").is_empty());
         assert_passes(&n, addr);
-        assert_clean_log(&n);
+        n.assert_clean();
     });
 }
 
@@ -1114,7 +1107,7 @@ fn prometheus_exposition_parses_and_matches_json() {
                 |(_, _, l, _)| l.get("zone").map(String::as_str) == Some("spare") && l.len() == 1
             ));
         api_err(&n, "GET", "?zone=nope&format=prometheus", 404);
-        assert_clean_log(&n);
+        n.assert_clean();
     });
 }
 
@@ -1510,7 +1503,7 @@ fn bad_requests_are_rejected_and_change_nothing() {
         // Still serving.
         assert_refused(&n, "/", "192.0.2.1");
         assert_passes(&n, "192.0.2.3");
-        assert_clean_log(&n);
+        n.assert_clean();
     });
 }
 
@@ -1555,6 +1548,6 @@ fn deny_all_guards_the_endpoint() {
         api_err(&n, "GET", "?zone=api&addr=192.0.2.50", 404);
         let reply = http_from_ip("127.0.0.1", n.port2(), "GET", "/authban", &[], None);
         assert_eq!(reply.status(), Some(200));
-        assert_clean_log(&n);
+        n.assert_clean();
     });
 }

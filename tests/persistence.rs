@@ -196,25 +196,6 @@ fn restore_notice(zone: &str, restored: usize, total: usize, from: &str) -> Stri
     )
 }
 
-/// No crash, no panic, no alert.
-fn assert_clean(n: &Nginx) {
-    let log = n.error_log();
-    for bad in [
-        "exited on signal",
-        "[alert]",
-        "[crit]",
-        "[emerg]",
-        "panicked",
-    ] {
-        assert!(
-            !log.contains(bad),
-            "error log contains {bad:?}\n{}",
-            tail(&log)
-        );
-    }
-    assert!(!n.stderr().contains("panicked"), "{}", n.stderr());
-}
-
 // ---- state files ---------------------------------------------------------------
 
 /// A temp dir outside any nginx's own dir, so that successive nginx
@@ -399,7 +380,7 @@ fn stop_and_start_keep_a_ban_and_its_end() {
         assert!(before.bool("banned"), "{before:?}");
         let (since, until) = (before.u64("since"), before.u64("until"));
         assert!((3600..=3601).contains(&(until - since)), "{before:?}");
-        assert_clean(&n1);
+        n1.assert_clean();
         assert!(n1.stop().success());
 
         let text = fs::read_to_string(&path).expect("graceful stop wrote no state file");
@@ -433,7 +414,7 @@ fn stop_and_start_keep_a_ban_and_its_end() {
         assert!(after.bool("banned"), "{after:?}");
         assert_eq!((after.u64("since"), after.u64("until")), (since, until));
         assert_eq!(ban_list(&n2, "z"), vec![(a.to_string(), since, until)]);
-        assert_clean(&n2);
+        n2.assert_clean();
 
         // Fast stop: the file (removed meanwhile) is written at exit too.
         fs::remove_file(&path).unwrap();
@@ -451,7 +432,7 @@ fn stop_and_start_keep_a_ban_and_its_end() {
         expect_message(&n3, &notice);
         assert_refused(&n3, "z", a);
         assert_eq!(ban_list(&n3, "z"), vec![(a.to_string(), since, until)]);
-        assert_clean(&n3);
+        n3.assert_clean();
     });
 }
 
@@ -475,7 +456,7 @@ fn reload_writes_the_state_file() {
         let ban = saved.ban(a).expect("the reload wrote A's ban");
         assert_eq!((ban.until, ban.offences, ban.failures), (until, 1, 1));
         assert_refused(&n, "z", a);
-        assert_clean(&n);
+        n.assert_clean();
     });
 }
 
@@ -520,7 +501,7 @@ fn workers_as_default_user_write_into_a_world_writable_dir() {
             "written by a worker"
         );
         assert!(!n.error_log().contains("cannot write"), "{}", n.error_log());
-        assert_clean(&n);
+        n.assert_clean();
         assert!(n.stop().success());
         assert!(read_state(&path).ban(a).is_some());
     });
@@ -610,7 +591,7 @@ fn sigkill_of_all_nginx_loses_at_most_one_interval() {
             "{list:?}"
         );
         assert_eq!(list.len(), n, "{list:?}");
-        assert_clean(&n2);
+        n2.assert_clean();
         drop(n1);
     });
 }
@@ -689,7 +670,7 @@ fn size_change_on_reload_keeps_bans_and_histories() {
         }
         expect_ban(&n, "z", b, 3, 4, 2);
         assert_refused(&n, "z", b);
-        assert_clean(&n);
+        n.assert_clean();
     });
 }
 
@@ -728,7 +709,7 @@ fn offence_history_survives_a_restart() {
         fail(&n, "z", h);
         expect_ban(&n, "z", h, 1, 4, 2);
         assert_refused(&n, "z", h);
-        assert_clean(&n);
+        n.assert_clean();
     });
 }
 
@@ -761,7 +742,7 @@ fn resize_keeps_history_of_a_ban_that_ended_unnoticed() {
              reload logged:\n{since_reload}\nbans of {q}: {:#?}",
             bans_logged(&n, "z", q)
         );
-        assert_clean(&n);
+        n.assert_clean();
     });
 }
 
@@ -797,7 +778,7 @@ fn restart_keeps_history_of_a_ban_that_ended_unnoticed() {
              {second:?}\nstate file:\n{text}bans of {q}: {:#?}",
             bans_logged(&n, "z", q)
         );
-        assert_clean(&n);
+        n.assert_clean();
     });
 }
 
@@ -850,7 +831,7 @@ fn expired_bans_in_the_state_file_are_not_restored() {
             fail(&n, "z", addr);
             expect_ban(&n, "z", addr, 1, bantime, offence);
         }
-        assert_clean(&n);
+        n.assert_clean();
     });
 }
 
@@ -961,7 +942,7 @@ fn damaged_state_file_is_ignored_and_rewritten() {
                 "{what}: file not rewritten within {SETTLE:?}: {:?}",
                 String::from_utf8_lossy(&fs::read(&path).unwrap_or_default())
             );
-            assert_clean(&n);
+            n.assert_clean();
             assert!(n.stop().success());
             assert_eq!(fs::read_to_string(&path).unwrap(), empty_state, "{what}");
         }
@@ -971,7 +952,7 @@ fn damaged_state_file_is_ignored_and_rewritten() {
         let n = opts().start(&conf);
         expect_message(&n, &restore_notice("z", 1, 1, &path.display().to_string()));
         assert_refused(&n, "z", a);
-        assert_clean(&n);
+        n.assert_clean();
     });
 }
 
@@ -1019,7 +1000,7 @@ fn escalating_bans_double_up_to_maxtime() {
             .map(|&(b, k)| ban_message("z", a, 1, b, k))
             .collect();
         assert_eq!(bans_logged(&n, "z", a), want);
-        assert_clean(&n);
+        n.assert_clean();
     });
 }
 
@@ -1095,7 +1076,7 @@ fn network_prefixes_count_failures_per_network() {
             "{:#?}",
             messages(&n, "authban: ban zone=host ")
         );
-        assert_clean(&n);
+        n.assert_clean();
     });
 }
 
@@ -1155,7 +1136,7 @@ fn widening_bans_the_network_of_three_banned_addresses() {
             "{:#?}",
             messages(&n, "widened_from")
         );
-        assert_clean(&n);
+        n.assert_clean();
     });
 }
 

@@ -568,6 +568,26 @@ impl Nginx {
     }
 
     /// Everything useful when a test fails: paths, stderr, logs, config.
+    /// No crash, no alert, critical or emergency message, no Rust panic:
+    /// what every test expects of nginx after its traffic.
+    pub fn assert_clean(&self) {
+        let log = self.error_log();
+        for bad in [
+            "exited on signal",
+            "[alert]",
+            "[crit]",
+            "[emerg]",
+            "panicked",
+        ] {
+            assert!(
+                !log.contains(bad),
+                "error log contains {bad:?}\n{}",
+                self.diagnostics()
+            );
+        }
+        assert!(!self.stderr().contains("panicked"), "{}", self.stderr());
+    }
+
     pub fn diagnostics(&self) -> String {
         let conf: String = read_lossy(&self.conf_path())
             .lines()
