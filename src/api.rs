@@ -35,12 +35,17 @@ pub extern "C" fn set_api(
     let clcf = unsafe { NgxHttpCoreModule::location_conf_mut(&*cf) };
     match clcf {
         Some(clcf) => {
-            clcf.handler = Some(api_handler);
+            clcf.handler = Some(API_HANDLER);
             NGX_CONF_OK
         }
         None => NGX_CONF_ERROR,
     }
 }
+
+/// The content handler, stored once so that `handlers` can tell an API
+/// location by it (a function's address taken twice may differ).
+pub(crate) static API_HANDLER: unsafe extern "C" fn(*mut ngx_http_request_t) -> ngx_int_t =
+    api_handler;
 
 unsafe extern "C" fn api_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls content handlers with a live request.

@@ -7,6 +7,7 @@ use core::ffi::{c_char, c_void};
 use ipnet::IpNet;
 use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_str_t, NGX_LOG_EMERG,
+    NGX_LOG_WARN,
 };
 use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModuleMainConf, Merge, MergeConfigError};
@@ -262,7 +263,7 @@ pub extern "C" fn set_fail_status(
     _cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    directive(cf, "authban_fail_status", |_, args| {
+    directive(cf, "authban_fail_status", |cf, args| {
         let lcf = loc_conf(conf);
         if lcf.fail_status.is_some() {
             return Err("is duplicate".into());
@@ -271,6 +272,14 @@ pub extern "C" fn set_fail_status(
             .iter()
             .map(|a| parse::parse_status(a, 100..=599))
             .collect::<Result<Vec<_>, _>>()?;
+        for &code in codes.iter().filter(|&&c| c < 400) {
+            ngx_conf_log_error!(
+                NGX_LOG_WARN,
+                cf,
+                "authban_fail_status: {} is not an error status: every such response counts as a failure",
+                code
+            );
+        }
         lcf.fail_status = Some(codes);
         Ok(())
     })

@@ -1,8 +1,12 @@
-//! Request handlers: the access phase refuses banned addresses, the log
-//! phase counts failed responses, and `$authban_status` reports what
-//! happened.
+//! Request handlers: the access phase refuses banned addresses, a
+//! precontent handler refuses them in subrequests (which skip the access
+//! phase), the header filter and the log phase count failed responses, and
+//! `$authban_status` reports what happened.
+//!
+//! What a check decided travels with the request across internal redirects
+//! (`request_record`): the location that checked a request judges its final
+//! response, and a refused request is refused again wherever it is sent.
 
-use core::mem::size_of;
 use core::ptr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -10,47 +14,18 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use nginx_sys::{
     ngx_cached_time, ngx_conf_t, ngx_http_add_variable, ngx_http_finalize_request,
     ngx_http_output_header_filter_pt, ngx_http_request_t, ngx_http_top_header_filter,
-    ngx_http_variable_value_t, ngx_int_t, ngx_pcalloc, ngx_str_t, sockaddr_in, sockaddr_in6,
-    AF_INET, AF_INET6, NGX_DECLINED, NGX_DONE, NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE, NGX_OK,
+    ngx_http_variable_value_t, ngx_int_t, ngx_log_t, ngx_str_t, sockaddr_in, sockaddr_in6, AF_INET,
+    AF_INET6, NGX_DECLINED, NGX_DONE, NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE, NGX_OK,
 };
-use ngx::http::{HttpModule, HttpModuleLocationConf};
+use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
 use ngx::{ngx_log_error, ngx_string};
 
 use crate::conf::{self, LocConf};
 use crate::module::Module;
+use crate::realip;
+use crate::request_record::{Outcome, RequestRecord};
 use crate::table::{Events, Failure, Now, Verdict};
 use crate::zone::{self, Zone};
-
-/// What authban did with a request, for `$authban_status`.
-#[derive(Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum Outcome {
-    Unset = 0,
-    Passed,
-    Banned,
-    Ignored,
-    DryRun,
-}
-
-impl Outcome {
-    fn text(self) -> &'static [u8] {
-        match self {
-            Outcome::Unset => b"",
-            Outcome::Passed => b"PASSED",
-            Outcome::Banned => b"BANNED",
-            Outcome::Ignored => b"IGNORED",
-            Outcome::DryRun => b"DRY_RUN",
-        }
-    }
-}
-
-/// Per request, in the request's pool: what the access phase decided and
-/// whether the response was counted already.
-#[repr(C)]
-struct RequestState {
-    outcome: Outcome,
-    counted: bool,
-}
 
 /// The request's location configuration, which lives as long as the
 /// cycle, so it can be held while the request itself is changed.
@@ -61,70 +36,12 @@ fn loc_conf(r: &ngx_http_request_t) -> Option<&'static LocConf> {
     Some(unsafe { &*lcf })
 }
 
-fn request_state(r: &ngx_http_request_t) -> Option<&RequestState> {
-    let index = Module::module().ctx_index;
-    // SAFETY: r->ctx has a slot per http module; ours holds null or the
-    // RequestState allocated below from the request's pool.
-    unsafe { (*r.ctx.add(index)).cast::<RequestState>().as_ref() }
-}
-
-/// Shared, read-only states for the common outcomes: most requests need no
-/// per-request allocation. A request that must record more (`counted`) gets
-/// its own copy from its pool.
-static SHARED_STATES: [RequestState; 5] = [
-    RequestState {
-        outcome: Outcome::Unset,
-        counted: false,
-    },
-    RequestState {
-        outcome: Outcome::Passed,
-        counted: false,
-    },
-    RequestState {
-        outcome: Outcome::Banned,
-        counted: false,
-    },
-    RequestState {
-        outcome: Outcome::Ignored,
-        counted: false,
-    },
-    RequestState {
-        outcome: Outcome::DryRun,
-        counted: false,
-    },
-];
-
-fn is_shared(state: *const RequestState) -> bool {
-    SHARED_STATES.as_ptr_range().contains(&state)
-}
-
-fn request_state_mut(r: &mut ngx_http_request_t) -> Option<&mut RequestState> {
-    let index = Module::module().ctx_index;
-    // SAFETY: as in `request_state`; pcalloc memory lives as long as the
-    // request, and a shared state is copied before anything writes to it.
-    unsafe {
-        let slot = r.ctx.add(index);
-        let current = (*slot).cast::<RequestState>();
-        if current.is_null() || is_shared(current) {
-            let own = ngx_pcalloc(r.pool, size_of::<RequestState>()).cast::<RequestState>();
-            if let (Some(own), Some(shared)) = (own.as_mut(), current.as_ref()) {
-                own.outcome = shared.outcome;
-            }
-            *slot = own.cast();
-        }
-        (*slot).cast::<RequestState>().as_mut()
-    }
-}
-
-fn state(r: &ngx_http_request_t) -> Outcome {
-    request_state(r).map_or(Outcome::Unset, |s| s.outcome)
-}
-
-fn set_state(r: &mut ngx_http_request_t, outcome: Outcome) {
-    let shared = &SHARED_STATES[outcome as usize];
-    let index = Module::module().ctx_index;
-    // SAFETY: r->ctx has a slot per module; a shared state is only read.
-    unsafe { *r.ctx.add(index) = ptr::from_ref(shared).cast_mut().cast() };
+/// A location with `authban_api` is never subject to authban: the endpoint
+/// that lifts bans must not lock itself out.
+fn is_api_location(r: &ngx_http_request_t) -> bool {
+    NgxHttpCoreModule::location_conf(r)
+        .and_then(|clcf| clcf.handler)
+        .is_some_and(|h| ptr::eq(h as *const (), crate::api::API_HANDLER as *const ()))
 }
 
 /// The client address after the realip module, read per request: realip
@@ -158,48 +75,107 @@ pub(crate) fn now() -> Now {
     Now::from_ms(tp.sec as u64 * 1000 + tp.msec as u64)
 }
 
-pub(crate) fn request_log(r: &ngx_http_request_t) -> *mut nginx_sys::ngx_log_t {
+pub(crate) fn request_log(r: &ngx_http_request_t) -> *mut ngx_log_t {
     // SAFETY: a live request has a connection and a log.
     unsafe { (*r.connection).log }
 }
 
 /// A panic must not unwind into nginx; the zone lock is released by its
 /// guard while unwinding, and the request goes on as if authban were off.
-pub(crate) fn guarded(fallback: ngx_int_t, f: impl FnOnce() -> ngx_int_t) -> ngx_int_t {
+pub(crate) fn guarded<T>(fallback: T, f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
+}
+
+/// What a phase handler tells nginx.
+enum Decision {
+    Decline,
+    Refuse(u16),
 }
 
 pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request.
-    let r = unsafe { &mut *r };
-    guarded(NGX_DECLINED as _, || access(r))
+    let decision = guarded(Decision::Decline, || access(unsafe { &*r }));
+    match decision {
+        Decision::Decline => NGX_DECLINED as _,
+        Decision::Refuse(status) => {
+            // Finalizing here, instead of returning the status, keeps
+            // `satisfy any` from letting another access module override the
+            // ban. SAFETY: finalizing from a phase handler and returning
+            // NGX_DONE is what the core phase checkers do with a status.
+            unsafe { ngx_http_finalize_request(r, status as ngx_int_t) };
+            NGX_DONE as _
+        }
+    }
 }
 
-fn access(r: &mut ngx_http_request_t) -> ngx_int_t {
-    let Some((outcome, lcf)) = decide(r, true) else {
-        return NGX_DECLINED as _;
+/// Subrequests (SSI, mirror, auth_request, add_before_body) skip the access
+/// phase; this refuses them before their content handler runs.
+pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls phase handlers with a live request.
+    let decision = guarded(Decision::Decline, || subrequest_access(unsafe { &*r }));
+    match decision {
+        Decision::Decline => NGX_DECLINED as _,
+        // The generic phase checker finalizes the subrequest with it.
+        Decision::Refuse(status) => status as ngx_int_t,
+    }
+}
+
+fn access(r: &ngx_http_request_t) -> Decision {
+    if is_api_location(r) {
+        return Decision::Decline;
+    }
+    let record = RequestRecord::find(r);
+    if let Some(status) = record.and_then(|rec| rec.refused_with.get()) {
+        return Decision::Refuse(status);
+    }
+    let Some((outcome, lcf, ip)) = decide(r, true) else {
+        return Decision::Decline;
     };
-    set_state(r, outcome);
+    let record = match record {
+        Some(record) => {
+            // The first check's location keeps judging the response; a
+            // later location's zone can still refuse.
+            if outcome == Outcome::Banned {
+                record.outcome.set(outcome);
+            }
+            Some(record)
+        }
+        None => RequestRecord::attach(r, lcf, ip, realip::is_trusted_proxy(r, ip), outcome),
+    };
     if outcome != Outcome::Banned {
-        return NGX_DECLINED as _;
+        return Decision::Decline;
     }
     let status = lcf.refuse_status();
-    // Finalizing here, instead of returning the status, keeps `satisfy any`
-    // from letting another access module override the ban.
-    // SAFETY: finalizing from a phase handler and returning NGX_DONE is what
-    // the core phase checkers do with a status code.
-    unsafe { ngx_http_finalize_request(r, status as ngx_int_t) };
-    NGX_DONE as _
+    if let Some(record) = record {
+        record.refused_with.set(Some(status));
+    }
+    Decision::Refuse(status)
 }
 
-fn check(zone: &Zone, ip: IpAddr, refusing: bool, log: *mut nginx_sys::ngx_log_t) -> Verdict {
-    let key = zone.policy.key_of(ip);
-    if !zone.may_be_banned(&key) {
+fn subrequest_access(r: &ngx_http_request_t) -> Decision {
+    if ptr::eq(r, r.main) || is_api_location(r) {
+        return Decision::Decline;
+    }
+    if let Some(status) = RequestRecord::find(r).and_then(|rec| rec.refused_with.get()) {
+        return Decision::Refuse(status);
+    }
+    match decide(r, true) {
+        Some((Outcome::Banned, lcf, _)) => Decision::Refuse(lcf.refuse_status()),
+        _ => Decision::Decline,
+    }
+}
+
+fn check(zone: &Zone, ip: IpAddr, refusing: bool, log: *mut ngx_log_t) -> Verdict {
+    // Every ban holding the address counts, whatever prefix made it: the
+    // policy's network, a wider one, or one of a policy before a reload.
+    let host = crate::key::Key::from_ip(ip);
+    let net = zone.policy.key_of(ip);
+    if !zone.may_be_banned(&host, &net) {
         return Verdict::Clear;
     }
     let mut events = Events::default();
     let verdict = zone
-        .with_table(|t| t.check(&key, now(), refusing, &mut events))
+        .with_table(|t| t.check(&host, now(), refusing, &mut events))
         .unwrap_or(Verdict::Clear);
     zone::log_events(zone, &events, log, conf::DEFAULT_LOG_LEVEL);
     verdict
@@ -221,13 +197,7 @@ pub fn install_header_filter() {
 /// see the answer and try again, on this or any other worker.
 unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls header filters with a live request.
-    let req = unsafe { &mut *r };
-    if ptr::eq(req, req.main) {
-        guarded(NGX_OK as _, || {
-            count_failure(req);
-            NGX_OK as _
-        });
-    }
+    guarded((), || count_failure(unsafe { &*r }));
     // SAFETY: the next filter was taken from the chain at configuration.
     match unsafe { NEXT_HEADER_FILTER } {
         Some(next) => unsafe { next(r) },
@@ -238,11 +208,8 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
 /// Counts failures that never sent a header (444, a client that left).
 pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request.
-    let r = unsafe { &mut *r };
-    guarded(NGX_OK as _, || {
-        count_failure(r);
-        NGX_OK as _
-    })
+    guarded((), || count_failure(unsafe { &*r }));
+    NGX_OK as _
 }
 
 fn final_status(r: &ngx_http_request_t) -> usize {
@@ -254,26 +221,54 @@ fn final_status(r: &ngx_http_request_t) -> usize {
     }
 }
 
-fn count_failure(r: &mut ngx_http_request_t) {
-    let Some(lcf) = loc_conf(r) else { return };
-    let Some(zone) = lcf.zone() else { return };
-    let status = final_status(r);
-    if !lcf.fail_status().iter().any(|&s| usize::from(s) == status) {
+/// Counts the main request's final status once. Subrequests never count:
+/// what they answer reaches the client through the main request's status
+/// (an auth_request's 401 becomes the request's 401), which counts.
+fn count_failure(r: &ngx_http_request_t) {
+    if !ptr::eq(r, r.main) {
         return;
     }
-    match request_state_mut(r) {
-        Some(s) if s.counted || s.outcome == Outcome::Banned => return,
-        Some(s) => s.counted = true,
-        None => return,
+    let record = match RequestRecord::find(r) {
+        Some(record) => record,
+        // No check ran (a `return` in the rewrite phase answered first):
+        // the location the response leaves from judges it.
+        None => {
+            let Some(lcf) = loc_conf(r).filter(|lcf| lcf.zone().is_some()) else {
+                return;
+            };
+            if is_api_location(r) {
+                return;
+            }
+            let Some(ip) = client_ip(r) else { return };
+            let trusted = realip::is_trusted_proxy(r, ip);
+            let Some(record) = RequestRecord::attach(r, lcf, ip, trusted, Outcome::Passed) else {
+                return;
+            };
+            record
+        }
+    };
+    let lcf = record.lcf;
+    let Some(zone) = lcf.zone() else { return };
+    let status = final_status(r);
+    if record.counted.get()
+        || record.refused_with.get().is_some()
+        || !lcf.fail_status().iter().any(|&s| usize::from(s) == status)
+    {
+        return;
     }
-    let Some(ip) = client_ip(r) else { return };
+    record.counted.set(true);
+    let ip = record.ip;
     if lcf.is_ignored(ip) {
+        return;
+    }
+    let log = request_log(r);
+    if record.trusted_proxy {
+        zone::log_trusted_proxy_failure(zone, ip, log);
         return;
     }
     let key = zone.policy.key_of(ip);
     let mut events = Events::default();
     let result = zone.with_table(|t| t.record_failure(&key, now(), &mut events));
-    let log = request_log(r);
     if let Some(Failure::Banned(ban)) = result {
         let verb = if lcf.dry_run() { "would ban" } else { "ban" };
         ngx_log_error!(
@@ -318,15 +313,8 @@ unsafe extern "C" fn status_variable(
     _data: usize,
 ) -> ngx_int_t {
     // SAFETY: nginx passes a live request and a value to fill.
-    let (r, v) = unsafe { (&mut *r, &mut *v) };
-    let outcome = guarded(Outcome::Unset as u8 as _, || variable_outcome(r) as u8 as _);
-    let text: &'static [u8] = match outcome {
-        1 => Outcome::Passed.text(),
-        2 => Outcome::Banned.text(),
-        3 => Outcome::Ignored.text(),
-        4 => Outcome::DryRun.text(),
-        _ => Outcome::Unset.text(),
-    };
+    let (r, v) = unsafe { (&*r, &mut *v) };
+    let text: &'static [u8] = guarded(None, || variable_outcome(r)).map_or(b"", Outcome::text);
     v.set_len(text.len() as u32);
     v.set_valid(1);
     v.set_no_cacheable(1);
@@ -336,24 +324,26 @@ unsafe extern "C" fn status_variable(
     NGX_OK as _
 }
 
-/// What the access phase decided, or, where it did not run (a request
-/// redirected internally, a subrequest), the answer it would give now.
-fn variable_outcome(r: &ngx_http_request_t) -> Outcome {
-    match state(r) {
-        Outcome::Unset => decide(r, false).map_or(Outcome::Unset, |(outcome, _)| outcome),
-        recorded => recorded,
+/// What the access phase decided, or, where no check ran (a `return` in
+/// the rewrite phase, a subrequest), the answer it would give now.
+fn variable_outcome(r: &ngx_http_request_t) -> Option<Outcome> {
+    if ptr::eq(r, r.main) {
+        if let Some(record) = RequestRecord::find(r) {
+            return Some(record.outcome.get());
+        }
     }
+    decide(r, false).map(|(outcome, _, _)| outcome)
 }
 
 /// The verdict for this request where authban is on (`None` elsewhere, or
 /// for a client without an IP address). `refusing` counts a refusal in the
 /// zone's statistics, as the access phase does outside dry run.
-fn decide(r: &ngx_http_request_t, refusing: bool) -> Option<(Outcome, &'static LocConf)> {
+fn decide(r: &ngx_http_request_t, refusing: bool) -> Option<(Outcome, &'static LocConf, IpAddr)> {
     let lcf = loc_conf(r)?;
     let zone = lcf.zone()?;
     let ip = client_ip(r)?;
     if lcf.is_ignored(ip) {
-        return Some((Outcome::Ignored, lcf));
+        return Some((Outcome::Ignored, lcf, ip));
     }
     let dry_run = lcf.dry_run();
     let outcome = match check(zone, ip, refusing && !dry_run, request_log(r)) {
@@ -361,5 +351,5 @@ fn decide(r: &ngx_http_request_t, refusing: bool) -> Option<(Outcome, &'static L
         Verdict::Banned(_) if dry_run => Outcome::DryRun,
         Verdict::Banned(_) => Outcome::Banned,
     };
-    Some((outcome, lcf))
+    Some((outcome, lcf, ip))
 }

@@ -3,11 +3,12 @@
 //!
 //! The engine (`key`, `window`, `table`) and the configuration parsers
 //! (`parse`) know nothing of nginx and are unit-tested alone. The FFI side
-//! (`module`, `conf`, `zone`, `handlers`) is compiled out of `cargo test`,
+//! (`module`, `conf`, `zone`, `handlers`, `request_record`, `realip`) is compiled out of `cargo test`,
 //! whose binaries cannot link nginx's symbols; it is tested through a real
 //! nginx in `tests/`.
 
 pub mod key;
+pub mod log_limit;
 pub mod mgmt;
 pub mod parse;
 pub mod state;
@@ -24,5 +25,9 @@ mod handlers;
 mod module;
 #[cfg(not(test))]
 mod persist;
+#[cfg(not(test))]
+mod realip;
+#[cfg(not(test))]
+mod request_record;
 #[cfg(not(test))]
 mod zone;

@@ -7,16 +7,16 @@ use core::ptr;
 use nginx_sys::{
     ngx_array_push, ngx_command_t, ngx_conf_t, ngx_http_core_main_conf_t, ngx_http_handler_pt,
     ngx_http_module_t, ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_phases_NGX_HTTP_LOG_PHASE,
-    ngx_int_t, ngx_module_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
-    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
-    NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
+    ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_int_t, ngx_module_t, ngx_uint_t, NGX_CONF_1MORE,
+    NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
 };
 use ngx::core::Status;
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 
 use crate::conf::{self, LocConf, MainConf};
-use crate::{api, handlers, persist};
+use crate::{api, handlers, persist, realip};
 
 pub struct Module;
 
@@ -53,12 +53,19 @@ impl HttpModule for Module {
                 ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
                 handlers::access_handler as HandlerFn,
             ),
+            // Installed last, it runs before try_files and mirror.
+            (
+                ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE,
+                handlers::precontent_handler as HandlerFn,
+            ),
             (
                 ngx_http_phases_NGX_HTTP_LOG_PHASE,
                 handlers::log_handler as HandlerFn,
             ),
         ];
         handlers::install_header_filter();
+        // SAFETY: nginx passes a valid configuration context.
+        realip::find_module(unsafe { &*cf });
         for (phase, handler) in phases {
             // SAFETY: phases[] arrays are initialised by the core module
             // before postconfiguration runs.

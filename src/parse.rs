@@ -167,6 +167,11 @@ pub fn parse_zone(args: &[&str]) -> Result<ZoneSpec, String> {
         }
     }
     let (name, size) = zone.ok_or("missing \"zone=NAME:SIZE\"")?;
+    // The default cap on escalated bans follows a longer bantime; only a
+    // maxtime given shorter than bantime is a contradiction.
+    if !seen.contains(&"maxtime") {
+        policy.maxtime = policy.maxtime.max(policy.bantime);
+    }
     if policy.maxtime < policy.bantime {
         return Err(format!(
             "maxtime ({}s) is shorter than bantime ({}s)",
@@ -211,13 +216,25 @@ pub fn parse_status(text: &str, range: core::ops::RangeInclusive<u16>) -> Result
 }
 
 /// An address or network; host bits are dropped (as nginx's `allow` does).
+/// IPv4-mapped IPv6 (`::ffff:a.b.c.d/96+n`) is folded to IPv4 (`/n`), as
+/// clients are: written either way, it matches the same clients.
 pub fn parse_network(text: &str) -> Result<IpNet, String> {
-    if let Ok(net) = text.parse::<IpNet>() {
-        return Ok(net.trunc());
+    let net = match text.parse::<IpNet>() {
+        Ok(net) => net.trunc(),
+        Err(_) => text
+            .parse::<IpAddr>()
+            .map(IpNet::from)
+            .map_err(|_| format!("invalid address or network \"{text}\""))?,
+    };
+    Ok(fold_mapped(net))
+}
+
+fn fold_mapped(net: IpNet) -> IpNet {
+    let IpNet::V6(v6) = net else { return net };
+    match (v6.addr().to_ipv4_mapped(), v6.prefix_len().checked_sub(96)) {
+        (Some(v4), Some(len)) => ipnet::Ipv4Net::new(v4, len).map_or(net, IpNet::V4),
+        _ => net,
     }
-    text.parse::<IpAddr>()
-        .map(IpNet::from)
-        .map_err(|_| format!("invalid address or network \"{text}\""))
 }
 
 /// Log levels a ban message may use, as nginx numbers them.
@@ -326,6 +343,36 @@ mod tests {
         assert!(err(&["zone=cs:1m", "bantime=0"]).contains("invalid bantime \"0\""));
         assert!(err(&["zone=cs:1m", "color=red"]).contains("invalid parameter \"color=red\""));
         assert!(err(&["zone=cs:1m", "oops"]).contains("invalid parameter \"oops\""));
+    }
+
+    #[test]
+    fn default_maxtime_follows_a_longer_bantime() {
+        let spec = parse_zone(&["zone=cs:1m", "bantime=30d"]).unwrap();
+        assert_eq!(
+            (spec.policy.bantime, spec.policy.maxtime),
+            (2_592_000, 2_592_000)
+        );
+        let spec = parse_zone(&["zone=cs:1m", "bantime=8d", "increment=off"]).unwrap();
+        assert_eq!(spec.policy.maxtime, 8 * 86_400);
+        let spec = parse_zone(&["zone=cs:1m", "bantime=1h"]).unwrap();
+        assert_eq!(spec.policy.maxtime, 7 * 86_400, "the default stays 7 days");
+        let err = parse_zone(&["zone=cs:1m", "bantime=30d", "maxtime=1d"]).unwrap_err();
+        assert!(
+            err.contains("maxtime (86400s) is shorter than bantime"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_networks_fold_to_ipv4() {
+        let net = |t: &str| parse_network(t).unwrap().to_string();
+        assert_eq!(net("::ffff:198.51.100.0/120"), "198.51.100.0/24");
+        assert_eq!(net("::ffff:198.51.100.7"), "198.51.100.7/32");
+        assert_eq!(net("::ffff:0.0.0.0/96"), "0.0.0.0/0");
+        assert_eq!(net("::ffff:198.51.100.9/120"), "198.51.100.0/24");
+        // Shorter than /96 is an IPv6 network, which no IPv4 client is in.
+        assert_eq!(net("::/0"), "::/0");
+        assert_eq!(net("2001:db8::/32"), "2001:db8::/32");
     }
 
     #[test]

@@ -379,6 +379,18 @@ pub fn capacity_for(len: usize) -> u32 {
 /// # Safety
 /// `region` must point to a region formatted by [`Table::format`].
 pub unsafe fn may_be_banned(region: *const u8, key: &Key) -> bool {
+    // SAFETY: as for `may_be_banned_within`.
+    unsafe { may_be_banned_within(region, key, key) }
+}
+
+/// [`may_be_banned`] for a client `host` whose failures count under `net`
+/// (the policy's network for it, or `host` itself). A ban of `net` is found
+/// through the filter, so its length need not be in the mask test: only
+/// bans of other lengths (wider networks, or a previous policy's) are.
+///
+/// # Safety
+/// `region` must point to a region formatted by [`Table::format`].
+pub unsafe fn may_be_banned_within(region: *const u8, host: &Key, net: &Key) -> bool {
     // SAFETY: the caller guarantees a formatted region. The fields read are
     // atomics written under the lock by other processes, or the seed,
     // written once before any worker exists.
@@ -386,9 +398,15 @@ pub unsafe fn may_be_banned(region: *const u8, key: &Key) -> bool {
     if hdr.banned.load(Ordering::Acquire) == 0 {
         return false;
     }
-    let slot = hash(hdr.seed, key) as usize & (FILTER_SLOTS - 1);
-    hdr.ban_filter[slot].load(Ordering::Acquire) != 0
-        || load_mask(&hdr.net_mask) & shorter_prefixes(key) != 0
+    let filtered = |key: &Key| {
+        let slot = hash(hdr.seed, key) as usize & (FILTER_SLOTS - 1);
+        hdr.ban_filter[slot].load(Ordering::Acquire) != 0
+    };
+    let mut lengths = shorter_prefixes(host);
+    if net != host {
+        lengths &= !(1u128 << net.raw_prefix());
+    }
+    filtered(host) || (net != host && filtered(net)) || load_mask(&hdr.net_mask) & lengths != 0
 }
 
 fn hash(seed: [u64; 2], key: &Key) -> u64 {
@@ -615,6 +633,12 @@ impl<'a> Table<'a> {
             Some(i) => i,
             None => self.insert(key, events),
         };
+        // A ban that ended unnoticed is ended first, so that widening counts
+        // the new ban as a new member (and the old one left the count).
+        let slot = self.slots[i as usize];
+        if slot.state == State::BANNED && slot.t1 <= now.secs() {
+            self.end_ban(i, events);
+        }
         let state = self.state_of(i, now);
         let ban = self.ban_slot(i, now, secs, state.failures);
         if state.ban.is_none() {

@@ -865,3 +865,96 @@ fn the_lock_free_precheck_never_misses_a_ban() {
         "most other addresses skip the lock: {clear} of 2000"
     );
 }
+
+#[test]
+fn bans_of_a_previous_prefix_keep_refusing_after_a_policy_change() {
+    let mut region = Region::new(64 * 1024);
+    let base = region.bytes().as_ptr();
+    let mut ev = Events::default();
+    let host = Key::parse("192.0.2.10").unwrap();
+    let net24 = Key::parse("192.0.2.0/24").unwrap();
+    {
+        let mut t = region.table(POLICY);
+        t.ban(&host, at(10), 600, &mut ev);
+        t.ban(
+            &Key::parse("198.51.100.16/28").unwrap(),
+            at(10),
+            600,
+            &mut ev,
+        );
+        // The reload: failures now count per /24.
+        t.set_policy(Policy {
+            ipv4_prefix: 24,
+            ..POLICY
+        });
+        assert!(matches!(
+            t.check(&host, at(11), true, &mut ev),
+            Verdict::Banned(b) if b.key == host
+        ));
+        assert!(matches!(
+            t.check(&Key::parse("198.51.100.20").unwrap(), at(11), true, &mut ev),
+            Verdict::Banned(_)
+        ));
+        assert_eq!(
+            t.check(&Key::parse("192.0.2.11").unwrap(), at(11), true, &mut ev),
+            Verdict::Clear
+        );
+    }
+    // SAFETY: the region was formatted above and is not borrowed now.
+    let maybe = |host: &Key, net: &Key| unsafe { may_be_banned_within(base, host, net) };
+    assert!(maybe(&host, &net24), "the old /32 ban passes the precheck");
+    let in28 = Key::parse("198.51.100.20").unwrap();
+    assert!(maybe(&in28, &Key::parse("198.51.100.0/24").unwrap()));
+}
+
+#[test]
+fn the_precheck_of_a_policy_network_uses_its_filter_not_the_mask() {
+    let mut region = Region::new(64 * 1024);
+    let base = region.bytes().as_ptr();
+    let mut ev = Events::default();
+    let policy = Policy {
+        ipv4_prefix: 24,
+        ..POLICY
+    };
+    {
+        let mut t = region.table(policy);
+        t.ban(&Key::parse("192.0.2.0/24").unwrap(), at(10), 600, &mut ev);
+    }
+    // SAFETY: the region was formatted above and is not borrowed now.
+    let maybe = |ip: &str| {
+        let host = Key::parse(ip).unwrap();
+        let net = policy.key_of(host.ip());
+        unsafe { may_be_banned_within(base, &host, &net) }
+    };
+    assert!(maybe("192.0.2.77"));
+    let clear = (0..2000u32)
+        .filter(|n| !maybe(&format!("10.{}.{}.1", n / 256, n % 256)))
+        .count();
+    assert!(clear > 1500, "other /24s skip the lock: {clear} of 2000");
+}
+
+#[test]
+fn a_manual_reban_after_an_unnoticed_end_counts_its_member_once() {
+    let policy = Policy {
+        maxretry: 1,
+        bantime: 5,
+        widen: 3,
+        ..POLICY
+    };
+    let mut region = Region::new(64 * 1024);
+    let mut t = region.table(policy);
+    let mut ev = Events::default();
+    t.record_failure(&v4(0x0a00_0001), at(10), &mut ev);
+    t.record_failure(&v4(0x0a00_0002), at(10), &mut ev);
+    // 10.0.0.1's ban ended at 15 but nothing has looked at it since.
+    t.ban(&v4(0x0a00_0001), at(20), 60, &mut ev);
+    let net = t.find(&Key::parse("10.0.0.0/24").unwrap()).unwrap();
+    // 10.0.0.2's ban ended too (noticed or not), so one live member at most.
+    assert!(t.slots[net as usize].members <= 2);
+    assert_eq!(
+        t.check(&v4(0x0a00_0099), at(20), true, &mut ev),
+        Verdict::Clear,
+        "two live members do not widen at widen=3"
+    );
+    check_invariants(&t);
+}

@@ -16,6 +16,7 @@ use ngx::core::Status;
 use ngx::ngx_log_error;
 
 use crate::key::Key;
+use crate::log_limit::{Admit, LogLimit};
 use crate::parse::ZoneSpec;
 use crate::persist;
 use crate::table::{self, Events, Policy, Table};
@@ -31,6 +32,8 @@ pub struct Zone {
     pub state_interval: u32,
     /// Per process: a failing state write is reported once, not every time.
     pub state_failing: Cell<bool>,
+    /// Per process: lines an attacker can multiply, one a second.
+    log_limits: LogLimits,
     pub shm_zone: *mut ngx_shm_zone_t,
     region: *mut u8,
     region_len: usize,
@@ -45,6 +48,7 @@ impl Zone {
             state,
             state_interval: spec.state_interval,
             state_failing: Cell::new(false),
+            log_limits: LogLimits::default(),
             shm_zone,
             region: ptr::null_mut(),
             region_len: 0,
@@ -53,12 +57,12 @@ impl Zone {
 
     /// Whether `key` may be banned, without taking the lock: the fast path
     /// for the common case of a client the zone does not ban.
-    pub fn may_be_banned(&self, key: &Key) -> bool {
+    pub fn may_be_banned(&self, host: &Key, net: &Key) -> bool {
         if self.region.is_null() {
             return false;
         }
         // SAFETY: `region` was formatted by `init` before any request.
-        unsafe { table::may_be_banned(self.region, key) }
+        unsafe { table::may_be_banned_within(self.region, host, net) }
     }
 
     /// Runs `f` on the table with the zone locked. The guard unlocks even if
@@ -184,6 +188,60 @@ fn adopt(zone: &mut Zone, shpool: &mut ngx_slab_pool_t, log: *mut ngx_log_t) -> 
     false
 }
 
+#[derive(Default)]
+struct LogLimits {
+    expired: LogLimit,
+    zone_full: LogLimit,
+    trusted_proxy: LogLimit,
+}
+
+/// Whether to write a line limited by `limit`, after a summary of the lines
+/// of its kind that were dropped.
+fn admit(zone: &Zone, limit: &LogLimit, kind: &str, log: *mut ngx_log_t, level: usize) -> bool {
+    match limit.admit(crate::handlers::now().secs()) {
+        Admit::Drop => false,
+        Admit::Write {
+            suppressed,
+            over_secs,
+        } => {
+            if suppressed > 0 {
+                ngx_log_error!(
+                    level,
+                    log,
+                    "authban: zone={} {} more \"{}\" lines in the last {}s not logged",
+                    zone.name,
+                    suppressed,
+                    kind,
+                    over_secs
+                );
+            }
+            true
+        }
+    }
+}
+
+/// A failure left on an address realip trusts is not charged: realip found
+/// no client address (no header, or one it could not parse, or one naming
+/// a trusted proxy), and banning the proxy would ban every client behind it.
+pub fn log_trusted_proxy_failure(zone: &Zone, ip: std::net::IpAddr, log: *mut ngx_log_t) {
+    let kind = "failure from trusted proxy";
+    if admit(
+        zone,
+        &zone.log_limits.trusted_proxy,
+        kind,
+        log,
+        NGX_LOG_WARN as usize,
+    ) {
+        ngx_log_error!(
+            NGX_LOG_WARN,
+            log,
+            "authban: failure from trusted proxy {} not counted zone={} (realip found no client address)",
+            ip,
+            zone.name
+        );
+    }
+}
+
 /// Reports of events to the log, after the lock is released.
 /// `level` is the ban message level, used for bans the events report.
 pub fn log_events(zone: &Zone, events: &Events, log: *mut ngx_log_t, level: usize) {
@@ -193,13 +251,16 @@ pub fn log_events(zone: &Zone, events: &Events, log: *mut ngx_log_t, level: usiz
     for event in events.iter() {
         match event {
             table::Event::Expired(key) => {
-                ngx_log_error!(
-                    NGX_LOG_NOTICE,
-                    log,
-                    "authban: unban zone={} addr={} reason=expired",
-                    zone.name,
-                    key
-                );
+                let limit = &zone.log_limits.expired;
+                if admit(zone, limit, "reason=expired", log, NGX_LOG_NOTICE as usize) {
+                    ngx_log_error!(
+                        NGX_LOG_NOTICE,
+                        log,
+                        "authban: unban zone={} addr={} reason=expired",
+                        zone.name,
+                        key
+                    );
+                }
             }
             table::Event::Widened { ban, members } => {
                 ngx_log_error!(
@@ -215,13 +276,16 @@ pub fn log_events(zone: &Zone, events: &Events, log: *mut ngx_log_t, level: usiz
                 );
             }
             table::Event::BanDropped(ban) => {
-                ngx_log_error!(
-                    NGX_LOG_WARN,
-                    log,
-                    "authban: unban zone={} addr={} reason=zone_full (zone too small)",
-                    zone.name,
-                    ban.key
-                );
+                let limit = &zone.log_limits.zone_full;
+                if admit(zone, limit, "reason=zone_full", log, NGX_LOG_WARN as usize) {
+                    ngx_log_error!(
+                        NGX_LOG_WARN,
+                        log,
+                        "authban: unban zone={} addr={} reason=zone_full (zone too small)",
+                        zone.name,
+                        ban.key
+                    );
+                }
             }
         }
     }
