@@ -193,9 +193,10 @@ pub extern "C" fn set_zone(
             std::path::Path::new(prefix).join(path)
         });
         if let Some(path) = &state {
+            // However spelled: `..`, symlinked directories, hard links.
             let taken = main.zones.iter().any(|&z| {
                 // SAFETY: zones are allocated in the configuration pool.
-                unsafe { (*z).state.as_ref() == Some(path) }
+                unsafe { (*z).state.as_deref() }.is_some_and(|p| crate::state::same_file(p, path))
             });
             if taken {
                 return Err(format!(
@@ -206,7 +207,7 @@ pub extern "C" fn set_zone(
         }
         // SAFETY: cf->pool is the configuration's pool, alive for the cycle.
         let pool = unsafe { Pool::from_ngx_pool(cf.pool) };
-        let zone = pool.allocate(Zone::new(spec, state, shm));
+        let zone = pool.allocate(Zone::new(spec, state, cf.cycle, shm));
         if zone.is_null() {
             return Err("out of memory".into());
         }

@@ -15,9 +15,13 @@
 //! Times are unix seconds; KEY is an address or CIDR network. The `end` line
 //! with the record count makes a truncated file detectable.
 
+use std::collections::hash_map::RandomState;
 use std::fs;
-use std::io::Write;
-use std::path::Path;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::key::Key;
 use crate::table::{Ban, Record};
@@ -101,20 +105,152 @@ fn record(key: &str, offences: &str, last: &str) -> Option<Record> {
     })
 }
 
-/// Writes `text` to `path` so that a reader sees the old file or the new
-/// one, never a mix: temporary file, fsync, rename, fsync of the directory.
-pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = path
-        .parent()
+/// The longest record line `render` writes: `ban`, an IPv6 network of 43
+/// characters, an offence count (u8) and four u32 fields, with separators.
+pub const MAX_RECORD_LINE: usize = 96;
+
+/// The most bytes a state file for a zone of `capacity` addresses may hold:
+/// two record lines per address (so the file of a zone up to twice as large
+/// still loads; what does not fit is dropped by the restore) and 4 KiB for
+/// the header and end lines. A larger file is refused unread.
+pub fn max_file_len(capacity: u32) -> u64 {
+    4096 + 2 * u64::from(capacity) * MAX_RECORD_LINE as u64
+}
+
+/// Whether a file of `mode` owned by `owner` may be trusted as state:
+/// nobody but its owner may write it, and its owner is the user that writes
+/// state files (`writer`) or root. Anyone else could plant bans (such as
+/// `ban 0.0.0.0/0`) or lift their own.
+pub fn check_trusted(mode: u32, owner: u32, writer: u32) -> Result<(), String> {
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "writable by group or others (mode {:04o})",
+            mode & 0o7777
+        ));
+    }
+    if owner != writer && owner != 0 {
+        return Err(format!(
+            "owned by uid {owner}, neither by the user that writes it (uid {writer}) nor by root"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a user (`uid`, member of `groups`) is granted all of `want`
+/// (rwx bits, e.g. 0o3 for write and search) on a file of `mode`, `owner`
+/// and `group`, by its mode bits as the kernel checks them: the owner's
+/// bits if the user owns it, else the group's if a member, else the
+/// others'. Root is granted everything. ACLs and capabilities are not seen.
+pub fn permits(mode: u32, owner: u32, group: u32, uid: u32, groups: &[u32], want: u32) -> bool {
+    if uid == 0 {
+        return true;
+    }
+    let granted = if owner == uid {
+        mode >> 6
+    } else if groups.contains(&group) {
+        mode >> 3
+    } else {
+        mode
+    };
+    granted & want & 0o7 == want & 0o7
+}
+
+/// The directory a state file lives in (`.` for a bare name).
+pub fn dir_of(path: &Path) -> &Path {
+    path.parent()
         .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
+        .unwrap_or(Path::new("."))
+}
+
+/// Whether two state paths name the same file, however spelled: equal as
+/// written, the same existing file (hard links, symlinks), or the same name
+/// in the same directory once the directories are resolved (`..`,
+/// symlinked directories). When a directory cannot be resolved (it does not
+/// exist), `.` and `..` are removed from the text instead.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    if a == b {
+        return true;
+    }
+    if let (Ok(ma), Ok(mb)) = (fs::metadata(a), fs::metadata(b)) {
+        if (ma.dev(), ma.ino()) == (mb.dev(), mb.ino()) {
+            return true;
+        }
+    }
+    match (resolved(a), resolved(b)) {
+        (Some(ra), Some(rb)) => ra == rb,
+        _ => lexical(a) == lexical(b),
+    }
+}
+
+/// `path` with its directory resolved by the file system.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?;
+    Some(fs::canonicalize(dir_of(path)).ok()?.join(name))
+}
+
+/// `path` without `.` and with each `..` taking away the name before it.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// A name for the temporary file no one can guess ahead of the write:
+/// `.<name>.tmp.<pid>.<64 random bits>` (std's `RandomState` is keyed from
+/// the OS's random source).
+fn temp_name(path: &Path) -> std::ffi::OsString {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    if let Ok(t) = SystemTime::now().duration_since(UNIX_EPOCH) {
+        hasher.write_u128(t.as_nanos());
+    }
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(
+        ".tmp.{}.{:016x}",
+        std::process::id(),
+        hasher.finish()
+    ));
+    name
+}
+
+/// Fails unless `path` is absent or a regular file (not followed if a
+/// symlink): only those may be replaced by the new state file.
+fn check_replaceable(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => Ok(()),
+        Ok(_) => Err(std::io::Error::other(
+            "the path exists and is not a regular file, not replaced",
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `text` to `path` so that a reader sees the old file or the new
+/// one, never a mix: a new temporary file in the same directory (created
+/// exclusively, never through a symlink, mode 0600, under a name no one can
+/// plant ahead), fsync, rename over `path` (only if that is a regular file
+/// or absent), fsync of the directory. The file ends up owned by the
+/// calling process's user.
+pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    check_replaceable(path)?;
+    let dir = dir_of(path);
+    let (tmp, mut file) = create_temp(dir, path)?;
     let result = (|| {
-        let mut file = fs::File::create(&tmp)?;
         file.write_all(text.as_bytes())?;
+        // The mode asked at creation is cut by the umask; make it exact.
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
         file.sync_all()?;
+        check_replaceable(path)?;
         fs::rename(&tmp, path)?;
         fs::File::open(dir)?.sync_all()
     })();
@@ -124,21 +260,86 @@ pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     result
 }
 
-/// The records in `path`: `Ok(None)` if there is no file (a first start).
-pub fn load(path: &Path, zone: &str) -> Result<Option<Vec<Record>>, String> {
-    match fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
-            parse(zone, &text).map(Some)
+fn create_temp(dir: &Path, path: &Path) -> std::io::Result<(PathBuf, fs::File)> {
+    let mut attempt = 0;
+    loop {
+        let tmp = dir.join(temp_name(path));
+        // create_new is O_CREAT|O_EXCL: it fails on any existing name,
+        // a symlink included; O_NOFOLLOW says so once more.
+        let opened = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nginx_sys::O_NOFOLLOW as i32)
+            .open(&tmp);
+        match opened {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 8 => {
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.to_string()),
     }
+}
+
+/// The records in `path`: `Ok(None)` if there is no file (a first start).
+///
+/// The file is refused (`Err` with the reason) unless it is a regular file
+/// (a symlink is not followed, a FIFO or device is not opened for reading
+/// without O_NONBLOCK), trusted by `check_trusted` for `writer` (the uid
+/// that writes state files), and at most `max_len` bytes, which is all that
+/// is ever read. Checks are made on the opened file, not the path again.
+pub fn load(
+    path: &Path,
+    zone: &str,
+    writer: u32,
+    max_len: u64,
+) -> Result<Option<Vec<Record>>, String> {
+    // Before opening: opening a device may have effects of its own.
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => return Err("a symbolic link, not followed".into()),
+        Ok(m) if !m.file_type().is_file() => return Err("not a regular file".into()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nginx_sys::O_NOFOLLOW | nginx_sys::O_NONBLOCK) as i32)
+        .open(path);
+    let file = match file {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(nginx_sys::ELOOP as i32) => {
+            return Err("a symbolic link, not followed".into())
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    // What was opened, which may differ from what was looked at above.
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.file_type().is_file() {
+        return Err("not a regular file".into());
+    }
+    check_trusted(meta.mode(), meta.uid(), writer)?;
+    let too_large = || format!("larger than {max_len} bytes, more than the zone can hold");
+    if meta.len() > max_len {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    file.take(max_len + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > max_len {
+        return Err(too_large());
+    }
+    let text = String::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
+    parse(zone, &text).map(Some)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileTypeExt;
 
     fn sample() -> Vec<Record> {
         let key = Key::parse("203.0.113.7").unwrap();
@@ -189,18 +390,209 @@ mod tests {
         assert!(parse("cs", "").is_err());
     }
 
+    /// A fresh directory for one test, removed by the test when it passes.
+    fn test_dir(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("authban-state-test-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn uid() -> u32 {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() }
+    }
+
+    const MAX: u64 = 1 << 20;
+
     #[test]
     fn atomic_write_and_load() {
-        let dir = std::env::temp_dir().join(format!("authban-state-test-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        let dir = test_dir("atomic");
         let path = dir.join("cs.state");
-        assert_eq!(load(&path, "cs"), Ok(None));
+        assert_eq!(load(&path, "cs", uid(), MAX), Ok(None));
         write_atomic(&path, &render("cs", &sample())).unwrap();
-        assert_eq!(load(&path, "cs"), Ok(Some(sample())));
+        assert_eq!(load(&path, "cs", uid(), MAX), Ok(Some(sample())));
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o600);
         fs::write(&path, "garbage").unwrap();
-        assert!(load(&path, "cs").is_err());
+        assert!(load(&path, "cs", uid(), MAX).is_err());
+        write_atomic(&path, &render("cs", &sample())).unwrap();
         let leftovers: Vec<_> = fs::read_dir(&dir).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn longest_record_line_is_max_record_line() {
+        let key = Key::parse("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124").unwrap();
+        let worst = Record {
+            key,
+            offences: u8::MAX,
+            last_ban_end: u32::MAX,
+            ban: Some(Ban {
+                key,
+                since: u32::MAX,
+                until: u32::MAX,
+                failures: u32::MAX,
+                offence: u8::MAX,
+            }),
+        };
+        let text = render("z", &[worst]);
+        let line = text.lines().nth(2).unwrap();
+        assert_eq!(line.len() + 1, MAX_RECORD_LINE, "{line}");
+        assert!(max_file_len(1) >= text.len() as u64);
+        assert_eq!(max_file_len(10_000), 4096 + 2 * 10_000 * 96);
+    }
+
+    #[test]
+    fn only_files_of_the_writer_or_root_that_no_one_else_can_write_are_trusted() {
+        assert_eq!(check_trusted(0o100600, 101, 101), Ok(()));
+        assert_eq!(check_trusted(0o100644, 0, 101), Ok(()));
+        assert_eq!(check_trusted(0o100400, 101, 101), Ok(()));
+        let world = check_trusted(0o100666, 101, 101).unwrap_err();
+        assert!(world.contains("mode 0666"), "{world}");
+        assert!(check_trusted(0o100620, 101, 101).is_err(), "group-writable");
+        assert!(check_trusted(0o100602, 0, 0).is_err(), "world-writable");
+        let other = check_trusted(0o100600, 1000, 101).unwrap_err();
+        assert!(
+            other.contains("uid 1000") && other.contains("uid 101"),
+            "{other}"
+        );
+    }
+
+    #[test]
+    fn permissions_by_owner_group_and_others() {
+        // rwxr-x--- root:adm (4)
+        let (mode, owner, group) = (0o40750, 0, 4);
+        assert!(!permits(mode, owner, group, 65534, &[65534], 0o1));
+        assert!(permits(mode, owner, group, 65534, &[65534, 4], 0o1));
+        assert!(!permits(mode, owner, group, 65534, &[4], 0o3));
+        assert!(permits(mode, owner, group, 0, &[], 0o7), "root");
+        // The owner's bits apply to the owner even if the group's grant more.
+        assert!(!permits(0o40570, 7, 7, 7, &[7], 0o2));
+        assert!(permits(0o40777, 0, 0, 65534, &[], 0o3));
+        assert!(permits(0o41733, 0, 0, 65534, &[], 0o3), "sticky /tmp");
+    }
+
+    #[test]
+    fn temp_names_are_hidden_and_unpredictable() {
+        let path = Path::new("/var/lib/authban/cs.state");
+        let a = temp_name(path).into_string().unwrap();
+        let b = temp_name(path).into_string().unwrap();
+        let prefix = format!(".cs.state.tmp.{}.", std::process::id());
+        assert!(a.starts_with(&prefix) && b.starts_with(&prefix), "{a} {b}");
+        assert_eq!(a.len(), prefix.len() + 16, "{a}");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn only_a_regular_file_is_replaced() {
+        let dir = test_dir("replace");
+        let text = render("cs", &sample());
+        let victim = dir.join("victim");
+        fs::write(&victim, "precious").unwrap();
+
+        let link = dir.join("link.state");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(write_atomic(&link, &text).is_err());
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+
+        let sub = dir.join("dir.state");
+        fs::create_dir(&sub).unwrap();
+        assert!(write_atomic(&sub, &text).is_err());
+        assert!(sub.is_dir());
+
+        let fifo = dir.join("fifo.state");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(write_atomic(&fifo, &text).is_err());
+        assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        let names: Vec<_> = fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(names.len(), 4, "no temporary file left behind");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn load_refuses_what_is_not_a_trusted_regular_file() {
+        let dir = test_dir("load");
+        let text = render("cs", &sample());
+        let good = dir.join("good.state");
+        write_atomic(&good, &text).unwrap();
+
+        let link = dir.join("link.state");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        let err = load(&link, "cs", uid(), MAX).unwrap_err();
+        assert!(err.contains("symbolic link"), "{err}");
+
+        let fifo = dir.join("fifo.state");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert_eq!(
+            load(&fifo, "cs", uid(), MAX),
+            Err("not a regular file".into())
+        );
+        assert_eq!(
+            load(&dir, "cs", uid(), MAX),
+            Err("not a regular file".into())
+        );
+
+        let open = dir.join("open.state");
+        fs::write(&open, &text).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o666)).unwrap();
+        let err = load(&open, "cs", uid(), MAX).unwrap_err();
+        assert!(err.contains("writable by group or others"), "{err}");
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(load(&open, "cs", uid(), MAX), Ok(Some(sample())));
+        if uid() == 0 {
+            std::os::unix::fs::chown(&open, Some(12345), None).unwrap();
+            let err = load(&open, "cs", 101, MAX).unwrap_err();
+            assert!(err.contains("owned by uid 12345"), "{err}");
+        }
+
+        // Refused by its size, unread: a sparse file of 1 GiB.
+        let huge = dir.join("huge.state");
+        let f = fs::File::create(&huge).unwrap();
+        f.set_len(1 << 30).unwrap();
+        let err = load(&huge, "cs", uid(), MAX).unwrap_err();
+        assert!(err.contains(&format!("larger than {MAX} bytes")), "{err}");
+        let exact = text.len() as u64;
+        assert_eq!(load(&good, "cs", uid(), exact), Ok(Some(sample())));
+        assert!(load(&good, "cs", uid(), exact - 1).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn same_file_however_spelled() {
+        let dir = test_dir("same");
+        fs::create_dir(dir.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&dir, dir.join("alias")).unwrap();
+        let x = dir.join("x.state");
+        assert!(same_file(&x, &x));
+        assert!(same_file(&x, &dir.join("sub/../x.state")));
+        assert!(same_file(&x, &dir.join("./x.state")));
+        assert!(same_file(&x, &dir.join("alias/x.state")));
+        assert!(!same_file(&x, &dir.join("sub/x.state")));
+        assert!(!same_file(&x, &dir.join("y.state")));
+        // Existing files: a hard link is the same file.
+        fs::write(&x, "").unwrap();
+        fs::hard_link(&x, dir.join("sub/hard.state")).unwrap();
+        assert!(same_file(&x, &dir.join("sub/hard.state")));
+        // Directories that do not exist: compared as text.
+        assert!(same_file(
+            Path::new("/nonexistent/a/../x.state"),
+            Path::new("/nonexistent/x.state")
+        ));
+        assert!(!same_file(
+            Path::new("/nonexistent/a/x.state"),
+            Path::new("/nonexistent/x.state")
+        ));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,8 +9,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 
 use nginx_sys::{
-    ngx_int_t, ngx_log_t, ngx_pagesize, ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock,
-    ngx_slab_alloc, ngx_slab_free, ngx_slab_pool_t, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_cycle_t, ngx_int_t, ngx_log_t, ngx_pagesize, ngx_shm_zone_t, ngx_shmtx_lock,
+    ngx_shmtx_unlock, ngx_slab_alloc, ngx_slab_free, ngx_slab_pool_t, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::core::Status;
 use ngx::ngx_log_error;
@@ -32,15 +32,23 @@ pub struct Zone {
     pub state_interval: u32,
     /// Per process: a failing state write is reported once, not every time.
     pub state_failing: Cell<bool>,
-    /// Per process: lines an attacker can multiply, one a second.
+    /// Per process: lines an attacker can multiply, a few a second.
     log_limits: LogLimits,
+    /// The cycle the zone is configured in: its core configuration says
+    /// which user the workers (which write the state file) run as.
+    pub cycle: *mut ngx_cycle_t,
     pub shm_zone: *mut ngx_shm_zone_t,
     region: *mut u8,
     region_len: usize,
 }
 
 impl Zone {
-    pub fn new(spec: ZoneSpec, state: Option<PathBuf>, shm_zone: *mut ngx_shm_zone_t) -> Zone {
+    pub fn new(
+        spec: ZoneSpec,
+        state: Option<PathBuf>,
+        cycle: *mut ngx_cycle_t,
+        shm_zone: *mut ngx_shm_zone_t,
+    ) -> Zone {
         Zone {
             name: spec.name,
             size: spec.size,
@@ -49,6 +57,7 @@ impl Zone {
             state_interval: spec.state_interval,
             state_failing: Cell::new(false),
             log_limits: LogLimits::default(),
+            cycle,
             shm_zone,
             region: ptr::null_mut(),
             region_len: 0,
@@ -127,6 +136,9 @@ pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_v
             shm_zone.shm.log,
         )
     };
+    if persist::check_state_dir(zone, log).is_err() {
+        return Status::NGX_ERROR.into();
+    }
     if !shpool.data.is_null() && adopt(zone, shpool, log) {
         return Status::NGX_OK.into();
     }
