@@ -3,6 +3,7 @@
 //! from a real request and sends what it returns.
 
 use core::fmt::Write;
+use std::net::IpAddr;
 
 use crate::key::Key;
 use crate::parse::parse_time;
@@ -10,6 +11,8 @@ use crate::table::{AddressState, Ban, Policy, Stats};
 
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
+/// A zone holds fewer than 2^32 bans.
+pub const MAX_OFFSET: u64 = u32::MAX as u64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
@@ -24,10 +27,19 @@ pub enum Format {
     Prometheus,
 }
 
+/// An `addr` as given: a bare address stands for the key the zone counts
+/// it under (its `ipv4_prefix`/`ipv6_prefix` network); an explicit
+/// `ADDR/LEN` is exactly that key, whatever the zone's prefixes are now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Addr(IpAddr),
+    Net(Key),
+}
+
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Query {
     pub zone: Option<String>,
-    pub addr: Option<Key>,
+    pub addr: Option<Target>,
     pub time: Option<u32>,
     pub format: Option<Format>,
     pub limit: Option<usize>,
@@ -46,16 +58,16 @@ pub enum Action {
     ZoneMetrics(String),
     ShowAddress {
         zone: String,
-        addr: Key,
+        addr: Target,
     },
     Ban {
         zone: String,
-        addr: Key,
+        addr: Target,
         time: Option<u32>,
     },
     Unban {
         zone: String,
-        addr: Key,
+        addr: Target,
     },
 }
 
@@ -101,17 +113,14 @@ pub fn parse_query(raw: &[u8]) -> Result<Query, ApiError> {
                 }
             }
             "addr" => {
-                let key = Key::parse(&value).ok_or_else(|| {
-                    bad_request(format!(
-                        "invalid addr \"{value}\": expected an IP address or CIDR network"
-                    ))
-                })?;
-                if query.addr.replace(key).is_some() {
+                let target = parse_addr(&value)
+                    .map_err(|why| bad_request(format!("invalid addr \"{value}\": {why}")))?;
+                if query.addr.replace(target).is_some() {
                     return Err(duplicate());
                 }
             }
             "time" => {
-                let secs = parse_time(&value).filter(|&t| t > 0).ok_or_else(|| {
+                let secs = strict_time(&value).ok_or_else(|| {
                     bad_request(format!(
                         "invalid time \"{value}\": expected an nginx time such as 30m"
                     ))
@@ -135,10 +144,9 @@ pub fn parse_query(raw: &[u8]) -> Result<Query, ApiError> {
                 }
             }
             "limit" => {
-                let limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|l| (1..=MAX_LIMIT).contains(l))
+                let limit = number(&value)
+                    .filter(|l| (1..=MAX_LIMIT as u64).contains(l))
+                    .map(|l| l as usize)
                     .ok_or_else(|| {
                         bad_request(format!(
                             "invalid limit \"{value}\": expected 1 to {MAX_LIMIT}"
@@ -149,9 +157,10 @@ pub fn parse_query(raw: &[u8]) -> Result<Query, ApiError> {
                 }
             }
             "offset" => {
-                let offset = value
-                    .parse::<usize>()
-                    .map_err(|_| bad_request(format!("invalid offset \"{value}\"")))?;
+                let offset = number(&value)
+                    .filter(|&o| o <= MAX_OFFSET)
+                    .map(|o| o as usize)
+                    .ok_or_else(|| bad_request(format!("invalid offset \"{value}\"")))?;
                 if query.offset.replace(offset).is_some() {
                     return Err(duplicate());
                 }
@@ -162,16 +171,80 @@ pub fn parse_query(raw: &[u8]) -> Result<Query, ApiError> {
     Ok(query)
 }
 
-/// Percent-decoding (and `+` as space); `None` for bad escapes or UTF-8.
+/// A decimal number as the endpoint takes it: ASCII digits only, no sign,
+/// no leading zero but in "0" itself, so each value has one spelling.
+fn number(text: &str) -> Option<u64> {
+    let digits = text.bytes().all(|b| b.is_ascii_digit());
+    if text.is_empty() || !digits || (text.len() > 1 && text.starts_with('0')) {
+        return None;
+    }
+    // Only digits are left, so this cannot meet a sign; it fails on overflow.
+    text.parse().ok()
+}
+
+/// An nginx time ("90", "30m", "1h30m") whose numbers follow [`number`]'s
+/// rule, not zero.
+fn strict_time(text: &str) -> Option<u32> {
+    let strict = text
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|run| !run.is_empty())
+        .all(|run| number(run).is_some());
+    parse_time(text).filter(|&t| strict && t > 0)
+}
+
+/// `ADDR` or `ADDR/LEN`. IPv4-mapped IPv6 folds to IPv4 as client
+/// addresses do: `::ffff:a.b.c.d` is `a.b.c.d` and `::ffff:a.b.c.0/120` is
+/// `a.b.c.0/24`. Host bits of a network are masked, as the engine does.
+pub fn parse_addr(text: &str) -> Result<Target, &'static str> {
+    const NOT_AN_ADDRESS: &str = "expected an IP address or CIDR network";
+    let (ip_text, len_text) = match text.split_once('/') {
+        Some((ip, len)) => (ip, Some(len)),
+        None => (text, None),
+    };
+    // std's parser takes no leading zeros in IPv4 and no IPv6 scope.
+    let ip: IpAddr = ip_text.parse().map_err(|_| NOT_AN_ADDRESS)?;
+    let mapped = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+        IpAddr::V4(_) => None,
+    };
+    let Some(len_text) = len_text else {
+        return Ok(Target::Addr(mapped.map_or(ip, IpAddr::V4)));
+    };
+    let len = number(len_text).and_then(|l| u8::try_from(l).ok());
+    let (len, why) = match (ip, mapped) {
+        (IpAddr::V4(_), _) => (len.filter(|&l| l <= 32), "prefix length must be 0 to 32"),
+        (IpAddr::V6(_), Some(_)) => (
+            len.filter(|l| (96..=128).contains(l)),
+            "an IPv4-mapped prefix length must be 96 to 128",
+        ),
+        (IpAddr::V6(_), None) => (len.filter(|&l| l <= 128), "prefix length must be 0 to 128"),
+    };
+    let len = len.ok_or(why)?;
+    // Key::network folds a mapped address to IPv4 and takes its IPv4
+    // prefix; for the others the length is already in the family's bits.
+    let v4_len = if mapped.is_some() { len - 96 } else { len };
+    Ok(Target::Net(Key::network(ip, v4_len, len)))
+}
+
+/// Percent-decoding (and `+` as space); `None` for an escape that is not
+/// `%` and exactly two hex digits, or text that is not UTF-8.
 fn decode(raw: &[u8]) -> Option<String> {
+    fn hex(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
         match raw[i] {
             b'%' => {
-                let hex = raw.get(i + 1..i + 3)?;
-                let hex = core::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                let hi = hex(*raw.get(i + 1)?)?;
+                let lo = hex(*raw.get(i + 2)?)?;
+                out.push(hi << 4 | lo);
                 i += 3;
             }
             b'+' => {
@@ -338,7 +411,14 @@ pub fn zone_json(z: &ZoneView, bans: &[Ban], offset: usize, limit: usize) -> Str
     out
 }
 
-pub fn address_json(zone: &str, addr: &Key, state: &AddressState) -> String {
+/// One key's state. `banned_by` is the ban that refuses a client of this
+/// key now when it is not the key's own: a wider network's.
+pub fn address_json(
+    zone: &str,
+    addr: &Key,
+    state: &AddressState,
+    banned_by: Option<&Ban>,
+) -> String {
     let mut out = String::from("{\"zone\":");
     json_str(&mut out, zone);
     out.push_str(",\"addr\":");
@@ -358,6 +438,11 @@ pub fn address_json(zone: &str, addr: &Key, state: &AddressState) -> String {
             ban.until,
             iso8601(ban.until)
         );
+    }
+    if let Some(ban) = banned_by.filter(|b| b.key != *addr) {
+        out.push_str(",\"banned_by\":{");
+        ban_fields(&mut out, ban);
+        out.push('}');
     }
     out.push_str("}\n");
     out
@@ -510,15 +595,11 @@ mod tests {
     fn queries_parse_strictly() {
         let q = query("zone=cs&addr=2001%3Adb8%3A%3A1&time=30m").unwrap();
         assert_eq!(q.zone.as_deref(), Some("cs"));
-        assert_eq!(q.addr.unwrap().to_string(), "2001:db8::1");
+        assert_eq!(q.addr, Some(Target::Addr("2001:db8::1".parse().unwrap())));
         assert_eq!(q.time, Some(1800));
         assert_eq!(
-            query("addr=10.0.0.0%2F8")
-                .unwrap()
-                .addr
-                .unwrap()
-                .to_string(),
-            "10.0.0.0/8"
+            query("addr=10.0.0.0%2F8").unwrap().addr,
+            Some(Target::Net(Key::parse("10.0.0.0/8").unwrap()))
         );
         for (raw, reason) in [
             ("colour=red", "unknown parameter \"colour\""),
@@ -537,6 +618,183 @@ mod tests {
             assert_eq!(err.status, 400, "{raw}");
             assert!(err.reason.contains(reason), "{raw}: {}", err.reason);
         }
+    }
+
+    /// The grammar as a table: each query accepted (with what it means) or
+    /// refused (with the start of the reason).
+    #[test]
+    fn grammar_table() {
+        let net = |s: &str| Some(Target::Net(Key::parse(s).unwrap()));
+        let ip = |s: &str| Some(Target::Addr(s.parse().unwrap()));
+        let accepted: &[(&str, Query)] = &[
+            ("", Query::default()),
+            ("&&zone=cs&", zone_q("cs")),
+            ("zone=%63%53", zone_q("cS")),
+            ("zone=c+s", zone_q("c s")),
+            ("zone=%01", zone_q("\u{1}")),
+            ("limit=1", limit_q(1)),
+            ("limit=1000", limit_q(1000)),
+            ("limit=10", limit_q(10)),
+            ("offset=0", offset_q(0)),
+            ("offset=4294967295", offset_q(4_294_967_295)),
+            ("time=90", time_q(90)),
+            ("time=1h30m", time_q(5400)),
+            ("time=1h0m", time_q(3600)),
+            ("time=10d", time_q(864_000)),
+            ("addr=1.1.1.4", addr_q(ip("1.1.1.4"))),
+            ("addr=::ffff:1.1.1.4", addr_q(ip("1.1.1.4"))),
+            ("addr=::ffff:101:104", addr_q(ip("1.1.1.4"))),
+            ("addr=2001:db8::1", addr_q(ip("2001:db8::1"))),
+            ("addr=::1.1.1.4", addr_q(ip("::101:104"))),
+            ("addr=1.1.1.1/32", addr_q(net("1.1.1.1"))),
+            ("addr=1.1.1.9/24", addr_q(net("1.1.1.0/24"))),
+            ("addr=1.1.1.9/0", addr_q(net("0.0.0.0/0"))),
+            ("addr=1.1.1.9%2F8", addr_q(net("1.0.0.0/8"))),
+            ("addr=::ffff:1.1.1.0/120", addr_q(net("1.1.1.0/24"))),
+            ("addr=::ffff:1.1.1.7/120", addr_q(net("1.1.1.0/24"))),
+            ("addr=::ffff:1.1.1.4/128", addr_q(net("1.1.1.4/32"))),
+            ("addr=::ffff:0.0.0.0/96", addr_q(net("0.0.0.0/0"))),
+            ("addr=2001:db8::/128", addr_q(net("2001:db8::"))),
+            ("addr=2001:db8::1/64", addr_q(net("2001:db8::/64"))),
+            ("addr=::/0", addr_q(net("::/0"))),
+        ];
+        for (raw, want) in accepted {
+            assert_eq!(query(raw).as_ref(), Ok(want), "{raw}");
+        }
+        let refused = [
+            ("limit=%2B5", "invalid limit \"+5\""),
+            ("limit=+5", "invalid limit \" 5\""),
+            ("limit=05", "invalid limit"),
+            ("limit=-1", "invalid limit"),
+            ("limit=1e2", "invalid limit"),
+            ("limit=", "invalid limit"),
+            ("limit=%EF%BC%95", "invalid limit"),
+            ("offset=%2B5", "invalid offset \"+5\""),
+            ("offset=00", "invalid offset"),
+            ("offset=01", "invalid offset"),
+            ("offset=4294967296", "invalid offset"),
+            ("offset=99999999999999999999999", "invalid offset"),
+            ("offset=", "invalid offset"),
+            ("time=+5m", "invalid time"),
+            ("time=%2B5m", "invalid time"),
+            ("time=05m", "invalid time"),
+            ("time=1h05m", "invalid time"),
+            ("time=0m", "invalid time"),
+            ("time=", "invalid time"),
+            ("time=5ms", "invalid time"),
+            ("zone=%+1", "malformed"),
+            ("zone=%-1", "malformed"),
+            ("zone=% 1", "malformed"),
+            ("zone=%1", "malformed"),
+            ("zone=%", "malformed"),
+            ("zone=%g0", "malformed"),
+            ("zone=%C3%28", "malformed"),
+            ("z%+1ne=cs", "malformed"),
+            (
+                "addr=1.1.1.1/0000032",
+                "invalid addr \"1.1.1.1/0000032\": prefix length",
+            ),
+            ("addr=1.1.1.1/032", "invalid addr"),
+            ("addr=1.1.1.1/00", "invalid addr"),
+            ("addr=1.1.1.1/+8", "invalid addr"),
+            ("addr=1.1.1.1/%2B8", "invalid addr"),
+            (
+                "addr=1.1.1.1/33",
+                "invalid addr \"1.1.1.1/33\": prefix length must be 0 to 32",
+            ),
+            ("addr=1.1.1.1/", "invalid addr"),
+            ("addr=1.1.1.1/8/8", "invalid addr"),
+            ("addr=1.1.1.1/256", "invalid addr"),
+            (
+                "addr=01.1.1.1",
+                "invalid addr \"01.1.1.1\": expected an IP address",
+            ),
+            ("addr=1.1.1", "invalid addr"),
+            ("addr=", "invalid addr"),
+            ("addr=fe80::1%25eth0", "invalid addr"),
+            ("addr=[::1]", "invalid addr"),
+            ("addr=2001:db8::/129", "invalid addr"),
+            ("addr=2001:db8::/064", "invalid addr"),
+            (
+                "addr=::ffff:1.1.1.0/95",
+                "invalid addr \"::ffff:1.1.1.0/95\": an IPv4-mapped",
+            ),
+            ("addr=::ffff:1.1.1.0/24", "invalid addr"),
+            ("addr=::ffff:1.1.1.0/129", "invalid addr"),
+        ];
+        for (raw, reason) in refused {
+            let err = query(raw).unwrap_err();
+            assert_eq!(err.status, 400, "{raw}");
+            assert!(err.reason.starts_with(reason), "{raw}: {}", err.reason);
+        }
+    }
+
+    fn zone_q(zone: &str) -> Query {
+        Query {
+            zone: Some(zone.into()),
+            ..Query::default()
+        }
+    }
+
+    fn limit_q(limit: usize) -> Query {
+        Query {
+            limit: Some(limit),
+            ..Query::default()
+        }
+    }
+
+    fn offset_q(offset: usize) -> Query {
+        Query {
+            offset: Some(offset),
+            ..Query::default()
+        }
+    }
+
+    fn time_q(time: u32) -> Query {
+        Query {
+            time: Some(time),
+            ..Query::default()
+        }
+    }
+
+    fn addr_q(addr: Option<Target>) -> Query {
+        Query {
+            addr,
+            ..Query::default()
+        }
+    }
+
+    #[test]
+    fn address_rendering_names_a_wider_ban() {
+        let key = Key::parse("192.0.2.0/24").unwrap();
+        let wide = Ban {
+            key: Key::parse("192.0.0.0/16").unwrap(),
+            since: 100,
+            until: 160,
+            failures: 0,
+            offence: 1,
+        };
+        let untracked = AddressState {
+            failures: 0,
+            ban: None,
+        };
+        let json = address_json("z", &key, &untracked, Some(&wide));
+        assert_eq!(
+            json,
+            "{\"zone\":\"z\",\"addr\":\"192.0.2.0/24\",\"failures\":0,\"banned\":false,\
+             \"banned_by\":{\"addr\":\"192.0.0.0/16\",\"since\":100,\
+             \"since_iso\":\"1970-01-01T00:01:40Z\",\"until\":160,\
+             \"until_iso\":\"1970-01-01T00:02:40Z\",\"failures\":0}}\n"
+        );
+        // Its own ban is not repeated.
+        let own = Ban { key, ..wide };
+        let banned = AddressState {
+            failures: 3,
+            ban: Some(own),
+        };
+        let json = address_json("z", &key, &banned, Some(&own));
+        assert!(!json.contains("banned_by"), "{json}");
+        assert!(json.contains("\"banned\":true,\"since\":100"), "{json}");
     }
 
     #[test]

@@ -36,7 +36,7 @@ impl HttpModule for Module {
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-        if conf::check_references(cf).is_err() {
+        if conf::check_references(cf).is_err() || api::check_locations(cf).is_err() {
             return Status::NGX_ERROR.into();
         }
         // SAFETY: inside the http block the core module's main conf exists.

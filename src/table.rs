@@ -307,11 +307,9 @@ impl Now {
         u32::try_from(self.ms / 1000).unwrap_or(u32::MAX)
     }
 
-    /// The first whole second at least `secs` from now: a ban never ends
-    /// early because of rounding.
-    fn plus_secs_ceil(self, secs: u32) -> u32 {
-        let end_ms = self.ms.saturating_add(u64::from(secs) * 1000);
-        u32::try_from(end_ms.div_ceil(1000)).unwrap_or(u32::MAX)
+    /// The first whole second at or after now.
+    fn secs_ceil(self) -> u32 {
+        u32::try_from(self.ms.div_ceil(1000)).unwrap_or(u32::MAX)
     }
 }
 
@@ -907,8 +905,10 @@ impl<'a> Table<'a> {
         let slot = &mut self.slots[i as usize];
         slot.state = State::BANNED;
         slot.offences = slot.offences.saturating_add(1);
-        slot.t0 = now.secs();
-        slot.t1 = now.plus_secs_ceil(secs);
+        // Since rounds up, so that until = since + secs exactly and a ban
+        // never ends early because of rounding.
+        slot.t0 = now.secs_ceil();
+        slot.t1 = slot.t0.saturating_add(secs);
         slot.counts = [failures as u16, (failures >> 16) as u16, 0, 0];
         let ban = slot.ban();
         self.insert_by_end(i);

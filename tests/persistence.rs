@@ -977,7 +977,7 @@ fn escalating_bans_double_up_to_maxtime() {
             let (since, until) = (state.u64("since") as f64, state.u64("until") as f64);
             let b = f64::from(bantime);
             assert!(
-                since >= t_send.floor() && since <= t_recv.floor(),
+                since >= t_send.floor() && since <= t_recv.ceil(),
                 "offence {offence}: since {since} not within [{t_send}, {t_recv}]"
             );
             assert!(
