@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-/// Lines of one kind a worker writes per second (`src/log_limit.rs`).
+/// Lines of one kind a worker writes per second (`src/engine/log_limit.rs`).
 const BURST: u64 = 5;
 
 /// Realip from loopback, the upstream (401 everywhere but `/ok`, an

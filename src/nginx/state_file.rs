@@ -25,11 +25,11 @@ use nginx_sys::{
 use ngx::http::HttpModuleMainConf;
 use ngx::ngx_log_error;
 
-use crate::handlers::now;
-use crate::module::{self, Module};
-use crate::state;
-use crate::table::{Events, Record};
-use crate::zone::Zone;
+use crate::engine::state_file;
+use crate::engine::table::{Events, Record};
+use crate::nginx::handlers::now;
+use crate::nginx::module::{self, Module};
+use crate::nginx::zone::Zone;
 
 /// Called in the master right after a new (not reused) zone is formatted.
 pub fn fill_new_zone(zone: &Zone, log: *mut ngx_log_t) {
@@ -43,7 +43,12 @@ pub fn fill_new_zone(zone: &Zone, log: *mut ngx_log_t) {
             let Some(path) = &zone.state else { return };
             let writer = Writer::of(zone.cycle);
             let capacity = zone.with_table(|t| t.capacity()).unwrap_or(0);
-            match state::load(path, &zone.name, writer.uid, state::max_file_len(capacity)) {
+            match state_file::load(
+                path,
+                &zone.name,
+                writer.uid,
+                state_file::max_file_len(capacity),
+            ) {
                 Ok(Some(records)) => (records, path.display().to_string()),
                 Ok(None) => return,
                 Err(reason) => {
@@ -170,8 +175,9 @@ impl Writer {
             return false;
         };
         let may = |p: &Path, want: u32| {
-            std::fs::metadata(p)
-                .is_ok_and(|m| state::permits(m.mode(), m.uid(), m.gid(), self.uid, &groups, want))
+            std::fs::metadata(p).is_ok_and(|m| {
+                state_file::permits(m.mode(), m.uid(), m.gid(), self.uid, &groups, want)
+            })
         };
         dir.ancestors().skip(1).all(|a| may(a, 0o1)) && may(&dir, 0o3)
     }
@@ -195,7 +201,7 @@ pub fn check_state_dir(zone: &Zone, log: *mut ngx_log_t) -> Result<(), ()> {
     let Some(path) = &zone.state else {
         return Ok(());
     };
-    let dir = state::dir_of(path);
+    let dir = state_file::dir_of(path);
     let problem = match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => None,
         Ok(_) => Some("is not a directory".to_string()),
@@ -277,7 +283,7 @@ pub fn save(zone: &Zone, log: *mut ngx_log_t) {
     let Some(records) = zone.with_table(|t| t.records(now())) else {
         return;
     };
-    match state::write_atomic(path, &state::render(&zone.name, &records)) {
+    match state_file::write_atomic(path, &state_file::render(&zone.name, &records)) {
         Ok(()) => zone.state_failing.set(false),
         Err(err) if !zone.state_failing.replace(true) => {
             ngx_log_error!(

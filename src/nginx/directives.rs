@@ -13,9 +13,9 @@ use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModuleMainConf, Merge, MergeConfigError};
 use ngx::{ngx_conf_log_error, ngx_log_error};
 
-use crate::module::{self, Module};
-use crate::parse;
-use crate::zone::{self, Zone};
+use crate::engine::directive;
+use crate::nginx::module::{self, Module};
+use crate::nginx::zone::{self, Zone};
 
 pub const DEFAULT_FAIL_STATUS: &[u16] = &[401];
 pub const DEFAULT_REFUSE_STATUS: u16 = 403;
@@ -167,7 +167,7 @@ pub extern "C" fn set_zone(
     directive(cf, "authban_zone", |cf, args| {
         // SAFETY: authban_zone is registered for the http main context.
         let main = unsafe { &mut *conf.cast::<MainConf>() };
-        let spec = parse::parse_zone(args)?;
+        let spec = directive::parse_zone(args)?;
         // The name's bytes must outlive the cycle: take them from the
         // argument itself, which lives in the configuration pool.
         let arg = args
@@ -196,7 +196,8 @@ pub extern "C" fn set_zone(
             // However spelled: `..`, symlinked directories, hard links.
             let taken = main.zones.iter().any(|&z| {
                 // SAFETY: zones are allocated in the configuration pool.
-                unsafe { (*z).state.as_deref() }.is_some_and(|p| crate::state::same_file(p, path))
+                unsafe { (*z).state.as_deref() }
+                    .is_some_and(|p| crate::engine::state_file::same_file(p, path))
             });
             if taken {
                 return Err(format!(
@@ -271,7 +272,7 @@ pub extern "C" fn set_fail_status(
         }
         let codes = args
             .iter()
-            .map(|a| parse::parse_status(a, 100..=599))
+            .map(|a| directive::parse_status(a, 100..=599))
             .collect::<Result<Vec<_>, _>>()?;
         for &code in codes.iter().filter(|&&c| c < 400) {
             ngx_conf_log_error!(
@@ -296,7 +297,7 @@ pub extern "C" fn set_refuse_status(
         if lcf.refuse_status.is_some() {
             return Err("is duplicate".into());
         }
-        lcf.refuse_status = Some(parse::parse_status(args[0], 400..=599)?);
+        lcf.refuse_status = Some(directive::parse_status(args[0], 400..=599)?);
         Ok(())
     })
 }
@@ -309,7 +310,7 @@ pub extern "C" fn set_ignore(
     directive(cf, "authban_ignore", |_, args| {
         let nets = args
             .iter()
-            .map(|a| parse::parse_network(a))
+            .map(|a| directive::parse_network(a))
             .collect::<Result<Vec<_>, _>>()?;
         // Repeated directives add up, like nginx's allow/deny lists.
         loc_conf(conf)
@@ -349,7 +350,7 @@ pub extern "C" fn set_log_level(
         if lcf.log_level.is_some() {
             return Err("is duplicate".into());
         }
-        lcf.log_level = Some(parse::parse_log_level(args[0])?);
+        lcf.log_level = Some(directive::parse_log_level(args[0])?);
         Ok(())
     })
 }

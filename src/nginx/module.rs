@@ -15,8 +15,8 @@ use ngx::core::Status;
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 
-use crate::conf::{self, LocConf, MainConf};
-use crate::{api, handlers, persist, realip};
+use crate::nginx::directives::{self as conf, LocConf, MainConf};
+use crate::nginx::{api_handler as api, handlers, realip, state_file as persist};
 
 pub struct Module;
 

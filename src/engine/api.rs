@@ -5,9 +5,9 @@
 use core::fmt::Write;
 use std::net::IpAddr;
 
-use crate::key::Key;
-use crate::parse::parse_time;
-use crate::table::{AddressState, Ban, Policy, Stats};
+use crate::engine::directive::parse_time;
+use crate::engine::key::Key;
+use crate::engine::table::{AddressState, Ban, Policy, Stats};
 
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;

@@ -23,8 +23,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::key::Key;
-use crate::table::{Ban, Record};
+use crate::engine::key::Key;
+use crate::engine::table::{Ban, Record};
 
 const MAGIC: &str = "authban-state 1";
 

@@ -20,12 +20,12 @@ use nginx_sys::{
 use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
 use ngx::{ngx_log_error, ngx_string};
 
-use crate::conf::{self, LocConf};
-use crate::module::Module;
-use crate::realip;
-use crate::request_record::{Outcome, RequestRecord};
-use crate::table::{Events, Failure, Now, Verdict};
-use crate::zone::{self, Zone};
+use crate::engine::table::{Events, Failure, Now, Verdict};
+use crate::nginx::directives::{self, LocConf};
+use crate::nginx::module::Module;
+use crate::nginx::realip;
+use crate::nginx::request_record::{Outcome, RequestRecord};
+use crate::nginx::zone::{self, Zone};
 
 /// The request's location configuration, which lives as long as the
 /// cycle, so it can be held while the request itself is changed.
@@ -41,7 +41,12 @@ fn loc_conf(r: &ngx_http_request_t) -> Option<&'static LocConf> {
 fn is_api_location(r: &ngx_http_request_t) -> bool {
     NgxHttpCoreModule::location_conf(r)
         .and_then(|clcf| clcf.handler)
-        .is_some_and(|h| ptr::eq(h as *const (), crate::api::API_HANDLER as *const ()))
+        .is_some_and(|h| {
+            ptr::eq(
+                h as *const (),
+                crate::nginx::api_handler::API_HANDLER as *const (),
+            )
+        })
 }
 
 /// The client address after the realip module, read per request: realip
@@ -168,7 +173,7 @@ fn subrequest_access(r: &ngx_http_request_t) -> Decision {
 fn check(zone: &Zone, ip: IpAddr, refusing: bool, log: *mut ngx_log_t) -> Verdict {
     // Every ban holding the address counts, whatever prefix made it: the
     // policy's network, a wider one, or one of a policy before a reload.
-    let host = crate::key::Key::from_ip(ip);
+    let host = crate::engine::key::Key::from_ip(ip);
     let net = zone.policy.key_of(ip);
     if !zone.may_be_banned(&host, &net) {
         return Verdict::Clear;
@@ -177,7 +182,7 @@ fn check(zone: &Zone, ip: IpAddr, refusing: bool, log: *mut ngx_log_t) -> Verdic
     let verdict = zone
         .with_table(|t| t.check(&host, now(), refusing, &mut events))
         .unwrap_or(Verdict::Clear);
-    zone::log_events(zone, &events, log, conf::DEFAULT_LOG_LEVEL);
+    zone::log_events(zone, &events, log, directives::DEFAULT_LOG_LEVEL);
     verdict
 }
 

@@ -15,11 +15,11 @@ use nginx_sys::{
 use ngx::core::Status;
 use ngx::ngx_log_error;
 
-use crate::key::Key;
-use crate::log_limit::{Admit, LogLimit};
-use crate::parse::ZoneSpec;
-use crate::persist;
-use crate::table::{self, Events, Policy, Table};
+use crate::engine::directive::ZoneSpec;
+use crate::engine::key::Key;
+use crate::engine::log_limit::{Admit, LogLimit};
+use crate::engine::table::{self, Events, Policy, Table};
+use crate::nginx::state_file;
 
 /// One `authban_zone`: its policy from the configuration and, once nginx
 /// has mapped the memory, where its table lives.
@@ -136,7 +136,7 @@ pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_v
             shm_zone.shm.log,
         )
     };
-    if persist::check_state_dir(zone, log).is_err() {
+    if state_file::check_state_dir(zone, log).is_err() {
         return Status::NGX_ERROR.into();
     }
     if !shpool.data.is_null() && adopt(zone, shpool, log) {
@@ -159,7 +159,7 @@ pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_v
     shpool.data = region.cast();
     zone.region = region;
     zone.region_len = len;
-    persist::fill_new_zone(zone, log);
+    state_file::fill_new_zone(zone, log);
     Status::NGX_OK.into()
 }
 
@@ -210,7 +210,7 @@ struct LogLimits {
 /// Whether to write a line limited by `limit`, after a summary of the lines
 /// of its kind that were dropped.
 fn admit(zone: &Zone, limit: &LogLimit, kind: &str, log: *mut ngx_log_t, level: usize) -> bool {
-    match limit.admit(crate::handlers::now().secs()) {
+    match limit.admit(crate::nginx::handlers::now().secs()) {
         Admit::Drop => false,
         Admit::Write {
             suppressed,

@@ -18,8 +18,8 @@
 use core::mem::{align_of, size_of};
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
-use crate::key::Key;
-use crate::window::{self, Window, BUCKETS};
+use crate::engine::key::Key;
+use crate::engine::window::{self, Window, BUCKETS};
 
 /// Bumped whenever the region's layout changes, so a reload with a new
 /// module never adopts a zone it cannot read.

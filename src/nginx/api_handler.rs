@@ -19,13 +19,13 @@ use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_log_error;
 
-use crate::conf::LocConf;
-use crate::handlers::{guarded, now, request_log};
-use crate::key::Key;
-use crate::mgmt::{self, Action, ApiError, Format, Method, Target, ZoneView};
-use crate::module::Module;
-use crate::table::{AddressState, Events, Verdict};
-use crate::zone::{self, Zone};
+use crate::engine::api::{self, Action, ApiError, Format, Method, Target, ZoneView};
+use crate::engine::key::Key;
+use crate::engine::table::{AddressState, Events, Verdict};
+use crate::nginx::directives::LocConf;
+use crate::nginx::handlers::{guarded, now, request_log};
+use crate::nginx::module::Module;
+use crate::nginx::zone::{self, Zone};
 
 const JSON: &str = "application/json";
 const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -178,7 +178,7 @@ impl From<ApiError> for Reply {
         Reply {
             status: err.status,
             content_type: JSON,
-            body: mgmt::error_json(&err),
+            body: api::error_json(&err),
         }
     }
 }
@@ -265,7 +265,7 @@ unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
 fn answer(r: &mut ngx_http_request_t, method: Method) -> ngx_int_t {
     // SAFETY: r->args points into the request's buffer.
     let args = unsafe { bytes(&r.args) };
-    let reply = match mgmt::parse_query(args).and_then(|q| mgmt::route(method, q)) {
+    let reply = match api::parse_query(args).and_then(|q| api::route(method, q)) {
         Ok(action) => act(r, action).unwrap_or_else(Reply::from),
         Err(err) => Reply::from(err),
     };
@@ -297,7 +297,7 @@ fn find_zone(r: &ngx_http_request_t, name: &str) -> Result<&'static Zone, ApiErr
     zones(r)
         .into_iter()
         .find(|z| z.name == name)
-        .ok_or_else(|| mgmt::not_found(format!("unknown zone \"{name}\"")))
+        .ok_or_else(|| api::not_found(format!("unknown zone \"{name}\"")))
 }
 
 fn view(zone: &Zone) -> Option<ZoneView> {
@@ -313,17 +313,19 @@ fn unavailable(zone: &Zone) -> ApiError {
 
 fn act(r: &ngx_http_request_t, action: Action) -> Result<Reply, ApiError> {
     let log = request_log(r);
-    let log_level =
-        Module::location_conf(r).map_or(crate::conf::DEFAULT_LOG_LEVEL, LocConf::log_level);
+    let log_level = Module::location_conf(r).map_or(
+        crate::nginx::directives::DEFAULT_LOG_LEVEL,
+        LocConf::log_level,
+    );
     match action {
         Action::ListZones(format) => {
             let views: Vec<ZoneView> = zones(r).into_iter().filter_map(view).collect();
             Ok(match format {
-                Format::Json => json(mgmt::zones_json(&views)),
+                Format::Json => json(api::zones_json(&views)),
                 Format::Prometheus => Reply {
                     status: 200,
                     content_type: PROMETHEUS,
-                    body: mgmt::prometheus(&views),
+                    body: api::prometheus(&views),
                 },
             })
         }
@@ -333,7 +335,7 @@ fn act(r: &ngx_http_request_t, action: Action) -> Result<Reply, ApiError> {
             Ok(Reply {
                 status: 200,
                 content_type: PROMETHEUS,
-                body: mgmt::prometheus(&[view]),
+                body: api::prometheus(&[view]),
             })
         }
         Action::ShowZone {
@@ -349,7 +351,7 @@ fn act(r: &ngx_http_request_t, action: Action) -> Result<Reply, ApiError> {
                     (view_of(zone, t), bans)
                 })
                 .ok_or_else(|| unavailable(zone))?;
-            Ok(json(mgmt::zone_json(&view, &bans, offset, limit)))
+            Ok(json(api::zone_json(&view, &bans, offset, limit)))
         }
         Action::ShowAddress { zone, addr } => {
             let zone = find_zone(r, &zone)?;
@@ -384,7 +386,7 @@ fn act(r: &ngx_http_request_t, action: Action) -> Result<Reply, ApiError> {
                 },
                 (None, None) => return Err(untracked(zone, &key)),
             };
-            Ok(json(mgmt::address_json(
+            Ok(json(api::address_json(
                 &zone.name,
                 &key,
                 &state,
@@ -410,7 +412,7 @@ fn act(r: &ngx_http_request_t, action: Action) -> Result<Reply, ApiError> {
                 ban.offence
             );
             zone::log_events(zone, &events, log, log_level);
-            Ok(json(mgmt::ban_json(&zone.name, &ban)))
+            Ok(json(api::ban_json(&zone.name, &ban)))
         }
         Action::Unban { zone, addr } => {
             let zone = find_zone(r, &zone)?;
@@ -428,7 +430,7 @@ fn act(r: &ngx_http_request_t, action: Action) -> Result<Reply, ApiError> {
                     addr
                 );
             }
-            Ok(json(mgmt::unban_json(&zone.name, &addr, &state)))
+            Ok(json(api::unban_json(&zone.name, &addr, &state)))
         }
     }
 }
@@ -448,10 +450,10 @@ fn key_of(zone: &Zone, ip: IpAddr) -> Key {
 }
 
 fn untracked(zone: &Zone, key: &Key) -> ApiError {
-    mgmt::not_found(format!("{key} is not tracked in zone \"{}\"", zone.name))
+    api::not_found(format!("{key} is not tracked in zone \"{}\"", zone.name))
 }
 
-fn view_of(zone: &Zone, t: &crate::table::Table<'_>) -> ZoneView {
+fn view_of(zone: &Zone, t: &crate::engine::table::Table<'_>) -> ZoneView {
     ZoneView {
         name: zone.name.clone(),
         size: zone.size,

@@ -18,8 +18,8 @@ use std::net::IpAddr;
 use nginx_sys::{ngx_http_request_t, ngx_pool_cleanup_add};
 use ngx::http::HttpModule;
 
-use crate::conf::LocConf;
-use crate::module::Module;
+use crate::nginx::directives::LocConf;
+use crate::nginx::module::Module;
 
 /// What authban did with a request, for `$authban_status`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -5,7 +5,7 @@
 use ipnet::IpNet;
 use std::net::IpAddr;
 
-use crate::table::Policy;
+use crate::engine::table::Policy;
 
 /// nginx's own minimum for a zone (limit_req's rule): eight 4 KiB pages.
 pub const MIN_ZONE_SIZE: usize = 8 * 4096;

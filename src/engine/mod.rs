@@ -1,0 +1,18 @@
+//! The engine: everything authban decides, with no nginx in it.
+//!
+//! - `key`: addresses and networks as table keys.
+//! - `window`: the sliding findtime window of a key's failures.
+//! - `table`: the shared table of counted, banned and remembered keys, over
+//!   a byte region that nginx maps into every worker.
+//! - `state_file`: the state file's format and its safe reading and writing.
+//! - `api`: the management endpoint's request grammar and its answers.
+//! - `directive`: directive value parsing (`authban_zone` and the rest).
+//! - `log_limit`: rate limits for log lines an attacker can multiply.
+
+pub mod api;
+pub mod directive;
+pub mod key;
+pub mod log_limit;
+pub mod state_file;
+pub mod table;
+pub mod window;
