@@ -41,6 +41,22 @@ fn start_with_mock(workers: usize, conf: &str) -> (Mock, Nginx) {
     (mock, nginx)
 }
 
+/// A test against the mock and nginx, started as [`start_with_mock`] does:
+/// bounded by `secs`, and nginx must be clean once `body` is done.
+fn with_mock(
+    secs: u64,
+    workers: usize,
+    conf: &str,
+    body: impl FnOnce(&Mock, &Nginx) + Send + 'static,
+) {
+    let conf = conf.to_string();
+    with_timeout(secs, move || {
+        let (mock, nginx) = start_with_mock(workers, &conf);
+        body(&mock, &nginx);
+        nginx.assert_clean();
+    });
+}
+
 /// The plainest setup: zone `z` (`authban_zone zone=z:1m <zone_params>`)
 /// guarding the mock's `/client/api`, the server listening on
 /// `127.0.0.1:{port} <listen_params>`.
@@ -123,6 +139,13 @@ fn write_files(nginx: &Nginx, files: &[&str]) {
 
 fn mock_count(mock: &Mock, status: u16) -> u64 {
     mock.stats().1.get(&status).copied().unwrap_or(0)
+}
+
+/// The `(status, $authban_status)` of the last `want.len()` requests from
+/// `addr` are `want`, in order.
+fn assert_outcomes(nginx: &Nginx, addr: &str, want: &[(u16, &str)]) {
+    let log = entries_of(nginx, addr, want.len());
+    assert_eq!(ab_statuses(&log), want, "{log:#?}");
 }
 
 /// One line of the `ab` access log.
@@ -361,28 +384,31 @@ fn exact_count_shared_by_workers_and_connections() {
 /// it comes at once on a new connection that another worker accepts.
 #[test]
 fn refused_right_after_the_last_failure() {
-    with_timeout(120, || {
-        let (mock, nginx) = start_with_mock(4, &guarded_api("maxretry=2", "reuseport"));
-        let port = nginx.port();
-        let rounds = 100;
-        let mut leaked = Vec::new();
-        for i in 0..rounds {
-            let addr = format!("198.18.0.{i}");
-            assert_gets(port, API, &addr, 2, 401);
-            let next = get_from(port, API, &addr);
-            if next.status() != Some(403) {
-                leaked.push((addr, next.status()));
+    with_mock(
+        120,
+        4,
+        &guarded_api("maxretry=2", "reuseport"),
+        |mock, nginx| {
+            let port = nginx.port();
+            let rounds = 100;
+            let mut leaked = Vec::new();
+            for i in 0..rounds {
+                let addr = format!("198.18.0.{i}");
+                assert_gets(port, API, &addr, 2, 401);
+                let next = get_from(port, API, &addr);
+                if next.status() != Some(403) {
+                    leaked.push((addr, next.status()));
+                }
             }
-        }
-        assert!(
-            leaked.is_empty(),
-            "{} of {rounds} addresses had the request right after their 2nd \
+            assert!(
+                leaked.is_empty(),
+                "{} of {rounds} addresses had the request right after their 2nd \
              failure let through (to the upstream): {leaked:?}",
-            leaked.len()
-        );
-        assert_eq!(mock_count(&mock, 401), 2 * rounds);
-        nginx.assert_clean();
-    });
+                leaked.len()
+            );
+            assert_eq!(mock_count(mock, 401), 2 * rounds);
+        },
+    );
 }
 
 // 2 ----------------------------------------------------------------------
@@ -392,10 +418,10 @@ fn refused_right_after_the_last_failure() {
 /// is off or another zone is named.
 #[test]
 fn refusal_status_and_scope() {
-    with_timeout(60, || {
-        let (mock, nginx) = start_with_mock(
-            2,
-            r#"
+    with_mock(
+        60,
+        2,
+        r#"
             authban_zone zone=z:1m maxretry=3;
             authban_zone zone=other:1m maxretry=3;
             server {
@@ -409,65 +435,65 @@ fn refusal_status_and_scope() {
                 location /other/ { authban other; proxy_pass http://MOCK/client/; }
             }
             "#,
-        );
-        write_files(&nginx, &["static/f.txt"]);
-        let port = nginx.port();
-        let (a, b) = ("198.51.100.20", "198.51.100.21");
-        assert_gets(port, API, a, 3, 401);
-        let refused = get_from(port, API, a);
-        assert_eq!(refused.status(), Some(403));
-        assert!(
-            refused.text().contains("403 Forbidden"),
-            "{}",
-            refused.text()
-        );
-        assert_eq!(mock_count(&mock, 401), 3);
-        assert_one_ban(&nginx, "z", a, 3, 600, "warn");
+        |mock, nginx| {
+            write_files(nginx, &["static/f.txt"]);
+            let port = nginx.port();
+            let (a, b) = ("198.51.100.20", "198.51.100.21");
+            assert_gets(port, API, a, 3, 401);
+            let refused = get_from(port, API, a);
+            assert_eq!(refused.status(), Some(403));
+            assert!(
+                refused.text().contains("403 Forbidden"),
+                "{}",
+                refused.text()
+            );
+            assert_eq!(mock_count(mock, 401), 3);
+            assert_one_ban(nginx, "z", a, 3, 600, "warn");
 
-        // Another location of the zone, serving static files.
-        assert_eq!(get_from(port, "/static/f.txt", a).status(), Some(403));
-        let other_client = get_from(port, "/static/f.txt", b);
-        assert_eq!(other_client.status(), Some(200));
-        assert_eq!(other_client.text(), "file\n");
+            // Another location of the zone, serving static files.
+            assert_eq!(get_from(port, "/static/f.txt", a).status(), Some(403));
+            let other_client = get_from(port, "/static/f.txt", b);
+            assert_eq!(other_client.status(), Some(200));
+            assert_eq!(other_client.text(), "file\n");
 
-        // authban_status 444: the connection is closed without a response.
-        let closing = "/closing/api?command=listZones";
-        assert_eq!(get_from(port, closing, a), Reply::Closed);
-        let mut conn = Conn::open(port);
-        assert_eq!(conn.get_from(closing, a), Reply::Closed);
-        assert!(conn.is_closed());
-        assert_eq!(get_from(port, closing, b).status(), Some(401)); // b: 1
-        assert_eq!(mock_count(&mock, 401), 4);
+            // authban_status 444: the connection is closed without a response.
+            let closing = "/closing/api?command=listZones";
+            assert_eq!(get_from(port, closing, a), Reply::Closed);
+            let mut conn = Conn::open(port);
+            assert_eq!(conn.get_from(closing, a), Reply::Closed);
+            assert!(conn.is_closed());
+            assert_eq!(get_from(port, closing, b).status(), Some(401)); // b: 1
+            assert_eq!(mock_count(mock, 401), 4);
 
-        // authban off: neither refused nor counted.
-        assert_gets(port, "/off/api?command=listZones", a, 5, 401);
-        assert_eq!(mock_count(&mock, 401), 9);
+            // authban off: neither refused nor counted.
+            assert_gets(port, "/off/api?command=listZones", a, 5, 401);
+            assert_eq!(mock_count(mock, 401), 9);
 
-        // Another zone: a counts from zero there.
-        let other = "/other/api?command=listZones";
-        assert_gets(port, other, a, 2, 401);
-        assert_eq!(mock_count(&mock, 401), 11);
-        assert!(ban_lines(&nginx, "other", a).is_empty());
-        assert_eq!(get_from(port, other, a).status(), Some(401));
-        assert_one_ban(&nginx, "other", a, 3, 600, "warn");
-        assert_eq!(get_from(port, other, a).status(), Some(403));
+            // Another zone: a counts from zero there.
+            let other = "/other/api?command=listZones";
+            assert_gets(port, other, a, 2, 401);
+            assert_eq!(mock_count(mock, 401), 11);
+            assert!(ban_lines(nginx, "other", a).is_empty());
+            assert_eq!(get_from(port, other, a).status(), Some(401));
+            assert_one_ban(nginx, "other", a, 3, 600, "warn");
+            assert_eq!(get_from(port, other, a).status(), Some(403));
 
-        // b had one failure: still passes in z, never banned.
-        assert_eq!(get_from(port, API, b).status(), Some(401)); // b: 2
-        assert_eq!(get_from(port, "/static/f.txt", b).status(), Some(200));
-        assert_eq!(mock_count(&mock, 401), 13);
-        assert!(ban_lines(&nginx, "z", b).is_empty());
-        assert_eq!(ban_lines(&nginx, "z", a).len(), 1);
+            // b had one failure: still passes in z, never banned.
+            assert_eq!(get_from(port, API, b).status(), Some(401)); // b: 2
+            assert_eq!(get_from(port, "/static/f.txt", b).status(), Some(200));
+            assert_eq!(mock_count(mock, 401), 13);
+            assert!(ban_lines(nginx, "z", b).is_empty());
+            assert_eq!(ban_lines(nginx, "z", a).len(), 1);
 
-        let log = entries_of(&nginx, a, 16);
-        let off: Vec<&Entry> = log.iter().filter(|e| e.uri.starts_with("/off/")).collect();
-        assert_eq!(off.len(), 5);
-        assert!(
-            off.iter().all(|e| e.ab == "-" && e.status == 401),
-            "{off:#?}"
-        );
-        nginx.assert_clean();
-    });
+            let log = entries_of(nginx, a, 16);
+            let off: Vec<&Entry> = log.iter().filter(|e| e.uri.starts_with("/off/")).collect();
+            assert_eq!(off.len(), 5);
+            assert!(
+                off.iter().all(|e| e.ab == "-" && e.status == 401),
+                "{off:#?}"
+            );
+        },
+    );
 }
 
 // 3 ----------------------------------------------------------------------
@@ -476,10 +502,10 @@ fn refusal_status_and_scope() {
 /// 405) never count; where the default (401 only) applies, 531 does not.
 #[test]
 fn fail_status_list() {
-    with_timeout(60, || {
-        let (mock, nginx) = start_with_mock(
-            2,
-            r#"
+    with_mock(
+        60,
+        2,
+        r#"
             authban_zone zone=z:1m maxretry=3;
             server {
                 listen 127.0.0.1:{port};
@@ -491,48 +517,48 @@ fn fail_status_list() {
                 location /default/ { authban z; proxy_pass http://MOCK/client/; }
             }
             "#,
-        );
-        let port = nginx.port();
-        let a = "198.51.100.30";
-        for _ in 0..5 {
+        |mock, nginx| {
+            let port = nginx.port();
+            let a = "198.51.100.30";
+            for _ in 0..5 {
+                assert_eq!(login_status(port, "/client/api", a, "password"), Some(200));
+                assert_eq!(get_from(port, "/client/nothing", a).status(), Some(404));
+                // GET login: CloudStack wants POST, 405.
+                let reply = get_from(port, "/client/api?command=login&username=admin", a);
+                assert_eq!(reply.status(), Some(405));
+            }
+            // Two 531s and a 401: the third failure bans.
+            assert_eq!(login_status(port, "/client/api", a, "wrong"), Some(531));
+            assert_eq!(login_status(port, "/client/api", a, "wrong"), Some(531));
             assert_eq!(login_status(port, "/client/api", a, "password"), Some(200));
-            assert_eq!(get_from(port, "/client/nothing", a).status(), Some(404));
-            // GET login: CloudStack wants POST, 405.
-            let reply = get_from(port, "/client/api?command=login&username=admin", a);
-            assert_eq!(reply.status(), Some(405));
-        }
-        // Two 531s and a 401: the third failure bans.
-        assert_eq!(login_status(port, "/client/api", a, "wrong"), Some(531));
-        assert_eq!(login_status(port, "/client/api", a, "wrong"), Some(531));
-        assert_eq!(login_status(port, "/client/api", a, "password"), Some(200));
-        assert_eq!(get_from(port, API, a).status(), Some(401));
-        assert_eq!(login_status(port, "/client/api", a, "password"), Some(403));
-        assert_one_ban(&nginx, "z", a, 3, 600, "warn");
-        let (total, by) = mock.stats();
-        assert_eq!(by.get(&200), Some(&6), "{by:?}");
-        assert_eq!(by.get(&405), Some(&5), "{by:?}");
-        assert_eq!(by.get(&531), Some(&2), "{by:?}");
-        assert_eq!(by.get(&401), Some(&1), "{by:?}");
-        assert_eq!(total, 14, "{by:?}");
+            assert_eq!(get_from(port, API, a).status(), Some(401));
+            assert_eq!(login_status(port, "/client/api", a, "password"), Some(403));
+            assert_one_ban(nginx, "z", a, 3, 600, "warn");
+            let (total, by) = mock.stats();
+            assert_eq!(by.get(&200), Some(&6), "{by:?}");
+            assert_eq!(by.get(&405), Some(&5), "{by:?}");
+            assert_eq!(by.get(&531), Some(&2), "{by:?}");
+            assert_eq!(by.get(&401), Some(&1), "{by:?}");
+            assert_eq!(total, 14, "{by:?}");
 
-        // Where only 401 counts, 531s are harmless...
-        let c = "198.51.100.31";
-        for _ in 0..5 {
-            assert_eq!(login_status(port, "/default/api", c, "wrong"), Some(531));
-        }
-        assert_eq!(login_status(port, "/default/api", c, "password"), Some(200));
-        // ... and did not count: c starts from zero where they do.
-        for _ in 0..2 {
+            // Where only 401 counts, 531s are harmless...
+            let c = "198.51.100.31";
+            for _ in 0..5 {
+                assert_eq!(login_status(port, "/default/api", c, "wrong"), Some(531));
+            }
+            assert_eq!(login_status(port, "/default/api", c, "password"), Some(200));
+            // ... and did not count: c starts from zero where they do.
+            for _ in 0..2 {
+                assert_eq!(login_status(port, "/client/api", c, "wrong"), Some(531));
+            }
+            assert_eq!(login_status(port, "/client/api", c, "password"), Some(200));
+            assert!(ban_lines(nginx, "z", c).is_empty());
             assert_eq!(login_status(port, "/client/api", c, "wrong"), Some(531));
-        }
-        assert_eq!(login_status(port, "/client/api", c, "password"), Some(200));
-        assert!(ban_lines(&nginx, "z", c).is_empty());
-        assert_eq!(login_status(port, "/client/api", c, "wrong"), Some(531));
-        assert_one_ban(&nginx, "z", c, 3, 600, "warn");
-        assert_eq!(login_status(port, "/default/api", c, "password"), Some(403));
-        assert_eq!(mock_count(&mock, 531), 2 + 5 + 3);
-        nginx.assert_clean();
-    });
+            assert_one_ban(nginx, "z", c, 3, 600, "warn");
+            assert_eq!(login_status(port, "/default/api", c, "password"), Some(403));
+            assert_eq!(mock_count(mock, 531), 2 + 5 + 3);
+        },
+    );
 }
 
 // 4 ----------------------------------------------------------------------
@@ -541,10 +567,10 @@ fn fail_status_list() {
 /// counted nor refused; their neighbours just outside are.
 #[test]
 fn ignore_networks() {
-    with_timeout(60, || {
-        let (mock, nginx) = start_with_mock(
-            2,
-            r#"
+    with_mock(
+        60,
+        2,
+        r#"
             authban_zone zone=z:1m maxretry=2;
             server {
                 listen 127.0.0.1:{port};
@@ -555,46 +581,45 @@ fn ignore_networks() {
                 }
             }
             "#,
-        );
-        let port = nginx.port();
-        let ignored = [
-            "192.0.2.50",
-            "192.0.2.255",
-            "2001:db8:1::5",
-            "2001:db8:1:ffff::1",
-        ];
-        let counted = ["192.0.3.1", "2001:db8:2::5"];
-        for addr in ignored {
-            assert_gets(port, API, addr, 6, 401);
-        }
-        for addr in counted {
-            assert_gets(port, API, addr, 2, 401);
-            assert_eq!(get_from(port, API, addr).status(), Some(403), "{addr}");
-            assert_one_ban(&nginx, "z", addr, 2, 600, "warn");
-        }
-        // Still passing while others are banned.
-        for addr in ignored {
-            assert_eq!(get_from(port, API, addr).status(), Some(401), "{addr}");
-        }
-        assert_eq!(mock_count(&mock, 401), 4 * 7 + 2 * 2);
-        for addr in ignored {
-            let log = entries_of(&nginx, addr, 7);
-            assert!(
-                log.iter().all(|e| e.ab == "IGNORED" && e.status == 401),
-                "{log:#?}"
-            );
-            assert!(ban_lines(&nginx, "z", addr).is_empty());
-        }
-        for addr in counted {
-            let log = entries_of(&nginx, addr, 3);
-            assert_eq!(
-                ab_statuses(&log),
-                [(401, "PASSED"), (401, "PASSED"), (403, "BANNED")],
-                "{log:#?}"
-            );
-        }
-        nginx.assert_clean();
-    });
+        |mock, nginx| {
+            let port = nginx.port();
+            let ignored = [
+                "192.0.2.50",
+                "192.0.2.255",
+                "2001:db8:1::5",
+                "2001:db8:1:ffff::1",
+            ];
+            let counted = ["192.0.3.1", "2001:db8:2::5"];
+            for addr in ignored {
+                assert_gets(port, API, addr, 6, 401);
+            }
+            for addr in counted {
+                assert_gets(port, API, addr, 2, 401);
+                assert_eq!(get_from(port, API, addr).status(), Some(403), "{addr}");
+                assert_one_ban(nginx, "z", addr, 2, 600, "warn");
+            }
+            // Still passing while others are banned.
+            for addr in ignored {
+                assert_eq!(get_from(port, API, addr).status(), Some(401), "{addr}");
+            }
+            assert_eq!(mock_count(mock, 401), 4 * 7 + 2 * 2);
+            for addr in ignored {
+                let log = entries_of(nginx, addr, 7);
+                assert!(
+                    log.iter().all(|e| e.ab == "IGNORED" && e.status == 401),
+                    "{log:#?}"
+                );
+                assert!(ban_lines(nginx, "z", addr).is_empty());
+            }
+            for addr in counted {
+                assert_outcomes(
+                    nginx,
+                    addr,
+                    &[(401, "PASSED"), (401, "PASSED"), (403, "BANNED")],
+                );
+            }
+        },
+    );
 }
 
 /// An IPv4-mapped IPv6 client (as a dual-stack listener or realip shows an
@@ -602,10 +627,10 @@ fn ignore_networks() {
 /// share its exemption.
 #[test]
 fn ignore_covers_ipv4_mapped_clients() {
-    with_timeout(60, || {
-        let (mock, nginx) = start_with_mock(
-            2,
-            r#"
+    with_mock(
+        60,
+        2,
+        r#"
             authban_zone zone=z:1m maxretry=2;
             server {
                 listen 127.0.0.1:{port};
@@ -616,23 +641,23 @@ fn ignore_covers_ipv4_mapped_clients() {
                 }
             }
             "#,
-        );
-        let port = nginx.port();
-        let mapped = "::ffff:192.0.2.60";
-        for i in 0..4 {
-            assert_eq!(
-                get_from(port, API, mapped).status(),
-                Some(401),
-                "request {i} of {mapped} (in the ignored 192.0.2.0/24)\n{}",
-                nginx.error_log()
-            );
-        }
-        let log = entries_of(&nginx, mapped, 4);
-        assert!(log.iter().all(|e| e.ab == "IGNORED"), "{log:#?}");
-        assert!(ban_lines(&nginx, "z", "192.0.2.60").is_empty());
-        assert_eq!(mock_count(&mock, 401), 4);
-        nginx.assert_clean();
-    });
+        |mock, nginx| {
+            let port = nginx.port();
+            let mapped = "::ffff:192.0.2.60";
+            for i in 0..4 {
+                assert_eq!(
+                    get_from(port, API, mapped).status(),
+                    Some(401),
+                    "request {i} of {mapped} (in the ignored 192.0.2.0/24)\n{}",
+                    nginx.error_log()
+                );
+            }
+            let log = entries_of(nginx, mapped, 4);
+            assert!(log.iter().all(|e| e.ab == "IGNORED"), "{log:#?}");
+            assert!(ban_lines(nginx, "z", "192.0.2.60").is_empty());
+            assert_eq!(mock_count(mock, 401), 4);
+        },
+    );
 }
 
 // 5 ----------------------------------------------------------------------
@@ -641,37 +666,37 @@ fn ignore_covers_ipv4_mapped_clients() {
 /// DRY_RUN for the address from then on.
 #[test]
 fn dry_run_refuses_nothing() {
-    with_timeout(60, || {
-        let (mock, nginx) = start_with_mock(
-            2,
-            r#"
+    with_mock(
+        60,
+        2,
+        r#"
             authban_zone zone=z:1m maxretry=3;
             server {
                 listen 127.0.0.1:{port};
                 location /client/api { authban z; authban_dry_run on; proxy_pass http://MOCK; }
             }
             "#,
-        );
-        let port = nginx.port();
-        let (a, b) = ("198.51.100.50", "2001:db8::50");
-        assert_gets(port, API, a, 8, 401);
-        assert_eq!(get_from(port, API, b).status(), Some(401));
-        assert_eq!(mock_count(&mock, 401), 9);
+        |mock, nginx| {
+            let port = nginx.port();
+            let (a, b) = ("198.51.100.50", "2001:db8::50");
+            assert_gets(port, API, a, 8, 401);
+            assert_eq!(get_from(port, API, b).status(), Some(401));
+            assert_eq!(mock_count(mock, 401), 9);
 
-        assert_one_message(&nginx, "would ban", "z", a, 3, 600, "warn");
-        assert!(
-            !nginx.error_log().contains("authban: ban "),
-            "{}",
-            nginx.error_log()
-        );
+            assert_one_message(nginx, "would ban", "z", a, 3, 600, "warn");
+            assert!(
+                !nginx.error_log().contains("authban: ban "),
+                "{}",
+                nginx.error_log()
+            );
 
-        let log = entries_of(&nginx, a, 8);
-        let abs = ab_statuses(&log);
-        assert_eq!(abs[..5], [(401, "DRY_RUN"); 5], "{log:#?}");
-        assert_eq!(abs[5..], [(401, "PASSED"); 3], "{log:#?}");
-        assert_eq!(entries_of(&nginx, b, 1)[0].ab, "PASSED");
-        nginx.assert_clean();
-    });
+            let log = entries_of(nginx, a, 8);
+            let abs = ab_statuses(&log);
+            assert_eq!(abs[..5], [(401, "DRY_RUN"); 5], "{log:#?}");
+            assert_eq!(abs[5..], [(401, "PASSED"); 3], "{log:#?}");
+            assert_eq!(entries_of(nginx, b, 1)[0].ab, "PASSED");
+        },
+    );
 }
 
 // 6 ----------------------------------------------------------------------
@@ -739,38 +764,35 @@ fn status_variable_in_access_log() {
 /// address's counter.
 #[test]
 fn realip_ipv6_and_mapped_ipv4() {
-    with_timeout(60, || {
-        let (mock, nginx) = start_with_mock(2, &guarded_api("maxretry=4", ""));
+    with_mock(60, 2, &guarded_api("maxretry=4", ""), |mock, nginx| {
         let port = nginx.port();
         let v6 = "2001:db8::7";
         assert_gets(port, API, v6, 4, 401);
         assert_eq!(get_from(port, API, v6).status(), Some(403));
         assert_eq!(get_from(port, API, "2001:db8::8").status(), Some(401));
-        assert_one_ban(&nginx, "z", v6, 4, 600, "warn");
+        assert_one_ban(nginx, "z", v6, 4, 600, "warn");
 
         // Two failures each way make four for one address.
         let (mapped, plain) = ("::ffff:198.51.100.9", "198.51.100.9");
         for addr in [mapped, plain, mapped] {
             assert_eq!(get_from(port, API, addr).status(), Some(401), "{addr}");
         }
-        assert!(ban_lines(&nginx, "z", plain).is_empty());
+        assert!(ban_lines(nginx, "z", plain).is_empty());
         assert_eq!(get_from(port, API, plain).status(), Some(401));
         assert_eq!(get_from(port, API, plain).status(), Some(403));
         assert_eq!(get_from(port, API, mapped).status(), Some(403));
-        assert_eq!(mock_count(&mock, 401), 4 + 1 + 4);
-        assert_one_ban(&nginx, "z", plain, 4, 600, "warn");
+        assert_eq!(mock_count(mock, 401), 4 + 1 + 4);
+        assert_one_ban(nginx, "z", plain, 4, 600, "warn");
         assert!(
             !nginx.error_log().contains("addr=::ffff:"),
             "{}",
             nginx.error_log()
         );
-        let log = entries_of(&nginx, mapped, 3);
-        assert_eq!(
-            ab_statuses(&log),
-            [(401, "PASSED"), (401, "PASSED"), (403, "BANNED")],
-            "{log:#?}"
+        assert_outcomes(
+            nginx,
+            mapped,
+            &[(401, "PASSED"), (401, "PASSED"), (403, "BANNED")],
         );
-        nginx.assert_clean();
     });
 }
 
@@ -834,10 +856,10 @@ fn ban_expires() {
 /// not over a ban.
 #[test]
 fn satisfy_any_does_not_lift_a_ban() {
-    with_timeout(60, || {
-        let (mock, nginx) = start_with_mock(
-            2,
-            r#"
+    with_mock(
+        60,
+        2,
+        r#"
             authban_zone zone=z:1m maxretry=3;
             server {
                 listen 127.0.0.1:{port};
@@ -858,32 +880,32 @@ fn satisfy_any_does_not_lift_a_ban() {
                 }
             }
             "#,
-        );
-        write_files(&nginx, &["basic/f.txt"]);
-        let port = nginx.port();
-        let (a, b, allowed) = ("198.51.100.90", "198.51.100.91", "192.0.2.90");
-        assert_gets(port, API, a, 3, 401);
-        assert_eq!(get_from(port, API, a).status(), Some(403));
-        assert_eq!(auth_status(port, "/basic/f.txt", a, GOOD_AUTH), Some(403));
-        assert_eq!(mock_count(&mock, 401), 3);
+        |mock, nginx| {
+            write_files(nginx, &["basic/f.txt"]);
+            let port = nginx.port();
+            let (a, b, allowed) = ("198.51.100.90", "198.51.100.91", "192.0.2.90");
+            assert_gets(port, API, a, 3, 401);
+            assert_eq!(get_from(port, API, a).status(), Some(403));
+            assert_eq!(auth_status(port, "/basic/f.txt", a, GOOD_AUTH), Some(403));
+            assert_eq!(mock_count(mock, 401), 3);
 
-        // Failures of auth_basic under satisfy any count too...
-        assert_eq!(auth_status(port, "/basic/f.txt", b, GOOD_AUTH), Some(200));
-        for _ in 0..3 {
-            assert_eq!(auth_status(port, "/basic/f.txt", b, BAD_AUTH), Some(401));
-        }
-        // ... and valid credentials do not lift the ban.
-        assert_eq!(auth_status(port, "/basic/f.txt", b, GOOD_AUTH), Some(403));
-        assert_eq!(get_from(port, API, b).status(), Some(403));
-        assert_one_ban(&nginx, "z", b, 3, 600, "warn");
+            // Failures of auth_basic under satisfy any count too...
+            assert_eq!(auth_status(port, "/basic/f.txt", b, GOOD_AUTH), Some(200));
+            for _ in 0..3 {
+                assert_eq!(auth_status(port, "/basic/f.txt", b, BAD_AUTH), Some(401));
+            }
+            // ... and valid credentials do not lift the ban.
+            assert_eq!(auth_status(port, "/basic/f.txt", b, GOOD_AUTH), Some(403));
+            assert_eq!(get_from(port, API, b).status(), Some(403));
+            assert_one_ban(nginx, "z", b, 3, 600, "warn");
 
-        // An address the `allow` rule lets in without a password.
-        assert_eq!(get_from(port, "/basic/f.txt", allowed).status(), Some(200));
-        assert_gets(port, API, allowed, 3, 401);
-        assert_eq!(get_from(port, "/basic/f.txt", allowed).status(), Some(403));
-        assert_eq!(mock_count(&mock, 401), 6);
-        nginx.assert_clean();
-    });
+            // An address the `allow` rule lets in without a password.
+            assert_eq!(get_from(port, "/basic/f.txt", allowed).status(), Some(200));
+            assert_gets(port, API, allowed, 3, 401);
+            assert_eq!(get_from(port, "/basic/f.txt", allowed).status(), Some(403));
+            assert_eq!(mock_count(mock, 401), 6);
+        },
+    );
 }
 
 // 10 ---------------------------------------------------------------------
@@ -892,10 +914,10 @@ fn satisfy_any_does_not_lift_a_ban() {
 /// workers still produce exactly one ban message, in the documented shape.
 #[test]
 fn one_ban_message_under_concurrency() {
-    with_timeout(120, || {
-        let (mock, nginx) = start_with_mock(
-            4,
-            r#"
+    with_mock(
+        120,
+        4,
+        r#"
             authban_zone zone=z:1m maxretry=5 bantime=2m;
             server {
                 listen 127.0.0.1:{port} reuseport;
@@ -903,46 +925,46 @@ fn one_ban_message_under_concurrency() {
                 location /client/api { authban z; proxy_pass http://MOCK; }
             }
             "#,
-        );
-        let port = nginx.port();
-        for addr in ["198.51.100.77", "2001:db8::77"] {
-            mock.reset();
-            let threads = 8;
-            let barrier = Arc::new(Barrier::new(threads));
-            let handles: Vec<_> = (0..threads)
-                .map(|_| {
-                    let barrier = Arc::clone(&barrier);
-                    thread::spawn(move || {
-                        barrier.wait();
-                        (0..5)
-                            .map(|_| get_from(port, API, addr).status())
-                            .collect::<Vec<_>>()
+        |mock, nginx| {
+            let port = nginx.port();
+            for addr in ["198.51.100.77", "2001:db8::77"] {
+                mock.reset();
+                let threads = 8;
+                let barrier = Arc::new(Barrier::new(threads));
+                let handles: Vec<_> = (0..threads)
+                    .map(|_| {
+                        let barrier = Arc::clone(&barrier);
+                        thread::spawn(move || {
+                            barrier.wait();
+                            (0..5)
+                                .map(|_| get_from(port, API, addr).status())
+                                .collect::<Vec<_>>()
+                        })
                     })
-                })
-                .collect();
-            let statuses: Vec<Option<u16>> = handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap())
-                .collect();
-            let failed = statuses.iter().filter(|s| **s == Some(401)).count() as u64;
-            let refused = statuses.iter().filter(|s| **s == Some(403)).count() as u64;
-            assert_eq!(failed + refused, 40, "{statuses:?}");
-            assert!(failed >= 5, "{statuses:?}");
-            assert_eq!(mock_count(&mock, 401), failed);
-            assert_gets(port, API, addr, 4, 403);
-            assert_eq!(mock_count(&mock, 401), failed);
-            assert_one_ban(&nginx, "z", addr, 5, 120, "error");
-            let log = entries_of(&nginx, addr, 44);
-            assert_eq!(
-                log.iter().filter(|e| e.ab == "BANNED").count() as u64,
-                refused + 4
-            );
-        }
-        // Exactly one ban message per ban in total.
-        let all = log_lines(&nginx.error_log(), "authban: ban ");
-        assert_eq!(all.len(), 2, "{all:#?}");
-        nginx.assert_clean();
-    });
+                    .collect();
+                let statuses: Vec<Option<u16>> = handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap())
+                    .collect();
+                let failed = statuses.iter().filter(|s| **s == Some(401)).count() as u64;
+                let refused = statuses.iter().filter(|s| **s == Some(403)).count() as u64;
+                assert_eq!(failed + refused, 40, "{statuses:?}");
+                assert!(failed >= 5, "{statuses:?}");
+                assert_eq!(mock_count(mock, 401), failed);
+                assert_gets(port, API, addr, 4, 403);
+                assert_eq!(mock_count(mock, 401), failed);
+                assert_one_ban(nginx, "z", addr, 5, 120, "error");
+                let log = entries_of(nginx, addr, 44);
+                assert_eq!(
+                    log.iter().filter(|e| e.ab == "BANNED").count() as u64,
+                    refused + 4
+                );
+            }
+            // Exactly one ban message per ban in total.
+            let all = log_lines(&nginx.error_log(), "authban: ban ");
+            assert_eq!(all.len(), 2, "{all:#?}");
+        },
+    );
 }
 
 // 11 ---------------------------------------------------------------------

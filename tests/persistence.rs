@@ -186,6 +186,16 @@ fn expect_ban(n: &Nginx, zone: &str, addr: &str, failures: u32, bantime: u32, of
 }
 
 /// The ban messages of exactly `addr` in `zone`.
+/// `failures` failures of `addr` in zone `z` ban it (its `offence`-th ban,
+/// for `bantime` s), and it is refused from then on.
+fn ban_by_failures(n: &Nginx, addr: &str, failures: u32, bantime: u32, offence: u32) {
+    for _ in 0..failures {
+        fail(n, "z", addr);
+    }
+    expect_ban(n, "z", addr, failures, bantime, offence);
+    assert_refused(n, "z", addr);
+}
+
 fn bans_logged(n: &Nginx, zone: &str, addr: &str) -> Vec<String> {
     messages(n, &format!("authban: ban zone={zone} addr={addr} "))
 }
@@ -229,6 +239,32 @@ impl Drop for StateDir {
             let _ = fs::remove_dir_all(&self.0);
         }
     }
+}
+
+/// Zone `z` with `params` and its state file in a fresh [`StateDir`]: the
+/// set-up most tests here share.
+struct StateZone {
+    dir: StateDir,
+    path: PathBuf,
+    conf: String,
+}
+
+impl StateZone {
+    fn new(params: &str) -> StateZone {
+        let dir = StateDir::new();
+        let path = dir.file("z.state");
+        let conf = config(&[&format!("zone=z:1m {params} state={}", path.display())]);
+        StateZone { dir, path, conf }
+    }
+}
+
+/// One failure of `addr` bans it for `bantime` s (its first offence), then
+/// no request at all until the ban is over: the zone notices its end lazily.
+fn ban_and_let_it_end_unnoticed(n: &Nginx, addr: &str, bantime: u32) {
+    fail(n, "z", addr);
+    let t = unix_now();
+    expect_ban(n, "z", addr, 1, bantime, 1);
+    sleep_until_unix(t + f64::from(bantime) + 1.3);
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -355,14 +391,9 @@ fn kill(pid: i32, sig: i32) {
 #[test]
 fn stop_and_start_keep_a_ban_and_its_end() {
     with_timeout(90, || {
-        let dir = StateDir::new();
-        let path = dir.file("z.state");
         // An interval far beyond the test: only the exit writes the file.
-        let zone = format!(
-            "zone=z:1m maxretry=3 bantime=1h state={} state_interval=1h",
-            path.display()
-        );
-        let conf = config(&[&zone]);
+        let StateZone { dir, path, conf } =
+            StateZone::new("maxretry=3 bantime=1h state_interval=1h");
         let (a, other) = ("192.0.2.10", "192.0.2.11");
 
         let n1 = opts().start(&conf);
@@ -371,11 +402,7 @@ fn stop_and_start_keep_a_ban_and_its_end() {
             "first start restored something:\n{}",
             n1.error_log()
         );
-        for _ in 0..3 {
-            fail(&n1, "z", a);
-        }
-        expect_ban(&n1, "z", a, 3, 3600, 1);
-        assert_refused(&n1, "z", a);
+        ban_by_failures(&n1, a, 3, 3600, 1);
         let before = api(&n1, &format!("zone=z&addr={a}"));
         assert!(before.bool("banned"), "{before:?}");
         let (since, until) = (before.u64("since"), before.u64("until"));
@@ -440,12 +467,11 @@ fn stop_and_start_keep_a_ban_and_its_end() {
 #[test]
 fn reload_writes_the_state_file() {
     with_timeout(60, || {
-        let dir = StateDir::new();
-        let path = dir.file("z.state");
-        let conf = config(&[&format!(
-            "zone=z:1m maxretry=1 bantime=1h state={} state_interval=1h",
-            path.display()
-        )]);
+        let StateZone {
+            dir: _dir,
+            path,
+            conf,
+        } = StateZone::new("maxretry=1 bantime=1h state_interval=1h");
         let a = "192.0.2.15";
         let mut n = opts().start(&conf);
         fail(&n, "z", a);
@@ -519,13 +545,11 @@ fn workers_as_default_user_write_into_a_world_writable_dir() {
 #[test]
 fn sigkill_of_all_nginx_loses_at_most_one_interval() {
     with_timeout(90, || {
-        let dir = StateDir::new();
-        let path = dir.file("z.state");
-        let zone = format!(
-            "zone=z:1m maxretry=2 bantime=1h state={} state_interval=1s",
-            path.display()
-        );
-        let conf = config(&[&zone]);
+        let StateZone {
+            dir: _dir,
+            path,
+            conf,
+        } = StateZone::new("maxretry=2 bantime=1h state_interval=1s");
         let (a, b) = ("192.0.2.20", "192.0.2.21");
 
         let n1 = opts().start(&conf);
@@ -665,11 +689,7 @@ fn size_change_on_reload_keeps_bans_and_histories() {
         assert_refused(&n, "z", c);
 
         // B's history did carry over: a second offence, twice as long.
-        for _ in 0..3 {
-            fail(&n, "z", b);
-        }
-        expect_ban(&n, "z", b, 3, 4, 2);
-        assert_refused(&n, "z", b);
+        ban_by_failures(&n, b, 3, 4, 2);
         n.assert_clean();
     });
 }
@@ -679,19 +699,15 @@ fn size_change_on_reload_keeps_bans_and_histories() {
 #[test]
 fn offence_history_survives_a_restart() {
     with_timeout(90, || {
-        let dir = StateDir::new();
-        let path = dir.file("z.state");
-        let conf = config(&[&format!(
-            "zone=z:1m maxretry=1 bantime=2s increment=on maxtime=1h state={} state_interval=1h",
-            path.display()
-        )]);
+        let StateZone {
+            dir: _dir,
+            path,
+            conf,
+        } = StateZone::new("maxretry=1 bantime=2s increment=on maxtime=1h state_interval=1h");
         let h = "192.0.2.60";
 
         let n = opts().start(&conf);
-        fail(&n, "z", h);
-        let t = unix_now();
-        expect_ban(&n, "z", h, 1, 2, 1);
-        sleep_until_unix(t + 3.3);
+        ban_and_let_it_end_unnoticed(&n, h, 2);
         assert_passes(&n, "z", h);
         expect_message(
             &n,
@@ -706,9 +722,7 @@ fn offence_history_survives_a_restart() {
         let n = opts().start(&conf);
         expect_message(&n, &restore_notice("z", 1, 1, &path.display().to_string()));
         assert_passes(&n, "z", h);
-        fail(&n, "z", h);
-        expect_ban(&n, "z", h, 1, 4, 2);
-        assert_refused(&n, "z", h);
+        ban_by_failures(&n, h, 1, 4, 2);
         n.assert_clean();
     });
 }
@@ -722,11 +736,8 @@ fn resize_keeps_history_of_a_ban_that_ended_unnoticed() {
         let params = "maxretry=1 bantime=2s increment=on maxtime=1h";
         let mut n = opts().start(&config(&[&format!("zone=z:1m {params}")]));
         let q = "192.0.2.61";
-        fail(&n, "z", q);
-        let t = unix_now();
-        expect_ban(&n, "z", q, 1, 2, 1);
         // No request at all until the ban is over and the zone resized.
-        sleep_until_unix(t + 3.3);
+        ban_and_let_it_end_unnoticed(&n, q, 2);
         let log_at = n.error_log_len();
         n.reload_with(&config(&[&format!("zone=z:2m {params}")]));
         let since_reload = n.error_log_since(log_at);
@@ -751,19 +762,15 @@ fn resize_keeps_history_of_a_ban_that_ended_unnoticed() {
 #[test]
 fn restart_keeps_history_of_a_ban_that_ended_unnoticed() {
     with_timeout(60, || {
-        let dir = StateDir::new();
-        let path = dir.file("z.state");
-        let conf = config(&[&format!(
-            "zone=z:1m maxretry=1 bantime=2s increment=on maxtime=1h state={} state_interval=1h",
-            path.display()
-        )]);
+        let StateZone {
+            dir: _dir,
+            path,
+            conf,
+        } = StateZone::new("maxretry=1 bantime=2s increment=on maxtime=1h state_interval=1h");
         let q = "192.0.2.62";
         let n = opts().start(&conf);
-        fail(&n, "z", q);
-        let t = unix_now();
-        expect_ban(&n, "z", q, 1, 2, 1);
         // No request at all until the ban is over and nginx stopped.
-        sleep_until_unix(t + 3.3);
+        ban_and_let_it_end_unnoticed(&n, q, 2);
         assert!(n.stop().success());
         let text = fs::read_to_string(&path).expect("no state file after stop");
         let saved = read_state(&path);
@@ -844,13 +851,11 @@ fn expired_bans_in_the_state_file_are_not_restored() {
 #[test]
 fn damaged_state_file_is_ignored_and_rewritten() {
     with_timeout(120, || {
-        let dir = StateDir::new();
-        let path = dir.file("z.state");
-        let zone = format!(
-            "zone=z:1m maxretry=2 bantime=1h state={} state_interval=1s",
-            path.display()
-        );
-        let conf = config(&[&zone]);
+        let StateZone {
+            dir: _dir,
+            path,
+            conf,
+        } = StateZone::new("maxretry=2 bantime=1h state_interval=1s");
         let a = "192.0.2.40";
 
         // A valid file, written by nginx.
@@ -992,9 +997,7 @@ fn escalating_bans_double_up_to_maxtime() {
             assert_passes(&n, "z", a);
         }
         // Capped from now on.
-        fail(&n, "z", a);
-        expect_ban(&n, "z", a, 1, 5, 4);
-        assert_refused(&n, "z", a);
+        ban_by_failures(&n, a, 1, 5, 4);
         let want: Vec<String> = [(2, 1), (4, 2), (5, 3), (5, 4)]
             .iter()
             .map(|&(b, k)| ban_message("z", a, 1, b, k))
