@@ -314,3 +314,24 @@ fn mock_counts_and_resets() {
         assert_eq!(mock.stats().0, 0);
     });
 }
+
+#[test]
+fn json_reader_is_strict_and_keeps_field_order() {
+    let v = Json::parse(r#"{"b":1,"a":{"x":[true,"s"]},"c":null}"#).unwrap();
+    assert_eq!(v.keys(), ["b", "a", "c"]);
+    assert_eq!(v.u64("b"), 1);
+    assert!(v.get("a").arr("x")[0].as_bool());
+    assert_eq!(v.get("a").arr("x")[1].as_str(), "s");
+    assert!(v.opt("d").is_none());
+    for bad in [
+        r#"{"a":1,"a":2}"#,
+        r#"{"a":{"b":1,"b":1}}"#,
+        r#"[{"a":1,"a":1}]"#,
+        "{\"a\":\"\u{1}\"}",
+        r#"{"a":1} x"#,
+        r#"{"a":01}"#,
+        "",
+    ] {
+        assert!(Json::parse(bad).is_err(), "{bad}");
+    }
+}

@@ -1,14 +1,19 @@
 //! Directive argument parsing, free of nginx so it is unit-tested alone.
-//! Errors are short phrases; the directive handlers prefix the directive's
-//! name and nginx appends the file and line.
+//! Errors are [`DirectiveError`]s, phrased as nginx phrases its own; the
+//! directive handlers prefix the directive's name and nginx appends the
+//! file and line.
 
-use ipnet::IpNet;
+use core::fmt;
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
+use crate::engine::key::Key;
 use crate::engine::table::Policy;
 
-/// nginx's own minimum for a zone (limit_req's rule): eight 4 KiB pages.
-pub const MIN_ZONE_SIZE: usize = 8 * 4096;
+/// A zone spans at least this many memory pages (limit_req's rule:
+/// `8 * ngx_pagesize`, 32k on 4 KiB pages).
+pub const MIN_ZONE_PAGES: usize = 8;
 pub const MAX_RETRY: u32 = 65_535;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -24,67 +29,181 @@ pub struct ZoneSpec {
 
 pub const DEFAULT_STATE_INTERVAL: u32 = 10;
 
-/// nginx size syntax: bytes, or a number with k/K or m/M (and g/G).
+/// What a value must be, as the end of an "invalid NAME "VALUE": ..."
+/// message says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Expected {
+    #[error("must be {0} to {1}")]
+    Range(u32, u32),
+    #[error("expected a time of 1s or more")]
+    Time,
+    #[error("must be on or off")]
+    OnOff,
+    #[error("must be off or 2 to 255")]
+    Widen,
+    #[error("expected a file path")]
+    Path,
+    #[error("must be info, notice, warn or error")]
+    Level,
+}
+
+/// A directive value authban refuses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DirectiveError {
+    #[error("invalid parameter \"{0}\"")]
+    InvalidParameter(String),
+    #[error("duplicate parameter \"{0}=\"")]
+    DuplicateParameter(String),
+    #[error("missing \"zone=NAME:SIZE\"")]
+    MissingZone,
+    #[error("invalid zone \"{0}\": expected zone=NAME:SIZE")]
+    ZoneSyntax(String),
+    #[error("invalid zone \"{0}\": empty name")]
+    EmptyZoneName(String),
+    #[error("invalid zone size \"{0}\"")]
+    InvalidSize(String),
+    #[error("zone \"{name}\" is too small: {size} bytes, at least {}", Size(*.min))]
+    ZoneTooSmall {
+        name: String,
+        size: usize,
+        min: usize,
+    },
+    /// `invalid NAME "VALUE": EXPECTED`.
+    #[error("invalid {name} \"{value}\": {expected}")]
+    InvalidValue {
+        name: &'static str,
+        value: String,
+        expected: Expected,
+    },
+    #[error("maxtime ({maxtime}s) is shorter than bantime ({bantime}s)")]
+    MaxtimeBelowBantime { maxtime: u32, bantime: u32 },
+    #[error("invalid address or network \"{0}\"")]
+    InvalidNetwork(String),
+}
+
+/// The directive handlers report errors as text.
+impl From<DirectiveError> for String {
+    fn from(err: DirectiveError) -> String {
+        err.to_string()
+    }
+}
+
+fn invalid(name: &'static str, value: &str, expected: Expected) -> DirectiveError {
+    DirectiveError::InvalidValue {
+        name,
+        value: value.to_string(),
+        expected,
+    }
+}
+
+/// A size as nginx writes one: `32k` when a whole number of KiB or MiB.
+struct Size(usize);
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => write!(f, "0"),
+            n if n % (1 << 20) == 0 => write!(f, "{}m", n >> 20),
+            n if n % (1 << 10) == 0 => write!(f, "{}k", n >> 10),
+            n => write!(f, "{n}"),
+        }
+    }
+}
+
+/// The largest value nginx's parsers take (`NGX_MAX_SIZE_T_VALUE`,
+/// `NGX_MAX_INT_T_VALUE`: the signed maximum of the platform).
+const NGX_MAX: u64 = isize::MAX as u64;
+
+/// nginx size syntax (`ngx_parse_size`): bytes, or a number with `k`/`K`
+/// or `m`/`M`; authban also takes `g`/`G` (as `ngx_parse_offset`). The
+/// number is ASCII digits only, and the result at most nginx's maximum.
 pub fn parse_size(text: &str) -> Option<usize> {
-    let (digits, unit) = match text.as_bytes().last()? {
-        b'k' | b'K' => (&text[..text.len() - 1], 1024),
-        b'm' | b'M' => (&text[..text.len() - 1], 1024 * 1024),
-        b'g' | b'G' => (&text[..text.len() - 1], 1024 * 1024 * 1024),
+    let (digits, scale) = match text.as_bytes().last()? {
+        b'k' | b'K' => (&text[..text.len() - 1], 1 << 10),
+        b'm' | b'M' => (&text[..text.len() - 1], 1 << 20),
+        b'g' | b'G' => (&text[..text.len() - 1], 1 << 30),
         _ => (text, 1),
     };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse::<usize>().ok()?.checked_mul(unit)
-}
-
-/// nginx time syntax in seconds ("90", "10m", "1h30m", "1w"); milliseconds
-/// are refused because bans are kept to the second.
-pub fn parse_time(text: &str) -> Option<u32> {
-    if text.is_empty() {
+    let n: u64 = digits.parse().ok()?;
+    if n > NGX_MAX / scale {
         return None;
     }
+    usize::try_from(n * scale).ok()
+}
+
+/// nginx time syntax in seconds, exactly as `ngx_parse_time(.., is_sec=1)`
+/// (`ngx_conf_set_sec_slot`) reads it: numbers with units `y` `M` `w` `d`
+/// `h` `m` `s`, each at most once and largest first (`y` only first),
+/// spaces allowed after a part (`"1h 30m"`); a number without a unit counts
+/// seconds, and so does one after the last unit (`"1h30"` is 3630); `ms` is
+/// refused (bans are kept to the second); a value over nginx's maximum is
+/// refused. `None` also when the result does not fit 32 bits (136 years).
+pub fn parse_time(text: &str) -> Option<u32> {
+    // nginx's parsing steps, in the order units must come.
+    const START: u8 = 0;
+    const SEC: u8 = 7;
+    const LAST: u8 = 9;
+    let bytes = text.as_bytes();
+    let mut step = START;
+    let mut valid = false;
+    let mut value: u64 = 0;
     let mut total: u64 = 0;
-    let mut number: Option<u64> = None;
-    let mut last_unit = u64::MAX;
-    let mut bytes = text.bytes().peekable();
-    while let Some(b) = bytes.next() {
-        if b.is_ascii_digit() {
-            let n = number.unwrap_or(0).checked_mul(10)? + u64::from(b - b'0');
-            number = Some(n);
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        i += 1;
+        if c.is_ascii_digit() {
+            value = value
+                .checked_mul(10)?
+                .checked_add(u64::from(c - b'0'))
+                .filter(|&v| v <= NGX_MAX)?;
+            valid = true;
             continue;
         }
-        let unit = match b {
-            b'y' => 365 * 86_400,
-            b'M' => 30 * 86_400,
-            b'w' => 7 * 86_400,
-            b'd' => 86_400,
-            b'h' => 3_600,
-            b'm' if bytes.peek() == Some(&b's') => return None,
-            b'm' => 60,
-            b's' => 1,
+        let (unit, scale): (u8, u64) = match c {
+            b'y' if step == START => (1, 365 * 86_400),
+            b'M' => (2, 30 * 86_400),
+            b'w' => (3, 7 * 86_400),
+            b'd' => (4, 86_400),
+            b'h' => (5, 3_600),
+            // `ms`: milliseconds, which nginx refuses in seconds too.
+            b'm' if bytes.get(i) == Some(&b's') => return None,
+            b'm' => (6, 60),
+            b's' => (SEC, 1),
+            // A space right after a number ends it as seconds; nothing but
+            // a number may follow.
+            b' ' if step < SEC => (LAST, 1),
             _ => return None,
         };
-        // Units must come once each, largest first, as nginx requires.
-        if unit >= last_unit {
+        if unit <= step && unit != LAST {
             return None;
         }
-        last_unit = unit;
-        total = total.checked_add(number.take()?.checked_mul(unit)?)?;
-    }
-    if let Some(n) = number {
-        if last_unit == 1 {
+        step = unit;
+        if value > NGX_MAX / scale {
             return None;
         }
-        total = total.checked_add(n)?;
+        total = total.checked_add(value * scale).filter(|&t| t <= NGX_MAX)?;
+        value = 0;
+        while bytes.get(i) == Some(&b' ') {
+            i += 1;
+        }
     }
+    if !valid {
+        return None;
+    }
+    let total = total.checked_add(value).filter(|&t| t <= NGX_MAX)?;
     u32::try_from(total).ok()
 }
 
 /// `zone=NAME:SIZE [maxretry=N] [findtime=TIME] [bantime=TIME]
 /// [state=PATH] [state_interval=TIME] [increment=on|off] [factor=F]
 /// [maxtime=TIME] [history=TIME] [ipv4_prefix=N] [ipv6_prefix=N] [widen=K|off]`.
-pub fn parse_zone(args: &[&str]) -> Result<ZoneSpec, String> {
+/// A zone must span at least [`MIN_ZONE_PAGES`] of `page_size` bytes
+/// (nginx's `ngx_pagesize`).
+pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, DirectiveError> {
     let mut zone: Option<(String, usize)> = None;
     let mut policy = Policy::default();
     let mut state = None;
@@ -92,26 +211,29 @@ pub fn parse_zone(args: &[&str]) -> Result<ZoneSpec, String> {
     let mut seen: Vec<&str> = Vec::new();
     for arg in args {
         let Some((name, value)) = arg.split_once('=') else {
-            return Err(format!("invalid parameter \"{arg}\""));
+            return Err(DirectiveError::InvalidParameter(arg.to_string()));
         };
         if seen.contains(&name) {
-            return Err(format!("duplicate parameter \"{name}=\""));
+            return Err(DirectiveError::DuplicateParameter(name.to_string()));
         }
         seen.push(name);
         match name {
             "zone" => {
                 let Some((zone_name, size)) = value.split_once(':') else {
-                    return Err(format!("invalid zone \"{value}\": expected zone=NAME:SIZE"));
+                    return Err(DirectiveError::ZoneSyntax(value.to_string()));
                 };
                 if zone_name.is_empty() {
-                    return Err(format!("invalid zone \"{value}\": empty name"));
+                    return Err(DirectiveError::EmptyZoneName(value.to_string()));
                 }
-                let size =
-                    parse_size(size).ok_or_else(|| format!("invalid zone size \"{size}\""))?;
-                if size < MIN_ZONE_SIZE {
-                    return Err(format!(
-                        "zone \"{zone_name}\" is too small: {size} bytes, at least 32k"
-                    ));
+                let size = parse_size(size)
+                    .ok_or_else(|| DirectiveError::InvalidSize(size.to_string()))?;
+                let min = MIN_ZONE_PAGES.saturating_mul(page_size);
+                if size < min {
+                    return Err(DirectiveError::ZoneTooSmall {
+                        name: zone_name.to_string(),
+                        size,
+                        min,
+                    });
                 }
                 zone = Some((zone_name.to_string(), size));
             }
@@ -120,9 +242,7 @@ pub fn parse_zone(args: &[&str]) -> Result<ZoneSpec, String> {
                     .parse::<u32>()
                     .ok()
                     .filter(|n| (1..=MAX_RETRY).contains(n))
-                    .ok_or_else(|| {
-                        format!("invalid maxretry \"{value}\": must be 1 to {MAX_RETRY}")
-                    })?;
+                    .ok_or_else(|| invalid("maxretry", value, Expected::Range(1, MAX_RETRY)))?;
             }
             "findtime" => policy.findtime = positive_time("findtime", value)?,
             "bantime" => policy.bantime = positive_time("bantime", value)?,
@@ -131,7 +251,7 @@ pub fn parse_zone(args: &[&str]) -> Result<ZoneSpec, String> {
             "state_interval" => state_interval = positive_time("state_interval", value)?,
             "state" => {
                 if value.is_empty() {
-                    return Err("invalid state \"\": expected a file path".into());
+                    return Err(invalid("state", value, Expected::Path));
                 }
                 state = Some(value.to_string());
             }
@@ -139,7 +259,7 @@ pub fn parse_zone(args: &[&str]) -> Result<ZoneSpec, String> {
                 policy.increment = match value {
                     "on" => true,
                     "off" => false,
-                    _ => return Err(format!("invalid increment \"{value}\": must be on or off")),
+                    _ => return Err(invalid("increment", value, Expected::OnOff)),
                 }
             }
             "factor" => {
@@ -147,7 +267,7 @@ pub fn parse_zone(args: &[&str]) -> Result<ZoneSpec, String> {
                     .parse::<f64>()
                     .ok()
                     .filter(|f| f.is_finite() && (1.0..=1000.0).contains(f))
-                    .ok_or_else(|| format!("invalid factor \"{value}\": must be 1 to 1000"))?;
+                    .ok_or_else(|| invalid("factor", value, Expected::Range(1, 1000)))?;
             }
             "ipv4_prefix" => policy.ipv4_prefix = prefix_len("ipv4_prefix", value, 32)?,
             "ipv6_prefix" => policy.ipv6_prefix = prefix_len("ipv6_prefix", value, 128)?,
@@ -158,25 +278,23 @@ pub fn parse_zone(args: &[&str]) -> Result<ZoneSpec, String> {
                         .parse::<u32>()
                         .ok()
                         .filter(|k| (2..=255).contains(k))
-                        .ok_or_else(|| {
-                            format!("invalid widen \"{value}\": must be off or 2 to 255")
-                        })?,
+                        .ok_or_else(|| invalid("widen", value, Expected::Widen))?,
                 }
             }
-            _ => return Err(format!("invalid parameter \"{arg}\"")),
+            _ => return Err(DirectiveError::InvalidParameter(arg.to_string())),
         }
     }
-    let (name, size) = zone.ok_or("missing \"zone=NAME:SIZE\"")?;
+    let (name, size) = zone.ok_or(DirectiveError::MissingZone)?;
     // The default cap on escalated bans follows a longer bantime; only a
     // maxtime given shorter than bantime is a contradiction.
     if !seen.contains(&"maxtime") {
         policy.maxtime = policy.maxtime.max(policy.bantime);
     }
     if policy.maxtime < policy.bantime {
-        return Err(format!(
-            "maxtime ({}s) is shorter than bantime ({}s)",
-            policy.maxtime, policy.bantime
-        ));
+        return Err(DirectiveError::MaxtimeBelowBantime {
+            maxtime: policy.maxtime,
+            bantime: policy.bantime,
+        });
     }
     Ok(ZoneSpec {
         name,
@@ -187,49 +305,51 @@ pub fn parse_zone(args: &[&str]) -> Result<ZoneSpec, String> {
     })
 }
 
-fn prefix_len(what: &str, value: &str, max: u8) -> Result<u8, String> {
+fn prefix_len(name: &'static str, value: &str, max: u8) -> Result<u8, DirectiveError> {
     value
         .parse::<u8>()
         .ok()
         .filter(|p| (1..=max).contains(p))
-        .ok_or_else(|| format!("invalid {what} \"{value}\": must be 1 to {max}"))
+        .ok_or_else(|| invalid(name, value, Expected::Range(1, u32::from(max))))
 }
 
-fn positive_time(what: &str, value: &str) -> Result<u32, String> {
+fn positive_time(name: &'static str, value: &str) -> Result<u32, DirectiveError> {
     parse_time(value)
         .filter(|&t| t > 0)
-        .ok_or_else(|| format!("invalid {what} \"{value}\": expected a time of 1s or more"))
+        .ok_or_else(|| invalid(name, value, Expected::Time))
 }
 
 /// An HTTP status within `range`.
-pub fn parse_status(text: &str, range: core::ops::RangeInclusive<u16>) -> Result<u16, String> {
+pub fn parse_status(
+    text: &str,
+    range: core::ops::RangeInclusive<u16>,
+) -> Result<u16, DirectiveError> {
     text.parse::<u16>()
         .ok()
         .filter(|s| range.contains(s) && text.bytes().all(|b| b.is_ascii_digit()))
         .ok_or_else(|| {
-            format!(
-                "invalid status \"{text}\": must be {} to {}",
-                range.start(),
-                range.end()
-            )
+            let expected = Expected::Range(u32::from(*range.start()), u32::from(*range.end()));
+            invalid("status", text, expected)
         })
 }
 
 /// An address or network; host bits are dropped (as nginx's `allow` does).
 /// IPv4-mapped IPv6 (`::ffff:a.b.c.d/96+n`) is folded to IPv4 (`/n`), as
 /// clients are: written either way, it matches the same clients.
-pub fn parse_network(text: &str) -> Result<IpNet, String> {
+pub fn parse_network(text: &str) -> Result<IpNet, DirectiveError> {
     let net = match text.parse::<IpNet>() {
         Ok(net) => net.trunc(),
         Err(_) => text
             .parse::<IpAddr>()
             .map(IpNet::from)
-            .map_err(|_| format!("invalid address or network \"{text}\""))?,
+            .map_err(|_| DirectiveError::InvalidNetwork(text.to_string()))?,
     };
     Ok(fold_mapped(net))
 }
 
-fn fold_mapped(net: IpNet) -> IpNet {
+/// An IPv4-mapped IPv6 network of 96 bits or more as the IPv4 network it
+/// maps; any other network as it is.
+pub fn fold_mapped(net: IpNet) -> IpNet {
     let IpNet::V6(v6) = net else { return net };
     match (v6.addr().to_ipv4_mapped(), v6.prefix_len().checked_sub(96)) {
         (Some(v4), Some(len)) => ipnet::Ipv4Net::new(v4, len).map_or(net, IpNet::V4),
@@ -237,22 +357,31 @@ fn fold_mapped(net: IpNet) -> IpNet {
     }
 }
 
+/// The table key of a network (host bits dropped). IPv4-mapped networks
+/// should be folded first ([`fold_mapped`]).
+pub fn net_key(net: IpNet) -> Key {
+    match net.trunc() {
+        IpNet::V4(v4) => Key::network(IpAddr::V4(v4.addr()), v4.prefix_len(), 128),
+        IpNet::V6(v6) => Key::network(IpAddr::V6(v6.addr()), 32, v6.prefix_len()),
+    }
+}
+
 /// Log levels a ban message may use, as nginx numbers them.
-pub fn parse_log_level(text: &str) -> Result<usize, String> {
+pub fn parse_log_level(text: &str) -> Result<usize, DirectiveError> {
     match text {
         "error" => Ok(4),
         "warn" => Ok(5),
         "notice" => Ok(6),
         "info" => Ok(7),
-        _ => Err(format!(
-            "invalid level \"{text}\": must be info, notice, warn or error"
-        )),
+        _ => Err(invalid("level", text, Expected::Level)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PAGE: usize = 4096;
 
     #[test]
     fn sizes() {
@@ -272,33 +401,179 @@ mod tests {
         assert_eq!(parse_time("90"), Some(90));
         assert_eq!(parse_time("1w"), Some(604_800));
         assert_eq!(parse_time("2s"), Some(2));
-        for bad in ["", "10x", "500ms", "m", "1m1h", "1s1", "10m10m", "99999y"] {
+        for bad in ["", "10x", "500ms", "m", "1m1h", "10m10m", "99999y"] {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
     }
 
+    /// `ngx_parse_time(.., 1)` case by case, quirks included: these are
+    /// what nginx's own second-valued directives take.
+    #[test]
+    fn times_as_nginx_reads_them() {
+        let accepted: &[(&str, u32)] = &[
+            ("1h 30m", 5400),
+            ("1h   30m", 5400),
+            ("1d 1h 1m 1s", 90_061),
+            ("1y", 31_536_000),
+            ("1y1M1w1d1h1m1s", 31_536_000 + 2_592_000 + 604_800 + 90_061),
+            ("1M", 2_592_000),
+            ("0", 0),
+            ("00010", 10),
+            // A number after the last unit counts seconds.
+            ("1h30", 3630),
+            ("1s1", 2),
+            ("1s 1", 2),
+            // A space after a bare number ends it as seconds.
+            ("5 ", 5),
+            (" 5", 5),
+            ("5 5", 10),
+            ("1h5 ", 3605),
+            // A unit without a number is zero of it.
+            ("1hm", 3600),
+            ("h1", 1),
+            ("4294967295", u32::MAX),
+            ("136y", 136 * 31_536_000),
+        ];
+        for &(text, secs) in accepted {
+            assert_eq!(parse_time(text), Some(secs), "{text:?}");
+        }
+        let refused = [
+            "s",
+            " ",
+            "1m 1h",
+            "1y1y",
+            "1d1y",
+            "1h 1h",
+            "1m1ms",
+            "1ms",
+            "5 m",
+            "5 5 ",
+            "5 5s",
+            "1s5 ",
+            "1s 5 ",
+            "1H",
+            "1D",
+            "+1",
+            "-1",
+            "1.5h",
+            "1h\t30m",
+            // Over 32 bits (nginx would take them), then over nginx's own
+            // limit.
+            "4294967296",
+            "137y",
+            "9223372036854775807",
+            "9223372036854775808",
+            "292471208678y",
+            "292471208677y 1y",
+        ];
+        for text in refused {
+            assert_eq!(parse_time(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn sizes_as_nginx_reads_them() {
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        assert_eq!(parse_size("0032k"), Some(32 << 10));
+        assert_eq!(parse_size("9223372036854775807"), Some(isize::MAX as usize));
+        for bad in [
+            "9223372036854775808",
+            "9007199254740992k",
+            "8796093022208m",
+            "8589934592g",
+            "1kb",
+            "1 k",
+            " 1k",
+            "k",
+            "+1k",
+        ] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_smallest_zone_is_eight_pages() {
+        assert!(parse_zone(&["zone=z:32k"], 4096).is_ok());
+        assert_eq!(
+            parse_zone(&["zone=z:32767"], 4096).unwrap_err().to_string(),
+            "zone \"z\" is too small: 32767 bytes, at least 32k"
+        );
+        assert_eq!(
+            parse_zone(&["zone=z:256k"], 65_536)
+                .unwrap_err()
+                .to_string(),
+            "zone \"z\" is too small: 262144 bytes, at least 512k"
+        );
+        assert!(parse_zone(&["zone=z:512k"], 65_536).is_ok());
+        assert!(parse_zone(&["zone=z:16k"], 2048).is_ok());
+    }
+
+    #[test]
+    fn messages_word_for_word() {
+        let err = |args: &[&str]| parse_zone(args, PAGE).unwrap_err().to_string();
+        assert_eq!(
+            err(&["zone=x:1m", "maxretry=0"]),
+            "invalid maxretry \"0\": must be 1 to 65535"
+        );
+        assert_eq!(
+            err(&["zone=x:1m", "findtime=500ms"]),
+            "invalid findtime \"500ms\": expected a time of 1s or more"
+        );
+        assert_eq!(
+            err(&["zone=x:1m", "ipv4_prefix=33"]),
+            "invalid ipv4_prefix \"33\": must be 1 to 32"
+        );
+        assert_eq!(
+            err(&["zone=x:1m", "factor=0.5"]),
+            "invalid factor \"0.5\": must be 1 to 1000"
+        );
+        assert_eq!(
+            err(&["zone=x:1m", "widen=1"]),
+            "invalid widen \"1\": must be off or 2 to 255"
+        );
+        assert_eq!(
+            err(&["zone=x:1m", "state="]),
+            "invalid state \"\": expected a file path"
+        );
+        assert_eq!(
+            parse_status("600", 100..=599).unwrap_err().to_string(),
+            "invalid status \"600\": must be 100 to 599"
+        );
+        assert_eq!(
+            parse_log_level("debug").unwrap_err().to_string(),
+            "invalid level \"debug\": must be info, notice, warn or error"
+        );
+        assert_eq!(
+            parse_network("10.0.0.0/40").unwrap_err().to_string(),
+            "invalid address or network \"10.0.0.0/40\""
+        );
+    }
+
     #[test]
     fn zone_defaults_and_parameters() {
-        let spec = parse_zone(&["zone=cs:10m"]).unwrap();
+        let spec = parse_zone(&["zone=cs:10m"], PAGE).unwrap();
         assert_eq!(spec.name, "cs");
         assert_eq!(spec.size, 10 << 20);
         assert_eq!(spec.policy, Policy::default());
         assert_eq!((spec.state, spec.state_interval), (None, 10));
-        let spec = parse_zone(&[
-            "zone=cs:1m",
-            "maxretry=25",
-            "findtime=10m",
-            "bantime=1h",
-            "state=/var/lib/authban/cs.state",
-            "state_interval=30s",
-            "increment=on",
-            "factor=1.5",
-            "maxtime=1d",
-            "history=2d",
-            "ipv4_prefix=24",
-            "ipv6_prefix=64",
-            "widen=3",
-        ])
+        let spec = parse_zone(
+            &[
+                "zone=cs:1m",
+                "maxretry=25",
+                "findtime=10m",
+                "bantime=1h",
+                "state=/var/lib/authban/cs.state",
+                "state_interval=30s",
+                "increment=on",
+                "factor=1.5",
+                "maxtime=1d",
+                "history=2d",
+                "ipv4_prefix=24",
+                "ipv6_prefix=64",
+                "widen=3",
+            ],
+            PAGE,
+        )
         .unwrap();
         assert_eq!(
             spec.policy,
@@ -321,7 +596,7 @@ mod tests {
 
     #[test]
     fn zone_errors_name_the_problem() {
-        let err = |args: &[&str]| parse_zone(args).unwrap_err();
+        let err = |args: &[&str]| parse_zone(args, PAGE).unwrap_err().to_string();
         assert!(err(&["maxretry=3"]).contains("missing \"zone=NAME:SIZE\""));
         assert!(err(&["zone=cs"]).contains("expected zone=NAME:SIZE"));
         assert!(err(&["zone=:1m"]).contains("empty name"));
@@ -347,16 +622,18 @@ mod tests {
 
     #[test]
     fn default_maxtime_follows_a_longer_bantime() {
-        let spec = parse_zone(&["zone=cs:1m", "bantime=30d"]).unwrap();
+        let spec = parse_zone(&["zone=cs:1m", "bantime=30d"], PAGE).unwrap();
         assert_eq!(
             (spec.policy.bantime, spec.policy.maxtime),
             (2_592_000, 2_592_000)
         );
-        let spec = parse_zone(&["zone=cs:1m", "bantime=8d", "increment=off"]).unwrap();
+        let spec = parse_zone(&["zone=cs:1m", "bantime=8d", "increment=off"], PAGE).unwrap();
         assert_eq!(spec.policy.maxtime, 8 * 86_400);
-        let spec = parse_zone(&["zone=cs:1m", "bantime=1h"]).unwrap();
+        let spec = parse_zone(&["zone=cs:1m", "bantime=1h"], PAGE).unwrap();
         assert_eq!(spec.policy.maxtime, 7 * 86_400, "the default stays 7 days");
-        let err = parse_zone(&["zone=cs:1m", "bantime=30d", "maxtime=1d"]).unwrap_err();
+        let err = parse_zone(&["zone=cs:1m", "bantime=30d", "maxtime=1d"], PAGE)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("maxtime (86400s) is shorter than bantime"),
             "{err}"

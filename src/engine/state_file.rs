@@ -23,10 +23,61 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::engine::directive::net_key;
 use crate::engine::key::Key;
 use crate::engine::table::{Ban, Record};
 
 const MAGIC: &str = "authban-state 1";
+
+/// Why a state file is not read (and the zone starts empty).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StateFileError {
+    // Its content.
+    #[error("not an authban state file of version 1")]
+    NotAStateFile,
+    #[error("written for zone \"{0}\"")]
+    OtherZone(String),
+    #[error("no zone line")]
+    NoZoneLine,
+    #[error("line {0}: record count does not match")]
+    CountMismatch(usize),
+    #[error("line {0}: bad record")]
+    BadRecord(usize),
+    #[error("line {0}: bad time")]
+    BadTime(usize),
+    #[error("line {0}: bad count")]
+    BadCount(usize),
+    #[error("line {0}: unknown record")]
+    UnknownRecord(usize),
+    #[error("truncated: no end line")]
+    Truncated,
+    #[error("not UTF-8")]
+    NotUtf8,
+    // The file itself.
+    #[error("a symbolic link, not followed")]
+    Symlink,
+    #[error("not a regular file")]
+    NotRegular,
+    #[error("writable by group or others (mode {0:04o})")]
+    Writable(u32),
+    #[error("owned by uid {owner}, neither by the user that writes it (uid {writer}) nor by root")]
+    Owner { owner: u32, writer: u32 },
+    #[error("larger than {0} bytes, more than the zone can hold")]
+    TooLarge(u64),
+    /// The system's reason, as `std::io::Error` words it.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl From<std::io::Error> for StateFileError {
+    fn from(e: std::io::Error) -> Self {
+        StateFileError::Io(e.to_string())
+    }
+}
 
 pub fn render(zone: &str, records: &[Record]) -> String {
     let mut out = format!("{MAGIC}\nzone {zone}\n");
@@ -46,15 +97,15 @@ pub fn render(zone: &str, records: &[Record]) -> String {
     out
 }
 
-pub fn parse(zone: &str, text: &str) -> Result<Vec<Record>, String> {
+pub fn parse(zone: &str, text: &str) -> Result<Vec<Record>, StateFileError> {
     let mut lines = text.lines();
     if lines.next() != Some(MAGIC) {
-        return Err("not an authban state file of version 1".into());
+        return Err(StateFileError::NotAStateFile);
     }
     match lines.next().and_then(|l| l.strip_prefix("zone ")) {
         Some(name) if name == zone => {}
-        Some(name) => return Err(format!("written for zone \"{name}\"")),
-        None => return Err("no zone line".into()),
+        Some(name) => return Err(StateFileError::OtherZone(name.to_string())),
+        None => return Err(StateFileError::NoZoneLine),
     }
     let mut records = Vec::new();
     for (n, line) in lines.enumerate() {
@@ -63,24 +114,24 @@ pub fn parse(zone: &str, text: &str) -> Result<Vec<Record>, String> {
         match fields.as_slice() {
             ["end", count] => {
                 if count.parse::<usize>().ok() != Some(records.len()) {
-                    return Err(format!("line {line_no}: record count does not match"));
+                    return Err(StateFileError::CountMismatch(line_no));
                 }
                 return Ok(records);
             }
             ["ban", key, offences, last, since, until, failures] => {
                 let record =
-                    record(key, offences, last).ok_or(format!("line {line_no}: bad record"))?;
+                    record(key, offences, last).ok_or(StateFileError::BadRecord(line_no))?;
                 let ban = Ban {
                     key: record.key,
                     since: since
                         .parse()
-                        .map_err(|_| format!("line {line_no}: bad time"))?,
+                        .map_err(|_| StateFileError::BadTime(line_no))?,
                     until: until
                         .parse()
-                        .map_err(|_| format!("line {line_no}: bad time"))?,
+                        .map_err(|_| StateFileError::BadTime(line_no))?,
                     failures: failures
                         .parse()
-                        .map_err(|_| format!("line {line_no}: bad count"))?,
+                        .map_err(|_| StateFileError::BadCount(line_no))?,
                     offence: record.offences,
                 };
                 records.push(Record {
@@ -88,21 +139,44 @@ pub fn parse(zone: &str, text: &str) -> Result<Vec<Record>, String> {
                     ..record
                 });
             }
-            ["hist", key, offences, last] => records
-                .push(record(key, offences, last).ok_or(format!("line {line_no}: bad record"))?),
-            _ => return Err(format!("line {line_no}: unknown record")),
+            ["hist", key, offences, last] => {
+                records.push(record(key, offences, last).ok_or(StateFileError::BadRecord(line_no))?)
+            }
+            _ => return Err(StateFileError::UnknownRecord(line_no)),
         }
     }
-    Err("truncated: no end line".into())
+    Err(StateFileError::Truncated)
 }
 
 fn record(key: &str, offences: &str, last: &str) -> Option<Record> {
     Some(Record {
-        key: Key::parse(key)?,
+        key: parse_key(key)?,
         offences: offences.parse().ok()?,
         last_ban_end: last.parse().ok()?,
         ban: None,
     })
+}
+
+/// A record's KEY as `render` writes it: `ADDR` or `ADDR/LEN`, either
+/// family (an IPv4-mapped address is its IPv4 one), LEN at most the
+/// family's bits; host bits are dropped.
+fn parse_key(text: &str) -> Option<Key> {
+    let (ip_text, len_text) = match text.split_once('/') {
+        Some((ip, len)) => (ip, Some(len)),
+        None => (text, None),
+    };
+    let ip = match ip_text.parse().ok()? {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    let net = match len_text {
+        None => IpNet::from(ip),
+        Some(len) if !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit()) => {
+            IpNet::new(ip, len.parse().ok()?).ok()?
+        }
+        Some(_) => return None,
+    };
+    Some(net_key(net))
 }
 
 /// The longest record line `render` writes: `ban`, an IPv6 network of 43
@@ -121,17 +195,12 @@ pub fn max_file_len(capacity: u32) -> u64 {
 /// nobody but its owner may write it, and its owner is the user that writes
 /// state files (`writer`) or root. Anyone else could plant bans (such as
 /// `ban 0.0.0.0/0`) or lift their own.
-pub fn check_trusted(mode: u32, owner: u32, writer: u32) -> Result<(), String> {
+pub fn check_trusted(mode: u32, owner: u32, writer: u32) -> Result<(), StateFileError> {
     if mode & 0o022 != 0 {
-        return Err(format!(
-            "writable by group or others (mode {:04o})",
-            mode & 0o7777
-        ));
+        return Err(StateFileError::Writable(mode & 0o7777));
     }
     if owner != writer && owner != 0 {
-        return Err(format!(
-            "owned by uid {owner}, neither by the user that writes it (uid {writer}) nor by root"
-        ));
+        return Err(StateFileError::Owner { owner, writer });
     }
     Ok(())
 }
@@ -294,14 +363,14 @@ pub fn load(
     zone: &str,
     writer: u32,
     max_len: u64,
-) -> Result<Option<Vec<Record>>, String> {
+) -> Result<Option<Vec<Record>>, StateFileError> {
     // Before opening: opening a device may have effects of its own.
     match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => return Err("a symbolic link, not followed".into()),
-        Ok(m) if !m.file_type().is_file() => return Err("not a regular file".into()),
+        Ok(m) if m.file_type().is_symlink() => return Err(StateFileError::Symlink),
+        Ok(m) if !m.file_type().is_file() => return Err(StateFileError::NotRegular),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     }
     let file = fs::OpenOptions::new()
         .read(true)
@@ -311,28 +380,25 @@ pub fn load(
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) if e.raw_os_error() == Some(nginx_sys::ELOOP as i32) => {
-            return Err("a symbolic link, not followed".into())
+            return Err(StateFileError::Symlink)
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
     // What was opened, which may differ from what was looked at above.
-    let meta = file.metadata().map_err(|e| e.to_string())?;
+    let meta = file.metadata()?;
     if !meta.file_type().is_file() {
-        return Err("not a regular file".into());
+        return Err(StateFileError::NotRegular);
     }
     check_trusted(meta.mode(), meta.uid(), writer)?;
-    let too_large = || format!("larger than {max_len} bytes, more than the zone can hold");
     if meta.len() > max_len {
-        return Err(too_large());
+        return Err(StateFileError::TooLarge(max_len));
     }
     let mut bytes = Vec::new();
-    file.take(max_len + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
+    file.take(max_len + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max_len {
-        return Err(too_large());
+        return Err(StateFileError::TooLarge(max_len));
     }
-    let text = String::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
+    let text = String::from_utf8(bytes).map_err(|_| StateFileError::NotUtf8)?;
     parse(zone, &text).map(Some)
 }
 
@@ -342,8 +408,8 @@ mod tests {
     use std::os::unix::fs::FileTypeExt;
 
     fn sample() -> Vec<Record> {
-        let key = Key::parse("203.0.113.7").unwrap();
-        let net = Key::parse("2001:db8:1:2::/64").unwrap();
+        let key = parse_key("203.0.113.7").unwrap();
+        let net = parse_key("2001:db8:1:2::/64").unwrap();
         vec![
             Record {
                 key,
@@ -380,7 +446,10 @@ mod tests {
     #[test]
     fn damaged_or_foreign_files_are_refused() {
         let text = render("cs", &sample());
-        assert!(parse("other", &text).unwrap_err().contains("zone \"cs\""));
+        assert!(parse("other", &text)
+            .unwrap_err()
+            .to_string()
+            .contains("zone \"cs\""));
         let cut = &text[..text.len() - 7];
         assert!(parse("cs", cut).is_err(), "truncated before the end line");
         assert!(parse("cs", &text[..40]).is_err(), "truncated mid-record");
@@ -407,6 +476,37 @@ mod tests {
     const MAX: u64 = 1 << 20;
 
     #[test]
+    fn keys_as_render_writes_them() {
+        for text in [
+            "203.0.113.7",
+            "10.0.0.0/8",
+            "::1",
+            "2001:db8::/48",
+            "::/0",
+            "0.0.0.0/0",
+        ] {
+            assert_eq!(parse_key(text).unwrap().to_string(), text);
+        }
+        assert_eq!(parse_key("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(
+            parse_key("::ffff:10.1.2.3").unwrap().to_string(),
+            "10.1.2.3"
+        );
+        assert_eq!(parse_key("2001:db8::/048").unwrap().prefix_len(), 48);
+        for bad in [
+            "",
+            "10.0.0",
+            "10.0.0.1/33",
+            "::1/129",
+            "10.0.0.1/",
+            "x",
+            "1.2.3.4/-1",
+        ] {
+            assert!(parse_key(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
     fn atomic_write_and_load() {
         let dir = test_dir("atomic");
         let path = dir.join("cs.state");
@@ -424,7 +524,7 @@ mod tests {
 
     #[test]
     fn longest_record_line_is_max_record_line() {
-        let key = Key::parse("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124").unwrap();
+        let key = parse_key("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124").unwrap();
         let worst = Record {
             key,
             offences: u8::MAX,
@@ -449,11 +549,11 @@ mod tests {
         assert_eq!(check_trusted(0o100600, 101, 101), Ok(()));
         assert_eq!(check_trusted(0o100644, 0, 101), Ok(()));
         assert_eq!(check_trusted(0o100400, 101, 101), Ok(()));
-        let world = check_trusted(0o100666, 101, 101).unwrap_err();
+        let world = check_trusted(0o100666, 101, 101).unwrap_err().to_string();
         assert!(world.contains("mode 0666"), "{world}");
         assert!(check_trusted(0o100620, 101, 101).is_err(), "group-writable");
         assert!(check_trusted(0o100602, 0, 0).is_err(), "world-writable");
-        let other = check_trusted(0o100600, 1000, 101).unwrap_err();
+        let other = check_trusted(0o100600, 1000, 101).unwrap_err().to_string();
         assert!(
             other.contains("uid 1000") && other.contains("uid 101"),
             "{other}"
@@ -527,32 +627,27 @@ mod tests {
 
         let link = dir.join("link.state");
         std::os::unix::fs::symlink(&good, &link).unwrap();
-        let err = load(&link, "cs", uid(), MAX).unwrap_err();
+        let err = load(&link, "cs", uid(), MAX).unwrap_err().to_string();
         assert!(err.contains("symbolic link"), "{err}");
 
         let fifo = dir.join("fifo.state");
         let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        assert_eq!(
-            load(&fifo, "cs", uid(), MAX),
-            Err("not a regular file".into())
-        );
-        assert_eq!(
-            load(&dir, "cs", uid(), MAX),
-            Err("not a regular file".into())
-        );
+        let reason = |path: &Path| load(path, "cs", uid(), MAX).map_err(|e| e.to_string());
+        assert_eq!(reason(&fifo), Err("not a regular file".into()));
+        assert_eq!(reason(&dir), Err("not a regular file".into()));
 
         let open = dir.join("open.state");
         fs::write(&open, &text).unwrap();
         fs::set_permissions(&open, fs::Permissions::from_mode(0o666)).unwrap();
-        let err = load(&open, "cs", uid(), MAX).unwrap_err();
+        let err = load(&open, "cs", uid(), MAX).unwrap_err().to_string();
         assert!(err.contains("writable by group or others"), "{err}");
         fs::set_permissions(&open, fs::Permissions::from_mode(0o640)).unwrap();
         assert_eq!(load(&open, "cs", uid(), MAX), Ok(Some(sample())));
         if uid() == 0 {
             std::os::unix::fs::chown(&open, Some(12345), None).unwrap();
-            let err = load(&open, "cs", 101, MAX).unwrap_err();
+            let err = load(&open, "cs", 101, MAX).unwrap_err().to_string();
             assert!(err.contains("owned by uid 12345"), "{err}");
         }
 
@@ -560,7 +655,7 @@ mod tests {
         let huge = dir.join("huge.state");
         let f = fs::File::create(&huge).unwrap();
         f.set_len(1 << 30).unwrap();
-        let err = load(&huge, "cs", uid(), MAX).unwrap_err();
+        let err = load(&huge, "cs", uid(), MAX).unwrap_err().to_string();
         assert!(err.contains(&format!("larger than {MAX} bytes")), "{err}");
         let exact = text.len() as u64;
         assert_eq!(load(&good, "cs", uid(), exact), Ok(Some(sample())));

@@ -8,15 +8,16 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 
 use nginx_sys::{
-    ngx_command_t, ngx_conf_t, ngx_create_temp_buf, ngx_http_core_loc_conf_t,
-    ngx_http_discard_request_body, ngx_http_finalize_request, ngx_http_output_filter,
-    ngx_http_read_client_request_body, ngx_http_request_t, ngx_http_send_header, ngx_int_t,
-    ngx_list_push, ngx_pool_cleanup_add, ngx_str_t, ngx_table_elt_t, NGX_DONE, NGX_ERROR,
-    NGX_HTTP_DELETE, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_POST,
-    NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_OK,
+    ngx_chain_t, ngx_command_t, ngx_conf_t, ngx_http_core_loc_conf_t, ngx_http_finalize_request,
+    ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t, ngx_pool_cleanup_add,
+    ngx_str_t, NGX_DONE, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SPECIAL_RESPONSE,
+    NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_OK,
 };
-use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::core::{Buffer, Status, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::http::{
+    HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Method as HttpMethod,
+    NgxHttpCoreModule, Request,
+};
 use ngx::ngx_log_error;
 
 use crate::engine::api::{self, Action, ApiError, Format, Method, Target, ZoneView};
@@ -138,8 +139,7 @@ fn check_locations_of(cf: *mut ngx_conf_t) -> Result<(), ()> {
         if is_api_handler(clcf) {
             continue;
         }
-        // SAFETY: a location's name points into the configuration pool.
-        let name = String::from_utf8_lossy(unsafe { bytes(&clcf.name) });
+        let name = String::from_utf8_lossy(clcf.name.as_bytes());
         // Not ngx_conf_log_error: it would point at the end of the http
         // block, not at the directive.
         ngx_log_error!(
@@ -163,7 +163,7 @@ pub(crate) static API_HANDLER: unsafe extern "C" fn(*mut ngx_http_request_t) -> 
 
 unsafe extern "C" fn api_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls content handlers with a live request.
-    let r = unsafe { &mut *r };
+    let r = unsafe { Request::from_ngx_http_request(r) };
     guarded(NGX_HTTP_INTERNAL_SERVER_ERROR as _, || serve(r))
 }
 
@@ -176,7 +176,7 @@ struct Reply {
 impl From<ApiError> for Reply {
     fn from(err: ApiError) -> Reply {
         Reply {
-            status: err.status,
+            status: err.status(),
             content_type: JSON,
             body: api::error_json(&err),
         }
@@ -191,57 +191,44 @@ fn json(body: String) -> Reply {
     }
 }
 
-fn method_of(r: &ngx_http_request_t) -> Option<Method> {
-    match r.method as u32 {
-        NGX_HTTP_GET | NGX_HTTP_HEAD => Some(Method::Get),
-        NGX_HTTP_POST => Some(Method::Post),
-        NGX_HTTP_DELETE => Some(Method::Delete),
+fn method_of(r: &Request) -> Option<Method> {
+    match r.method() {
+        m if m == HttpMethod::GET || m == HttpMethod::HEAD => Some(Method::Get),
+        m if m == HttpMethod::POST => Some(Method::Post),
+        m if m == HttpMethod::DELETE => Some(Method::Delete),
         _ => None,
     }
 }
 
-fn body_refused() -> Reply {
-    Reply::from(ApiError {
-        status: 400,
-        reason: "no request body is expected".into(),
-    })
-}
-
-fn serve(r: &mut ngx_http_request_t) -> ngx_int_t {
+fn serve(r: &mut Request) -> ngx_int_t {
     let Some(method) = method_of(r) else {
-        // SAFETY: a live request; discarding is always allowed in a handler.
-        let rc = unsafe { ngx_http_discard_request_body(r) };
-        if rc != NGX_OK as ngx_int_t {
-            return rc;
+        let rc = r.discard_request_body();
+        if !rc.is_ok() {
+            return rc.into();
         }
-        if add_header(r, "Allow", ALLOW).is_err() {
+        if r.add_header_out("Allow", ALLOW).is_none() {
             return NGX_HTTP_INTERNAL_SERVER_ERROR as _;
         }
-        let reply = Reply::from(ApiError {
-            status: 405,
-            reason: "method not allowed: use GET, POST or DELETE".into(),
-        });
-        return send(r, reply);
+        return send(r, ApiError::MethodNotAllowed.into());
     };
-    if r.headers_in.chunked() != 0 {
+    if r.as_ref().headers_in.chunked() != 0 {
         // A chunked body's length is known only once read: an empty one
         // (just the last chunk) is no body. Reading is bounded by
         // client_max_body_size; errors while reading are nginx's answers.
         // SAFETY: a live request, in its content handler.
-        let rc = unsafe { ngx_http_read_client_request_body(r, Some(body_read)) };
+        let rc = unsafe { ngx_http_read_client_request_body(r.into(), Some(body_read)) };
         if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
             return rc;
         }
         return NGX_DONE as _;
     }
-    let has_body = r.headers_in.content_length_n > 0;
-    // SAFETY: a live request; discarding is always allowed in a handler.
-    let rc = unsafe { ngx_http_discard_request_body(r) };
-    if rc != NGX_OK as ngx_int_t {
-        return rc;
+    let has_body = r.as_ref().headers_in.content_length_n > 0;
+    let rc = r.discard_request_body();
+    if !rc.is_ok() {
+        return rc.into();
     }
     if has_body {
-        return send(r, body_refused());
+        return send(r, ApiError::BodyRefused.into());
     }
     answer(r, method)
 }
@@ -249,22 +236,23 @@ fn serve(r: &mut ngx_http_request_t) -> ngx_int_t {
 /// Runs once a chunked body is read; nginx has set its decoded length.
 unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
     // SAFETY: nginx calls the body handler with a live request.
-    let r = unsafe { &mut *r };
+    let r = unsafe { Request::from_ngx_http_request(r) };
     let rc = guarded(NGX_HTTP_INTERNAL_SERVER_ERROR as _, || {
         match method_of(r) {
-            Some(_) if r.headers_in.content_length_n > 0 => send(r, body_refused()),
+            Some(_) if r.as_ref().headers_in.content_length_n > 0 => {
+                send(r, ApiError::BodyRefused.into())
+            }
             Some(method) => answer(r, method),
             // serve() answered other methods before reading.
             None => NGX_HTTP_INTERNAL_SERVER_ERROR as _,
         }
     });
     // SAFETY: reading took a reference on the request; this releases it.
-    unsafe { ngx_http_finalize_request(r, rc) };
+    unsafe { ngx_http_finalize_request(r.into(), rc) };
 }
 
-fn answer(r: &mut ngx_http_request_t, method: Method) -> ngx_int_t {
-    // SAFETY: r->args points into the request's buffer.
-    let args = unsafe { bytes(&r.args) };
+fn answer(r: &mut Request, method: Method) -> ngx_int_t {
+    let args = r.as_ref().args.as_bytes();
     let reply = match api::parse_query(args).and_then(|q| api::route(method, q)) {
         Ok(action) => act(r, action).unwrap_or_else(Reply::from),
         Err(err) => Reply::from(err),
@@ -272,17 +260,7 @@ fn answer(r: &mut ngx_http_request_t, method: Method) -> ngx_int_t {
     send(r, reply)
 }
 
-/// # Safety
-/// `s` must describe readable memory (or be empty).
-unsafe fn bytes(s: &ngx_str_t) -> &[u8] {
-    if s.len == 0 || s.data.is_null() {
-        return &[];
-    }
-    // SAFETY: guaranteed by the caller.
-    unsafe { core::slice::from_raw_parts(s.data, s.len) }
-}
-
-fn zones(r: &ngx_http_request_t) -> Vec<&'static Zone> {
+fn zones(r: &Request) -> Vec<&'static Zone> {
     let Some(main) = Module::main_conf(r) else {
         return Vec::new();
     };
@@ -293,11 +271,11 @@ fn zones(r: &ngx_http_request_t) -> Vec<&'static Zone> {
         .collect()
 }
 
-fn find_zone(r: &ngx_http_request_t, name: &str) -> Result<&'static Zone, ApiError> {
+fn find_zone(r: &Request, name: &str) -> Result<&'static Zone, ApiError> {
     zones(r)
         .into_iter()
         .find(|z| z.name == name)
-        .ok_or_else(|| api::not_found(format!("unknown zone \"{name}\"")))
+        .ok_or_else(|| ApiError::UnknownZone(name.to_string()))
 }
 
 fn view(zone: &Zone) -> Option<ZoneView> {
@@ -305,14 +283,11 @@ fn view(zone: &Zone) -> Option<ZoneView> {
 }
 
 fn unavailable(zone: &Zone) -> ApiError {
-    ApiError {
-        status: 503,
-        reason: format!("zone \"{}\" is not available", zone.name),
-    }
+    ApiError::Unavailable(zone.name.clone())
 }
 
-fn act(r: &ngx_http_request_t, action: Action) -> Result<Reply, ApiError> {
-    let log = request_log(r);
+fn act(r: &Request, action: Action) -> Result<Reply, ApiError> {
+    let log = request_log(r.as_ref());
     let log_level = Module::location_conf(r).map_or(
         crate::nginx::directives::DEFAULT_LOG_LEVEL,
         LocConf::log_level,
@@ -450,7 +425,10 @@ fn key_of(zone: &Zone, ip: IpAddr) -> Key {
 }
 
 fn untracked(zone: &Zone, key: &Key) -> ApiError {
-    api::not_found(format!("{key} is not tracked in zone \"{}\"", zone.name))
+    ApiError::Untracked {
+        key: *key,
+        zone: zone.name.clone(),
+    }
 }
 
 fn view_of(zone: &Zone, t: &crate::engine::table::Table<'_>) -> ZoneView {
@@ -465,59 +443,31 @@ fn view_of(zone: &Zone, t: &crate::engine::table::Table<'_>) -> ZoneView {
     }
 }
 
-fn add_header(
-    r: &mut ngx_http_request_t,
-    key: &'static str,
-    value: &'static str,
-) -> Result<(), ()> {
-    // SAFETY: headers_out.headers is the request's output header list.
-    let h = unsafe { ngx_list_push(&mut r.headers_out.headers) }.cast::<ngx_table_elt_t>();
-    // SAFETY: ngx_list_push returned room for one element, or null.
-    let h = unsafe { h.as_mut() }.ok_or(())?;
-    h.hash = 1;
-    h.key = ngx_str_t {
-        len: key.len(),
-        data: key.as_ptr().cast_mut(),
+fn send(r: &mut Request, reply: Reply) -> ngx_int_t {
+    let Ok(status) = HTTPStatus::from_u16(reply.status) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as _;
     };
-    h.value = ngx_str_t {
-        len: value.len(),
-        data: value.as_ptr().cast_mut(),
-    };
-    h.lowcase_key = ptr::null_mut();
-    h.next = ptr::null_mut();
-    Ok(())
-}
-
-fn send(r: &mut ngx_http_request_t, reply: Reply) -> ngx_int_t {
-    let body = reply.body.as_bytes();
-    r.headers_out.status = usize::from(reply.status);
-    r.headers_out.content_length_n = body.len() as _;
-    r.headers_out.content_type = ngx_str_t {
+    r.set_status(status);
+    r.set_content_length_n(reply.body.len());
+    let headers = &mut r.as_mut().headers_out;
+    headers.content_type = ngx_str_t {
         len: reply.content_type.len(),
         data: reply.content_type.as_ptr().cast_mut(),
     };
-    r.headers_out.content_type_len = reply.content_type.len();
-    r.headers_out.content_type_lowcase = ptr::null_mut();
-    // SAFETY: a live request whose headers were just filled in.
-    let rc = unsafe { ngx_http_send_header(r) };
-    if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || r.header_only() != 0 {
-        return rc;
+    headers.content_type_len = reply.content_type.len();
+    headers.content_type_lowcase = ptr::null_mut();
+    let rc = r.send_header();
+    if rc == Status::NGX_ERROR || rc.0 > NGX_OK as ngx_int_t || r.header_only() {
+        return rc.into();
     }
-    // SAFETY: the buffer comes from the request's pool and is filled with
-    // exactly `body.len()` bytes before it is sent.
-    unsafe {
-        let b = ngx_create_temp_buf(r.pool, body.len().max(1));
-        let Some(b) = b.as_mut() else {
-            return NGX_ERROR as _;
-        };
-        ptr::copy_nonoverlapping(body.as_ptr(), b.pos, body.len());
-        b.last = b.pos.add(body.len());
-        b.set_last_buf(u32::from(ptr::eq(r, r.main)));
-        b.set_last_in_chain(1);
-        let mut out = nginx_sys::ngx_chain_t {
-            buf: b,
-            next: ptr::null_mut(),
-        };
-        ngx_http_output_filter(r, &mut out)
-    }
+    let Some(mut buf) = r.pool().create_buffer_from_str(&reply.body) else {
+        return NGX_ERROR as _;
+    };
+    buf.set_last_buf(r.is_main());
+    buf.set_last_in_chain(true);
+    let mut out = ngx_chain_t {
+        buf: buf.as_ngx_buf_mut(),
+        next: ptr::null_mut(),
+    };
+    r.output_filter(&mut out).into()
 }

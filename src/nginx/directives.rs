@@ -167,7 +167,8 @@ pub extern "C" fn set_zone(
     directive(cf, "authban_zone", |cf, args| {
         // SAFETY: authban_zone is registered for the http main context.
         let main = unsafe { &mut *conf.cast::<MainConf>() };
-        let spec = directive::parse_zone(args)?;
+        // SAFETY: ngx_os_init sets ngx_pagesize before configuration is read.
+        let spec = directive::parse_zone(args, unsafe { nginx_sys::ngx_pagesize })?;
         // The name's bytes must outlive the cycle: take them from the
         // argument itself, which lives in the configuration pool.
         let arg = args

@@ -304,8 +304,8 @@ pub fn save(zone: &Zone, log: *mut ngx_log_t) {
 fn is_writer() -> bool {
     // SAFETY: process globals nginx sets before init_process.
     unsafe {
-        ngx_process == NGX_PROCESS_SINGLE as ngx_int_t as _
-            || (ngx_process == NGX_PROCESS_WORKER as ngx_int_t as _ && ngx_worker == 0)
+        ngx_process == NGX_PROCESS_SINGLE as nginx_sys::ngx_uint_t
+            || (ngx_process == NGX_PROCESS_WORKER as nginx_sys::ngx_uint_t && ngx_worker == 0)
     }
 }
 

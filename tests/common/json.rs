@@ -1,41 +1,50 @@
-//! A small strict JSON reader (the harness has no serde): the management
-//! endpoint's answers and the mock's `/_mock/stats`.
+//! The harness's JSON reader, over `serde_json`: the management endpoint's
+//! answers and the mock's `/_mock/stats`.
 //!
-//! [`Json::parse`] rejects what is not JSON (duplicate keys included). The
-//! accessors panic with the value in the message when the shape is not the
-//! expected one, which is what a test wants; match on [`Json`] where a
-//! wrong shape is an `Err` instead.
+//! [`Json::parse`] rejects what is not JSON, and also an object with a
+//! repeated key (serde_json alone would keep the last one). Objects keep
+//! their fields in document order (`preserve_order`), so tests can check
+//! the order. The accessors panic with the value in the message when the
+//! shape is not the expected one, which is what a test wants; use
+//! [`Json::value`] where a wrong shape is an `Err` instead.
 
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+/// A parsed JSON value: a `serde_json::Value` with panicking accessors.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Json {
-    Null,
-    Bool(bool),
-    /// Kept as written.
-    Num(String),
-    Str(String),
-    Arr(Vec<Json>),
-    /// Fields in document order.
-    Obj(Vec<(String, Json)>),
-}
+#[repr(transparent)]
+pub struct Json(Value);
 
 impl Json {
     pub fn parse(text: &str) -> Result<Json, String> {
-        let mut p = Parser {
-            s: text.as_bytes(),
-            i: 0,
-        };
-        let v = p.value()?;
-        p.ws();
-        if p.i != p.s.len() {
-            return Err(format!("trailing data at byte {}", p.i));
-        }
-        Ok(v)
+        let strict: Strict = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        Ok(Json(strict.0))
+    }
+
+    fn wrap(value: &Value) -> &Json {
+        // SAFETY: Json is a repr(transparent) wrapper of Value, so both have
+        // one layout and the reference keeps the borrowed lifetime.
+        unsafe { &*(value as *const Value).cast::<Json>() }
+    }
+
+    fn wrap_all(values: &[Value]) -> &[Json] {
+        // SAFETY: as in `wrap`, element by element: the slices have one
+        // layout and one length.
+        unsafe { &*(values as *const [Value] as *const [Json]) }
+    }
+
+    /// The underlying value, to match on.
+    pub fn value(&self) -> &Value {
+        &self.0
     }
 
     /// The field `key` of an object, if present.
     pub fn opt(&self, key: &str) -> Option<&Json> {
-        match self {
-            Json::Obj(fields) => fields.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+        match &self.0 {
+            Value::Object(fields) => fields.get(key).map(Json::wrap),
             other => panic!("not an object (looking for {key:?}): {other:?}"),
         }
     }
@@ -47,38 +56,38 @@ impl Json {
 
     /// An object's keys, in document order.
     pub fn keys(&self) -> Vec<&str> {
-        match self {
-            Json::Obj(fields) => fields.iter().map(|(k, _)| k.as_str()).collect(),
+        match &self.0 {
+            Value::Object(fields) => fields.keys().map(String::as_str).collect(),
             other => panic!("not an object: {other:?}"),
         }
     }
 
     pub fn as_u64(&self) -> u64 {
-        match self {
-            Json::Num(n) => n
-                .parse()
-                .unwrap_or_else(|_| panic!("not a non-negative integer: {n}")),
+        match &self.0 {
+            Value::Number(n) => n
+                .as_u64()
+                .unwrap_or_else(|| panic!("not a non-negative integer: {n}")),
             other => panic!("not a number: {other:?}"),
         }
     }
 
     pub fn as_str(&self) -> &str {
-        match self {
-            Json::Str(s) => s,
+        match &self.0 {
+            Value::String(s) => s,
             other => panic!("not a string: {other:?}"),
         }
     }
 
     pub fn as_bool(&self) -> bool {
-        match self {
-            Json::Bool(b) => *b,
+        match &self.0 {
+            Value::Bool(b) => *b,
             other => panic!("not a boolean: {other:?}"),
         }
     }
 
     pub fn as_arr(&self) -> &[Json] {
-        match self {
-            Json::Arr(items) => items,
+        match &self.0 {
+            Value::Array(items) => Json::wrap_all(items),
             other => panic!("not an array: {other:?}"),
         }
     }
@@ -100,196 +109,69 @@ impl Json {
     }
 }
 
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
+/// A `Value` read with every object's keys checked to be distinct.
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Strict, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
 }
 
-impl Parser<'_> {
-    fn ws(&mut self) {
-        while matches!(self.s.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.i += 1;
-        }
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
     }
 
-    fn eat(&mut self, c: u8) -> Result<(), String> {
-        if self.s.get(self.i) == Some(&c) {
-            self.i += 1;
-            Ok(())
-        } else {
-            Err(format!("expected {:?} at byte {}", c as char, self.i))
-        }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
     }
 
-    fn literal(&mut self, word: &str, v: Json) -> Result<Json, String> {
-        if self.s[self.i..].starts_with(word.as_bytes()) {
-            self.i += word.len();
-            Ok(v)
-        } else {
-            Err(format!("bad literal at byte {}", self.i))
-        }
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
     }
 
-    /// Consumes `close` if it is next (after white space): an empty object
-    /// or array.
-    fn empty(&mut self, close: u8) -> bool {
-        self.ws();
-        self.eat(close).is_ok()
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::from(n))
     }
 
-    /// After an item: `,` (more to come, true) or `close` (the end, false).
-    fn more(&mut self, close: u8) -> Result<bool, String> {
-        self.ws();
-        match self.s.get(self.i) {
-            Some(b',') => {
-                self.i += 1;
-                Ok(true)
-            }
-            Some(&c) if c == close => {
-                self.i += 1;
-                Ok(false)
-            }
-            _ => Err(format!(
-                "expected , or {} at byte {}",
-                close as char, self.i
-            )),
-        }
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::from(n))
     }
 
-    fn value(&mut self) -> Result<Json, String> {
-        self.ws();
-        match self.s.get(self.i) {
-            None => Err("unexpected end".into()),
-            Some(b'{') => {
-                self.i += 1;
-                let mut fields: Vec<(String, Json)> = Vec::new();
-                if self.empty(b'}') {
-                    return Ok(Json::Obj(fields));
-                }
-                loop {
-                    self.ws();
-                    let k = self.string()?;
-                    if fields.iter().any(|(n, _)| *n == k) {
-                        return Err(format!("duplicate key {k:?}"));
-                    }
-                    self.ws();
-                    self.eat(b':')?;
-                    let v = self.value()?;
-                    fields.push((k, v));
-                    if !self.more(b'}')? {
-                        return Ok(Json::Obj(fields));
-                    }
-                }
-            }
-            Some(b'[') => {
-                self.i += 1;
-                let mut items = Vec::new();
-                if self.empty(b']') {
-                    return Ok(Json::Arr(items));
-                }
-                loop {
-                    items.push(self.value()?);
-                    if !self.more(b']')? {
-                        return Ok(Json::Arr(items));
-                    }
-                }
-            }
-            Some(b'"') => Ok(Json::Str(self.string()?)),
-            Some(b't') => self.literal("true", Json::Bool(true)),
-            Some(b'f') => self.literal("false", Json::Bool(false)),
-            Some(b'n') => self.literal("null", Json::Null),
-            Some(b'-' | b'0'..=b'9') => self.number(),
-            Some(c) => Err(format!("unexpected {:?} at byte {}", *c as char, self.i)),
-        }
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(Value::from(n))
     }
 
-    /// `-?digits(.digits)?([eE][+-]?digits)?`, kept as text.
-    fn number(&mut self) -> Result<Json, String> {
-        let start = self.i;
-        let bad = || format!("bad number at byte {start}");
-        let digits = |p: &mut Self| {
-            let from = p.i;
-            while p.s.get(p.i).is_some_and(u8::is_ascii_digit) {
-                p.i += 1;
-            }
-            p.i > from
-        };
-        if self.s[self.i] == b'-' {
-            self.i += 1;
-        }
-        if !digits(self) {
-            return Err(bad());
-        }
-        if self.s.get(self.i) == Some(&b'.') {
-            self.i += 1;
-            if !digits(self) {
-                return Err(bad());
-            }
-        }
-        if matches!(self.s.get(self.i), Some(b'e' | b'E')) {
-            self.i += 1;
-            if matches!(self.s.get(self.i), Some(b'+' | b'-')) {
-                self.i += 1;
-            }
-            if !digits(self) {
-                return Err(bad());
-            }
-        }
-        let text = std::str::from_utf8(&self.s[start..self.i]).map_err(|e| e.to_string())?;
-        Ok(Json::Num(text.to_string()))
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_string()))
     }
 
-    fn hex4(&mut self) -> Result<u32, String> {
-        let hex = self.s.get(self.i..self.i + 4).ok_or("short \\u escape")?;
-        self.i += 4;
-        u32::from_str_radix(std::str::from_utf8(hex).map_err(|e| e.to_string())?, 16)
-            .map_err(|e| e.to_string())
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
     }
 
-    fn string(&mut self) -> Result<String, String> {
-        self.eat(b'"')?;
-        let mut out = Vec::new();
-        loop {
-            let Some(&c) = self.s.get(self.i) else {
-                return Err("unterminated string".into());
-            };
-            self.i += 1;
-            match c {
-                b'"' => break,
-                b'\\' => {
-                    let e = *self.s.get(self.i).ok_or("unterminated escape")?;
-                    self.i += 1;
-                    let ch = match e {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'u' => {
-                            let mut cp = self.hex4()?;
-                            if (0xd800..0xdc00).contains(&cp) {
-                                self.eat(b'\\')?;
-                                self.eat(b'u')?;
-                                let lo = self.hex4()?;
-                                if !(0xdc00..0xe000).contains(&lo) {
-                                    return Err(format!("bad surrogate pair at byte {}", self.i));
-                                }
-                                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-                            }
-                            char::from_u32(cp).ok_or("bad \\u escape")?
-                        }
-                        _ => return Err(format!("bad escape at byte {}", self.i)),
-                    };
-                    let mut buf = [0u8; 4];
-                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                }
-                c if c < 0x20 => return Err(format!("raw control byte in string at {}", self.i)),
-                c => out.push(c),
-            }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
         }
-        String::from_utf8(out).map_err(|e| e.to_string())
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut fields = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(value) = map.next_value()?;
+            if fields.contains_key(&key) {
+                return Err(de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            fields.insert(key, value);
+        }
+        Ok(Value::Object(fields))
     }
 }

@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use super::client::{http, Reply};
 use super::json::Json;
 use super::paths::mock_bin;
@@ -165,22 +167,22 @@ impl Drop for Mock {
 /// ignored.
 fn parse_stats(text: &str) -> Result<(u64, HashMap<u16, u64>), String> {
     let top = Json::parse(text)?;
-    if !matches!(top, Json::Obj(_)) {
+    let Value::Object(top) = top.value() else {
         return Err("not an object".into());
-    }
-    let total = match top.opt("requests") {
-        Some(Json::Num(n)) => n.parse().map_err(|_| format!("bad requests {n}"))?,
+    };
+    let total = match top.get("requests") {
+        Some(Value::Number(n)) => n.as_u64().ok_or_else(|| format!("bad requests {n}"))?,
         _ => return Err("no numeric \"requests\"".into()),
     };
     let mut by_status = HashMap::new();
-    match top.opt("by_status") {
-        Some(Json::Obj(entries)) => {
+    match top.get("by_status") {
+        Some(Value::Object(entries)) => {
             for (k, v) in entries {
                 let code: u16 = k.parse().map_err(|_| format!("bad status key {k:?}"))?;
-                let Json::Num(n) = v else {
+                let Value::Number(n) = v else {
                     return Err(format!("non-numeric count for {k}"));
                 };
-                by_status.insert(code, n.parse().map_err(|_| format!("bad count {n}"))?);
+                by_status.insert(code, n.as_u64().ok_or_else(|| format!("bad count {n}"))?);
             }
         }
         _ => return Err("no object \"by_status\"".into()),

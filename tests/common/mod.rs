@@ -15,7 +15,7 @@
 //! - [`http`], [`get`], [`get_from`], [`http_from_ip`], [`Conn`]: a tiny
 //!   HTTP/1.1 client with timeouts, which reports a silently closed
 //!   connection (nginx `return 444`) as [`Reply::Closed`].
-//! - [`Json`]: a small strict JSON reader with panicking accessors.
+//! - [`Json`]: a strict JSON reader (serde_json) with panicking accessors.
 //! - [`free_port`]: ports that never collide across threads or processes.
 
 // Each test binary uses a different subset of the harness.

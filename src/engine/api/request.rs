@@ -1,0 +1,505 @@
+//! The request side: the query grammar and routing. Strict: an unknown,
+//! repeated or malformed parameter is an error, never silently ignored.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::{AddrError, ApiError};
+use crate::engine::directive::{fold_mapped, net_key, parse_time};
+use crate::engine::key::Key;
+
+pub const DEFAULT_LIMIT: usize = 100;
+pub const MAX_LIMIT: usize = 1000;
+/// A zone holds fewer than 2^32 bans.
+pub const MAX_OFFSET: u64 = u32::MAX as u64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Delete,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Prometheus,
+}
+
+/// An `addr` as given: a bare address stands for the key the zone counts
+/// it under (its `ipv4_prefix`/`ipv6_prefix` network); an explicit
+/// `ADDR/LEN` is exactly that key, whatever the zone's prefixes are now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Addr(IpAddr),
+    Net(Key),
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Query {
+    pub zone: Option<String>,
+    pub addr: Option<Target>,
+    pub time: Option<u32>,
+    pub format: Option<Format>,
+    pub limit: Option<usize>,
+    pub offset: Option<usize>,
+}
+
+/// What the endpoint was asked to do, once the query made sense.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    ListZones(Format),
+    ShowZone {
+        zone: String,
+        offset: usize,
+        limit: usize,
+    },
+    ZoneMetrics(String),
+    ShowAddress {
+        zone: String,
+        addr: Target,
+    },
+    Ban {
+        zone: String,
+        addr: Target,
+        time: Option<u32>,
+    },
+    Unban {
+        zone: String,
+        addr: Target,
+    },
+}
+
+/// Sets a parameter once: a second value is an error.
+fn once<T>(slot: &mut Option<T>, value: T, name: &str) -> Result<(), ApiError> {
+    match slot.replace(value) {
+        Some(_) => Err(ApiError::Repeated(name.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// Parses the query string strictly: an unknown, repeated or malformed
+/// parameter is an error, never silently ignored.
+pub fn parse_query(raw: &[u8]) -> Result<Query, ApiError> {
+    let mut query = Query::default();
+    for pair in raw.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+        let (name, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+            None => (pair, &b""[..]),
+        };
+        let name = decode(name).ok_or(ApiError::MalformedQuery)?;
+        let value = decode(value).ok_or(ApiError::MalformedQuery)?;
+        match name.as_str() {
+            "zone" => {
+                if value.is_empty() {
+                    return Err(ApiError::EmptyZone);
+                }
+                once(&mut query.zone, value, &name)?;
+            }
+            "addr" => {
+                let target =
+                    parse_addr(&value).map_err(|why| ApiError::InvalidAddr { value, why })?;
+                once(&mut query.addr, target, &name)?;
+            }
+            "time" => {
+                let secs = strict_time(&value).ok_or(ApiError::InvalidTime(value))?;
+                once(&mut query.time, secs, &name)?;
+            }
+            "format" => {
+                let format = match value.as_str() {
+                    "json" => Format::Json,
+                    "prometheus" => Format::Prometheus,
+                    _ => return Err(ApiError::InvalidFormat(value)),
+                };
+                once(&mut query.format, format, &name)?;
+            }
+            "limit" => {
+                let limit = number(&value)
+                    .filter(|l| (1..=MAX_LIMIT as u64).contains(l))
+                    .map(|l| l as usize)
+                    .ok_or(ApiError::InvalidLimit(value))?;
+                once(&mut query.limit, limit, &name)?;
+            }
+            "offset" => {
+                let offset = number(&value)
+                    .filter(|&o| o <= MAX_OFFSET)
+                    .map(|o| o as usize)
+                    .ok_or(ApiError::InvalidOffset(value))?;
+                once(&mut query.offset, offset, &name)?;
+            }
+            _ => return Err(ApiError::UnknownParameter(name)),
+        }
+    }
+    Ok(query)
+}
+
+/// A decimal number as the endpoint takes it: ASCII digits only, no sign,
+/// no leading zero but in "0" itself, so each value has one spelling.
+fn number(text: &str) -> Option<u64> {
+    let digits = text.bytes().all(|b| b.is_ascii_digit());
+    if text.is_empty() || !digits || (text.len() > 1 && text.starts_with('0')) {
+        return None;
+    }
+    // Only digits are left, so this cannot meet a sign; it fails on overflow.
+    text.parse().ok()
+}
+
+/// An nginx time ("90", "30m", "1h30m", "1h 30m") whose numbers follow
+/// [`number`]'s rule, not zero.
+fn strict_time(text: &str) -> Option<u32> {
+    let strict = text
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|run| !run.is_empty())
+        .all(|run| number(run).is_some());
+    parse_time(text).filter(|&t| strict && t > 0)
+}
+
+/// `ADDR` or `ADDR/LEN`. IPv4-mapped IPv6 folds to IPv4 as client
+/// addresses do: `::ffff:a.b.c.d` is `a.b.c.d` and `::ffff:a.b.c.0/120` is
+/// `a.b.c.0/24`. Host bits of a network are masked, as the engine does.
+pub fn parse_addr(text: &str) -> Result<Target, AddrError> {
+    let (ip_text, len_text) = match text.split_once('/') {
+        Some((ip, len)) => (ip, Some(len)),
+        None => (text, None),
+    };
+    // std's parser takes no leading zeros in IPv4 and no IPv6 scope.
+    let ip: IpAddr = ip_text.parse().map_err(|_| AddrError::NotAnAddress)?;
+    let mapped = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+        IpAddr::V4(_) => None,
+    };
+    let Some(len_text) = len_text else {
+        return Ok(Target::Addr(mapped.map_or(ip, IpAddr::V4)));
+    };
+    let why = match (ip, mapped) {
+        (IpAddr::V4(_), _) => AddrError::V4PrefixLen,
+        (IpAddr::V6(_), Some(_)) => AddrError::MappedPrefixLen,
+        (IpAddr::V6(_), None) => AddrError::V6PrefixLen,
+    };
+    let len = number(len_text)
+        .and_then(|l| u8::try_from(l).ok())
+        .ok_or(why)?;
+    let net = IpNet::new(ip, len).map_err(|_| why)?.trunc();
+    // An IPv4-mapped network is an IPv4 one, so at least the 96 bits of
+    // the mapping prefix are given.
+    if mapped.is_some() && len < 96 {
+        return Err(why);
+    }
+    Ok(Target::Net(net_key(fold_mapped(net))))
+}
+
+/// Percent-decoding (and `+` as space); `None` for an escape that is not
+/// `%` and exactly two hex digits, or text that is not UTF-8.
+fn decode(raw: &[u8]) -> Option<String> {
+    fn hex(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'%' => {
+                let hi = hex(*raw.get(i + 1)?)?;
+                let lo = hex(*raw.get(i + 2)?)?;
+                out.push(hi << 4 | lo);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Decides what a request asks for; the zone's existence is checked later.
+pub fn route(method: Method, query: Query) -> Result<Action, ApiError> {
+    let paging = query.limit.is_some() || query.offset.is_some();
+    if query.time.is_some() && method != Method::Post {
+        return Err(ApiError::TimeOnlyForPost);
+    }
+    if method != Method::Get && (query.format.is_some() || paging) {
+        return Err(ApiError::OnlyForGet);
+    }
+    match (method, query.zone, query.addr) {
+        (Method::Get, None, None) => {
+            if paging {
+                return Err(ApiError::PagingNeedsZone);
+            }
+            Ok(Action::ListZones(query.format.unwrap_or(Format::Json)))
+        }
+        (Method::Get, Some(zone), None) => match query.format {
+            Some(Format::Prometheus) if paging => Err(ApiError::PagingOnlyJson),
+            Some(Format::Prometheus) => Ok(Action::ZoneMetrics(zone)),
+            _ => Ok(Action::ShowZone {
+                zone,
+                offset: query.offset.unwrap_or(0),
+                limit: query.limit.unwrap_or(DEFAULT_LIMIT),
+            }),
+        },
+        (Method::Get, Some(zone), Some(addr)) => {
+            if query.format == Some(Format::Prometheus) || paging {
+                return Err(ApiError::NotForOneAddr);
+            }
+            Ok(Action::ShowAddress { zone, addr })
+        }
+        (_, None, Some(_)) => Err(ApiError::AddrNeedsZone),
+        (Method::Post, Some(zone), Some(addr)) => Ok(Action::Ban {
+            zone,
+            addr,
+            time: query.time,
+        }),
+        (Method::Delete, Some(zone), Some(addr)) => Ok(Action::Unban { zone, addr }),
+        (Method::Post | Method::Delete, _, None) => Err(ApiError::ZoneAndAddrRequired),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key as the endpoint names it: `ADDR` (a host) or `ADDR/LEN`.
+    fn key(text: &str) -> Key {
+        match parse_addr(text).unwrap() {
+            Target::Addr(ip) => Key::from_ip(ip),
+            Target::Net(key) => key,
+        }
+    }
+
+    fn query(raw: &str) -> Result<Query, ApiError> {
+        parse_query(raw.as_bytes())
+    }
+
+    #[test]
+    fn queries_parse_strictly() {
+        let q = query("zone=cs&addr=2001%3Adb8%3A%3A1&time=30m").unwrap();
+        assert_eq!(q.zone.as_deref(), Some("cs"));
+        assert_eq!(q.addr, Some(Target::Addr("2001:db8::1".parse().unwrap())));
+        assert_eq!(q.time, Some(1800));
+        assert_eq!(
+            query("addr=10.0.0.0%2F8").unwrap().addr,
+            Some(Target::Net(key("10.0.0.0/8")))
+        );
+        for (raw, reason) in [
+            ("colour=red", "unknown parameter \"colour\""),
+            ("zone=a&zone=b", "given twice"),
+            ("addr=10.0.0.300", "invalid addr"),
+            ("time=5ms", "invalid time"),
+            ("time=0", "invalid time"),
+            ("format=xml", "invalid format"),
+            ("limit=0", "invalid limit"),
+            ("limit=1001", "invalid limit"),
+            ("offset=-1", "invalid offset"),
+            ("zone=%zz", "malformed"),
+            ("zone=", "empty zone"),
+        ] {
+            let err = query(raw).unwrap_err();
+            assert_eq!(err.status(), 400, "{raw}");
+            assert!(err.reason().contains(reason), "{raw}: {}", err.reason());
+        }
+    }
+
+    /// The grammar as a table: each query accepted (with what it means) or
+    /// refused (with the start of the reason).
+    #[test]
+    fn grammar_table() {
+        let net = |s: &str| Some(Target::Net(key(s)));
+        let ip = |s: &str| Some(Target::Addr(s.parse().unwrap()));
+        let accepted: &[(&str, Query)] = &[
+            ("", Query::default()),
+            ("&&zone=cs&", zone_q("cs")),
+            ("zone=%63%53", zone_q("cS")),
+            ("zone=c+s", zone_q("c s")),
+            ("zone=%01", zone_q("\u{1}")),
+            ("limit=1", limit_q(1)),
+            ("limit=1000", limit_q(1000)),
+            ("limit=10", limit_q(10)),
+            ("offset=0", offset_q(0)),
+            ("offset=4294967295", offset_q(4_294_967_295)),
+            ("time=90", time_q(90)),
+            ("time=1h30m", time_q(5400)),
+            ("time=1h0m", time_q(3600)),
+            ("time=10d", time_q(864_000)),
+            ("addr=1.1.1.4", addr_q(ip("1.1.1.4"))),
+            ("addr=::ffff:1.1.1.4", addr_q(ip("1.1.1.4"))),
+            ("addr=::ffff:101:104", addr_q(ip("1.1.1.4"))),
+            ("addr=2001:db8::1", addr_q(ip("2001:db8::1"))),
+            ("addr=::1.1.1.4", addr_q(ip("::101:104"))),
+            ("addr=1.1.1.1/32", addr_q(net("1.1.1.1"))),
+            ("addr=1.1.1.9/24", addr_q(net("1.1.1.0/24"))),
+            ("addr=1.1.1.9/0", addr_q(net("0.0.0.0/0"))),
+            ("addr=1.1.1.9%2F8", addr_q(net("1.0.0.0/8"))),
+            ("addr=::ffff:1.1.1.0/120", addr_q(net("1.1.1.0/24"))),
+            ("addr=::ffff:1.1.1.7/120", addr_q(net("1.1.1.0/24"))),
+            ("addr=::ffff:1.1.1.4/128", addr_q(net("1.1.1.4/32"))),
+            ("addr=::ffff:0.0.0.0/96", addr_q(net("0.0.0.0/0"))),
+            ("addr=2001:db8::/128", addr_q(net("2001:db8::"))),
+            ("addr=2001:db8::1/64", addr_q(net("2001:db8::/64"))),
+            ("addr=::/0", addr_q(net("::/0"))),
+        ];
+        for (raw, want) in accepted {
+            assert_eq!(query(raw).as_ref(), Ok(want), "{raw}");
+        }
+        let refused = [
+            ("limit=%2B5", "invalid limit \"+5\""),
+            ("limit=+5", "invalid limit \" 5\""),
+            ("limit=05", "invalid limit"),
+            ("limit=-1", "invalid limit"),
+            ("limit=1e2", "invalid limit"),
+            ("limit=", "invalid limit"),
+            ("limit=%EF%BC%95", "invalid limit"),
+            ("offset=%2B5", "invalid offset \"+5\""),
+            ("offset=00", "invalid offset"),
+            ("offset=01", "invalid offset"),
+            ("offset=4294967296", "invalid offset"),
+            ("offset=99999999999999999999999", "invalid offset"),
+            ("offset=", "invalid offset"),
+            ("time=+5m", "invalid time"),
+            ("time=%2B5m", "invalid time"),
+            ("time=05m", "invalid time"),
+            ("time=1h05m", "invalid time"),
+            ("time=0m", "invalid time"),
+            ("time=", "invalid time"),
+            ("time=5ms", "invalid time"),
+            ("zone=%+1", "malformed"),
+            ("zone=%-1", "malformed"),
+            ("zone=% 1", "malformed"),
+            ("zone=%1", "malformed"),
+            ("zone=%", "malformed"),
+            ("zone=%g0", "malformed"),
+            ("zone=%C3%28", "malformed"),
+            ("z%+1ne=cs", "malformed"),
+            (
+                "addr=1.1.1.1/0000032",
+                "invalid addr \"1.1.1.1/0000032\": prefix length",
+            ),
+            ("addr=1.1.1.1/032", "invalid addr"),
+            ("addr=1.1.1.1/00", "invalid addr"),
+            ("addr=1.1.1.1/+8", "invalid addr"),
+            ("addr=1.1.1.1/%2B8", "invalid addr"),
+            (
+                "addr=1.1.1.1/33",
+                "invalid addr \"1.1.1.1/33\": prefix length must be 0 to 32",
+            ),
+            ("addr=1.1.1.1/", "invalid addr"),
+            ("addr=1.1.1.1/8/8", "invalid addr"),
+            ("addr=1.1.1.1/256", "invalid addr"),
+            (
+                "addr=01.1.1.1",
+                "invalid addr \"01.1.1.1\": expected an IP address",
+            ),
+            ("addr=1.1.1", "invalid addr"),
+            ("addr=", "invalid addr"),
+            ("addr=fe80::1%25eth0", "invalid addr"),
+            ("addr=[::1]", "invalid addr"),
+            ("addr=2001:db8::/129", "invalid addr"),
+            ("addr=2001:db8::/064", "invalid addr"),
+            (
+                "addr=::ffff:1.1.1.0/95",
+                "invalid addr \"::ffff:1.1.1.0/95\": an IPv4-mapped",
+            ),
+            ("addr=::ffff:1.1.1.0/24", "invalid addr"),
+            ("addr=::ffff:1.1.1.0/129", "invalid addr"),
+        ];
+        for (raw, reason) in refused {
+            let err = query(raw).unwrap_err();
+            assert_eq!(err.status(), 400, "{raw}");
+            assert!(err.reason().starts_with(reason), "{raw}: {}", err.reason());
+        }
+    }
+
+    fn zone_q(zone: &str) -> Query {
+        Query {
+            zone: Some(zone.into()),
+            ..Query::default()
+        }
+    }
+
+    fn limit_q(limit: usize) -> Query {
+        Query {
+            limit: Some(limit),
+            ..Query::default()
+        }
+    }
+
+    fn offset_q(offset: usize) -> Query {
+        Query {
+            offset: Some(offset),
+            ..Query::default()
+        }
+    }
+
+    fn time_q(time: u32) -> Query {
+        Query {
+            time: Some(time),
+            ..Query::default()
+        }
+    }
+
+    fn addr_q(addr: Option<Target>) -> Query {
+        Query {
+            addr,
+            ..Query::default()
+        }
+    }
+
+    #[test]
+    fn routing() {
+        let r = |m, raw: &str| route(m, query(raw).unwrap());
+        assert_eq!(r(Method::Get, ""), Ok(Action::ListZones(Format::Json)));
+        assert_eq!(
+            r(Method::Get, "format=prometheus"),
+            Ok(Action::ListZones(Format::Prometheus))
+        );
+        assert_eq!(
+            r(Method::Get, "zone=cs&limit=5&offset=10"),
+            Ok(Action::ShowZone {
+                zone: "cs".into(),
+                offset: 10,
+                limit: 5
+            })
+        );
+        assert!(matches!(
+            r(Method::Post, "zone=cs&addr=1.2.3.4&time=1h"),
+            Ok(Action::Ban {
+                time: Some(3600),
+                ..
+            })
+        ));
+        assert!(matches!(
+            r(Method::Delete, "zone=cs&addr=1.2.3.4"),
+            Ok(Action::Unban { .. })
+        ));
+        for (m, raw) in [
+            (Method::Post, "zone=cs"),
+            (Method::Delete, ""),
+            (Method::Get, "addr=1.2.3.4"),
+            (Method::Get, "zone=cs&time=1h"),
+            (Method::Post, "zone=cs&addr=1.2.3.4&limit=3"),
+            (Method::Get, "limit=3"),
+        ] {
+            assert_eq!(r(m, raw).unwrap_err().status(), 400, "{m:?} {raw}");
+        }
+    }
+
+    #[test]
+    fn spaced_nginx_times() {
+        assert_eq!(query("time=1h+30m").unwrap().time, Some(5400));
+        assert_eq!(query("time=1h%2030m").unwrap().time, Some(5400));
+        assert_eq!(query("time=1d+1h+1m+1s").unwrap().time, Some(90_061));
+        for raw in ["time=1h+05m", "time=0h+0m", "time=30m+1h", "time=1h+1h"] {
+            assert!(query(raw).is_err(), "{raw}");
+        }
+    }
+}

@@ -1,0 +1,594 @@
+//! The response side: what the endpoint answers. Each JSON answer is a
+//! `Serialize` struct below, so the structs are the schema: fields in the
+//! order they are sent, each time in unix seconds with an ISO 8601 UTC
+//! companion (`since` and `since_iso`). Every JSON answer ends in a newline.
+//! Metrics are the Prometheus text format.
+
+use core::fmt::{Display, Write};
+
+use serde::{Serialize, Serializer};
+use serde_json::ser::CharEscape;
+
+use super::ApiError;
+use crate::engine::key::Key;
+use crate::engine::table::{AddressState, Ban, Policy, Stats};
+
+/// A zone as the endpoint reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ZoneView {
+    pub name: String,
+    pub size: usize,
+    pub policy: Policy,
+    pub capacity: u32,
+    pub tracked: u32,
+    pub bans: u32,
+    pub stats: Stats,
+}
+
+/// A zone's policy as shown: what decides a ban.
+#[derive(Serialize)]
+pub struct PolicyJson {
+    pub maxretry: u32,
+    pub findtime: u32,
+    pub bantime: u32,
+}
+
+/// A zone's counters since it was created (kept across reloads).
+#[derive(Serialize)]
+pub struct CountersJson {
+    pub failures: u64,
+    pub bans: u64,
+    pub refused: u64,
+    pub expired: u64,
+    pub evicted: u64,
+    pub bans_dropped: u64,
+}
+
+/// A zone: an item of `GET /authban`, the head of `GET ?zone=`.
+#[derive(Serialize)]
+pub struct ZoneJson<'a> {
+    pub name: &'a str,
+    pub size: usize,
+    pub capacity: u32,
+    pub policy: PolicyJson,
+    pub tracked: u32,
+    pub bans: u32,
+    pub counters: CountersJson,
+}
+
+/// `GET /authban`.
+#[derive(Serialize)]
+pub struct ZonesJson<'a> {
+    pub zones: Vec<ZoneJson<'a>>,
+}
+
+/// A ban: an item of `ban_list`, `banned_by`, and the tail of a ban's answer.
+#[derive(Serialize)]
+pub struct BanJson {
+    #[serde(serialize_with = "display")]
+    pub addr: Key,
+    pub since: u32,
+    #[serde(serialize_with = "iso")]
+    pub since_iso: u32,
+    pub until: u32,
+    #[serde(serialize_with = "iso")]
+    pub until_iso: u32,
+    pub failures: u32,
+}
+
+/// `GET ?zone=NAME`: the zone, then a page of its bans, soonest ending
+/// first; `next_offset` only when more bans follow.
+#[derive(Serialize)]
+pub struct ZonePageJson<'a> {
+    #[serde(flatten)]
+    pub zone: ZoneJson<'a>,
+    pub offset: usize,
+    pub limit: usize,
+    pub ban_list: Vec<BanJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_offset: Option<usize>,
+}
+
+/// A ban's times, in an address's answer while it is banned.
+#[derive(Serialize)]
+pub struct BanTimesJson {
+    pub since: u32,
+    #[serde(serialize_with = "iso")]
+    pub since_iso: u32,
+    pub until: u32,
+    #[serde(serialize_with = "iso")]
+    pub until_iso: u32,
+}
+
+/// `GET ?zone=NAME&addr=ADDR`. `banned_by` is the ban that refuses a
+/// client of this key now when it is not the key's own: a wider network's.
+#[derive(Serialize)]
+pub struct AddressJson<'a> {
+    pub zone: &'a str,
+    #[serde(serialize_with = "display")]
+    pub addr: Key,
+    pub failures: u32,
+    pub banned: bool,
+    #[serde(flatten)]
+    pub ban: Option<BanTimesJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub banned_by: Option<BanJson>,
+}
+
+/// `POST`: the ban made (`banned` is always true).
+#[derive(Serialize)]
+pub struct BanMadeJson<'a> {
+    pub zone: &'a str,
+    pub banned: bool,
+    #[serde(flatten)]
+    pub ban: BanJson,
+}
+
+/// `DELETE`: what was forgotten.
+#[derive(Serialize)]
+pub struct UnbanJson<'a> {
+    pub zone: &'a str,
+    #[serde(serialize_with = "display")]
+    pub addr: Key,
+    pub was_banned: bool,
+    pub failures_forgotten: u32,
+}
+
+/// Any refusal.
+#[derive(Serialize)]
+pub struct ErrorJson {
+    pub error: String,
+    pub status: u16,
+}
+
+fn display<T: Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
+fn iso<S: Serializer>(secs: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&iso8601(*secs))
+}
+
+/// Compact JSON that escapes every control character as `\u00XX`
+/// (`\u000a`, not `\n`), as the endpoint always has.
+struct Compact;
+
+impl serde_json::ser::Formatter for Compact {
+    fn write_char_escape<W: ?Sized + std::io::Write>(
+        &mut self,
+        out: &mut W,
+        escape: CharEscape,
+    ) -> std::io::Result<()> {
+        let control = match escape {
+            CharEscape::Quote => return out.write_all(b"\\\""),
+            CharEscape::ReverseSolidus => return out.write_all(b"\\\\"),
+            CharEscape::Solidus => b'/',
+            CharEscape::Backspace => 0x08,
+            CharEscape::FormFeed => 0x0c,
+            CharEscape::LineFeed => b'\n',
+            CharEscape::CarriageReturn => b'\r',
+            CharEscape::Tab => b'\t',
+            CharEscape::AsciiControl(byte) => byte,
+        };
+        write!(out, "\\u{control:04x}")
+    }
+}
+
+/// The answer's text: compact JSON and a newline.
+fn render(value: &impl Serialize) -> String {
+    let mut out = Vec::with_capacity(256);
+    let mut json = serde_json::Serializer::with_formatter(&mut out, Compact);
+    // Writing to a Vec cannot fail, and nothing above fails to serialize
+    // (no map has a non-string key).
+    value.serialize(&mut json).expect("answers serialize");
+    out.push(b'\n');
+    // serde_json writes UTF-8 only.
+    String::from_utf8(out).expect("JSON is UTF-8")
+}
+
+impl<'a> From<&'a ZoneView> for ZoneJson<'a> {
+    fn from(z: &'a ZoneView) -> Self {
+        let (p, s) = (z.policy, z.stats);
+        ZoneJson {
+            name: &z.name,
+            size: z.size,
+            capacity: z.capacity,
+            policy: PolicyJson {
+                maxretry: p.maxretry,
+                findtime: p.findtime,
+                bantime: p.bantime,
+            },
+            tracked: z.tracked,
+            bans: z.bans,
+            counters: CountersJson {
+                failures: s.failures,
+                bans: s.bans,
+                refused: s.refused,
+                expired: s.expired,
+                evicted: s.evicted,
+                bans_dropped: s.bans_dropped,
+            },
+        }
+    }
+}
+
+impl From<&Ban> for BanJson {
+    fn from(ban: &Ban) -> Self {
+        BanJson {
+            addr: ban.key,
+            since: ban.since,
+            since_iso: ban.since,
+            until: ban.until,
+            until_iso: ban.until,
+            failures: ban.failures,
+        }
+    }
+}
+
+pub fn zones_json(zones: &[ZoneView]) -> String {
+    render(&ZonesJson {
+        zones: zones.iter().map(ZoneJson::from).collect(),
+    })
+}
+
+/// One zone with a page of its bans, soonest ending first; `next_offset`
+/// is present when more bans follow.
+pub fn zone_json(z: &ZoneView, bans: &[Ban], offset: usize, limit: usize) -> String {
+    let shown = offset.saturating_add(bans.len());
+    let more = bans.len() == limit && shown < z.bans as usize;
+    render(&ZonePageJson {
+        zone: ZoneJson::from(z),
+        offset,
+        limit,
+        ban_list: bans.iter().map(BanJson::from).collect(),
+        next_offset: more.then_some(shown),
+    })
+}
+
+/// One key's state; `banned_by` is given when it is not the key's own ban.
+pub fn address_json(
+    zone: &str,
+    addr: &Key,
+    state: &AddressState,
+    banned_by: Option<&Ban>,
+) -> String {
+    render(&AddressJson {
+        zone,
+        addr: *addr,
+        failures: state.failures,
+        banned: state.ban.is_some(),
+        ban: state.ban.map(|ban| BanTimesJson {
+            since: ban.since,
+            since_iso: ban.since,
+            until: ban.until,
+            until_iso: ban.until,
+        }),
+        banned_by: banned_by.filter(|b| b.key != *addr).map(BanJson::from),
+    })
+}
+
+pub fn ban_json(zone: &str, ban: &Ban) -> String {
+    render(&BanMadeJson {
+        zone,
+        banned: true,
+        ban: BanJson::from(ban),
+    })
+}
+
+pub fn unban_json(zone: &str, addr: &Key, state: &AddressState) -> String {
+    render(&UnbanJson {
+        zone,
+        addr: *addr,
+        was_banned: state.ban.is_some(),
+        failures_forgotten: state.failures,
+    })
+}
+
+pub fn error_json(err: &ApiError) -> String {
+    render(&ErrorJson {
+        error: err.reason(),
+        status: err.status(),
+    })
+}
+
+/// The Prometheus text exposition format, version 0.0.4.
+pub fn prometheus(zones: &[ZoneView]) -> String {
+    type Metric = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&ZoneView) -> u64,
+    );
+    const METRICS: &[Metric] = &[
+        (
+            "authban_failures_total",
+            "counter",
+            "Failed responses counted.",
+            |z| z.stats.failures,
+        ),
+        (
+            "authban_bans_total",
+            "counter",
+            "Bans issued, automatic and manual.",
+            |z| z.stats.bans,
+        ),
+        (
+            "authban_refused_total",
+            "counter",
+            "Requests refused because of a ban.",
+            |z| z.stats.refused,
+        ),
+        (
+            "authban_bans_expired_total",
+            "counter",
+            "Bans that ran out.",
+            |z| z.stats.expired,
+        ),
+        (
+            "authban_evicted_total",
+            "counter",
+            "Addresses forgotten to make room.",
+            |z| z.stats.evicted,
+        ),
+        (
+            "authban_bans_dropped_total",
+            "counter",
+            "Bans dropped because the zone was full.",
+            |z| z.stats.bans_dropped,
+        ),
+        (
+            "authban_tracked_addresses",
+            "gauge",
+            "Addresses the zone holds now.",
+            |z| u64::from(z.tracked),
+        ),
+        ("authban_active_bans", "gauge", "Bans in force now.", |z| {
+            u64::from(z.bans)
+        }),
+        (
+            "authban_capacity_addresses",
+            "gauge",
+            "Addresses the zone can hold.",
+            |z| u64::from(z.capacity),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in METRICS {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for z in zones {
+            let _ = writeln!(
+                out,
+                "{name}{{zone=\"{}\"}} {}",
+                label_value(&z.name),
+                value(z)
+            );
+        }
+    }
+    out
+}
+
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Unix seconds as `YYYY-MM-DDThh:mm:ssZ`.
+pub fn iso8601(secs: u32) -> String {
+    let days = i64::from(secs / 86_400);
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::api::parse_addr;
+    use crate::engine::api::Target;
+
+    fn k(text: &str) -> Key {
+        match parse_addr(text).unwrap() {
+            Target::Addr(ip) => Key::from_ip(ip),
+            Target::Net(key) => key,
+        }
+    }
+
+    #[test]
+    fn address_rendering_names_a_wider_ban() {
+        let key = k("192.0.2.0/24");
+        let wide = Ban {
+            key: k("192.0.0.0/16"),
+            since: 100,
+            until: 160,
+            failures: 0,
+            offence: 1,
+        };
+        let untracked = AddressState {
+            failures: 0,
+            ban: None,
+        };
+        let json = address_json("z", &key, &untracked, Some(&wide));
+        assert_eq!(
+            json,
+            "{\"zone\":\"z\",\"addr\":\"192.0.2.0/24\",\"failures\":0,\"banned\":false,\
+             \"banned_by\":{\"addr\":\"192.0.0.0/16\",\"since\":100,\
+             \"since_iso\":\"1970-01-01T00:01:40Z\",\"until\":160,\
+             \"until_iso\":\"1970-01-01T00:02:40Z\",\"failures\":0}}\n"
+        );
+        // Its own ban is not repeated.
+        let own = Ban { key, ..wide };
+        let banned = AddressState {
+            failures: 3,
+            ban: Some(own),
+        };
+        let json = address_json("z", &key, &banned, Some(&own));
+        assert!(!json.contains("banned_by"), "{json}");
+        assert!(json.contains("\"banned\":true,\"since\":100"), "{json}");
+    }
+
+    #[test]
+    fn renderings() {
+        let zone = ZoneView {
+            name: "c\"s".into(),
+            size: 1 << 20,
+            policy: Policy {
+                bantime: 60,
+                ..Policy::default()
+            },
+            capacity: 20_000,
+            tracked: 3,
+            bans: 2,
+            stats: Stats {
+                failures: 9,
+                ..Stats::default()
+            },
+        };
+        let json = zones_json(std::slice::from_ref(&zone));
+        assert!(
+            json.starts_with("{\"zones\":[{\"name\":\"c\\\"s\",\"size\":1048576"),
+            "{json}"
+        );
+        let ban = Ban {
+            key: k("192.0.2.1"),
+            since: 1_764_072_000,
+            until: 1_764_072_060,
+            failures: 5,
+            offence: 1,
+        };
+        let page = zone_json(&zone, &[ban], 0, 1);
+        assert!(
+            page.contains("\"until_iso\":\"2025-11-25T12:01:00Z\""),
+            "{page}"
+        );
+        assert!(page.contains("\"next_offset\":1"), "{page}");
+        let metrics = prometheus(&[zone]);
+        assert!(metrics.contains("# TYPE authban_failures_total counter\n"));
+        assert!(
+            metrics.contains("authban_failures_total{zone=\"c\\\"s\"} 9\n"),
+            "{metrics}"
+        );
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    /// The answers byte for byte as the hand-written renderer of earlier
+    /// versions made them, control characters as `\u00XX` included.
+    #[test]
+    fn answers_byte_for_byte() {
+        let name = "c\"s\\x\u{1}\n\t\u{8}\u{c}\r\u{7f}é/<";
+        // DEL (U+007F) and the rest are sent as they are.
+        let esc = "\"c\\\"s\\\\x\\u0001\\u000a\\u0009\\u0008\\u000c\\u000d\u{7f}é/<\"";
+        let zone = ZoneView {
+            name: name.into(),
+            size: 1 << 20,
+            policy: Policy {
+                bantime: 60,
+                ..Policy::default()
+            },
+            capacity: 20_000,
+            tracked: 3,
+            bans: 5,
+            stats: Stats {
+                failures: 9,
+                bans: 1,
+                refused: 2,
+                expired: 3,
+                evicted: 4,
+                bans_dropped: u64::MAX,
+            },
+        };
+        let b1 = Ban {
+            key: k("192.0.2.1"),
+            since: 1_764_072_000,
+            until: 1_764_072_060,
+            failures: 5,
+            offence: 1,
+        };
+        let b2 = Ban {
+            key: k("2001:db8::/64"),
+            since: 0,
+            until: u32::MAX,
+            failures: 0,
+            offence: 1,
+        };
+        let zone_fields = format!(
+            "\"name\":{esc},\"size\":1048576,\"capacity\":20000,\
+             \"policy\":{{\"maxretry\":5,\"findtime\":600,\"bantime\":60}},\"tracked\":3,\
+             \"bans\":5,\"counters\":{{\"failures\":9,\"bans\":1,\"refused\":2,\"expired\":3,\
+             \"evicted\":4,\"bans_dropped\":18446744073709551615}}"
+        );
+        let b1_fields = "\"addr\":\"192.0.2.1\",\"since\":1764072000,\
+             \"since_iso\":\"2025-11-25T12:00:00Z\",\"until\":1764072060,\
+             \"until_iso\":\"2025-11-25T12:01:00Z\",\"failures\":5";
+        let b2_fields = "\"addr\":\"2001:db8::/64\",\"since\":0,\
+             \"since_iso\":\"1970-01-01T00:00:00Z\",\"until\":4294967295,\
+             \"until_iso\":\"2106-02-07T06:28:15Z\",\"failures\":0";
+        assert_eq!(
+            zones_json(&[zone.clone(), zone.clone()]),
+            format!("{{\"zones\":[{{{zone_fields}}},{{{zone_fields}}}]}}\n")
+        );
+        assert_eq!(zones_json(&[]), "{\"zones\":[]}\n");
+        assert_eq!(
+            zone_json(&zone, &[b1, b2], 0, 2),
+            format!(
+                "{{{zone_fields},\"offset\":0,\"limit\":2,\
+                 \"ban_list\":[{{{b1_fields}}},{{{b2_fields}}}],\"next_offset\":2}}\n"
+            )
+        );
+        assert_eq!(
+            zone_json(&zone, &[b1, b2], 3, 2),
+            format!(
+                "{{{zone_fields},\"offset\":3,\"limit\":2,\
+                 \"ban_list\":[{{{b1_fields}}},{{{b2_fields}}}]}}\n"
+            )
+        );
+        let banned = AddressState {
+            failures: 3,
+            ban: Some(b1),
+        };
+        assert_eq!(
+            address_json(name, &b1.key, &banned, Some(&b2)),
+            format!(
+                "{{\"zone\":{esc},\"addr\":\"192.0.2.1\",\"failures\":3,\"banned\":true,\
+                 \"since\":1764072000,\"since_iso\":\"2025-11-25T12:00:00Z\",\
+                 \"until\":1764072060,\"until_iso\":\"2025-11-25T12:01:00Z\",\
+                 \"banned_by\":{{{b2_fields}}}}}\n"
+            )
+        );
+        assert_eq!(
+            ban_json(name, &b2),
+            format!("{{\"zone\":{esc},\"banned\":true,{b2_fields}}}\n")
+        );
+        assert_eq!(
+            unban_json(name, &b2.key, &banned),
+            format!(
+                "{{\"zone\":{esc},\"addr\":\"2001:db8::/64\",\"was_banned\":true,\
+                 \"failures_forgotten\":3}}\n"
+            )
+        );
+        assert_eq!(
+            error_json(&ApiError::UnknownParameter("a\nb".into())),
+            "{\"error\":\"unknown parameter \\\"a\\u000ab\\\"\",\"status\":400}\n"
+        );
+        assert_eq!(
+            error_json(&ApiError::UnknownZone("z".into())),
+            "{\"error\":\"unknown zone \\\"z\\\"\",\"status\":404}\n"
+        );
+    }
+}
