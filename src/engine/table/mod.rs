@@ -1170,5 +1170,4 @@ impl Slot {
 }
 
 #[cfg(test)]
-#[path = "table_tests.rs"]
 mod tests;
