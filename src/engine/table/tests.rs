@@ -1108,7 +1108,6 @@ fn attach_refuses_a_header_that_contradicts_itself() {
         let mut t = region.table(POLICY);
         t.record_failure(&v4(1), at(10), &mut ev);
         damage(&mut t);
-        drop(t);
         assert_eq!(
             Table::attach(region.bytes(), &POLICY).err(),
             Some(LayoutError::Damaged),
@@ -1118,7 +1117,6 @@ fn attach_refuses_a_header_that_contradicts_itself() {
     // A length that is not the region's is another table's.
     let t = region.table(POLICY);
     t.hdr.region_len += 4096;
-    drop(t);
     assert_eq!(
         Table::attach(region.bytes(), &POLICY).err(),
         Some(LayoutError::Foreign)
