@@ -860,3 +860,78 @@ fn request_storms_leave_no_alert() {
         assert!(nginx.stop().success());
     });
 }
+
+/// The zone's state for one address, from the management endpoint.
+fn address_state(nginx: &Nginx, addr: &str) -> Json {
+    let reply = get(nginx.port2(), &format!("/authban?zone=z&addr={addr}"));
+    assert_eq!(reply.status(), Some(200), "{}", reply.text());
+    Json::parse(&reply.text()).unwrap_or_else(|e| panic!("{e}: {}", reply.text()))
+}
+
+/// The reload rules (README "Reload", `engine::table`): the policy is the
+/// configuration's, not the zone's. A new maxretry and bantime apply from
+/// the next failure to the counts the zone holds (a count already past the
+/// lower maxretry is not banned by the reload itself); bans in force keep
+/// the end they were given; a new findtime restarts the running counts and
+/// keeps the bans.
+#[test]
+fn reload_applies_maxretry_and_bantime_from_the_next_failure_and_keeps_bans() {
+    with_timeout(90, || {
+        let mut nginx = Nginx::options()
+            .workers(2)
+            .start(&config("zone=z:1m maxretry=5 findtime=10m bantime=10m"));
+        let port = nginx.port();
+        let (a, b, c) = ("203.0.113.21", "198.51.100.22", "198.51.100.23");
+        fail_n(port, a, 5, "/a");
+        assert_eq!(status(port, "/a", a), 403);
+        let a_ban = address_state(&nginx, a);
+        assert!(a_ban.bool("banned"));
+        assert_eq!(a_ban.u64("until") - a_ban.u64("since"), 600);
+        fail_n(port, b, 4, "/b");
+        assert_eq!(address_state(&nginx, b).u64("failures"), 4);
+
+        // maxretry 5 -> 3 and bantime 10m -> 1m, findtime unchanged.
+        let offset = nginx.error_log_len();
+        nginx.reload_with(&config("zone=z:1m maxretry=3 findtime=10m bantime=1m"));
+        let log = nginx.error_log_since(offset);
+        assert!(
+            log.contains("authban: zone \"z\" kept across reload with 2 addresses"),
+            "{log}"
+        );
+        // A's ban is kept with its end: the new bantime does not re-time it.
+        refused_by_every_worker(&nginx, a, "/a/after");
+        let kept = address_state(&nginx, a);
+        assert_eq!(
+            (kept.u64("since"), kept.u64("until")),
+            (a_ban.u64("since"), a_ban.u64("until"))
+        );
+        // B's four failures are kept and, past the new maxretry, do not
+        // ban it by themselves: the next failure does, for the new bantime.
+        let held = address_state(&nginx, b);
+        assert_eq!((held.u64("failures"), held.bool("banned")), (4, false));
+        assert_eq!(status(port, "/ok/b", b), 200);
+        fail_n(port, b, 1, "/b/after");
+        assert_eq!(status(port, "/b/refused", b), 403);
+        let b_ban = address_state(&nginx, b);
+        assert_eq!(b_ban.u64("until") - b_ban.u64("since"), 60);
+        assert!(log_has(
+            &nginx,
+            &format!("authban: ban zone=z addr={b} failures=5 bantime=60s")
+        ));
+        assert_eq!(upstream_hits(&nginx, "/b/refused"), 0);
+        // C counts under the new maxretry.
+        fail_n(port, c, 2, "/c");
+        assert_eq!(address_state(&nginx, c).u64("failures"), 2);
+
+        // findtime 10m -> 5m: running counts restart, bans stay.
+        nginx.reload_with(&config("zone=z:1m maxretry=3 findtime=5m bantime=1m"));
+        assert_eq!(address_state(&nginx, c).u64("failures"), 0);
+        fail_n(port, c, 2, "/c");
+        assert_eq!(status(port, "/ok/c", c), 200, "C's counts restarted");
+        fail_n(port, c, 1, "/c");
+        assert_eq!(status(port, "/c", c), 403);
+        assert_eq!(status(port, "/a/last", a), 403);
+        assert_eq!(status(port, "/b/last", b), 403);
+        assert_eq!(address_state(&nginx, a).u64("until"), a_ban.u64("until"));
+    });
+}

@@ -9,16 +9,16 @@ use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 
 use nginx_sys::{
-    ngx_cycle_t, ngx_int_t, ngx_log_t, ngx_pagesize, ngx_shm_zone_t, ngx_shmtx_lock,
-    ngx_shmtx_unlock, ngx_slab_alloc, ngx_slab_free, ngx_slab_pool_t, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_cycle, ngx_cycle_t, ngx_int_t, ngx_log_t, ngx_pagesize, ngx_shm_zone_t, ngx_slab_alloc,
+    ngx_slab_free, ngx_slab_pool_t, NGX_LOG_ALERT, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
-use ngx::core::Status;
+use ngx::core::{SlabPool, Status};
 use ngx::ngx_log_error;
 
 use crate::engine::directive::ZoneSpec;
 use crate::engine::key::Key;
 use crate::engine::log_limit::{Admit, LogLimit};
-use crate::engine::table::{self, Events, Policy, Table};
+use crate::engine::table::{self, Events, LayoutError, Policy, Table};
 use crate::nginx::state_file;
 
 /// One `authban_zone`: its policy from the configuration and, once nginx
@@ -26,6 +26,8 @@ use crate::nginx::state_file;
 pub struct Zone {
     pub name: String,
     pub size: usize,
+    /// The policy every table operation applies: configuration, never kept
+    /// in the shared memory (the reload rules are in `engine::table`).
     pub policy: Policy,
     /// The state file, absolute, and seconds between writes.
     pub state: Option<PathBuf>,
@@ -70,47 +72,67 @@ impl Zone {
         if self.region.is_null() {
             return false;
         }
-        // SAFETY: `region` was formatted by `init` before any request.
+        // SAFETY: `region` was formatted by `init_zone` (or adopted from a
+        // formatted one) before any request, and stays mapped as long as
+        // the cycle. Only the header's atomics are read.
         unsafe { table::may_be_banned_within(self.region, host, net) }
     }
 
     /// Runs `f` on the table with the zone locked. The guard unlocks even if
     /// `f` panics, so a bug cannot leave the zone locked for every worker.
+    ///
+    /// A table found damaged (a header that contradicts itself, a list that
+    /// loops) is formatted again before the lock is released, logged at
+    /// `alert`, and `None` is returned: nothing is decided from memory
+    /// that cannot be trusted, and no walk spins with the lock held.
     pub fn with_table<R>(&self, f: impl FnOnce(&mut Table<'_>) -> R) -> Option<R> {
-        let shpool = self.shpool()?;
-        let _guard = ZoneLock::acquire(shpool);
-        // SAFETY: the region lies inside the zone's mapping, which lives as
-        // long as the cycle, and the lock serialises every access to it.
-        let region = unsafe { core::slice::from_raw_parts_mut(self.region, self.region_len) };
-        let mut table = Table::attach(region).ok()?;
-        Some(f(&mut table))
+        let pool = self.slab_pool()?;
+        let why = {
+            let _locked = pool.lock();
+            // SAFETY: the region lies inside the zone's mapping, which lives
+            // as long as the cycle, and the lock, held until the table is
+            // gone, makes this the only table over it.
+            let attached = unsafe { Table::attach_raw(self.region, self.region_len, &self.policy) };
+            let why = match attached {
+                Ok(mut table) => {
+                    let result = f(&mut table);
+                    if !table.damaged() {
+                        return Some(result);
+                    }
+                    "a list loops or links outside the zone"
+                }
+                Err(LayoutError::Foreign) => "its header was overwritten",
+                Err(_) => "its header contradicts itself",
+            };
+            // SAFETY: as above; the zone is still locked. The region formats
+            // as it did when the zone was created (same length and address);
+            // were it to fail, the next use would find it damaged again.
+            let _ = unsafe {
+                Table::format_raw(self.region, self.region_len, &self.policy, random_seed())
+            };
+            why
+        };
+        // SAFETY: ngx_cycle is the running cycle, set before any request.
+        let log = unsafe { (*ngx_cycle).log };
+        ngx_log_error!(
+            NGX_LOG_ALERT,
+            log,
+            "authban: zone \"{}\" damaged ({}), starting it empty",
+            self.name,
+            why
+        );
+        None
     }
 
-    fn shpool(&self) -> Option<*mut ngx_slab_pool_t> {
+    /// The zone's slab pool, whose mutex guards the table.
+    fn slab_pool(&self) -> Option<SlabPool> {
         if self.region.is_null() || self.shm_zone.is_null() {
             return None;
         }
-        // SAFETY: shm_zone is the zone nginx created for this configuration.
-        let addr = unsafe { (*self.shm_zone).shm.addr };
-        (!addr.is_null()).then_some(addr.cast())
-    }
-}
-
-struct ZoneLock(*mut ngx_slab_pool_t);
-
-impl ZoneLock {
-    fn acquire(shpool: *mut ngx_slab_pool_t) -> ZoneLock {
-        // SAFETY: shpool is the slab pool nginx initialised at the start of
-        // the zone; its mutex is shared by all processes.
-        unsafe { ngx_shmtx_lock(ptr::addr_of_mut!((*shpool).mutex)) };
-        ZoneLock(shpool)
-    }
-}
-
-impl Drop for ZoneLock {
-    fn drop(&mut self) {
-        // SAFETY: this process locked the mutex in `acquire`.
-        unsafe { ngx_shmtx_unlock(ptr::addr_of_mut!((*self.0).mutex)) };
+        // SAFETY: shm_zone is the zone nginx created for this configuration;
+        // it is mapped from its init callback on, in the master and in every
+        // worker of the cycle, which outlives `self`.
+        unsafe { SlabPool::from_shm_zone(&*self.shm_zone) }
     }
 }
 
@@ -128,18 +150,19 @@ fn random_seed() -> [u64; 2] {
 /// are unchanged, so counts and bans carry over).
 pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_int_t {
     // SAFETY: nginx passes the zone it created with our `data` pointer.
-    let (zone, shpool, log) = unsafe {
+    let (zone, shpool, log, shm_size) = unsafe {
         let shm_zone = &mut *shm_zone;
         (
             &mut *shm_zone.data.cast::<Zone>(),
             &mut *shm_zone.shm.addr.cast::<ngx_slab_pool_t>(),
             shm_zone.shm.log,
+            shm_zone.shm.size,
         )
     };
     if state_file::check_state_dir(zone, log).is_err() {
         return Status::NGX_ERROR.into();
     }
-    if !shpool.data.is_null() && adopt(zone, shpool, log) {
+    if !shpool.data.is_null() && adopt(zone, shpool, shm_size, log) {
         return Status::NGX_OK.into();
     }
     // Keep one page back for nginx's own small allocations in the pool.
@@ -151,9 +174,9 @@ pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_v
     if region.is_null() {
         return Status::NGX_ERROR.into();
     }
-    // SAFETY: ngx_slab_alloc returned `len` page-aligned bytes.
-    let bytes = unsafe { core::slice::from_raw_parts_mut(region, len) };
-    if Table::format(bytes, zone.policy, random_seed()).is_err() {
+    // SAFETY: ngx_slab_alloc returned `len` page-aligned bytes, and no
+    // worker maps the zone yet: nothing else refers to them.
+    if unsafe { Table::format_raw(region, len, &zone.policy, random_seed()) }.is_err() {
         return Status::NGX_ERROR.into();
     }
     shpool.data = region.cast();
@@ -163,19 +186,48 @@ pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_v
     Status::NGX_OK.into()
 }
 
-/// Takes over the table of the zone before a reload, if it is ours.
-fn adopt(zone: &mut Zone, shpool: &mut ngx_slab_pool_t, log: *mut ngx_log_t) -> bool {
+/// Takes over the table of the zone before a reload, if it is ours, and
+/// applies the new configuration's findtime to it (see the reload rules in
+/// `engine::table`: the rest of the policy needs nothing here, every
+/// operation takes it from the configuration).
+fn adopt(
+    zone: &mut Zone,
+    shpool: &mut ngx_slab_pool_t,
+    shm_size: usize,
+    log: *mut ngx_log_t,
+) -> bool {
     let region = shpool.data.cast::<u8>();
-    // SAFETY: the region was ours in the previous cycle; its length is in
-    // its header, which `attach` checks against magic and layout version.
-    let len = unsafe { table::stored_len(region) };
-    zone.region = region;
-    zone.region_len = len;
-    let adopted = zone.with_table(|t| {
-        t.set_policy(zone.policy);
-        t.tracked()
-    });
-    if let Some(tracked) = adopted {
+    let pool_start = ptr::from_mut(shpool).cast::<u8>();
+    // What the mapping holds from the region on: a damaged header may claim
+    // any length, and no slice may reach past the mapping.
+    let room = (region as usize)
+        .checked_sub(pool_start as usize)
+        .and_then(|offset| shm_size.checked_sub(offset))
+        .unwrap_or(0);
+    let adopted = if room < table::header_len() {
+        None
+    } else {
+        // SAFETY: the pool was mapped and initialised by nginx; `data` is
+        // only ever set to our region.
+        let pool = unsafe { SlabPool::from_shm_zone(&*zone.shm_zone) };
+        let _locked = pool.as_ref().map(SlabPool::lock);
+        // SAFETY: the region was ours in the previous cycle and at least a
+        // header's worth of it is mapped; the lock keeps the old cycle's
+        // workers out while it is read.
+        let len = unsafe { table::stored_len(region) }.min(room);
+        // SAFETY: `len` bytes from `region` lie inside the mapping; the
+        // lock makes this the only table over them. `attach_raw` refuses a
+        // header whose length is not `len`, or of another layout.
+        unsafe { Table::attach_raw(region, len, &zone.policy) }
+            .ok()
+            .map(|mut t| {
+                t.apply_findtime();
+                (len, t.tracked())
+            })
+    };
+    if let Some((len, tracked)) = adopted {
+        zone.region = region;
+        zone.region_len = len;
         ngx_log_error!(
             NGX_LOG_NOTICE,
             log,

@@ -1,4 +1,8 @@
+use super::filter::load_mask;
+use super::index::list_of;
+use super::layout::{BANNED, COUNTED, NIL, REMEMBERED};
 use super::*;
+use crate::engine::key::Key;
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -24,14 +28,30 @@ impl Region {
         Region(vec![0; bytes.div_ceil(8)])
     }
 
+    fn len(&self) -> usize {
+        self.0.len() * 8
+    }
+
+    /// The region's start, for what shares it without a borrow (the
+    /// lock-free pre-check, threads standing in for workers).
+    fn base(&mut self) -> *mut u8 {
+        self.0.as_mut_ptr().cast::<u8>()
+    }
+
     fn bytes(&mut self) -> &mut [u8] {
-        let len = self.0.len() * 8;
+        let len = self.len();
         // SAFETY: a Vec<u64> is valid, initialised memory of len bytes.
-        unsafe { core::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u8>(), len) }
+        unsafe { core::slice::from_raw_parts_mut(self.base(), len) }
     }
 
     fn table(&mut self, policy: Policy) -> Table<'_> {
-        Table::format(self.bytes(), policy, [0x1234_5678, 0x9abc_def0]).unwrap()
+        Table::format(self.bytes(), &policy, [0x1234_5678, 0x9abc_def0]).unwrap()
+    }
+
+    /// The table formatted earlier, as another worker (or a reloaded
+    /// configuration) attaches it with its own policy.
+    fn attach(&mut self, policy: Policy) -> Table<'_> {
+        Table::attach(self.bytes(), &policy).unwrap()
     }
 }
 
@@ -53,27 +73,27 @@ fn check_invariants(t: &Table) {
     let mut in_use = 0;
     let mut banned = 0;
     for (i, slot) in t.slots[..used].iter().enumerate() {
-        match slot.state {
-            State::COUNTED | State::BANNED | State::REMEMBERED => {
+        match slot.kind {
+            SlotKind::COUNTED | SlotKind::BANNED | SlotKind::REMEMBERED => {
                 in_use += 1;
                 assert_eq!(t.find(&slot.key()), Some(i as u32), "slot {i} not indexed");
-                banned += usize::from(slot.state == State::BANNED);
+                banned += usize::from(slot.kind == SlotKind::BANNED);
             }
-            State::FREE => {}
-            other => panic!("slot {i} has state {other}"),
+            SlotKind::FREE => {}
+            other => panic!("slot {i} has kind {other}"),
         }
     }
     assert_eq!(in_use, t.hdr.in_use as usize);
     assert_eq!(banned, t.bans() as usize);
     for (p, &count) in t.hdr.net_bans.iter().enumerate().take(128) {
         assert_eq!(
-            load_mask(&t.hdr.net_mask) >> p & 1 == 1,
+            load_mask(&t.shared.net_mask) >> p & 1 == 1,
             count > 0,
             "mask bit {p}"
         );
     }
     let filtered: u32 = t
-        .hdr
+        .shared
         .ban_filter
         .iter()
         .map(|c| u32::from(c.load(Ordering::Relaxed)))
@@ -85,7 +105,7 @@ fn check_invariants(t: &Table) {
     let nets: u32 = t.hdr.net_bans.iter().sum();
     let banned_nets = t.slots[..used]
         .iter()
-        .filter(|s| s.state == State::BANNED && s.prefix < 128)
+        .filter(|s| s.kind == SlotKind::BANNED && s.prefix < 128)
         .count();
     assert_eq!(nets as usize, banned_nets);
     let walk = |list: usize| {
@@ -107,7 +127,7 @@ fn check_invariants(t: &Table) {
         let mut i = t.hdr.lists[list].head;
         while i != NIL {
             assert_eq!(
-                list_of(t.slots[i as usize].state),
+                list_of(t.slots[i as usize].kind),
                 list,
                 "slot {i} on the wrong list"
             );
@@ -125,7 +145,7 @@ fn check_invariants(t: &Table) {
     let mut free = 0;
     let mut i = t.hdr.free;
     while i != NIL {
-        assert_eq!(t.slots[i as usize].state, State::FREE);
+        assert_eq!(t.slots[i as usize].kind, SlotKind::FREE);
         free += 1;
         i = t.slots[i as usize].chain;
     }
@@ -293,7 +313,7 @@ fn attach_adopts_only_a_matching_table() {
         }
     }
     {
-        let mut t = Table::attach(region.bytes()).unwrap();
+        let mut t = Table::attach(region.bytes(), &POLICY).unwrap();
         assert_eq!(t.bans(), 1);
         let mut ev = Events::default();
         assert!(matches!(
@@ -303,16 +323,16 @@ fn attach_adopts_only_a_matching_table() {
     }
     let len = region.bytes().len();
     assert_eq!(
-        Table::attach(&mut region.bytes()[..len - 8]).err(),
+        Table::attach(&mut region.bytes()[..len - 8], &POLICY).err(),
         Some(LayoutError::Foreign)
     );
     region.bytes()[0] ^= 1;
     assert_eq!(
-        Table::attach(region.bytes()).err(),
+        Table::attach(region.bytes(), &POLICY).err(),
         Some(LayoutError::Foreign)
     );
     assert_eq!(
-        Table::format(&mut [0u8; 64], POLICY, [0, 0]).err(),
+        Table::format(&mut [0u8; 64], &POLICY, [0, 0]).err(),
         Some(LayoutError::TooSmall)
     );
 }
@@ -320,29 +340,38 @@ fn attach_adopts_only_a_matching_table() {
 #[test]
 fn a_new_findtime_restarts_counts_but_keeps_bans() {
     let mut region = Region::new(32 * 1024);
-    let mut t = region.table(POLICY);
     let mut ev = Events::default();
-    for _ in 0..5 {
-        t.record_failure(&v4(1), at(10), &mut ev);
+    {
+        let mut t = region.table(POLICY);
+        for _ in 0..5 {
+            t.record_failure(&v4(1), at(10), &mut ev);
+        }
+        for _ in 0..4 {
+            t.record_failure(&v4(2), at(10), &mut ev);
+        }
     }
-    for _ in 0..4 {
-        t.record_failure(&v4(2), at(10), &mut ev);
+    {
+        // The reload: the master attaches with the new policy and applies
+        // its findtime once.
+        let mut t = region.attach(Policy {
+            findtime: 60,
+            ..POLICY
+        });
+        assert!(t.apply_findtime());
+        assert!(!t.apply_findtime(), "applied once");
+        assert_eq!(t.failures(&v4(2), at(11)), Some(0));
+        assert!(matches!(
+            t.check(&v4(1), at(11), true, &mut ev),
+            Verdict::Banned(_)
+        ));
     }
-    t.set_policy(Policy {
-        findtime: 60,
-        ..POLICY
-    });
-    assert_eq!(t.failures(&v4(2), at(11)), Some(0));
-    assert!(matches!(
-        t.check(&v4(1), at(11), true, &mut ev),
-        Verdict::Banned(_)
-    ));
-    t.set_policy(Policy {
+    let mut t = region.attach(Policy {
         maxretry: 2,
         findtime: 60,
         bantime: 1,
         ..POLICY
     });
+    assert!(!t.apply_findtime(), "same findtime: counts kept");
     assert_eq!(
         t.record_failure(&v4(2), at(12), &mut ev),
         Failure::Counted(1)
@@ -356,12 +385,13 @@ fn a_new_findtime_restarts_counts_but_keeps_bans() {
 fn threads_sharing_one_region_agree() {
     use std::sync::{Arc, Mutex};
     let region = Arc::new(Mutex::new(Region::new(256 * 1024)));
-    region.lock().unwrap().table(Policy {
+    let policy = Policy {
         maxretry: 1000,
         findtime: 600,
         bantime: 600,
         ..POLICY
-    });
+    };
+    region.lock().unwrap().table(policy);
     let threads: Vec<_> = (0..4u32)
         .map(|t| {
             let region = Arc::clone(&region);
@@ -369,7 +399,7 @@ fn threads_sharing_one_region_agree() {
                 for n in 0..2000u32 {
                     // Each lock is one worker's critical section.
                     let mut guard = region.lock().unwrap();
-                    let mut table = Table::attach(guard.bytes()).unwrap();
+                    let mut table = guard.attach(policy);
                     let mut ev = Events::default();
                     table.record_failure(&v4(n % 700), at(100), &mut ev);
                     table.check(&v4(t), at(100), true, &mut ev);
@@ -381,7 +411,7 @@ fn threads_sharing_one_region_agree() {
         t.join().unwrap();
     }
     let mut guard = region.lock().unwrap();
-    let t = Table::attach(guard.bytes()).unwrap();
+    let t = guard.attach(POLICY);
     assert_eq!(t.stats().failures, 8000);
     // Each thread fails addresses 0..600 three times and 600..700 twice.
     assert_eq!(t.tracked(), 700);
@@ -433,7 +463,7 @@ proptest! {
         ops in proptest::collection::vec((0u32..40, 0u64..3000, any::<bool>()), 1..400),
     ) {
         let policy = Policy { maxretry: 3, findtime: 10, bantime: 5, increment: true, history: 20, ..POLICY };
-        let mut region = Region::new(size_of::<Header>() + 4096);
+        let mut region = Region::new(header_len() + 4096);
         let mut t = region.table(policy);
         prop_assert!(t.capacity() > 40, "no eviction here: the model has none");
         let mut now_ms = 50_000_000u64;
@@ -582,17 +612,19 @@ fn offence_history_is_the_last_thing_dropped_before_bans() {
         ..POLICY
     };
     let mut region = Region::new(16 * 1024);
-    let mut t = region.table(policy);
-    let cap = t.capacity();
     let mut ev = Events::default();
-    t.record_failure(&v4(1), at(100), &mut ev);
-    assert_eq!(t.check(&v4(1), at(110), true, &mut ev), Verdict::Clear);
+    {
+        let mut t = region.table(policy);
+        t.record_failure(&v4(1), at(100), &mut ev);
+        assert_eq!(t.check(&v4(1), at(110), true, &mut ev), Verdict::Clear);
+    }
     // Counted addresses come and go; the remembered offender stays.
     let two = Policy {
         maxretry: 2,
         ..policy
     };
-    t.set_policy(two);
+    let mut t = region.attach(two);
+    let cap = t.capacity();
     for n in 0..cap * 3 {
         t.record_failure(&v4(1000 + n), at(120), &mut ev);
     }
@@ -721,7 +753,7 @@ proptest! {
             maxretry: 2, findtime: 30, bantime: 20, increment: true, history: 60,
             widen: 2, ..POLICY
         };
-        let mut region = Region::new(size_of::<Header>() + 1400);
+        let mut region = Region::new(header_len() + 1400);
         let mut t = region.table(policy);
         let mut now_ms = 10_000_000u64;
         for (n, gap, op) in ops {
@@ -838,7 +870,7 @@ fn the_lock_free_precheck_never_misses_a_ban() {
     let mut ev = Events::default();
     let net = Key::parse("2001:db8:4::/48").unwrap();
     let inside = Key::parse("2001:db8:4::9").unwrap();
-    let base = region.bytes().as_ptr();
+    let base = region.base().cast_const();
     {
         let mut t = region.table(Policy {
             maxretry: 1,
@@ -869,7 +901,7 @@ fn the_lock_free_precheck_never_misses_a_ban() {
 #[test]
 fn bans_of_a_previous_prefix_keep_refusing_after_a_policy_change() {
     let mut region = Region::new(64 * 1024);
-    let base = region.bytes().as_ptr();
+    let base = region.base().cast_const();
     let mut ev = Events::default();
     let host = Key::parse("192.0.2.10").unwrap();
     let net24 = Key::parse("192.0.2.0/24").unwrap();
@@ -882,8 +914,10 @@ fn bans_of_a_previous_prefix_keep_refusing_after_a_policy_change() {
             600,
             &mut ev,
         );
+    }
+    {
         // The reload: failures now count per /24.
-        t.set_policy(Policy {
+        let mut t = region.attach(Policy {
             ipv4_prefix: 24,
             ..POLICY
         });
@@ -910,7 +944,7 @@ fn bans_of_a_previous_prefix_keep_refusing_after_a_policy_change() {
 #[test]
 fn the_precheck_of_a_policy_network_uses_its_filter_not_the_mask() {
     let mut region = Region::new(64 * 1024);
-    let base = region.bytes().as_ptr();
+    let base = region.base().cast_const();
     let mut ev = Events::default();
     let policy = Policy {
         ipv4_prefix: 24,
@@ -920,10 +954,10 @@ fn the_precheck_of_a_policy_network_uses_its_filter_not_the_mask() {
         let mut t = region.table(policy);
         t.ban(&Key::parse("192.0.2.0/24").unwrap(), at(10), 600, &mut ev);
     }
-    // SAFETY: the region was formatted above and is not borrowed now.
     let maybe = |ip: &str| {
         let host = Key::parse(ip).unwrap();
         let net = policy.key_of(host.ip());
+        // SAFETY: the region was formatted above and is not borrowed now.
         unsafe { may_be_banned_within(base, &host, &net) }
     };
     assert!(maybe("192.0.2.77"));
@@ -956,5 +990,329 @@ fn a_manual_reban_after_an_unnoticed_end_counts_its_member_once() {
         Verdict::Clear,
         "two live members do not widen at widen=3"
     );
+    check_invariants(&t);
+}
+
+/// The reload rules of the module documentation: maxretry and bantime
+/// apply from the next operation to the counts already held, bans in force
+/// keep their end, and only `apply_findtime` (the master, once) changes the
+/// window step, restarting the counts.
+#[test]
+fn a_reload_applies_the_new_policy_from_the_next_operation_and_keeps_bans() {
+    let old = POLICY; // maxretry 5, bantime 600
+    let new = Policy {
+        maxretry: 3,
+        bantime: 60,
+        ..POLICY
+    };
+    let mut region = Region::new(32 * 1024);
+    let mut ev = Events::default();
+    let old_ban = {
+        let mut t = region.table(old);
+        for _ in 0..4 {
+            t.record_failure(&v4(1), at(10), &mut ev);
+        }
+        let Failure::Banned(ban) = t.record_failure(&v4(1), at(10), &mut ev) else {
+            panic!("fifth failure bans");
+        };
+        for _ in 0..3 {
+            t.record_failure(&v4(2), at(10), &mut ev);
+        }
+        ban
+    };
+    {
+        let mut t = region.attach(new);
+        assert!(!t.apply_findtime(), "same findtime: nothing restarts");
+        assert_eq!(t.policy(), new);
+        // Counts are kept; a count already at the new maxretry is not banned
+        // by the reload itself.
+        assert_eq!(t.failures(&v4(2), at(11)), Some(3));
+        assert_eq!(t.check(&v4(2), at(11), true, &mut ev), Verdict::Clear);
+        // The ban in force keeps its end, whatever the new bantime.
+        assert_eq!(
+            t.check(&v4(1), at(11), true, &mut ev),
+            Verdict::Banned(old_ban)
+        );
+        assert_eq!(old_ban.until, 610);
+        // The next failure applies the new maxretry and bantime.
+        let Failure::Banned(ban) = t.record_failure(&v4(2), at(12), &mut ev) else {
+            panic!("fourth failure bans at maxretry=3");
+        };
+        assert_eq!((ban.failures, ban.until - ban.since), (4, 60));
+        assert_eq!(
+            t.record_failure(&v4(3), at(12), &mut ev),
+            Failure::Counted(1)
+        );
+        assert_eq!(
+            t.record_failure(&v4(3), at(12), &mut ev),
+            Failure::Counted(2)
+        );
+    }
+    {
+        // A worker of the old cycle, still draining, applies the old policy
+        // to the same counts.
+        let mut t = region.attach(old);
+        assert_eq!(
+            t.record_failure(&v4(3), at(13), &mut ev),
+            Failure::Counted(3)
+        );
+        assert_eq!(
+            t.record_failure(&v4(3), at(13), &mut ev),
+            Failure::Counted(4)
+        );
+    }
+    {
+        // Attaching with another findtime changes nothing by itself: the
+        // step is the zone's, so old and new workers count alike.
+        let t = region.attach(Policy {
+            findtime: 60,
+            ..new
+        });
+        assert_eq!(t.failures(&v4(3), at(14)), Some(4));
+    }
+    let mut t = region.attach(Policy {
+        findtime: 60,
+        ..new
+    });
+    assert!(t.apply_findtime(), "a new findtime restarts the counts");
+    assert_eq!(t.failures(&v4(3), at(14)), Some(0));
+    assert_eq!(
+        t.check(&v4(1), at(14), true, &mut ev),
+        Verdict::Banned(old_ban),
+        "bans are kept"
+    );
+    assert!(matches!(
+        t.check(&v4(2), at(14), true, &mut ev),
+        Verdict::Banned(b) if b.until == 72
+    ));
+    check_invariants(&t);
+}
+
+#[test]
+fn attach_refuses_a_header_that_contradicts_itself() {
+    let mut region = Region::new(32 * 1024);
+    let mut ev = Events::default();
+    {
+        let mut t = region.table(POLICY);
+        t.record_failure(&v4(1), at(10), &mut ev);
+    }
+    let damage = [
+        |t: &mut Table| t.hdr.high_water = t.hdr.capacity + 1,
+        |t: &mut Table| t.hdr.in_use = t.hdr.high_water + 1,
+        |t: &mut Table| t.hdr.free = 7,
+        |t: &mut Table| t.hdr.lists[COUNTED].head = 99,
+        |t: &mut Table| t.hdr.lists[BANNED].tail = 0,
+        |t: &mut Table| t.hdr.bucket_secs = 0,
+    ];
+    for (n, damage) in damage.iter().enumerate() {
+        let mut t = region.table(POLICY);
+        t.record_failure(&v4(1), at(10), &mut ev);
+        damage(&mut t);
+        assert_eq!(
+            Table::attach(region.bytes(), &POLICY).err(),
+            Some(LayoutError::Damaged),
+            "damage {n}"
+        );
+    }
+    // A length that is not the region's is another table's.
+    let t = region.table(POLICY);
+    t.hdr.region_len += 4096;
+    assert_eq!(
+        Table::attach(region.bytes(), &POLICY).err(),
+        Some(LayoutError::Foreign)
+    );
+    let len = region.len();
+    // SAFETY: the region's first header_len() bytes are readable, aligned.
+    assert_eq!(unsafe { stored_len(region.base()) }, len + 4096);
+}
+
+/// A loop in damaged memory ends the walk after at most `capacity` steps,
+/// marks the table damaged, and formatting the region again makes it sound.
+#[test]
+fn a_list_that_loops_marks_the_table_damaged_instead_of_spinning() {
+    let mut region = Region::new(32 * 1024);
+    let mut ev = Events::default();
+    let policy = Policy {
+        maxretry: 1,
+        ..POLICY
+    };
+    {
+        let mut t = region.table(policy);
+        for n in 0..3 {
+            t.record_failure(&v4(n), at(10 + u64::from(n)), &mut ev);
+        }
+        assert!(!t.damaged());
+        // The ban list's tail points back at its head.
+        let (head, tail) = (t.hdr.lists[BANNED].head, t.hdr.lists[BANNED].tail);
+        t.slots[tail as usize].next = head;
+    }
+    {
+        let t = region.attach(policy);
+        let page = t.bans_page(at(20), 0, usize::MAX);
+        assert!(page.len() <= t.capacity() as usize);
+        assert!(t.damaged(), "the walk noticed the loop");
+    }
+    {
+        // The walk that folds bans into a widened network, too.
+        let mut t = region.attach(Policy { widen: 1, ..policy });
+        t.ban(&v4(0x0a00_0001), at(20), 60, &mut ev);
+        assert!(t.damaged());
+    }
+    {
+        // A bucket chain that loops: a key that is not there, in the same
+        // bucket as one that is, is looked up in vain, and said so.
+        let mut t = region.table(policy);
+        t.record_failure(&v4(1), at(10), &mut ev);
+        let i = t.find(&v4(1)).unwrap();
+        t.slots[i as usize].chain = i;
+        let b = t.bucket_of(&v4(1));
+        let absent = (2..)
+            .map(v4)
+            .find(|k| t.bucket_of(k) == b)
+            .expect("another key in the bucket");
+        assert_eq!(t.find(&absent), None);
+        assert!(t.damaged());
+        // Inserting the absent key walks nothing more: still bounded.
+        t.record_failure(&absent, at(11), &mut ev);
+    }
+    {
+        // A link out of range is never followed.
+        let mut t = region.table(policy);
+        t.record_failure(&v4(1), at(10), &mut ev);
+        t.record_failure(&v4(2), at(10), &mut ev);
+        let i = t.find(&v4(1)).unwrap();
+        t.slots[i as usize].next = 0xdead_beef;
+        t.slots[i as usize].prev = 0xdead_beef;
+        t.unban(&v4(1), at(11));
+        assert!(t.damaged());
+    }
+    // What the zone does then: format the region again, and go on.
+    let mut t = region.table(policy);
+    assert!(!t.damaged());
+    assert_eq!(t.tracked(), 0);
+    assert!(matches!(
+        t.record_failure(&v4(1), at(30), &mut ev),
+        Failure::Banned(_)
+    ));
+    check_invariants(&t);
+}
+
+/// The lock-free pre-check against concurrent bans and unbans: writers
+/// ban and unban under a mutex (the zone's lock) while readers run
+/// `may_be_banned_within` without it. Each key has an epoch, odd while its
+/// ban is complete: a writer makes it odd after the ban, and even before
+/// the unban. A reader that sees the same odd epoch before and after its
+/// pre-check read while the ban was in force throughout, and must see it.
+#[test]
+fn the_lock_free_precheck_sees_every_completed_ban_under_concurrency() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+    use std::sync::Mutex;
+
+    /// The region's start, shared by the threads as workers share a zone.
+    struct Shared(*mut u8, usize);
+    // SAFETY: the region outlives the scoped threads; its tables are only
+    // formed under `lock`, and the pre-check reads atomics only.
+    unsafe impl Sync for Shared {}
+    impl Shared {
+        fn base(&self) -> *mut u8 {
+            self.0
+        }
+    }
+
+    const KEYS: u32 = 48;
+    let rounds: u32 = if cfg!(miri) { 3 } else { 400 };
+    let mut region = Region::new(64 * 1024);
+    region.table(POLICY);
+    let shared = Shared(region.base(), region.len());
+    let lock = Mutex::new(());
+    let epochs: Vec<AtomicU32> = (0..KEYS).map(|_| AtomicU32::new(0)).collect();
+    let stop = AtomicBool::new(false);
+    let checked = AtomicU64::new(0);
+    // Even keys are hosts; odd ones /24 networks, read through a host
+    // inside them, so both the filter and the length mask are exercised.
+    let banned_key = |k: u32| {
+        if k % 2 == 0 {
+            v4(0x0a00_0000 | k)
+        } else {
+            Key::parse(&format!("10.1.{k}.0/24")).unwrap()
+        }
+    };
+    let client = |k: u32| {
+        if k % 2 == 0 {
+            (v4(0x0a00_0000 | k), v4(0x0a00_0000 | k))
+        } else {
+            let host = Key::parse(&format!("10.1.{k}.7")).unwrap();
+            (host, host)
+        }
+    };
+    let with_table = |f: &mut dyn FnMut(&mut Table)| {
+        let _locked = lock.lock().unwrap();
+        // SAFETY: the region was formatted above; the mutex makes this the
+        // only table over it, and the readers only touch the atomics.
+        let mut t = unsafe { Table::attach_raw(shared.base(), shared.1, &POLICY) }.unwrap();
+        f(&mut t);
+        assert!(!t.damaged());
+    };
+    std::thread::scope(|s| {
+        let writers: Vec<_> = (0..2u32)
+            .map(|w| {
+                let (epochs, with_table) = (&epochs, &with_table);
+                s.spawn(move || {
+                    for _ in 0..rounds {
+                        for k in (w..KEYS).step_by(2) {
+                            let epoch = &epochs[k as usize];
+                            let e = epoch.load(Ordering::Relaxed);
+                            let key = banned_key(k);
+                            if e % 2 == 0 {
+                                with_table(&mut |t| {
+                                    t.ban(&key, at(100), 600, &mut Events::default());
+                                });
+                                epoch.store(e + 1, Ordering::Release);
+                            } else {
+                                epoch.store(e + 1, Ordering::Release);
+                                with_table(&mut |t| {
+                                    assert!(t.unban(&key, at(100)).is_some());
+                                });
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for r in 0..2u64 {
+            let (epochs, stop, checked, shared) = (&epochs, &stop, &checked, &shared);
+            s.spawn(move || {
+                let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ r;
+                while !stop.load(Ordering::Relaxed) {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let k = (x % u64::from(KEYS)) as u32;
+                    let (host, net) = client(k);
+                    let before = epochs[k as usize].load(Ordering::Acquire);
+                    // SAFETY: the region is formatted and outlives the scope.
+                    let maybe = unsafe { may_be_banned_within(shared.base(), &host, &net) };
+                    let after = epochs[k as usize].load(Ordering::Acquire);
+                    if before == after && before % 2 == 1 {
+                        assert!(
+                            maybe,
+                            "missed the ban of {} (epoch {before})",
+                            banned_key(k)
+                        );
+                        checked.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        for w in writers {
+            w.join().unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(
+        checked.load(Ordering::Relaxed) > 0,
+        "no read overlapped a completed ban"
+    );
+    let t = region.attach(POLICY);
     check_invariants(&t);
 }

@@ -1,0 +1,115 @@
+//! The lock-free ban filter: a counting filter of banned keys and a mask of
+//! banned network lengths, both atomics in the shared counters, so that a
+//! request no ban can cover is decided without taking the zone's lock.
+//!
+//! Writers (with the lock held) add a ban to the counters before anything
+//! can find it under the lock, and take it out only once it has ended, so a
+//! reader that starts after a ban was made always sees it; a stale read
+//! only lets a request that races a brand-new ban through, as if it came a
+//! moment earlier.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use super::index::hash;
+use super::layout::{self, SharedCounters};
+use super::Table;
+use crate::engine::key::Key;
+
+/// Counters in the ban filter (a power of two): 4 KiB of header, so that
+/// with up to a few hundred bans most checks need no lock.
+pub(super) const FILTER_SLOTS: usize = 2048;
+
+/// Whether `key` may be banned, read without the lock: false when the zone
+/// bans nobody, or when neither the key's filter counter nor any banned
+/// network length could cover it. A stale read only lets a request that
+/// races a brand-new ban through, as if it came a moment earlier.
+///
+/// # Safety
+/// `region` must point to a region formatted by [`Table::format`] (or
+/// `format_raw`) that stays mapped during the call.
+pub unsafe fn may_be_banned(region: *const u8, key: &Key) -> bool {
+    // SAFETY: as for `may_be_banned_within`, guaranteed by the caller.
+    unsafe { may_be_banned_within(region, key, key) }
+}
+
+/// [`may_be_banned`] for a client `host` whose failures count under `net`
+/// (the policy's network for it, or `host` itself). A ban of `net` is found
+/// through the filter, so its length need not be in the mask test: only
+/// bans of other lengths (wider networks, or a previous policy's) are.
+///
+/// # Safety
+/// `region` must point to a region formatted by [`Table::format`] (or
+/// `format_raw`) that stays mapped during the call.
+pub unsafe fn may_be_banned_within(region: *const u8, host: &Key, net: &Key) -> bool {
+    // SAFETY: the caller guarantees a formatted, mapped region. Only the
+    // shared counters are borrowed, and they are atomics: nothing here
+    // aliases the header or slots that lock holders write.
+    let shared = unsafe { layout::shared_counters(region) };
+    shared.may_be_banned_within(host, net)
+}
+
+impl SharedCounters {
+    fn may_be_banned_within(&self, host: &Key, net: &Key) -> bool {
+        if self.banned.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let seed = self.seed();
+        let filtered = |key: &Key| {
+            let slot = hash(seed, key) as usize & (FILTER_SLOTS - 1);
+            self.ban_filter[slot].load(Ordering::Acquire) != 0
+        };
+        let mut lengths = shorter_prefixes(host);
+        if net != host {
+            lengths &= !(1u128 << net.raw_prefix());
+        }
+        filtered(host) || (net != host && filtered(net)) || load_mask(&self.net_mask) & lengths != 0
+    }
+}
+
+pub(super) fn load_mask(mask: &[AtomicU64; 2]) -> u128 {
+    u128::from(mask[0].load(Ordering::Acquire)) | u128::from(mask[1].load(Ordering::Acquire)) << 64
+}
+
+/// Prefix lengths (bits) of the networks that could hold `key`: shorter
+/// than its own, and for IPv4 only IPv4 networks (96 bits and more).
+pub(super) fn shorter_prefixes(key: &Key) -> u128 {
+    let below = match key.raw_prefix() {
+        0 => 0,
+        p => u128::MAX >> (128 - u32::from(p)),
+    };
+    let floor = if key.is_ipv4() { !0u128 << 96 } else { !0u128 };
+    below & floor
+}
+
+impl Table<'_> {
+    /// Keeps the filter, the count of bans and the banned network lengths
+    /// in step as slot `i` starts (+1) or stops (-1) being a ban.
+    pub(super) fn filter_ban(&mut self, i: u32, delta: i32) {
+        let slot = self.slots[i as usize];
+        let shared = self.shared;
+        if delta > 0 {
+            shared.banned.fetch_add(1, Ordering::Release);
+        } else {
+            shared.banned.fetch_sub(1, Ordering::Release);
+        }
+        let filter = hash(shared.seed(), &slot.key()) as usize & (FILTER_SLOTS - 1);
+        let counter = &shared.ban_filter[filter];
+        if delta > 0 {
+            counter.fetch_add(1, Ordering::Release);
+        } else {
+            counter.fetch_sub(1, Ordering::Release);
+        }
+        let prefix = usize::from(slot.prefix);
+        if prefix < 128 {
+            let count = &mut self.hdr.net_bans[prefix];
+            *count = count.saturating_add_signed(delta);
+            let half = &shared.net_mask[prefix / 64];
+            let bit = 1u64 << (prefix % 64);
+            if *count > 0 {
+                half.fetch_or(bit, Ordering::Release);
+            } else {
+                half.fetch_and(!bit, Ordering::Release);
+            }
+        }
+    }
+}

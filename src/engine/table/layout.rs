@@ -1,0 +1,458 @@
+//! The region's layout and its versioning: where the header, the bucket
+//! heads and the slots lie, how a region is formatted, and how a formatted
+//! one is recognised (magic, layout version, length) and checked before use.
+//!
+//! ```text
+//! 0            LockedHeader      read and written with the zone locked
+//! SHARED_AT    SharedCounters    atomics, also read without the lock
+//! buckets_at   [u32; nbuckets]   hash bucket heads
+//! slots_at     [Slot; capacity]  48 bytes each
+//! ```
+//!
+//! The two parts of the header are separate types so that no reference
+//! ever covers memory another process writes without the lock: a table
+//! holds `&mut LockedHeader` (the lock makes it exclusive) and
+//! `&SharedCounters` (atomics only), and the lock-free pre-check forms
+//! nothing but `&SharedCounters`.
+
+use core::cell::Cell;
+use core::mem::{align_of, size_of};
+use core::ptr;
+use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+
+use super::filter::FILTER_SLOTS;
+use super::types::{Ban, Policy, Stats};
+use super::Table;
+use crate::engine::key::Key;
+use crate::engine::window::{self, Window, BUCKETS};
+
+/// Bumped whenever the region's layout changes, so a reload with a new
+/// module never adopts a zone it cannot read. 2: the policy left the
+/// header, which split into a locked part and shared counters.
+pub const LAYOUT_VERSION: u32 = 2;
+pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"AUTHBAN\0");
+/// The end of a list or chain.
+pub(super) const NIL: u32 = u32::MAX;
+/// Bytes one tracked address costs: its slot and half a bucket head.
+pub const BYTES_PER_ADDRESS: usize = size_of::<Slot>() + size_of::<u32>() / 2;
+
+/// Where the shared counters start, after the locked header.
+pub(super) const SHARED_AT: usize =
+    align_up(size_of::<LockedHeader>(), align_of::<SharedCounters>());
+/// Bytes of both parts of the header.
+pub(super) const HEADER_LEN: usize = SHARED_AT + size_of::<SharedCounters>();
+/// The alignment a region must have.
+const REGION_ALIGN: usize = max(
+    max(align_of::<LockedHeader>(), align_of::<SharedCounters>()),
+    align_of::<Slot>(),
+);
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+const fn align_up(n: usize, align: usize) -> usize {
+    n.div_ceil(align) * align
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub(super) struct List {
+    pub(super) head: u32,
+    pub(super) tail: u32,
+}
+
+impl List {
+    const EMPTY: List = List {
+        head: NIL,
+        tail: NIL,
+    };
+}
+
+/// Indices of the three lists in [`LockedHeader::lists`].
+pub(super) const COUNTED: usize = 0;
+pub(super) const BANNED: usize = 1;
+/// Counted addresses with a remembered offence history, dropped after the
+/// plainly counted ones when the zone is full.
+pub(super) const REMEMBERED: usize = 2;
+
+/// The part of the header only read or written with the zone locked.
+#[repr(C)]
+pub(super) struct LockedHeader {
+    pub(super) magic: u64,
+    pub(super) layout: u32,
+    pub(super) capacity: u32,
+    pub(super) nbuckets: u32,
+    /// Seconds per window step the running counts were made with: shared
+    /// state, changed only by [`Table::apply_findtime`] (which restarts
+    /// the counts), never by attaching with another findtime.
+    pub(super) bucket_secs: u32,
+    pub(super) region_len: u64,
+    /// Head of the free list (slots released after use).
+    pub(super) free: u32,
+    /// Slots below this index have been used at least once; the rest were
+    /// never touched, so untouched memory stays out of the workers' RSS.
+    pub(super) high_water: u32,
+    pub(super) in_use: u32,
+    pub(super) lists: [List; 3],
+    pub(super) stats: Stats,
+    /// Active bans per prefix length (IPv6 bits) of network keys, so a
+    /// check looks up only the network sizes that are banned somewhere.
+    pub(super) net_bans: [u32; 129],
+}
+
+/// The part of the header read without the lock by the pre-check: atomics
+/// only, written (with the lock held) by the table's ban bookkeeping.
+#[repr(C)]
+pub(super) struct SharedCounters {
+    /// The hash seed, set when the region is formatted.
+    pub(super) seed: [AtomicU64; 2],
+    /// Bans in force: while zero, no request needs the lock.
+    pub(super) banned: AtomicU32,
+    /// Bit p set while net_bans[p] > 0, as two atomic halves: a check walks
+    /// only those lengths, and the lock-free pre-check reads it.
+    pub(super) net_mask: [AtomicU64; 2],
+    /// Bans counted by a hash of their key: a request whose counter is zero
+    /// (and that no banned network holds) is clear without taking the lock.
+    pub(super) ban_filter: [AtomicU16; FILTER_SLOTS],
+}
+
+impl SharedCounters {
+    pub(super) fn seed(&self) -> [u64; 2] {
+        self.seed.each_ref().map(|s| s.load(Ordering::Relaxed))
+    }
+
+    /// An empty table's counters. Stores, never a plain write: a worker's
+    /// pre-check may be reading them when a damaged zone is reset.
+    fn reset(&self, seed: [u64; 2]) {
+        self.banned.store(0, Ordering::Release);
+        for half in &self.net_mask {
+            half.store(0, Ordering::Release);
+        }
+        for counter in &self.ban_filter {
+            counter.store(0, Ordering::Release);
+        }
+        for (s, v) in self.seed.iter().zip(seed) {
+            s.store(v, Ordering::Release);
+        }
+    }
+}
+
+/// Slot kinds, kept as a plain byte: the region is shared memory that
+/// another process writes, so no Rust enum validity is assumed of it.
+pub(super) struct SlotKind;
+
+impl SlotKind {
+    pub(super) const FREE: u8 = 0;
+    pub(super) const COUNTED: u8 = 1;
+    pub(super) const BANNED: u8 = 2;
+    /// Counted, with an offence history still remembered.
+    pub(super) const REMEMBERED: u8 = 3;
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub(super) struct Slot {
+    pub(super) addr: [u8; 16],
+    /// Next slot in the hash bucket, or in the free list.
+    pub(super) chain: u32,
+    pub(super) prev: u32,
+    pub(super) next: u32,
+    /// A [`SlotKind`].
+    pub(super) kind: u8,
+    pub(super) prefix: u8,
+    /// Bans of this key the zone remembers.
+    pub(super) offences: u8,
+    /// Active bans inside this network, for widening.
+    pub(super) members: u8,
+    /// Counted: newest window step. Banned: start, unix seconds.
+    pub(super) t0: u32,
+    /// Banned: end, unix seconds. Otherwise: end of the last ban, the start
+    /// of the offence history (0: none).
+    pub(super) t1: u32,
+    /// Counted: window counts. Banned: failures, as two halves of a u32.
+    pub(super) counts: [u16; BUCKETS],
+}
+
+const _: () = assert!(size_of::<Slot>() == 48);
+
+impl Slot {
+    pub(super) fn key(&self) -> Key {
+        Key::from_raw(self.addr, self.prefix)
+    }
+
+    pub(super) fn window(&self) -> Window {
+        Window {
+            newest: self.t0,
+            counts: self.counts,
+        }
+    }
+
+    pub(super) fn set_window(&mut self, win: Window) {
+        self.t0 = win.newest;
+        self.counts = win.counts;
+    }
+
+    pub(super) fn ban(&self) -> Ban {
+        Ban {
+            key: self.key(),
+            since: self.t0,
+            until: self.t1,
+            failures: u32::from(self.counts[0]) | (u32::from(self.counts[1]) << 16),
+            offence: self.offences,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum LayoutError {
+    TooSmall,
+    Misaligned,
+    /// Not a table, or one written by another layout version or size.
+    Foreign,
+    /// A table of this layout whose header contradicts itself (an index
+    /// past the slots, a zero window step): memory was overwritten.
+    Damaged,
+}
+
+pub(super) struct Layout {
+    pub(super) capacity: u32,
+    pub(super) nbuckets: u32,
+    buckets_at: usize,
+    slots_at: usize,
+}
+
+impl Layout {
+    pub(super) fn for_capacity(capacity: u32) -> Layout {
+        let nbuckets = capacity.div_ceil(2).max(1);
+        let buckets_at = align_up(HEADER_LEN, align_of::<u32>());
+        let slots_at = align_up(
+            buckets_at + nbuckets as usize * size_of::<u32>(),
+            align_of::<Slot>(),
+        );
+        Layout {
+            capacity,
+            nbuckets,
+            buckets_at,
+            slots_at,
+        }
+    }
+
+    pub(super) fn end(&self) -> usize {
+        self.slots_at + self.capacity as usize * size_of::<Slot>()
+    }
+
+    /// The largest table that fits `len` bytes.
+    fn fitting(len: usize) -> Option<Layout> {
+        let estimate = len.saturating_sub(HEADER_LEN) / BYTES_PER_ADDRESS;
+        let mut capacity = u32::try_from(estimate).unwrap_or(NIL - 1);
+        loop {
+            let layout = Layout::for_capacity(capacity);
+            if layout.end() <= len {
+                return (capacity > 0).then_some(layout);
+            }
+            capacity = capacity.checked_sub(1)?;
+        }
+    }
+}
+
+/// Addresses a region of `len` bytes can track.
+pub fn capacity_for(len: usize) -> u32 {
+    Layout::fitting(len).map_or(0, |l| l.capacity)
+}
+
+/// The length a formatted region records for itself, 0 if it is not one
+/// (another magic or layout version). Only the header says so: a damaged
+/// header can claim any length, so the caller clamps it to the memory it
+/// really has, and [`Table::attach_raw`] refuses a length that differs.
+///
+/// # Safety
+/// `region` must point to at least [`header_len`] readable bytes, aligned
+/// for the header, that nobody writes meanwhile (the zone is locked, or
+/// not yet shared).
+pub unsafe fn stored_len(region: *const u8) -> usize {
+    let hdr = region.cast::<LockedHeader>();
+    // SAFETY: guaranteed by the caller; the fields are plain integers, read
+    // by value without forming a reference to the header.
+    let (magic, layout, len) = unsafe {
+        (
+            ptr::read(ptr::addr_of!((*hdr).magic)),
+            ptr::read(ptr::addr_of!((*hdr).layout)),
+            ptr::read(ptr::addr_of!((*hdr).region_len)),
+        )
+    };
+    if magic != MAGIC || layout != LAYOUT_VERSION {
+        return 0;
+    }
+    usize::try_from(len).unwrap_or(0)
+}
+
+/// Bytes of the header: a region shorter than this is never a table.
+pub const fn header_len() -> usize {
+    HEADER_LEN
+}
+
+impl<'a> Table<'a> {
+    /// Lays out an empty table over `region`, to be used with `policy`
+    /// (whose findtime sets the window step).
+    pub fn format(
+        region: &'a mut [u8],
+        policy: &Policy,
+        seed: [u64; 2],
+    ) -> Result<Self, LayoutError> {
+        // SAFETY: an exclusive borrow of initialised bytes for 'a.
+        unsafe { Self::format_raw(region.as_mut_ptr(), region.len(), policy, seed) }
+    }
+
+    /// [`Table::format`] over raw memory, such as a shared zone's.
+    ///
+    /// # Safety
+    /// `base` must point to `len` initialised bytes, readable and writable
+    /// for `'a`, that nothing else reads or writes for `'a` but the shared
+    /// counters' atomics (the lock-free pre-check of other workers): in
+    /// shared memory, the caller holds the zone's lock for `'a`.
+    pub unsafe fn format_raw(
+        base: *mut u8,
+        len: usize,
+        policy: &Policy,
+        seed: [u64; 2],
+    ) -> Result<Self, LayoutError> {
+        let layout = Layout::fitting(len).ok_or(LayoutError::TooSmall)?;
+        // SAFETY: as guaranteed by the caller; `layout` fits `len`.
+        let table = unsafe { Self::split(base, len, &layout, policy)? };
+        *table.hdr = LockedHeader {
+            magic: MAGIC,
+            layout: LAYOUT_VERSION,
+            capacity: layout.capacity,
+            nbuckets: layout.nbuckets,
+            bucket_secs: window::bucket_secs(policy.findtime),
+            region_len: len as u64,
+            free: NIL,
+            high_water: 0,
+            in_use: 0,
+            lists: [List::EMPTY; 3],
+            stats: Stats::default(),
+            net_bans: [0; 129],
+        };
+        table.shared.reset(seed);
+        table.buckets.fill(NIL);
+        Ok(table)
+    }
+
+    /// Opens a table formatted earlier (by this or another process), to be
+    /// used with `policy`. What the policy changes, and what it cannot,
+    /// is in the module documentation's reload rules.
+    pub fn attach(region: &'a mut [u8], policy: &Policy) -> Result<Self, LayoutError> {
+        // SAFETY: an exclusive borrow of initialised bytes for 'a.
+        unsafe { Self::attach_raw(region.as_mut_ptr(), region.len(), policy) }
+    }
+
+    /// [`Table::attach`] over raw memory, such as a shared zone's. The
+    /// header must say it is a table of this layout and of exactly `len`
+    /// bytes (else `Foreign`), and must not contradict itself (else
+    /// `Damaged`).
+    ///
+    /// # Safety
+    /// As for [`Table::format_raw`].
+    pub unsafe fn attach_raw(
+        base: *mut u8,
+        len: usize,
+        policy: &Policy,
+    ) -> Result<Self, LayoutError> {
+        if len < HEADER_LEN {
+            return Err(LayoutError::TooSmall);
+        }
+        if base.align_offset(REGION_ALIGN) != 0 {
+            return Err(LayoutError::Misaligned);
+        }
+        // SAFETY: size and alignment were checked just above, and nobody
+        // else touches the locked header meanwhile (the caller's promise).
+        let hdr = unsafe { &*base.cast::<LockedHeader>() };
+        if hdr.magic != MAGIC || hdr.layout != LAYOUT_VERSION || hdr.region_len != len as u64 {
+            return Err(LayoutError::Foreign);
+        }
+        let layout = Layout::for_capacity(hdr.capacity);
+        if layout.nbuckets != hdr.nbuckets || layout.end() > len {
+            return Err(LayoutError::Foreign);
+        }
+        // SAFETY: as guaranteed by the caller; `layout` fits `len`.
+        let table = unsafe { Self::split(base, len, &layout, policy)? };
+        table.check_header()?;
+        Ok(table)
+    }
+
+    /// Indices and counters the header holds must point inside the slots
+    /// used so far, and the window step must not be zero: nothing read from
+    /// shared memory is trusted to index or divide unchecked.
+    fn check_header(&self) -> Result<(), LayoutError> {
+        let hdr = &*self.hdr;
+        let used = hdr.high_water;
+        let index_ok = |i: u32| i == NIL || i < used;
+        let lists_ok = hdr
+            .lists
+            .iter()
+            .all(|l| index_ok(l.head) && index_ok(l.tail) && (l.head == NIL) == (l.tail == NIL));
+        let ok = hdr.bucket_secs > 0
+            && used <= hdr.capacity
+            && hdr.in_use <= used
+            && index_ok(hdr.free)
+            && lists_ok;
+        ok.then_some(()).ok_or(LayoutError::Damaged)
+    }
+
+    /// The table's parts over `base`, none overlapping another.
+    ///
+    /// # Safety
+    /// As for [`Table::format_raw`].
+    unsafe fn split(
+        base: *mut u8,
+        len: usize,
+        layout: &Layout,
+        policy: &Policy,
+    ) -> Result<Self, LayoutError> {
+        if layout.end() > len {
+            return Err(LayoutError::TooSmall);
+        }
+        if base.align_offset(REGION_ALIGN) != 0 {
+            return Err(LayoutError::Misaligned);
+        }
+        // SAFETY: the four parts are disjoint, in bounds (checked against
+        // `layout.end()`), and aligned: the region is aligned for all of
+        // them and each offset is rounded up to its part's alignment. Every
+        // field is an integer or an atomic, valid for any bits. Only the
+        // shared counters, all atomics, are touched by other processes
+        // without the lock, and they are only ever borrowed shared.
+        unsafe {
+            Ok(Table {
+                hdr: &mut *base.cast::<LockedHeader>(),
+                shared: &*base.add(SHARED_AT).cast::<SharedCounters>(),
+                buckets: core::slice::from_raw_parts_mut(
+                    base.add(layout.buckets_at).cast::<u32>(),
+                    layout.nbuckets as usize,
+                ),
+                slots: core::slice::from_raw_parts_mut(
+                    base.add(layout.slots_at).cast::<Slot>(),
+                    layout.capacity as usize,
+                ),
+                policy: *policy,
+                damaged: Cell::new(false),
+            })
+        }
+    }
+}
+
+/// The shared counters of a formatted region, for the lock-free pre-check.
+///
+/// # Safety
+/// `region` must point to a region formatted by [`Table::format`] (or
+/// `format_raw`) that stays mapped for `'r`.
+pub(super) unsafe fn shared_counters<'r>(region: *const u8) -> &'r SharedCounters {
+    // SAFETY: the caller guarantees a formatted, mapped region; the counters
+    // lie at SHARED_AT, aligned, and are atomics that others only ever
+    // access atomically, so a shared reference aliases nothing.
+    unsafe { &*region.add(SHARED_AT).cast::<SharedCounters>() }
+}

@@ -1,0 +1,150 @@
+//! The jail's table: a fixed-size table of addresses laid out in one byte
+//! region (nginx shared memory in production, a plain buffer in tests).
+//!
+//! The region never grows. It holds a header, a hash index of `u32` bucket
+//! heads (two slots per bucket on average) and 48-byte slots, so one address
+//! costs 50 bytes: about 20,600 per MiB with the ~5 KiB header, IPv6
+//! included. Slots sit on intrusive lists: addresses that are only counted,
+//! most recently failing first; remembered offenders; and bans, ordered by
+//! their end. When the table is full the least recently failing counted
+//! address is forgotten, then remembered offenders; a ban is dropped only
+//! when nothing else is left, and then the one ending soonest.
+//!
+//! Callers serialise access (the zone's slab-pool mutex); nothing here
+//! allocates or blocks, so the lock is held for a few hundred instructions.
+//! One read needs no lock: `may_be_banned`, over atomics in the header, lets
+//! a request that no ban can cover skip the lock altogether.
+//!
+//! One concern per file:
+//!
+//! - `layout`: the region's layout and versioning (header, magic,
+//!   [`LAYOUT_VERSION`], `format`, `attach`, [`stored_len`]); the header is
+//!   split into the part used under the lock and the atomics read without.
+//! - `index`: the hash index and the intrusive lists, every walk bounded.
+//! - `filter`: the lock-free ban filter ([`may_be_banned`], the counting
+//!   filter, the mask of banned network lengths).
+//! - `jail`: counting, banning, escalation, widening, expiry.
+//! - `types`: what callers give and get (policy, time, verdicts, bans...).
+//!
+//! # Policy and reload
+//!
+//! The policy is configuration, not shared state: the region never stores
+//! it, and a table applies the policy it is attached with
+//! ([`Table::attach`]), that is the zone's configured one. What a reload
+//! (a new configuration over the same zone) may change:
+//!
+//! - **findtime**: the window step (`ceil(findtime/3)`) the running counts
+//!   were made with is shared state in the header. The master applies a new
+//!   findtime once, on adopting the zone ([`Table::apply_findtime`]): all
+//!   running counts restart from zero under the new step. Attaching with
+//!   another findtime changes nothing, so the old cycle's workers, still
+//!   finishing their requests, count on the same step as the new ones.
+//! - **maxretry, bantime, increment, factor, maxtime, history, prefixes,
+//!   widen**: apply from the next operation on, to the counts and offence
+//!   histories already held: an address whose count already reaches a
+//!   lower maxretry is banned at its next failure, not at the reload; a
+//!   new bantime applies to bans made from then on.
+//! - **bans in force** are kept as they are, with the end they were given
+//!   (whatever the new bantime), and bans made under another prefix keep
+//!   refusing the addresses they cover.
+//!
+//! Until the old cycle's workers exit, they apply the old policy to what
+//! they serve; the new workers apply the new one.
+//!
+//! # Damaged memory
+//!
+//! Nothing read from the region is trusted to index or loop: [`Table::attach`]
+//! refuses a header that contradicts itself (`LayoutError::Damaged`), and
+//! every walk along links is bounded by the capacity. A walk that would
+//! exceed it, or a link out of range, marks the table damaged
+//! ([`Table::damaged`]); the caller then discards the results and formats
+//! the region again rather than trusting it.
+
+use core::cell::Cell;
+use core::sync::atomic::Ordering;
+
+mod filter;
+mod index;
+mod jail;
+mod layout;
+mod types;
+
+pub use filter::{may_be_banned, may_be_banned_within};
+pub use layout::{
+    capacity_for, header_len, stored_len, LayoutError, BYTES_PER_ADDRESS, LAYOUT_VERSION,
+};
+pub use types::{
+    wider_prefix, Ban, Event, Events, Failure, KeyStatus, Now, Policy, Record, Stats, Verdict,
+};
+
+/// The former name of [`KeyStatus`], kept while callers move to it.
+pub type AddressState = KeyStatus;
+
+use crate::engine::window::{self, Window};
+use layout::{LockedHeader, SharedCounters, Slot, SlotKind};
+
+/// A table over a region, attached with the policy its operations apply.
+/// Only one exists at a time per region: the zone's lock (or an exclusive
+/// borrow) guarantees it.
+pub struct Table<'a> {
+    hdr: &'a mut LockedHeader,
+    shared: &'a SharedCounters,
+    buckets: &'a mut [u32],
+    slots: &'a mut [Slot],
+    policy: Policy,
+    /// Set when a walk met a cycle or a link out of range.
+    damaged: Cell<bool>,
+}
+
+impl Table<'_> {
+    pub fn capacity(&self) -> u32 {
+        self.hdr.capacity
+    }
+
+    /// The policy this table applies: the one it was attached with.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Addresses held: counted or banned.
+    pub fn tracked(&self) -> u32 {
+        self.hdr.in_use
+    }
+
+    pub fn bans(&self) -> u32 {
+        self.shared.banned.load(Ordering::Relaxed)
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.hdr.stats
+    }
+
+    /// Whether an operation found the region damaged (a list that loops, a
+    /// link out of range). Its results mean nothing then, and the region
+    /// should be formatted again.
+    pub fn damaged(&self) -> bool {
+        self.damaged.get()
+    }
+
+    /// Makes the policy's findtime the window step of the shared counts,
+    /// as a reload does once (see the reload rules above). A new step
+    /// restarts every running count, as counts of another step cannot be
+    /// converted; bans and offence histories are kept. True if it did.
+    pub fn apply_findtime(&mut self) -> bool {
+        let step = window::bucket_secs(self.policy.findtime);
+        if step == self.hdr.bucket_secs {
+            return false;
+        }
+        let used = self.hdr.high_water as usize;
+        for slot in self.slots[..used].iter_mut() {
+            if matches!(slot.kind, SlotKind::COUNTED | SlotKind::REMEMBERED) {
+                slot.set_window(Window::default());
+            }
+        }
+        self.hdr.bucket_secs = step;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests;
