@@ -11,20 +11,21 @@ use nginx_sys::{
     ngx_chain_t, ngx_command_t, ngx_conf_t, ngx_http_core_loc_conf_t, ngx_http_finalize_request,
     ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t, ngx_pool_cleanup_add,
     ngx_str_t, NGX_DONE, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SPECIAL_RESPONSE,
-    NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_OK,
+    NGX_OK,
 };
 use ngx::core::{Buffer, Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{
     HTTPStatus, HttpModuleLocationConf, HttpModuleMainConf, Method as HttpMethod,
     NgxHttpCoreModule, Request,
 };
-use ngx::ngx_log_error;
 
 use crate::engine::api::{self, Action, ApiError, Format, Method, Target, ZoneView};
 use crate::engine::key::Key;
 use crate::engine::table::{AddressState, Events, Verdict};
+use crate::nginx::clock::now;
 use crate::nginx::directives::LocConf;
-use crate::nginx::handlers::{guarded, now, request_log};
+use crate::nginx::guard::guarded;
+use crate::nginx::log::{self, request_log, BanBy};
 use crate::nginx::module::Module;
 use crate::nginx::zone::{self, Zone};
 
@@ -142,15 +143,7 @@ fn check_locations_of(cf: *mut ngx_conf_t) -> Result<(), ()> {
         let name = String::from_utf8_lossy(clcf.name.as_bytes());
         // Not ngx_conf_log_error: it would point at the end of the http
         // block, not at the directive.
-        ngx_log_error!(
-            NGX_LOG_EMERG,
-            log,
-            "\"authban_api\" directive {} (location \"{}\") in {}:{}",
-            COMBINED.to_string_lossy(),
-            name,
-            l.file,
-            l.line
-        );
+        log::api_combined(log, &COMBINED.to_string_lossy(), &name, &l.file, l.line);
         return Err(());
     }
     Ok(())
@@ -376,16 +369,7 @@ fn act(r: &Request, action: Action) -> Result<Reply, ApiError> {
             let ban = zone
                 .with_table(|t| t.ban(&addr, now(), secs, &mut events))
                 .ok_or_else(|| unavailable(zone))?;
-            ngx_log_error!(
-                log_level,
-                log,
-                "authban: ban zone={} addr={} failures={} bantime={}s offence={} by=api",
-                zone.name,
-                ban.key,
-                ban.failures,
-                secs,
-                ban.offence
-            );
+            log::ban(log, log_level, &zone.name, &ban, secs, BanBy::Api);
             zone::log_events(zone, &events, log, log_level);
             Ok(json(api::ban_json(&zone.name, &ban)))
         }
@@ -397,13 +381,7 @@ fn act(r: &Request, action: Action) -> Result<Reply, ApiError> {
                 .ok_or_else(|| unavailable(zone))?
                 .ok_or_else(|| untracked(zone, &addr))?;
             if state.ban.is_some() {
-                ngx_log_error!(
-                    NGX_LOG_NOTICE,
-                    log,
-                    "authban: unban zone={} addr={} reason=api",
-                    zone.name,
-                    addr
-                );
+                log::unban_api(log, &zone.name, &addr);
             }
             Ok(json(api::unban_json(&zone.name, &addr, &state)))
         }

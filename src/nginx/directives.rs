@@ -10,12 +10,13 @@ use nginx_sys::{
     NGX_LOG_WARN,
 };
 use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
-use ngx::http::{HttpModuleMainConf, Merge, MergeConfigError};
-use ngx::{ngx_conf_log_error, ngx_log_error};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError};
+use ngx::ngx_conf_log_error;
 
 use crate::engine::directive;
 use crate::nginx::module::{self, Module};
 use crate::nginx::zone::{self, Zone};
+use crate::nginx::{guard, log};
 
 pub const DEFAULT_FAIL_STATUS: &[u16] = &[401];
 pub const DEFAULT_REFUSE_STATUS: u16 = 403;
@@ -27,6 +28,18 @@ pub struct MainConf {
     /// `authban_zone` directives are read (they may come later).
     pub references: Vec<ZoneReference>,
     pub zones: Vec<*mut Zone>,
+}
+
+impl MainConf {
+    /// The zones `authban_zone` declared, in the order it did.
+    pub fn declared_zones(&self) -> impl Iterator<Item = &Zone> {
+        self.zones.iter().filter_map(|&z| {
+            // SAFETY: zones are allocated in the configuration pool, which
+            // outlives its main conf; nginx changes them only in
+            // init_zone, in the master, before they are read.
+            unsafe { z.as_ref() }
+        })
+    }
 }
 
 pub struct ZoneReference {
@@ -109,11 +122,7 @@ impl Merge for LocConf {
 /// The directive's arguments after its name, as UTF-8. They live in the
 /// cycle's pool (nginx reads configuration words into cf->pool), so they
 /// may back names nginx keeps, such as a shared zone's.
-fn args<'a>(cf: *mut ngx_conf_t) -> Result<Vec<&'a str>, String> {
-    // SAFETY: nginx fills cf->args with the directive's words for handlers;
-    // their bytes are allocated from cf->pool and outlive the cycle's
-    // configuration.
-    let words: &'a [ngx_str_t] = unsafe { (*(*cf).args).as_slice() };
+fn args(words: &'static [ngx_str_t]) -> Result<Vec<&'static str>, String> {
     words
         .iter()
         .skip(1)
@@ -124,49 +133,65 @@ fn args<'a>(cf: *mut ngx_conf_t) -> Result<Vec<&'a str>, String> {
         .collect()
 }
 
-/// Reports `message` as "DIRECTIVE: message" and fails the configuration.
-fn fail(cf: *mut ngx_conf_t, directive: &str, message: &str) -> *mut c_char {
-    ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}: {}", directive, message);
-    NGX_CONF_ERROR
-}
-
-/// Runs a directive body, turning its error into nginx's error report.
+/// Runs a directive body, turning its error into nginx's error report
+/// ("DIRECTIVE: message", then nginx's "in FILE:LINE"), and a panic into
+/// an alert. Both fail the configuration.
 fn directive(
     cf: *mut ngx_conf_t,
     name: &str,
-    body: impl FnOnce(&mut ngx_conf_t, &[&str]) -> Result<(), String>,
+    body: impl FnOnce(&mut ngx_conf_t, &[&'static str]) -> Result<(), String>,
 ) -> *mut c_char {
-    let result = args(cf).and_then(|args| {
-        // SAFETY: nginx passes a valid configuration context to handlers.
-        body(unsafe { &mut *cf }, &args)
-    });
-    match result {
-        Ok(()) => NGX_CONF_OK,
-        Err(message) => fail(cf, name, &message),
-    }
+    guard::catch_conf(cf, name, || {
+        // SAFETY: nginx passes a valid configuration context to handlers,
+        // with cf->args holding the directive's words; their bytes are
+        // allocated from cf->pool and outlive the cycle's configuration.
+        let (cf_ref, words): (&mut ngx_conf_t, &'static [ngx_str_t]) = unsafe {
+            let cf_ref = &mut *cf;
+            let words = (*cf_ref.args).as_slice();
+            (cf_ref, words)
+        };
+        match args(words).and_then(|args| body(cf_ref, &args)) {
+            Ok(()) => NGX_CONF_OK,
+            Err(message) => {
+                ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}: {}", name, message);
+                NGX_CONF_ERROR
+            }
+        }
+    })
 }
 
-fn ngx_str(text: &str) -> ngx_str_t {
-    ngx_str_t {
-        len: text.len(),
-        data: text.as_ptr().cast_mut(),
-    }
+/// The shared zone `name` (`size` 0 to look it up, or reserve it for a
+/// later `authban_zone`, as limit_req does): null if it is declared for
+/// another use. `name` lives in the configuration pool (see `args`), as
+/// nginx keeps it.
+fn add_shared_zone(cf: &mut ngx_conf_t, name: &'static str, size: usize) -> *mut ngx_shm_zone_t {
+    let mut name = ngx_str_t {
+        len: name.len(),
+        data: name.as_ptr().cast_mut(),
+    };
+    // SAFETY: cf is the configuration being read; the tag is this module,
+    // so nginx reuses the zone on reload only for us, and only with the
+    // same name and size.
+    unsafe { ngx_shared_memory_add(cf, &mut name, size, module::tag()) }
 }
 
-fn loc_conf<'a>(conf: *mut c_void) -> &'a mut LocConf {
-    // SAFETY: location directives are registered with the location offset,
-    // so `conf` is this module's LocConf.
-    unsafe { &mut *conf.cast::<LocConf>() }
+/// The location (or server, or http) level configuration being set.
+fn loc_conf(cf: &ngx_conf_t) -> Result<&'static mut LocConf, String> {
+    Module::location_conf_mut(cf).ok_or_else(|| "no configuration".to_string())
+}
+
+/// The http block's configuration.
+fn main_conf(cf: &ngx_conf_t) -> Result<&'static mut MainConf, String> {
+    Module::main_conf_mut(cf).ok_or_else(|| "no http block".to_string())
 }
 
 pub extern "C" fn set_zone(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
+    _conf: *mut c_void,
 ) -> *mut c_char {
     directive(cf, "authban_zone", |cf, args| {
-        // SAFETY: authban_zone is registered for the http main context.
-        let main = unsafe { &mut *conf.cast::<MainConf>() };
+        let main = main_conf(cf)?;
         // SAFETY: ngx_os_init sets ngx_pagesize before configuration is read.
         let spec = directive::parse_zone(args, unsafe { nginx_sys::ngx_pagesize })?;
         // The name's bytes must outlive the cycle: take them from the
@@ -176,11 +201,9 @@ pub extern "C" fn set_zone(
             .find(|a| a.starts_with("zone="))
             .ok_or("no zone")?;
         let name = &arg["zone=".len()..][..spec.name.len()];
-        // SAFETY: cf is valid; the tag is this module, so nginx reuses the
-        // zone on reload only for us, and only with the same name and size.
-        let shm =
-            unsafe { ngx_shared_memory_add(cf, &mut ngx_str(name), spec.size, module::tag()) };
-        // SAFETY: null or a zone entry in the cycle.
+        let shm = add_shared_zone(cf, name, spec.size);
+        // SAFETY: null or a zone entry in the cycle (the Zone keeps `shm`,
+        // from which this reference is taken).
         let Some(shm_ref) = (unsafe { shm.as_mut() }) else {
             return Err(format!("cannot add zone \"{}\"", spec.name));
         };
@@ -195,9 +218,9 @@ pub extern "C" fn set_zone(
         });
         if let Some(path) = &state {
             // However spelled: `..`, symlinked directories, hard links.
-            let taken = main.zones.iter().any(|&z| {
-                // SAFETY: zones are allocated in the configuration pool.
-                unsafe { (*z).state.as_deref() }
+            let taken = main.declared_zones().any(|z| {
+                z.state
+                    .as_deref()
                     .is_some_and(|p| crate::engine::state_file::same_file(p, path))
             });
             if taken {
@@ -223,10 +246,10 @@ pub extern "C" fn set_zone(
 pub extern "C" fn set_authban(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
+    _conf: *mut c_void,
 ) -> *mut c_char {
     directive(cf, "authban", |cf, args| {
-        let lcf = loc_conf(conf);
+        let lcf = loc_conf(cf)?;
         if !matches!(lcf.zone, ZoneChoice::Unset) {
             return Err("is duplicate".into());
         }
@@ -235,15 +258,12 @@ pub extern "C" fn set_authban(
             lcf.zone = ZoneChoice::Off;
             return Ok(());
         }
-        // SAFETY: size 0 looks the zone up, or reserves it for a later
-        // authban_zone, as limit_req does; the name lives in the pool.
-        let shm = unsafe { ngx_shared_memory_add(cf, &mut ngx_str(name), 0, module::tag()) };
+        let shm = add_shared_zone(cf, name, 0);
         if shm.is_null() {
             return Err(format!("zone \"{name}\" is declared for another use"));
         }
         lcf.zone = ZoneChoice::Zone(shm);
-        // SAFETY: the main conf exists while the http block is parsed.
-        let main = unsafe { Module::main_conf_from_cf(cf) }.ok_or("no http block")?;
+        let main = main_conf(cf)?;
         // SAFETY: conf_file is set while a file is being parsed.
         let (file, line) = unsafe {
             let conf_file = &*cf.conf_file;
@@ -264,10 +284,10 @@ pub extern "C" fn set_authban(
 pub extern "C" fn set_fail_status(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
+    _conf: *mut c_void,
 ) -> *mut c_char {
     directive(cf, "authban_fail_status", |cf, args| {
-        let lcf = loc_conf(conf);
+        let lcf = loc_conf(cf)?;
         if lcf.fail_status.is_some() {
             return Err("is duplicate".into());
         }
@@ -291,10 +311,10 @@ pub extern "C" fn set_fail_status(
 pub extern "C" fn set_refuse_status(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
+    _conf: *mut c_void,
 ) -> *mut c_char {
-    directive(cf, "authban_status", |_, args| {
-        let lcf = loc_conf(conf);
+    directive(cf, "authban_status", |cf, args| {
+        let lcf = loc_conf(cf)?;
         if lcf.refuse_status.is_some() {
             return Err("is duplicate".into());
         }
@@ -306,15 +326,15 @@ pub extern "C" fn set_refuse_status(
 pub extern "C" fn set_ignore(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
+    _conf: *mut c_void,
 ) -> *mut c_char {
-    directive(cf, "authban_ignore", |_, args| {
+    directive(cf, "authban_ignore", |cf, args| {
         let nets = args
             .iter()
             .map(|a| directive::parse_network(a))
             .collect::<Result<Vec<_>, _>>()?;
         // Repeated directives add up, like nginx's allow/deny lists.
-        loc_conf(conf)
+        loc_conf(cf)?
             .ignore
             .get_or_insert_with(Vec::new)
             .extend(nets);
@@ -325,10 +345,10 @@ pub extern "C" fn set_ignore(
 pub extern "C" fn set_dry_run(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
+    _conf: *mut c_void,
 ) -> *mut c_char {
-    directive(cf, "authban_dry_run", |_, args| {
-        let lcf = loc_conf(conf);
+    directive(cf, "authban_dry_run", |cf, args| {
+        let lcf = loc_conf(cf)?;
         if lcf.dry_run.is_some() {
             return Err("is duplicate".into());
         }
@@ -344,10 +364,10 @@ pub extern "C" fn set_dry_run(
 pub extern "C" fn set_log_level(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
-    conf: *mut c_void,
+    _conf: *mut c_void,
 ) -> *mut c_char {
-    directive(cf, "authban_log_level", |_, args| {
-        let lcf = loc_conf(conf);
+    directive(cf, "authban_log_level", |cf, args| {
+        let lcf = loc_conf(cf)?;
         if lcf.log_level.is_some() {
             return Err("is duplicate".into());
         }
@@ -358,39 +378,17 @@ pub extern "C" fn set_log_level(
 
 /// After the whole http block is read: every `authban NAME` must name an
 /// `authban_zone`.
-pub fn check_references(cf: *mut ngx_conf_t) -> Result<(), ()> {
-    // SAFETY: called from postconfiguration with the http block's context.
-    let Some(main) = (unsafe { Module::main_conf_from_cf(&mut *cf) }) else {
+pub fn check_references(cf: &ngx_conf_t) -> Result<(), ()> {
+    let Some(main) = Module::main_conf(cf) else {
         return Ok(());
     };
     for r in &main.references {
-        let known = main.zones.iter().any(|&z| {
-            // SAFETY: zones are allocated in the configuration pool.
-            unsafe { (*z).name == r.name }
-        });
-        if !known {
+        if !main.declared_zones().any(|z| z.name == r.name) {
             // Not ngx_conf_log_error: it would add the position nginx reads
             // now (the end of the http block) instead of the directive's.
-            // SAFETY: cf->log is valid during configuration.
-            let log = unsafe { (*cf).log };
-            ngx_log_error!(
-                NGX_LOG_EMERG,
-                log,
-                "authban: unknown zone \"{}\" (declare it with authban_zone) in {}:{}",
-                r.name,
-                r.file,
-                r.line
-            );
+            log::unknown_zone(cf.log, &r.name, &r.file, r.line);
             return Err(());
         }
     }
     Ok(())
-}
-
-impl Module {
-    /// # Safety
-    /// `cf` must be inside the http block.
-    pub unsafe fn main_conf_from_cf<'a>(cf: &mut ngx_conf_t) -> Option<&'a mut MainConf> {
-        <Module as HttpModuleMainConf>::main_conf_mut(cf)
-    }
 }

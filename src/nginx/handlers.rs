@@ -1,7 +1,7 @@
 //! Request handlers: the access phase refuses banned addresses, a
 //! precontent handler refuses them in subrequests (which skip the access
-//! phase), the header filter and the log phase count failed responses, and
-//! `$authban_status` reports what happened.
+//! phase), the header filter and the log phase count failed responses (`$authban_status` is in
+//! `variables`).
 //!
 //! What a check decided travels with the request across internal redirects
 //! (`request_record`): the location that checked a request judges its final
@@ -9,19 +9,20 @@
 
 use core::ptr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use nginx_sys::{
-    ngx_cached_time, ngx_conf_t, ngx_http_add_variable, ngx_http_finalize_request,
-    ngx_http_output_header_filter_pt, ngx_http_request_t, ngx_http_top_header_filter,
-    ngx_http_variable_value_t, ngx_int_t, ngx_log_t, ngx_str_t, sockaddr_in, sockaddr_in6, AF_INET,
-    AF_INET6, NGX_DECLINED, NGX_DONE, NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE, NGX_OK,
+    ngx_http_finalize_request, ngx_http_output_header_filter_pt, ngx_http_request_t,
+    ngx_http_top_header_filter, ngx_int_t, sockaddr_in, sockaddr_in6, AF_INET, AF_INET6,
+    NGX_DECLINED, NGX_DONE, NGX_OK,
 };
-use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule};
-use ngx::{ngx_log_error, ngx_string};
+use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule, Request};
 
-use crate::engine::table::{Events, Failure, Now, Verdict};
+use crate::engine::key::Key;
+use crate::engine::table::{Events, Failure, Verdict};
+use crate::nginx::clock::now;
 use crate::nginx::directives::{self, LocConf};
+use crate::nginx::guard;
+use crate::nginx::log::{self, BanBy};
 use crate::nginx::module::Module;
 use crate::nginx::realip;
 use crate::nginx::request_record::{Outcome, RequestRecord};
@@ -29,17 +30,14 @@ use crate::nginx::zone::{self, Zone};
 
 /// The request's location configuration, which lives as long as the
 /// cycle, so it can be held while the request itself is changed.
-fn loc_conf(r: &ngx_http_request_t) -> Option<&'static LocConf> {
-    let lcf: *const LocConf = Module::location_conf(r)?;
-    // SAFETY: location configurations are allocated in the cycle's pool,
-    // which outlives every request of the cycle.
-    Some(unsafe { &*lcf })
+fn loc_conf(r: &Request) -> Option<&'static LocConf> {
+    Module::location_conf(r.as_ref())
 }
 
 /// A location with `authban_api` is never subject to authban: the endpoint
 /// that lifts bans must not lock itself out.
-fn is_api_location(r: &ngx_http_request_t) -> bool {
-    NgxHttpCoreModule::location_conf(r)
+fn is_api_location(r: &Request) -> bool {
+    NgxHttpCoreModule::location_conf(r.as_ref())
         .and_then(|clcf| clcf.handler)
         .is_some_and(|h| {
             ptr::eq(
@@ -53,42 +51,25 @@ fn is_api_location(r: &ngx_http_request_t) -> bool {
 /// may rewrite it in every request of a keep-alive connection. IPv4-mapped
 /// IPv6 (a dual-stack listener) is folded to IPv4, for keys and ignore
 /// lists alike.
-fn client_ip(r: &ngx_http_request_t) -> Option<IpAddr> {
-    // SAFETY: a live request has a connection with a valid sockaddr whose
-    // family says which struct it is.
+fn client_ip(r: &Request) -> Option<IpAddr> {
+    // SAFETY: a live request has a connection whose sockaddr (if any) is
+    // the struct its family names.
     unsafe {
-        let sa = (*r.connection).sockaddr;
-        match u32::from((*sa).sa_family) {
+        let sa = (*r.connection()).sockaddr.as_ref()?;
+        match u32::from(sa.sa_family) {
             AF_INET => {
-                let sin = &*sa.cast::<sockaddr_in>();
+                let sin = &*ptr::from_ref(sa).cast::<sockaddr_in>();
                 Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
                     sin.sin_addr.s_addr,
                 ))))
             }
             AF_INET6 => {
-                let sin6 = &*sa.cast::<sockaddr_in6>();
+                let sin6 = &*ptr::from_ref(sa).cast::<sockaddr_in6>();
                 Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.__in6_u.__u6_addr8)).to_canonical())
             }
             _ => None,
         }
     }
-}
-
-pub(crate) fn now() -> Now {
-    // SAFETY: nginx keeps ngx_cached_time pointing at a valid time slot.
-    let tp = unsafe { &*ngx_cached_time };
-    Now::from_ms(tp.sec as u64 * 1000 + tp.msec as u64)
-}
-
-pub(crate) fn request_log(r: &ngx_http_request_t) -> *mut ngx_log_t {
-    // SAFETY: a live request has a connection and a log.
-    unsafe { (*r.connection).log }
-}
-
-/// A panic must not unwind into nginx; the zone lock is released by its
-/// guard while unwinding, and the request goes on as if authban were off.
-pub(crate) fn guarded<T>(fallback: T, f: impl FnOnce() -> T) -> T {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
 }
 
 /// What a phase handler tells nginx.
@@ -97,15 +78,22 @@ enum Decision {
     Refuse(u16),
 }
 
+/// # Safety
+/// `r` is a live request: nginx calls phase handlers with one.
 pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request.
-    let decision = guarded(Decision::Decline, || access(unsafe { &*r }));
+    let req: &Request = unsafe { Request::from_ngx_http_request(r) };
+    let decision = guard::catch(req.log(), "access handler", Decision::Decline, || {
+        access(req)
+    });
     match decision {
         Decision::Decline => NGX_DECLINED as _,
         Decision::Refuse(status) => {
             // Finalizing here, instead of returning the status, keeps
             // `satisfy any` from letting another access module override the
-            // ban. SAFETY: finalizing from a phase handler and returning
+            // ban. Through the raw pointer: no reference to the request is
+            // used past this point.
+            // SAFETY: finalizing from a phase handler and returning
             // NGX_DONE is what the core phase checkers do with a status.
             unsafe { ngx_http_finalize_request(r, status as ngx_int_t) };
             NGX_DONE as _
@@ -115,9 +103,15 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
 
 /// Subrequests (SSI, mirror, auth_request, add_before_body) skip the access
 /// phase; this refuses them before their content handler runs.
+///
+/// # Safety
+/// `r` is a live request: nginx calls phase handlers with one.
 pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request.
-    let decision = guarded(Decision::Decline, || subrequest_access(unsafe { &*r }));
+    let r: &Request = unsafe { Request::from_ngx_http_request(r) };
+    let decision = guard::catch(r.log(), "precontent handler", Decision::Decline, || {
+        subrequest_access(r)
+    });
     match decision {
         Decision::Decline => NGX_DECLINED as _,
         // The generic phase checker finalizes the subrequest with it.
@@ -125,17 +119,21 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
     }
 }
 
-fn access(r: &ngx_http_request_t) -> Decision {
+fn access(r: &Request) -> Decision {
     if is_api_location(r) {
         return Decision::Decline;
     }
     let record = RequestRecord::find(r);
     if let Some(status) = record.and_then(|rec| rec.refused_with.get()) {
+        log::debug_refused_again(r.log(), status, false);
         return Decision::Refuse(status);
     }
-    let Some((outcome, lcf, ip)) = decide(r, true) else {
+    let Some(checked) = decide(r, Check::Access) else {
         return Decision::Decline;
     };
+    let Checked {
+        outcome, lcf, ip, ..
+    } = checked;
     let record = match record {
         Some(record) => {
             // The first check's location keeps judging the response; a
@@ -145,7 +143,13 @@ fn access(r: &ngx_http_request_t) -> Decision {
             }
             Some(record)
         }
-        None => RequestRecord::attach(r, lcf, ip, realip::is_trusted_proxy(r, ip), outcome),
+        None => RequestRecord::attach(
+            r,
+            lcf,
+            ip,
+            realip::is_trusted_proxy(r.as_ref(), ip),
+            outcome,
+        ),
     };
     if outcome != Outcome::Banned {
         return Decision::Decline;
@@ -157,23 +161,28 @@ fn access(r: &ngx_http_request_t) -> Decision {
     Decision::Refuse(status)
 }
 
-fn subrequest_access(r: &ngx_http_request_t) -> Decision {
-    if ptr::eq(r, r.main) || is_api_location(r) {
+fn subrequest_access(r: &Request) -> Decision {
+    if r.is_main() || is_api_location(r) {
         return Decision::Decline;
     }
     if let Some(status) = RequestRecord::find(r).and_then(|rec| rec.refused_with.get()) {
+        log::debug_refused_again(r.log(), status, true);
         return Decision::Refuse(status);
     }
-    match decide(r, true) {
-        Some((Outcome::Banned, lcf, _)) => Decision::Refuse(lcf.refuse_status()),
+    match decide(r, Check::Subrequest) {
+        Some(checked) if checked.outcome == Outcome::Banned => {
+            let status = checked.lcf.refuse_status();
+            log::debug_subrequest_refused(r.log(), &checked.zone.name, checked.ip, status);
+            Decision::Refuse(status)
+        }
         _ => Decision::Decline,
     }
 }
 
-fn check(zone: &Zone, ip: IpAddr, refusing: bool, log: *mut ngx_log_t) -> Verdict {
+fn check(zone: &Zone, ip: IpAddr, refusing: bool, log: *mut nginx_sys::ngx_log_t) -> Verdict {
     // Every ban holding the address counts, whatever prefix made it: the
     // policy's network, a wider one, or one of a policy before a reload.
-    let host = crate::engine::key::Key::from_ip(ip);
+    let host = Key::from_ip(ip);
     let net = zone.policy.key_of(ip);
     if !zone.may_be_banned(&host, &net) {
         return Verdict::Clear;
@@ -200,20 +209,26 @@ pub fn install_header_filter() {
 
 /// Counts a failure as its response header goes out: before the client can
 /// see the answer and try again, on this or any other worker.
+///
+/// # Safety
+/// `r` is a live request: nginx calls header filters with one.
 unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls header filters with a live request.
-    guarded((), || count_failure(unsafe { &*r }));
-    // SAFETY: the next filter was taken from the chain at configuration.
-    match unsafe { NEXT_HEADER_FILTER } {
-        Some(next) => unsafe { next(r) },
-        None => NGX_OK as _,
-    }
+    let req: &Request = unsafe { Request::from_ngx_http_request(r) };
+    guard::catch(req.log(), "header filter", (), || count_failure(req));
+    // SAFETY: the next filter was taken from the chain at configuration,
+    // and is called as nginx would, with the request nginx passed.
+    unsafe { NEXT_HEADER_FILTER.map_or(NGX_OK as _, |next| next(r)) }
 }
 
 /// Counts failures that never sent a header (444, a client that left).
+///
+/// # Safety
+/// `r` is a live request: nginx calls phase handlers with one.
 pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request.
-    guarded((), || count_failure(unsafe { &*r }));
+    let r: &Request = unsafe { Request::from_ngx_http_request(r) };
+    guard::catch(r.log(), "log handler", (), || count_failure(r));
     NGX_OK as _
 }
 
@@ -229,8 +244,8 @@ fn final_status(r: &ngx_http_request_t) -> usize {
 /// Counts the main request's final status once. Subrequests never count:
 /// what they answer reaches the client through the main request's status
 /// (an auth_request's 401 becomes the request's 401), which counts.
-fn count_failure(r: &ngx_http_request_t) {
-    if !ptr::eq(r, r.main) {
+fn count_failure(r: &Request) {
+    if !r.is_main() {
         return;
     }
     let record = match RequestRecord::find(r) {
@@ -245,7 +260,7 @@ fn count_failure(r: &ngx_http_request_t) {
                 return;
             }
             let Some(ip) = client_ip(r) else { return };
-            let trusted = realip::is_trusted_proxy(r, ip);
+            let trusted = realip::is_trusted_proxy(r.as_ref(), ip);
             let Some(record) = RequestRecord::attach(r, lcf, ip, trusted, Outcome::Passed) else {
                 return;
             };
@@ -254,7 +269,7 @@ fn count_failure(r: &ngx_http_request_t) {
     };
     let lcf = record.lcf;
     let Some(zone) = lcf.zone() else { return };
-    let status = final_status(r);
+    let status = final_status(r.as_ref());
     if record.counted.get()
         || record.refused_with.get().is_some()
         || !lcf.fail_status().iter().any(|&s| usize::from(s) == status)
@@ -266,95 +281,82 @@ fn count_failure(r: &ngx_http_request_t) {
     if lcf.is_ignored(ip) {
         return;
     }
-    let log = request_log(r);
+    let log = r.log();
     if record.trusted_proxy {
+        log::debug_trusted_proxy(log, &zone.name, ip, status);
         zone::log_trusted_proxy_failure(zone, ip, log);
         return;
     }
     let key = zone.policy.key_of(ip);
     let mut events = Events::default();
     let result = zone.with_table(|t| t.record_failure(&key, now(), &mut events));
-    if let Some(Failure::Banned(ban)) = result {
-        let verb = if lcf.dry_run() { "would ban" } else { "ban" };
-        ngx_log_error!(
-            lcf.log_level(),
-            log,
-            "authban: {} zone={} addr={} failures={} bantime={}s offence={}",
-            verb,
-            zone.name,
-            ban.key,
-            ban.failures,
-            zone.policy.ban_secs(ban.offence.saturating_sub(1)),
-            ban.offence
-        );
+    match result {
+        Some(Failure::Counted(failures)) => {
+            log::debug_counted(log, &zone.name, &key, status, failures);
+        }
+        Some(Failure::Banned(ban)) => {
+            log::debug_counted(log, &zone.name, &key, status, ban.failures);
+            let by = if lcf.dry_run() {
+                BanBy::DryRun
+            } else {
+                BanBy::Failures
+            };
+            let bantime = zone.policy.ban_secs(ban.offence.saturating_sub(1));
+            log::ban(log, lcf.log_level(), &zone.name, &ban, bantime, by);
+        }
+        Some(Failure::AlreadyBanned) => {
+            log::debug_already_banned(log, &zone.name, &key, status);
+        }
+        None => {}
     }
     zone::log_events(zone, &events, log, lcf.log_level());
 }
 
-static mut STATUS_VARIABLE: ngx_str_t = ngx_string!("authban_status");
-
-pub fn add_variables(cf: *mut ngx_conf_t) -> ngx_int_t {
-    // SAFETY: called from preconfiguration with a valid cf; nginx copies
-    // the name it is given.
-    let var = unsafe {
-        ngx_http_add_variable(
-            cf,
-            core::ptr::addr_of_mut!(STATUS_VARIABLE),
-            NGX_HTTP_VAR_NOCACHEABLE as _,
-        )
-    };
-    // SAFETY: null or a variable entry nginx owns.
-    let Some(var) = (unsafe { var.as_mut() }) else {
-        return NGX_ERROR as _;
-    };
-    var.get_handler = Some(status_variable);
-    var.data = 0;
-    NGX_OK as _
+/// Who asks for a verdict.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// The access phase (refusals count in the zone's statistics).
+    Access,
+    /// A subrequest's precontent check (so do these).
+    Subrequest,
+    /// `$authban_status` where no check ran: counts nothing.
+    Variable,
 }
 
-unsafe extern "C" fn status_variable(
-    r: *mut ngx_http_request_t,
-    v: *mut ngx_http_variable_value_t,
-    _data: usize,
-) -> ngx_int_t {
-    // SAFETY: nginx passes a live request and a value to fill.
-    let (r, v) = unsafe { (&*r, &mut *v) };
-    let text: &'static [u8] = guarded(None, || variable_outcome(r)).map_or(b"", Outcome::text);
-    v.set_len(text.len() as u32);
-    v.set_valid(1);
-    v.set_no_cacheable(1);
-    // Not found where authban is off, so the access log shows "-".
-    v.set_not_found(u32::from(text.is_empty()));
-    v.data = text.as_ptr().cast_mut();
-    NGX_OK as _
-}
-
-/// What the access phase decided, or, where no check ran (a `return` in
-/// the rewrite phase, a subrequest), the answer it would give now.
-fn variable_outcome(r: &ngx_http_request_t) -> Option<Outcome> {
-    if ptr::eq(r, r.main) {
-        if let Some(record) = RequestRecord::find(r) {
-            return Some(record.outcome.get());
-        }
-    }
-    decide(r, false).map(|(outcome, _, _)| outcome)
+/// A verdict, and what it was taken with.
+pub struct Checked {
+    pub outcome: Outcome,
+    pub lcf: &'static LocConf,
+    pub zone: &'static Zone,
+    pub ip: IpAddr,
 }
 
 /// The verdict for this request where authban is on (`None` elsewhere, or
-/// for a client without an IP address). `refusing` counts a refusal in the
-/// zone's statistics, as the access phase does outside dry run.
-fn decide(r: &ngx_http_request_t, refusing: bool) -> Option<(Outcome, &'static LocConf, IpAddr)> {
+/// for a client without an IP address). A check of the access phase or of
+/// a subrequest counts a refusal in the zone's statistics, outside dry run.
+pub fn decide(r: &Request, by: Check) -> Option<Checked> {
     let lcf = loc_conf(r)?;
     let zone = lcf.zone()?;
     let ip = client_ip(r)?;
-    if lcf.is_ignored(ip) {
-        return Some((Outcome::Ignored, lcf, ip));
-    }
-    let dry_run = lcf.dry_run();
-    let outcome = match check(zone, ip, refusing && !dry_run, request_log(r)) {
-        Verdict::Clear => Outcome::Passed,
-        Verdict::Banned(_) if dry_run => Outcome::DryRun,
-        Verdict::Banned(_) => Outcome::Banned,
+    let outcome = if lcf.is_ignored(ip) {
+        Outcome::Ignored
+    } else {
+        let dry_run = lcf.dry_run();
+        let refusing = by != Check::Variable && !dry_run;
+        match check(zone, ip, refusing, r.log()) {
+            Verdict::Clear => Outcome::Passed,
+            Verdict::Banned(_) if dry_run => Outcome::DryRun,
+            Verdict::Banned(_) => Outcome::Banned,
+        }
     };
-    Some((outcome, lcf, ip))
+    if by != Check::Variable {
+        let key = zone.policy.key_of(ip);
+        log::debug_check(r.log(), &zone.name, ip, &key, outcome.name());
+    }
+    Some(Checked {
+        outcome,
+        lcf,
+        zone,
+        ip,
+    })
 }

@@ -4,18 +4,26 @@
 //! - `directives`: directive handlers, per-location configuration, merge.
 //! - `zone`: a zone's shared memory: creation, adoption on reload, locking.
 //! - `handlers`: access and precontent phase handlers, the header filter and
-//!   the log phase (counting), `$authban_status`.
+//!   the log phase (counting).
+//! - `variables`: `$authban_status`.
 //! - `request_record`: a request's decision, kept across internal redirects.
 //! - `realip`: which addresses realip trusts (`set_real_ip_from`).
 //! - `api_handler`: the management endpoint's content handler.
 //! - `state_file`: when state files are read and written (zone creation,
 //!   worker 0's timer and exit), and who may write them.
+//! - `log`: every line written to the error log, documented and debug.
+//! - `guard`: panics caught at every entry point nginx calls, logged.
+//! - `clock`: nginx's cached time, as the engine's `Now`.
 
 pub mod api_handler;
+pub mod clock;
 pub mod directives;
+pub mod guard;
 pub mod handlers;
+pub mod log;
 pub mod module;
 pub mod realip;
 pub mod request_record;
 pub mod state_file;
+pub mod variables;
 pub mod zone;

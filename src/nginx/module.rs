@@ -1,12 +1,12 @@
 //! The module as nginx sees it: directives, configuration hooks and the
 //! phase handlers it installs.
 
-use core::ffi::c_void;
+use core::ffi::{c_char, c_void};
 use core::ptr;
 
 use nginx_sys::{
-    ngx_array_push, ngx_command_t, ngx_conf_t, ngx_http_core_main_conf_t, ngx_http_handler_pt,
-    ngx_http_module_t, ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_phases_NGX_HTTP_LOG_PHASE,
+    ngx_array_push, ngx_command_t, ngx_conf_t, ngx_http_handler_pt, ngx_http_module_t,
+    ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_phases_NGX_HTTP_LOG_PHASE,
     ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_int_t, ngx_module_t, ngx_uint_t, NGX_CONF_1MORE,
     NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
     NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
@@ -16,7 +16,7 @@ use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpC
 use ngx::ngx_string;
 
 use crate::nginx::directives::{self as conf, LocConf, MainConf};
-use crate::nginx::{api_handler as api, handlers, realip, state_file as persist};
+use crate::nginx::{api_handler as api, guard, handlers, realip, state_file as persist, variables};
 
 pub struct Module;
 
@@ -32,58 +32,68 @@ impl HttpModule for Module {
     }
 
     unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-        handlers::add_variables(cf)
+        // SAFETY: nginx passes the configuration being read.
+        let cf = unsafe { &mut *cf };
+        guard::catch(cf.log, "preconfiguration", Status::NGX_ERROR.into(), || {
+            variables::add_variables(cf)
+        })
     }
 
     unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-        if conf::check_references(cf).is_err() || api::check_locations(cf).is_err() {
-            return Status::NGX_ERROR.into();
-        }
-        // SAFETY: inside the http block the core module's main conf exists.
-        let cmcf = unsafe {
-            NgxHttpCoreModule::main_conf_mut(&*cf).map(|c| c as *mut ngx_http_core_main_conf_t)
-        };
-        let Some(cmcf) = cmcf else {
-            return Status::NGX_ERROR.into();
-        };
-        // Installed last, the access handler runs first in its phase: a ban
-        // is decided before auth_basic, allow/deny or auth_request.
-        let phases = [
-            (
-                ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
-                handlers::access_handler as HandlerFn,
-            ),
-            // Installed last, it runs before try_files and mirror.
-            (
-                ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE,
-                handlers::precontent_handler as HandlerFn,
-            ),
-            (
-                ngx_http_phases_NGX_HTTP_LOG_PHASE,
-                handlers::log_handler as HandlerFn,
-            ),
-        ];
-        handlers::install_header_filter();
-        // SAFETY: nginx passes a valid configuration context.
-        realip::find_module(unsafe { &*cf });
-        for (phase, handler) in phases {
-            // SAFETY: phases[] arrays are initialised by the core module
-            // before postconfiguration runs.
-            let slot = unsafe {
-                ngx_array_push(&mut (*cmcf).phases[phase as usize].handlers)
-                    .cast::<ngx_http_handler_pt>()
-            };
-            if slot.is_null() {
-                return Status::NGX_ERROR.into();
-            }
-            // SAFETY: ngx_array_push returned room for one handler.
-            unsafe { *slot = Some(handler) };
-        }
-        Status::NGX_OK.into()
+        // SAFETY: nginx passes the configuration being read.
+        let cf = unsafe { &mut *cf };
+        guard::catch(
+            cf.log,
+            "postconfiguration",
+            Status::NGX_ERROR.into(),
+            || {
+                postconfigure(cf)
+                    .map_or(Status::NGX_ERROR, |()| Status::NGX_OK)
+                    .into()
+            },
+        )
     }
 }
 
-type HandlerFn = unsafe extern "C" fn(*mut nginx_sys::ngx_http_request_t) -> ngx_int_t;
+/// After the http block is read: the references to zones and the API
+/// locations are checked, and the handlers installed.
+fn postconfigure(cf: &mut ngx_conf_t) -> Result<(), ()> {
+    conf::check_references(cf)?;
+    api::check_locations(cf)?;
+    let cmcf = NgxHttpCoreModule::main_conf_mut(cf).ok_or(())?;
+    // Installed last, the access handler runs first in its phase: a ban
+    // is decided before auth_basic, allow/deny or auth_request.
+    let phases: [(_, ngx_http_handler_pt); 3] = [
+        (
+            ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
+            Some(handlers::access_handler),
+        ),
+        // Installed last, it runs before try_files and mirror.
+        (
+            ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE,
+            Some(handlers::precontent_handler),
+        ),
+        (
+            ngx_http_phases_NGX_HTTP_LOG_PHASE,
+            Some(handlers::log_handler),
+        ),
+    ];
+    handlers::install_header_filter();
+    realip::find_module(cf);
+    for (phase, handler) in phases {
+        let handlers = &mut cmcf.phases[phase as usize].handlers;
+        // SAFETY: phases[] arrays are initialised by the core module before
+        // postconfiguration runs, with handler-sized elements; the slot is
+        // null or room for one.
+        let slot = unsafe {
+            ngx_array_push(handlers)
+                .cast::<ngx_http_handler_pt>()
+                .as_mut()
+        };
+        *slot.ok_or(())? = handler;
+    }
+    Ok(())
+}
 
 // SAFETY: MainConf is what create_main_conf allocates for this module.
 unsafe impl HttpModuleMainConf for Module {
@@ -100,7 +110,7 @@ const ANY_LEVEL: ngx_uint_t = (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP
 const fn command(
     name: nginx_sys::ngx_str_t,
     type_: ngx_uint_t,
-    set: unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut i8,
+    set: extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char,
     conf: ngx_uint_t,
 ) -> ngx_command_t {
     ngx_command_t {
@@ -182,8 +192,8 @@ ngx::ngx_modules!(ngx_http_authban_module);
 #[allow(non_upper_case_globals)]
 pub static mut ngx_http_authban_module: ngx_module_t = ngx_module_t {
     ctx: ptr::addr_of!(MODULE_CTX) as _,
-    // SAFETY: taking the address of a static does not read it.
-    commands: unsafe { ptr::addr_of_mut!(COMMANDS[0]) },
+    // Taking the address of a static does not read it.
+    commands: ptr::addr_of_mut!(COMMANDS).cast(),
     type_: NGX_HTTP_MODULE as _,
     init_process: Some(persist::init_process),
     exit_process: Some(persist::exit_process),

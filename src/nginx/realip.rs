@@ -71,12 +71,12 @@ fn contains(cidr: &ngx_cidr_t, ip: IpAddr) -> bool {
             addr & net.mask == net.addr
         }
         (AF_INET6, IpAddr::V6(v6)) => {
-            // SAFETY: as above.
-            let net = unsafe { cidr.u.in6 };
-            // SAFETY: in6_addr is a union of byte, word and dword views of
-            // the same 16 bytes.
-            let (addr, mask) =
-                unsafe { (net.addr.__in6_u.__u6_addr8, net.mask.__in6_u.__u6_addr8) };
+            // SAFETY: as above; in6_addr is a union of byte, word and dword
+            // views of the same 16 bytes.
+            let (addr, mask) = unsafe {
+                let net = cidr.u.in6;
+                (net.addr.__in6_u.__u6_addr8, net.mask.__in6_u.__u6_addr8)
+            };
             v6.octets()
                 .iter()
                 .zip(addr.iter().zip(mask.iter()))

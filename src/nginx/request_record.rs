@@ -16,7 +16,7 @@ use core::ptr;
 use std::net::IpAddr;
 
 use nginx_sys::{ngx_http_request_t, ngx_pool_cleanup_add};
-use ngx::http::HttpModule;
+use ngx::http::{HttpModule, Request};
 
 use crate::nginx::directives::LocConf;
 use crate::nginx::module::Module;
@@ -31,12 +31,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn text(self) -> &'static [u8] {
+    pub fn name(self) -> &'static str {
         match self {
-            Outcome::Passed => b"PASSED",
-            Outcome::Banned => b"BANNED",
-            Outcome::Ignored => b"IGNORED",
-            Outcome::DryRun => b"DRY_RUN",
+            Outcome::Passed => "PASSED",
+            Outcome::Banned => "BANNED",
+            Outcome::Ignored => "IGNORED",
+            Outcome::DryRun => "DRY_RUN",
         }
     }
 }
@@ -59,81 +59,88 @@ pub struct RequestRecord {
 
 /// The cleanup handler that marks our records; it frees nothing (the pool
 /// does), it only tells them from other modules' cleanups.
-unsafe extern "C" fn record_marker(_data: *mut c_void) {}
+extern "C" fn record_marker(_data: *mut c_void) {}
 
 /// One stored copy of the marker's address: a function's address taken in
 /// two places may differ (codegen units, merged functions), this cannot.
-static RECORD_MARKER: unsafe extern "C" fn(*mut c_void) = record_marker;
+static RECORD_MARKER: extern "C" fn(*mut c_void) = record_marker;
 
 fn is_marker(handler: nginx_sys::ngx_pool_cleanup_pt) -> bool {
     handler.is_some_and(|h| ptr::eq(h as *const (), RECORD_MARKER as *const ()))
 }
 
+/// The main request of `r` (`r` itself unless it is a subrequest).
+pub fn main_of(r: &Request) -> &Request {
+    // SAFETY: every request's `main` is its main request (itself, for a
+    // main request), which outlives its subrequests.
+    unsafe { &*r.as_ref().main.cast::<Request>() }
+}
+
 impl RequestRecord {
     /// The record of `r`'s main request, if a check made one.
-    pub fn find(r: &ngx_http_request_t) -> Option<&'static RequestRecord> {
-        let main = r.main.cast_const();
-        let index = Module::module().ctx_index;
-        // SAFETY: r->ctx has a slot per http module; ours is null or one of
-        // our records (set below, on the main request only).
-        let cached = unsafe { (*r.main).ctx.add(index).read() }.cast::<RequestRecord>();
-        // SAFETY: a cached record lives in the main request's pool.
-        if let Some(record) = unsafe { cached.as_ref() } {
+    pub fn find(r: &Request) -> Option<&RequestRecord> {
+        let main = main_of(r);
+        // Our context slot is null or one of our records (set below, on the
+        // main request only); nginx zeroes it on an internal redirect.
+        if let Some(record) = main.get_module_ctx::<RequestRecord>(Module::module()) {
             return Some(record);
         }
+        let main_ptr: *const ngx_http_request_t = main.as_ref();
         // SAFETY: the pool's cleanup list is a null-terminated list that
         // only nginx and its modules append to; our entries carry a
-        // RequestRecord as their data (see `attach`).
-        unsafe {
-            let mut c = (*r.pool).cleanup;
-            while let Some(cleanup) = c.as_ref() {
-                if is_marker(cleanup.handler) {
-                    let record = cleanup.data.cast::<RequestRecord>();
-                    if (*record).main == main {
-                        *(*r.main).ctx.add(index) = record.cast();
-                        return record.as_ref();
-                    }
+        // RequestRecord as their data (see `attach`), in the main
+        // request's pool, which its subrequests share.
+        let record = unsafe {
+            let mut c = (*r.as_ref().pool).cleanup;
+            loop {
+                let Some(cleanup) = c.as_ref() else {
+                    break None;
+                };
+                let record = cleanup.data.cast::<RequestRecord>();
+                if is_marker(cleanup.handler) && (*record).main == main_ptr {
+                    break record.as_ref();
                 }
                 c = cleanup.next;
             }
-        }
-        None
+        }?;
+        main.set_module_ctx(ptr::from_ref(record).cast_mut().cast(), Module::module());
+        Some(record)
     }
 
     /// Makes the record of `r`'s main request (none may exist yet).
-    pub fn attach(
-        r: &ngx_http_request_t,
+    pub fn attach<'r>(
+        r: &'r Request,
         lcf: &'static LocConf,
         ip: IpAddr,
         trusted_proxy: bool,
         outcome: Outcome,
-    ) -> Option<&'static RequestRecord> {
-        // SAFETY: r->pool is the request's pool (shared with its
-        // subrequests); the cleanup's data is allocated with it.
-        let cleanup = unsafe { ngx_pool_cleanup_add(r.pool, size_of::<RequestRecord>()).as_mut() }?;
-        let record = cleanup.data.cast::<RequestRecord>();
-        if record.is_null() {
-            return None;
-        }
-        // SAFETY: data is fresh, suitably aligned pool memory of the record's
-        // size; it is written before the marker makes it findable.
-        unsafe {
-            ptr::write(
-                record,
-                RequestRecord {
-                    main: r.main.cast_const(),
-                    lcf,
-                    ip,
-                    trusted_proxy,
-                    outcome: Cell::new(outcome),
-                    refused_with: Cell::new(None),
-                    counted: Cell::new(false),
-                },
-            );
-            *(*r.main).ctx.add(Module::module().ctx_index) = record.cast();
-        }
-        cleanup.handler = Some(RECORD_MARKER);
-        // SAFETY: just written; it lives as long as the request's pool.
-        unsafe { record.as_ref() }
+    ) -> Option<&'r RequestRecord> {
+        let main = main_of(r);
+        let value = RequestRecord {
+            main: main.as_ref(),
+            lcf,
+            ip,
+            trusted_proxy,
+            outcome: Cell::new(outcome),
+            refused_with: Cell::new(None),
+            counted: Cell::new(false),
+        };
+        // SAFETY: the request's pool (shared with its subrequests) is live;
+        // the cleanup's data is null or fresh, suitably aligned pool memory
+        // of the record's size, living as long as the pool. It is written
+        // before the marker makes it findable.
+        let record = unsafe {
+            let cleanup =
+                ngx_pool_cleanup_add(r.pool().as_ptr(), size_of::<RequestRecord>()).as_mut()?;
+            let record = cleanup.data.cast::<RequestRecord>();
+            if record.is_null() {
+                return None;
+            }
+            ptr::write(record, value);
+            cleanup.handler = Some(RECORD_MARKER);
+            &*record
+        };
+        main.set_module_ctx(ptr::from_ref(record).cast_mut().cast(), Module::module());
+        Some(record)
     }
 }

@@ -17,31 +17,37 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use nginx_sys::{
-    ngx_add_timer, ngx_core_conf_t, ngx_core_module, ngx_cycle, ngx_cycle_t, ngx_event_t,
-    ngx_exiting, ngx_int_t, ngx_list_part_t, ngx_log_t, ngx_pcalloc, ngx_process, ngx_shm_zone_t,
-    ngx_worker, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_PROCESS_SINGLE,
-    NGX_PROCESS_WORKER,
+    ngx_add_timer, ngx_cycle_t, ngx_event_t, ngx_exiting, ngx_int_t, ngx_log_t, ngx_pcalloc,
+    ngx_process, ngx_worker, NGX_ERROR, NGX_OK, NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
 };
-use ngx::http::HttpModuleMainConf;
-use ngx::ngx_log_error;
+use ngx::core::{CoreModuleMainConf, NgxCoreModule};
+use ngx::http::{HttpModule, HttpModuleMainConf};
 
 use crate::engine::state_file;
 use crate::engine::table::{Events, Record};
-use crate::nginx::handlers::now;
-use crate::nginx::module::{self, Module};
+use crate::nginx::clock::now;
+use crate::nginx::module::Module;
 use crate::nginx::zone::Zone;
+use crate::nginx::{guard, log};
+
+/// The cycle a zone is configured in.
+fn cycle_of(zone: &Zone) -> Option<&ngx_cycle_t> {
+    // SAFETY: set at `authban_zone` to the cycle being configured, which
+    // outlives its zones.
+    unsafe { zone.cycle.as_ref() }
+}
 
 /// Called in the master right after a new (not reused) zone is formatted.
 pub fn fill_new_zone(zone: &Zone, log: *mut ngx_log_t) {
     let now = now();
-    let (records, source) = match previous_zone(&zone.name) {
+    let (records, source) = match previous_zone(zone) {
         Some(old) => match old.with_table(|t| t.records(now)) {
             Some(records) => (records, "the previous zone".to_string()),
             None => return,
         },
         None => {
             let Some(path) = &zone.state else { return };
-            let writer = Writer::of(zone.cycle);
+            let writer = Writer::of(cycle_of(zone));
             let capacity = zone.with_table(|t| t.capacity()).unwrap_or(0);
             match state_file::load(
                 path,
@@ -52,29 +58,14 @@ pub fn fill_new_zone(zone: &Zone, log: *mut ngx_log_t) {
                 Ok(Some(records)) => (records, path.display().to_string()),
                 Ok(None) => return,
                 Err(reason) => {
-                    ngx_log_error!(
-                        NGX_LOG_WARN,
-                        log,
-                        "authban: zone \"{}\": state file \"{}\" ignored ({}), starting empty",
-                        zone.name,
-                        path.display(),
-                        reason
-                    );
+                    log::state_file_ignored(log, &zone.name, path, reason);
                     return;
                 }
             }
         }
     };
     let restored = restore(zone, &records);
-    ngx_log_error!(
-        NGX_LOG_NOTICE,
-        log,
-        "authban: zone \"{}\": restored {} of {} bans and histories from {}",
-        zone.name,
-        restored,
-        records.len(),
-        source
-    );
+    log::restored(log, &zone.name, restored, records.len(), &source);
 }
 
 /// The user that writes the state files: the `user` directive's (nginx's
@@ -84,27 +75,22 @@ struct Writer {
     uid: u32,
     gid: u32,
     name: Option<CString>,
+    /// The user this process runs as.
+    euid: u32,
 }
 
 impl Writer {
-    fn of(cycle: *mut ngx_cycle_t) -> Writer {
+    /// `cycle` is the cycle being initialised: its core conf was created
+    /// before the configuration was read and completed by the core module's
+    /// init_conf, which runs before shared memory zones are initialised.
+    fn of(cycle: Option<&ngx_cycle_t>) -> Writer {
         // SAFETY: geteuid and getegid have no preconditions.
         let (euid, egid) = unsafe { (nginx_sys::geteuid(), nginx_sys::getegid()) };
-        // SAFETY: `cycle` is the cycle being initialised (set at
-        // authban_zone); its core conf was created before the configuration
-        // was read and completed by the core module's init_conf, which
-        // runs before shared memory zones are initialised.
-        let ccf = unsafe {
-            cycle.as_ref().and_then(|c| {
-                (*c.conf_ctx.add(ngx_core_module.index))
-                    .cast::<ngx_core_conf_t>()
-                    .as_ref()
-            })
-        };
-        match ccf {
+        match cycle.and_then(NgxCoreModule::main_conf) {
             Some(ccf) if euid == 0 && ccf.master != 0 && ccf.user != u32::MAX => Writer {
                 uid: ccf.user,
                 gid: ccf.group,
+                euid,
                 // SAFETY: set with the user (the directive's word, or the
                 // static NGX_USER), NUL-terminated.
                 name: (!ccf.username.is_null())
@@ -114,6 +100,7 @@ impl Writer {
                 uid: euid,
                 gid: egid,
                 name: user_name(euid),
+                euid,
             },
         }
     }
@@ -152,8 +139,7 @@ impl Writer {
     /// Whether the writer may create and rename files in `dir`: search on
     /// every directory down to it, write and search on it.
     fn can_write_into(&self, dir: &Path) -> bool {
-        // SAFETY: geteuid has no preconditions.
-        if self.uid == unsafe { nginx_sys::geteuid() } {
+        if self.uid == self.euid {
             // This process's own rights, ACLs and read-only mounts included.
             let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else {
                 return false;
@@ -209,29 +195,12 @@ pub fn check_state_dir(zone: &Zone, log: *mut ngx_log_t) -> Result<(), ()> {
         Err(e) => Some(format!("cannot be used ({e})")),
     };
     if let Some(problem) = problem {
-        ngx_log_error!(
-            NGX_LOG_EMERG,
-            log,
-            "authban: zone \"{}\": directory \"{}\" of state file \"{}\" {}",
-            zone.name,
-            dir.display(),
-            path.display(),
-            problem
-        );
+        log::state_dir_unusable(log, &zone.name, dir, path, &problem);
         return Err(());
     }
-    let writer = Writer::of(zone.cycle);
+    let writer = Writer::of(cycle_of(zone));
     if !writer.can_write_into(dir) {
-        ngx_log_error!(
-            NGX_LOG_WARN,
-            log,
-            "authban: zone \"{}\": state file \"{}\" cannot be written: directory \"{}\" \
-             is not writable by user {}, which writes it; bans will not be saved",
-            zone.name,
-            path.display(),
-            dir.display(),
-            writer.describe()
-        );
+        log::state_dir_not_writable(log, &zone.name, path, dir, &writer.describe());
     }
     Ok(())
 }
@@ -248,33 +217,29 @@ fn restore(zone: &Zone, records: &[Record]) -> usize {
     .unwrap_or(0)
 }
 
-/// During a reload, the cycle being replaced (still `ngx_cycle`) may hold a
-/// zone of this name that was not reused because its size changed.
-fn previous_zone(name: &str) -> Option<&'static Zone> {
-    // SAFETY: in the master, while the new cycle initialises, ngx_cycle is
-    // the running cycle; its shared memory list and zones are intact.
-    let mut part: *const ngx_list_part_t = unsafe { &(*ngx_cycle).shared_memory.part };
-    // SAFETY: the list's parts are chained by `next` and end with null.
-    while let Some(p) = unsafe { part.as_ref() } {
-        // At first start the running cycle is nginx's bare initial one,
-        // whose list has no elements yet.
-        if p.elts.is_null() || p.nelts == 0 {
-            part = p.next;
-            continue;
+/// During a reload, the cycle being replaced (the new cycle's `old_cycle`)
+/// may hold a zone of this name that was not reused because its size
+/// changed. At start-up the old cycle is nginx's bare initial one.
+fn previous_zone(zone: &Zone) -> Option<&'static Zone> {
+    let old = cycle_of(zone)?.old_cycle;
+    // SAFETY: in the master, while the new cycle initialises, its old cycle
+    // is the running one (or the initial one), intact; its module list is
+    // null or null-terminated, its configuration null or complete.
+    let old = unsafe {
+        let old = old.as_ref()?;
+        if old.conf_ctx.is_null() || old.modules.is_null() {
+            return None;
         }
-        // SAFETY: each part holds nelts zone entries.
-        let zones =
-            unsafe { core::slice::from_raw_parts(p.elts.cast::<ngx_shm_zone_t>(), p.nelts) };
-        for shm in zones {
-            let ours = shm.tag == module::tag() && !shm.data.is_null() && !shm.shm.addr.is_null();
-            if ours && shm.shm.name.to_str() == Ok(name) {
-                // SAFETY: our zones' data is the Zone of that cycle.
-                return unsafe { shm.data.cast::<Zone>().as_ref() };
-            }
-        }
-        part = p.next;
-    }
-    None
+        core::slice::from_raw_parts(old.modules, old.modules_n)
+            .iter()
+            .any(|&m| ptr::eq(m, Module::module()))
+            .then_some(old)?
+    };
+    // With the module in the old cycle too, nginx kept its ctx_index, so
+    // the old http configuration has our main conf at the same place.
+    Module::main_conf(old)?
+        .declared_zones()
+        .find(|z| z.name == zone.name)
 }
 
 /// Writes one zone's state file now.
@@ -286,14 +251,7 @@ pub fn save(zone: &Zone, log: *mut ngx_log_t) {
     match state_file::write_atomic(path, &state_file::render(&zone.name, &records)) {
         Ok(()) => zone.state_failing.set(false),
         Err(err) if !zone.state_failing.replace(true) => {
-            ngx_log_error!(
-                NGX_LOG_WARN,
-                log,
-                "authban: zone \"{}\": cannot write state file \"{}\": {}",
-                zone.name,
-                path.display(),
-                err
-            );
+            log::state_file_unwritable(log, &zone.name, path, err);
         }
         Err(_) => {}
     }
@@ -309,35 +267,47 @@ fn is_writer() -> bool {
     }
 }
 
-fn zones_with_state(cycle: *mut ngx_cycle_t) -> Vec<&'static Zone> {
-    // SAFETY: a running cycle; the http main conf exists if http{} does.
-    let Some(main) = (unsafe { cycle.as_ref() }).and_then(Module::main_conf) else {
-        return Vec::new();
-    };
-    main.zones
-        .iter()
-        // SAFETY: zones live in the configuration pool for the cycle.
-        .filter_map(|&z| unsafe { z.as_ref() })
+fn zones_with_state(cycle: &ngx_cycle_t) -> impl Iterator<Item = &'static Zone> {
+    Module::main_conf(cycle)
+        .into_iter()
+        .flat_map(|main| main.declared_zones())
         .filter(|z| z.state.is_some())
-        .collect()
 }
 
+/// Worker 0 (or nginx without a master) starts one timer per zone with a
+/// state file.
+///
+/// # Safety
+/// `cycle` is the running cycle, as nginx passes it.
 pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
-    if !is_writer() {
+    // SAFETY: nginx passes the running cycle.
+    let Some(cycle) = (unsafe { cycle.as_ref() }) else {
         return NGX_OK as _;
-    }
+    };
+    guard::catch(cycle.log, "init_process", NGX_ERROR as _, || {
+        if is_writer() {
+            start_timers(cycle)
+        } else {
+            NGX_OK as _
+        }
+    })
+}
+
+fn start_timers(cycle: &ngx_cycle_t) -> ngx_int_t {
     for zone in zones_with_state(cycle) {
-        // SAFETY: the cycle's pool outlives the worker's timers.
-        let ev =
-            unsafe { ngx_pcalloc((*cycle).pool, size_of::<ngx_event_t>()) }.cast::<ngx_event_t>();
-        // SAFETY: null or a zeroed event from the pool.
-        let Some(ev) = (unsafe { ev.as_mut() }) else {
-            return nginx_sys::NGX_ERROR as _;
+        // SAFETY: the cycle's pool outlives the worker's timers; the event
+        // is null or zeroed, which is a valid event.
+        let ev = unsafe {
+            ngx_pcalloc(cycle.pool, size_of::<ngx_event_t>())
+                .cast::<ngx_event_t>()
+                .as_mut()
+        };
+        let Some(ev) = ev else {
+            return NGX_ERROR as _;
         };
         ev.handler = Some(on_timer);
         ev.data = ptr::from_ref(zone).cast_mut().cast::<c_void>();
-        // SAFETY: a running cycle has a log.
-        ev.log = unsafe { (*cycle).log };
+        ev.log = cycle.log;
         // A pending write must not hold up a graceful shutdown.
         ev.set_cancelable(1);
         // SAFETY: timers may be added once the event module is initialised.
@@ -350,25 +320,42 @@ fn ngx_msec(secs: u32) -> nginx_sys::ngx_msec_t {
     secs as nginx_sys::ngx_msec_t * 1000
 }
 
+/// # Safety
+/// `ev` is a timer set up by `start_timers`, as nginx passes it.
 unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
-    // SAFETY: nginx passes the event set up in init_process.
-    let ev = unsafe { &mut *ev };
-    // SAFETY: ev.data is the zone, alive for the cycle.
-    let zone = unsafe { &*ev.data.cast::<Zone>() };
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| save(zone, ev.log)));
-    // SAFETY: re-arming a fired timer from its handler is the nginx idiom.
-    if unsafe { ngx_exiting } == 0 {
-        unsafe { ngx_add_timer(ev, ngx_msec(zone.state_interval)) };
+    // SAFETY: nginx passes the event set up in start_timers, whose data is
+    // the zone, alive for the cycle.
+    let (ev, zone) = unsafe {
+        let ev = &mut *ev;
+        let zone = &*ev.data.cast::<Zone>();
+        (ev, zone)
+    };
+    guard::catch(ev.log, "state file timer", (), || save(zone, ev.log));
+    // SAFETY: nginx's flag, set in this process only; re-arming a fired
+    // timer from its handler is the nginx idiom.
+    unsafe {
+        if ngx_exiting == 0 {
+            ngx_add_timer(ev, ngx_msec(zone.state_interval));
+        }
     }
 }
 
+/// The writer saves every zone's state file as it exits.
+///
+/// # Safety
+/// `cycle` is the running cycle, as nginx passes it.
 pub unsafe extern "C" fn exit_process(cycle: *mut ngx_cycle_t) {
-    if !is_writer() {
+    // SAFETY: the cycle is still alive while its processes exit.
+    let Some(cycle) = (unsafe { cycle.as_ref() }) else {
         return;
-    }
-    for zone in zones_with_state(cycle) {
-        // SAFETY: the cycle is still alive while its processes exit.
-        let log = unsafe { (*cycle).log };
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| save(zone, log)));
-    }
+    };
+    guard::catch(cycle.log, "exit_process", (), || {
+        if !is_writer() {
+            return;
+        }
+        for zone in zones_with_state(cycle) {
+            // One zone's failure does not keep the others unsaved.
+            guard::catch(cycle.log, "exit_process", (), || save(zone, cycle.log));
+        }
+    });
 }

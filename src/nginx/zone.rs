@@ -10,15 +10,15 @@ use std::path::PathBuf;
 
 use nginx_sys::{
     ngx_cycle, ngx_cycle_t, ngx_int_t, ngx_log_t, ngx_pagesize, ngx_shm_zone_t, ngx_slab_alloc,
-    ngx_slab_free, ngx_slab_pool_t, NGX_LOG_ALERT, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_slab_free, ngx_slab_pool_t, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::core::{SlabPool, Status};
-use ngx::ngx_log_error;
 
 use crate::engine::directive::ZoneSpec;
 use crate::engine::key::Key;
 use crate::engine::log_limit::{Admit, LogLimit};
 use crate::engine::table::{self, Events, LayoutError, Policy, Table};
+use crate::nginx::log::{self, BanBy};
 use crate::nginx::state_file;
 
 /// One `authban_zone`: its policy from the configuration and, once nginx
@@ -114,13 +114,7 @@ impl Zone {
         };
         // SAFETY: ngx_cycle is the running cycle, set before any request.
         let log = unsafe { (*ngx_cycle).log };
-        ngx_log_error!(
-            NGX_LOG_ALERT,
-            log,
-            "authban: zone \"{}\" damaged ({}), starting it empty",
-            self.name,
-            why
-        );
+        log::zone_damaged(log, &self.name, why);
         None
     }
 
@@ -148,7 +142,19 @@ fn random_seed() -> [u64; 2] {
 /// nginx calls this in the master when it maps the zone: at start-up, and
 /// on every reload (then with the old zone's data if the name, size and tag
 /// are unchanged, so counts and bans carry over).
-pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_int_t {
+pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, old: *mut c_void) -> ngx_int_t {
+    // SAFETY: nginx passes the zone it created, with its log.
+    let log = unsafe { (*shm_zone).shm.log };
+    let fail = Status::NGX_ERROR.into();
+    crate::nginx::guard::catch(log, "init_zone", fail, || {
+        // SAFETY: as nginx calls this, with the zone nginx created.
+        unsafe { init_zone_body(shm_zone, old) }
+    })
+}
+
+/// # Safety
+/// `shm_zone` is a zone nginx created with our `Zone` as its data, mapped.
+unsafe fn init_zone_body(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_int_t {
     // SAFETY: nginx passes the zone it created with our `data` pointer.
     let (zone, shpool, log, shm_size) = unsafe {
         let shm_zone = &mut *shm_zone;
@@ -228,21 +234,10 @@ fn adopt(
     if let Some((len, tracked)) = adopted {
         zone.region = region;
         zone.region_len = len;
-        ngx_log_error!(
-            NGX_LOG_NOTICE,
-            log,
-            "authban: zone \"{}\" kept across reload with {} addresses",
-            zone.name,
-            tracked
-        );
+        log::zone_kept(log, &zone.name, tracked);
         return true;
     }
-    ngx_log_error!(
-        NGX_LOG_WARN,
-        log,
-        "authban: zone \"{}\" holds data of another layout, starting it empty",
-        zone.name
-    );
+    log::zone_other_layout(log, &zone.name);
     // SAFETY: the block was allocated from this pool by an earlier cycle and
     // nothing else refers to it once the zone starts empty.
     unsafe { ngx_slab_free(shpool, region.cast()) };
@@ -262,22 +257,14 @@ struct LogLimits {
 /// Whether to write a line limited by `limit`, after a summary of the lines
 /// of its kind that were dropped.
 fn admit(zone: &Zone, limit: &LogLimit, kind: &str, log: *mut ngx_log_t, level: usize) -> bool {
-    match limit.admit(crate::nginx::handlers::now().secs()) {
+    match limit.admit(crate::nginx::clock::now().secs()) {
         Admit::Drop => false,
         Admit::Write {
             suppressed,
             over_secs,
         } => {
             if suppressed > 0 {
-                ngx_log_error!(
-                    level,
-                    log,
-                    "authban: zone={} {} more \"{}\" lines in the last {}s not logged",
-                    zone.name,
-                    suppressed,
-                    kind,
-                    over_secs
-                );
+                log::suppressed(log, level, &zone.name, suppressed, kind, over_secs);
             }
             true
         }
@@ -296,13 +283,7 @@ pub fn log_trusted_proxy_failure(zone: &Zone, ip: std::net::IpAddr, log: *mut ng
         log,
         NGX_LOG_WARN as usize,
     ) {
-        ngx_log_error!(
-            NGX_LOG_WARN,
-            log,
-            "authban: failure from trusted proxy {} not counted zone={} (realip found no client address)",
-            ip,
-            zone.name
-        );
+        log::trusted_proxy_failure(log, &zone.name, ip);
     }
 }
 
@@ -317,38 +298,24 @@ pub fn log_events(zone: &Zone, events: &Events, log: *mut ngx_log_t, level: usiz
             table::Event::Expired(key) => {
                 let limit = &zone.log_limits.expired;
                 if admit(zone, limit, "reason=expired", log, NGX_LOG_NOTICE as usize) {
-                    ngx_log_error!(
-                        NGX_LOG_NOTICE,
-                        log,
-                        "authban: unban zone={} addr={} reason=expired",
-                        zone.name,
-                        key
-                    );
+                    log::unban_expired(log, &zone.name, &key);
                 }
             }
             table::Event::Widened { ban, members } => {
-                ngx_log_error!(
-                    level,
+                let bantime = zone.policy.ban_secs(ban.offence.saturating_sub(1));
+                log::ban(
                     log,
-                    "authban: ban zone={} addr={} failures={} bantime={}s offence={} widened_from={}",
-                    zone.name,
-                    ban.key,
-                    ban.failures,
-                    zone.policy.ban_secs(ban.offence.saturating_sub(1)),
-                    ban.offence,
-                    members
+                    level,
+                    &zone.name,
+                    &ban,
+                    bantime,
+                    BanBy::Widened(members),
                 );
             }
             table::Event::BanDropped(ban) => {
                 let limit = &zone.log_limits.zone_full;
                 if admit(zone, limit, "reason=zone_full", log, NGX_LOG_WARN as usize) {
-                    ngx_log_error!(
-                        NGX_LOG_WARN,
-                        log,
-                        "authban: unban zone={} addr={} reason=zone_full (zone too small)",
-                        zone.name,
-                        ban.key
-                    );
+                    log::unban_zone_full(log, &zone.name, &ban.key);
                 }
             }
         }

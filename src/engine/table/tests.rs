@@ -1256,9 +1256,16 @@ fn the_lock_free_precheck_sees_every_completed_ban_under_concurrency() {
     std::thread::scope(|s| {
         let writers: Vec<_> = (0..2u32)
             .map(|w| {
-                let (epochs, with_table) = (&epochs, &with_table);
+                let (epochs, with_table, checked) = (&epochs, &with_table, &checked);
                 s.spawn(move || {
-                    for _ in 0..rounds {
+                    // At least `rounds`, and on until the readers (which a
+                    // busy machine may not schedule at once) checked some.
+                    let started = std::time::Instant::now();
+                    for round in 0.. {
+                        let enough = round >= rounds && checked.load(Ordering::Relaxed) >= 100;
+                        if enough || started.elapsed() > std::time::Duration::from_secs(20) {
+                            break;
+                        }
                         for k in (w..KEYS).step_by(2) {
                             let epoch = &epochs[k as usize];
                             let e = epoch.load(Ordering::Relaxed);

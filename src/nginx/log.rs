@@ -1,0 +1,391 @@
+//! Every line authban writes to nginx's error log, in one place.
+//!
+//! The documented lines (README, "Semantics") are read by fail2ban's filter
+//! (`nginx-conf/fail2ban/filter.d/authban.conf`), SIEMs and the tests: their
+//! text must not change. Each has one function here, so a line cannot be
+//! spelled two ways.
+//!
+//! The debug lines trace a decision (`error_log ... debug;` or
+//! `debug_http`). They are checked at run time against the log's
+//! `debug_http` mask, as nginx's own `ngx_log_debug` does, but not compiled
+//! out without `--with-debug`: the crate's `ngx_log_debug_http!` is, and
+//! packaged nginx is usually built without it.
+//!
+//! Like `ngx_log_error!`, which they wrap, these functions take nginx's log
+//! pointer as nginx hands it out (a request's connection log, a cycle's, a
+//! zone's), which lives as long as what it belongs to.
+
+use core::fmt::{self, Display};
+use std::net::IpAddr;
+use std::path::Path;
+
+use nginx_sys::{
+    ngx_conf_t, ngx_http_request_t, ngx_log_t, NGX_LOG_ALERT, NGX_LOG_DEBUG, NGX_LOG_DEBUG_HTTP,
+    NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_LOG_WARN,
+};
+use ngx::{ngx_conf_log_error, ngx_log_error};
+
+use crate::engine::key::Key;
+use crate::engine::table::Ban;
+
+/// The connection's log of a request, with its context (client, server,
+/// request line).
+pub fn request_log(r: &ngx_http_request_t) -> *mut ngx_log_t {
+    // SAFETY: a live request has a connection, and the connection a log.
+    unsafe { (*r.connection).log }
+}
+
+/// What made a ban, for the fields that follow `offence=`.
+#[derive(Clone, Copy)]
+pub enum BanBy {
+    /// The maxretry-th failure: `authban: ban ...`.
+    Failures,
+    /// The same in dry run: `authban: would ban ...`.
+    DryRun,
+    /// The management endpoint: `... by=api`.
+    Api,
+    /// `widen`: this many bans inside the network made it a ban.
+    Widened(u8),
+}
+
+impl BanBy {
+    fn verb(self) -> &'static str {
+        match self {
+            BanBy::DryRun => "would ban",
+            _ => "ban",
+        }
+    }
+}
+
+impl Display for BanBy {
+    /// The fields after `offence=K`, with their leading space.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BanBy::Failures | BanBy::DryRun => Ok(()),
+            BanBy::Api => f.write_str(" by=api"),
+            BanBy::Widened(members) => write!(f, " widened_from={members}"),
+        }
+    }
+}
+
+/// `authban: ban zone=NAME addr=ADDR failures=N bantime=Ss offence=K`, and
+/// its dry-run, API and widen forms, at `authban_log_level`.
+pub fn ban(log: *mut ngx_log_t, level: usize, zone: &str, ban: &Ban, bantime: u32, by: BanBy) {
+    ngx_log_error!(
+        level,
+        log,
+        "authban: {} zone={} addr={} failures={} bantime={}s offence={}{}",
+        by.verb(),
+        zone,
+        ban.key,
+        ban.failures,
+        bantime,
+        ban.offence,
+        by
+    );
+}
+
+/// `authban: unban zone=NAME addr=ADDR reason=expired` (notice).
+pub fn unban_expired(log: *mut ngx_log_t, zone: &str, key: &Key) {
+    ngx_log_error!(
+        NGX_LOG_NOTICE,
+        log,
+        "authban: unban zone={} addr={} reason=expired",
+        zone,
+        key
+    );
+}
+
+/// `authban: unban zone=NAME addr=ADDR reason=api` (notice).
+pub fn unban_api(log: *mut ngx_log_t, zone: &str, key: &Key) {
+    ngx_log_error!(
+        NGX_LOG_NOTICE,
+        log,
+        "authban: unban zone={} addr={} reason=api",
+        zone,
+        key
+    );
+}
+
+/// `authban: unban zone=NAME addr=ADDR reason=zone_full (zone too small)`
+/// (warn).
+pub fn unban_zone_full(log: *mut ngx_log_t, zone: &str, key: &Key) {
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        log,
+        "authban: unban zone={} addr={} reason=zone_full (zone too small)",
+        zone,
+        key
+    );
+}
+
+/// `authban: failure from trusted proxy ADDR not counted zone=NAME (realip
+/// found no client address)` (warn).
+pub fn trusted_proxy_failure(log: *mut ngx_log_t, zone: &str, ip: IpAddr) {
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        log,
+        "authban: failure from trusted proxy {} not counted zone={} (realip found no client address)",
+        ip,
+        zone
+    );
+}
+
+/// `authban: zone=NAME N more "KIND" lines in the last Ss not logged`, at
+/// the level of the lines it sums up.
+pub fn suppressed(
+    log: *mut ngx_log_t,
+    level: usize,
+    zone: &str,
+    count: impl Display,
+    kind: &str,
+    over_secs: impl Display,
+) {
+    ngx_log_error!(
+        level,
+        log,
+        "authban: zone={} {} more \"{}\" lines in the last {}s not logged",
+        zone,
+        count,
+        kind,
+        over_secs
+    );
+}
+
+/// `authban: zone "NAME" kept across reload with N addresses` (notice).
+pub fn zone_kept(log: *mut ngx_log_t, zone: &str, tracked: impl Display) {
+    ngx_log_error!(
+        NGX_LOG_NOTICE,
+        log,
+        "authban: zone \"{}\" kept across reload with {} addresses",
+        zone,
+        tracked
+    );
+}
+
+/// `authban: zone "NAME" holds data of another layout, starting it empty`
+/// (warn).
+pub fn zone_other_layout(log: *mut ngx_log_t, zone: &str) {
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        log,
+        "authban: zone \"{}\" holds data of another layout, starting it empty",
+        zone
+    );
+}
+
+/// `authban: zone "NAME" damaged (WHY), starting it empty` (alert): the
+/// table in shared memory contradicted itself and was re-formatted.
+pub fn zone_damaged(log: *mut ngx_log_t, zone: &str, why: &str) {
+    ngx_log_error!(
+        NGX_LOG_ALERT,
+        log,
+        "authban: zone \"{}\" damaged ({}), starting it empty",
+        zone,
+        why
+    );
+}
+
+/// `"authban_api" directive cannot be combined with ... (location "L") in
+/// FILE:LINE` (emerg), found after the location was read.
+pub fn api_combined(log: *mut ngx_log_t, problem: &str, location: &str, file: &str, line: usize) {
+    ngx_log_error!(
+        NGX_LOG_EMERG,
+        log,
+        "\"authban_api\" directive {} (location \"{}\") in {}:{}",
+        problem,
+        location,
+        file,
+        line
+    );
+}
+
+/// `authban: zone "NAME": restored N of M bans and histories from SOURCE`
+/// (notice).
+pub fn restored(log: *mut ngx_log_t, zone: &str, restored: usize, of: usize, source: &str) {
+    ngx_log_error!(
+        NGX_LOG_NOTICE,
+        log,
+        "authban: zone \"{}\": restored {} of {} bans and histories from {}",
+        zone,
+        restored,
+        of,
+        source
+    );
+}
+
+/// `authban: zone "NAME": state file "PATH" ignored (REASON), starting
+/// empty` (warn).
+pub fn state_file_ignored(log: *mut ngx_log_t, zone: &str, path: &Path, reason: impl Display) {
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        log,
+        "authban: zone \"{}\": state file \"{}\" ignored ({}), starting empty",
+        zone,
+        path.display(),
+        reason
+    );
+}
+
+/// `authban: zone "NAME": directory "DIR" of state file "PATH" PROBLEM`
+/// (emerg: the configuration fails).
+pub fn state_dir_unusable(log: *mut ngx_log_t, zone: &str, dir: &Path, path: &Path, problem: &str) {
+    ngx_log_error!(
+        NGX_LOG_EMERG,
+        log,
+        "authban: zone \"{}\": directory \"{}\" of state file \"{}\" {}",
+        zone,
+        dir.display(),
+        path.display(),
+        problem
+    );
+}
+
+/// `authban: zone "NAME": state file "PATH" cannot be written: directory
+/// "DIR" is not writable by user USER, which writes it; bans will not be
+/// saved` (warn).
+pub fn state_dir_not_writable(
+    log: *mut ngx_log_t,
+    zone: &str,
+    path: &Path,
+    dir: &Path,
+    user: &str,
+) {
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        log,
+        "authban: zone \"{}\": state file \"{}\" cannot be written: directory \"{}\" \
+         is not writable by user {}, which writes it; bans will not be saved",
+        zone,
+        path.display(),
+        dir.display(),
+        user
+    );
+}
+
+/// `authban: zone "NAME": cannot write state file "PATH": ERROR` (warn).
+pub fn state_file_unwritable(log: *mut ngx_log_t, zone: &str, path: &Path, err: impl Display) {
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        log,
+        "authban: zone \"{}\": cannot write state file \"{}\": {}",
+        zone,
+        path.display(),
+        err
+    );
+}
+
+/// `authban: unknown zone "NAME" (declare it with authban_zone) in
+/// FILE:LINE` (emerg: the configuration fails).
+pub fn unknown_zone(log: *mut ngx_log_t, zone: &str, file: &str, line: usize) {
+    ngx_log_error!(
+        NGX_LOG_EMERG,
+        log,
+        "authban: unknown zone \"{}\" (declare it with authban_zone) in {}:{}",
+        zone,
+        file,
+        line
+    );
+}
+
+/// `authban: WHAT panicked: MESSAGE` (alert): a bug, caught before it
+/// could unwind into nginx.
+pub fn panicked(log: *mut ngx_log_t, what: &str, message: &str) {
+    ngx_log_error!(
+        NGX_LOG_ALERT,
+        log,
+        "authban: {} panicked: {}",
+        what,
+        message
+    );
+}
+
+/// The same, for a directive handler: nginx adds `in FILE:LINE`.
+pub fn panicked_in_conf(cf: *mut ngx_conf_t, what: &str, message: &str) {
+    ngx_conf_log_error!(NGX_LOG_ALERT, cf, "authban: {} panicked: {}", what, message);
+}
+
+/// Writes a debug line if the log has the `debug_http` mask (`error_log
+/// ... debug;` sets every mask).
+macro_rules! debug_http {
+    ($log:expr, $($arg:tt)+) => {{
+        let log: *mut ngx_log_t = $log;
+        if enabled(log) {
+            ngx_log_error!(NGX_LOG_DEBUG, log, $($arg)+);
+        }
+    }};
+}
+
+fn enabled(log: *mut ngx_log_t) -> bool {
+    // SAFETY: null, or a log nginx handed out (see the module comment).
+    unsafe { log.as_ref() }.is_some_and(|l| l.log_level & NGX_LOG_DEBUG_HTTP as usize != 0)
+}
+
+/// The access phase's check: `RESULT` is `$authban_status`'s value.
+pub fn debug_check(log: *mut ngx_log_t, zone: &str, ip: IpAddr, key: &Key, result: &str) {
+    debug_http!(
+        log,
+        "authban: check zone={} addr={} key={} result={}",
+        zone,
+        ip,
+        key,
+        result
+    );
+}
+
+/// A request refused by authban is refused again wherever it is sent
+/// (`error_page`, a redirect), and so are its subrequests.
+pub fn debug_refused_again(log: *mut ngx_log_t, status: u16, subrequest: bool) {
+    let after = if subrequest {
+        "in a subrequest"
+    } else {
+        "after an internal redirect"
+    };
+    debug_http!(log, "authban: refused again with {} {}", status, after);
+}
+
+/// A subrequest (which skips the access phase) refused in precontent.
+pub fn debug_subrequest_refused(log: *mut ngx_log_t, zone: &str, ip: IpAddr, status: u16) {
+    debug_http!(
+        log,
+        "authban: subrequest refused with {} zone={} addr={}",
+        status,
+        zone,
+        ip
+    );
+}
+
+/// A failed response counted: `failures` in the window now.
+pub fn debug_counted(log: *mut ngx_log_t, zone: &str, key: &Key, status: usize, failures: u32) {
+    debug_http!(
+        log,
+        "authban: failure counted zone={} addr={} status={} failures={}",
+        zone,
+        key,
+        status,
+        failures
+    );
+}
+
+/// A failed response of an address banned already: nothing to count.
+pub fn debug_already_banned(log: *mut ngx_log_t, zone: &str, key: &Key, status: usize) {
+    debug_http!(
+        log,
+        "authban: failure not counted zone={} addr={} status={} (banned already)",
+        zone,
+        key,
+        status
+    );
+}
+
+/// A failed response of an address realip trusts, never charged (the
+/// rate-limited warning may not show it).
+pub fn debug_trusted_proxy(log: *mut ngx_log_t, zone: &str, ip: IpAddr, status: usize) {
+    debug_http!(
+        log,
+        "authban: failure not counted zone={} addr={} status={} (trusted proxy)",
+        zone,
+        ip,
+        status
+    );
+}
