@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all deps build run test lint bench clean
+.PHONY: all deps build run test lint bench clean fuzz asan
 
 all: build
 
@@ -25,6 +25,18 @@ test: build
 bench: build
 	@scripts/deps.sh wrk valgrind util-linux
 	timeout --kill-after=10 900 cargo bench --bench authban
+
+# Fuzz targets in fuzz/ (cargo-fuzz, libFuzzer), FUZZ_SECONDS (default 60)
+# each, one after another; fails if any crashes. scripts/fuzz.sh.
+fuzz: deps
+	@scripts/fuzz.sh
+
+# nginx built with AddressSanitizer (target/asan/build/), the module
+# against it, and the integration suite run on it. scripts/asan.sh.
+asan: deps
+	@scripts/deps.sh python3 python3-prometheus-client
+	@scripts/fetch-fail2ban.sh
+	@scripts/asan.sh
 
 lint:
 	cargo fmt --all -- --check

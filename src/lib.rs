@@ -12,9 +12,13 @@
 //!   phase handlers and header filter, the management handler, state-file
 //!   I/O, `$authban_status`. Compiled out of `cargo test` (test binaries
 //!   cannot link nginx's symbols) and tested through a real nginx in
-//!   `tests/`.
+//!   `tests/`. The fuzz targets (`fuzz/`) build the crate as an rlib
+//!   without the default `nginx` feature: the engine alone.
 
 pub mod engine;
 
-#[cfg(not(test))]
+#[cfg(all(feature = "nginx", not(test)))]
 mod nginx;
+
+#[cfg(test)]
+mod fuzz_regressions;

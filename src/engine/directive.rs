@@ -60,6 +60,9 @@ pub enum DirectiveError {
     ZoneSyntax(String),
     #[error("invalid zone \"{0}\": empty name")]
     EmptyZoneName(String),
+    /// The name is a line of the state file, a log field and a label.
+    #[error("invalid zone \"{0}\": control character in name")]
+    ControlInZoneName(String),
     #[error("invalid zone size \"{0}\"")]
     InvalidSize(String),
     #[error("zone \"{name}\" is too small: {size} bytes, at least {}", Size(*.min))]
@@ -224,6 +227,11 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
                 };
                 if zone_name.is_empty() {
                     return Err(DirectiveError::EmptyZoneName(value.to_string()));
+                }
+                if zone_name.chars().any(char::is_control) {
+                    return Err(DirectiveError::ControlInZoneName(
+                        value.escape_debug().to_string(),
+                    ));
                 }
                 let size = parse_size(size)
                     .ok_or_else(|| DirectiveError::InvalidSize(size.to_string()))?;

@@ -25,14 +25,17 @@ impl Table<'_> {
             return Verdict::Clear;
         }
         self.expire_bans(now, events);
-        let Some(i) = self.find_ban(key) else {
-            return Verdict::Clear;
-        };
-        let slot = self.slots[i as usize];
-        if slot.t1 <= now.secs() {
+        // A ban that ended but is not reaped yet must not hide a wider one
+        // still in force: end it and look again (found by fuzzing).
+        let slot = loop {
+            let Some(i) = self.find_ban(key) else {
+                return Verdict::Clear;
+            };
+            if self.slots[i as usize].t1 > now.secs() {
+                break self.slots[i as usize];
+            }
             self.end_ban(i, events);
-            return Verdict::Clear;
-        }
+        };
         if refusing {
             self.hdr.stats.refused += 1;
         }
