@@ -15,7 +15,8 @@ use ngx::ngx_conf_log_error;
 
 use crate::engine::directive;
 use crate::nginx::module::{self, Module};
-use crate::nginx::zone::{self, Zone};
+use crate::nginx::zone::Zone;
+use crate::nginx::zone_init;
 use crate::nginx::{guard, log};
 
 pub const DEFAULT_FAIL_STATUS: &[u16] = &[401];
@@ -237,7 +238,7 @@ pub extern "C" fn set_zone(
             return Err("out of memory".into());
         }
         shm_ref.data = zone.cast();
-        shm_ref.init = Some(zone::init_zone);
+        shm_ref.init = Some(zone_init::init_zone);
         main.zones.push(zone);
         Ok(())
     })

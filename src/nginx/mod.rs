@@ -3,6 +3,8 @@
 //! - `module`: the module table, its directives and phase handler set-up.
 //! - `directives`: directive handlers, per-location configuration, merge.
 //! - `zone`: a zone's shared memory: creation, adoption on reload, locking.
+//! - `zone_init`: nginx's callback for a zone's memory, joining the zone's
+//!   table and its state file.
 //! - `handlers`: access and precontent phase handlers, the header filter and
 //!   the log phase (counting).
 //! - `variables`: `$authban_status`.
@@ -27,3 +29,4 @@ pub mod request_record;
 pub mod state_file;
 pub mod variables;
 pub mod zone;
+pub mod zone_init;

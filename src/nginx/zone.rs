@@ -3,23 +3,21 @@
 //! releases if a worker dies holding it).
 
 use core::cell::Cell;
-use core::ffi::c_void;
 use core::ptr;
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 
 use nginx_sys::{
-    ngx_cycle, ngx_cycle_t, ngx_int_t, ngx_log_t, ngx_pagesize, ngx_shm_zone_t, ngx_slab_alloc,
-    ngx_slab_free, ngx_slab_pool_t, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_cycle, ngx_cycle_t, ngx_log_t, ngx_pagesize, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_free,
+    ngx_slab_pool_t, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
-use ngx::core::{SlabPool, Status};
+use ngx::core::SlabPool;
 
 use crate::engine::directive::ZoneSpec;
 use crate::engine::key::Key;
 use crate::engine::log_limit::{Admit, LogLimit};
 use crate::engine::table::{self, Events, LayoutError, Policy, Table};
 use crate::nginx::log::{self, BanBy};
-use crate::nginx::state_file;
 
 /// One `authban_zone`: its policy from the configuration and, once nginx
 /// has mapped the memory, where its table lives.
@@ -139,23 +137,22 @@ fn random_seed() -> [u64; 2] {
     [one.finish(), two.finish()]
 }
 
-/// nginx calls this in the master when it maps the zone: at start-up, and
-/// on every reload (then with the old zone's data if the name, size and tag
-/// are unchanged, so counts and bans carry over).
-pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, old: *mut c_void) -> ngx_int_t {
-    // SAFETY: nginx passes the zone it created, with its log.
-    let log = unsafe { (*shm_zone).shm.log };
-    let fail = Status::NGX_ERROR.into();
-    crate::nginx::guard::catch(log, "init_zone", fail, || {
-        // SAFETY: as nginx calls this, with the zone nginx created.
-        unsafe { init_zone_body(shm_zone, old) }
-    })
+/// What [`init`] did with a zone's memory.
+pub enum Init {
+    /// The table of the zone before a reload, kept with its counts and bans.
+    Adopted,
+    /// A new, empty table.
+    Fresh,
 }
 
+/// Sets up a zone's table in the memory nginx just mapped (in the master:
+/// at start-up, and on every reload): the old zone's table when nginx
+/// reuses it (same name, size and tag) and it is ours, else a new one.
+///
 /// # Safety
-/// `shm_zone` is a zone nginx created with our `Zone` as its data, mapped.
-unsafe fn init_zone_body(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_int_t {
-    // SAFETY: nginx passes the zone it created with our `data` pointer.
+/// `shm_zone` is a zone nginx created and mapped, with our `Zone` as data.
+pub unsafe fn init(shm_zone: *mut ngx_shm_zone_t) -> Result<Init, ()> {
+    // SAFETY: guaranteed by the caller.
     let (zone, shpool, log, shm_size) = unsafe {
         let shm_zone = &mut *shm_zone;
         (
@@ -165,11 +162,8 @@ unsafe fn init_zone_body(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ng
             shm_zone.shm.size,
         )
     };
-    if state_file::check_state_dir(zone, log).is_err() {
-        return Status::NGX_ERROR.into();
-    }
     if !shpool.data.is_null() && adopt(zone, shpool, shm_size, log) {
-        return Status::NGX_OK.into();
+        return Ok(Init::Adopted);
     }
     // Keep one page back for nginx's own small allocations in the pool.
     let pages = shpool.pfree.saturating_sub(1);
@@ -178,18 +172,17 @@ unsafe fn init_zone_body(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ng
     // SAFETY: the pool is initialised and not yet shared with any worker.
     let region = unsafe { ngx_slab_alloc(shpool, len) }.cast::<u8>();
     if region.is_null() {
-        return Status::NGX_ERROR.into();
+        return Err(());
     }
     // SAFETY: ngx_slab_alloc returned `len` page-aligned bytes, and no
     // worker maps the zone yet: nothing else refers to them.
     if unsafe { Table::format_raw(region, len, &zone.policy, random_seed()) }.is_err() {
-        return Status::NGX_ERROR.into();
+        return Err(());
     }
     shpool.data = region.cast();
     zone.region = region;
     zone.region_len = len;
-    state_file::fill_new_zone(zone, log);
-    Status::NGX_OK.into()
+    Ok(Init::Fresh)
 }
 
 /// Takes over the table of the zone before a reload, if it is ours, and
