@@ -484,7 +484,11 @@ fn add_header(
         data: value.as_ptr().cast_mut(),
     };
     h.lowcase_key = ptr::null_mut();
-    h.next = ptr::null_mut();
+    // `next` (header lists) appeared in nginx 1.23.0.
+    #[cfg(nginx1_23)]
+    {
+        h.next = ptr::null_mut();
+    }
     Ok(())
 }
 
