@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all deps build run test lint bench clean
+.PHONY: all deps build run test lint bench clean module install-module deb test-deploy
 
 all: build
 
@@ -25,6 +25,14 @@ test: build
 bench: build
 	@scripts/deps.sh wrk valgrind util-linux
 	timeout --kill-after=10 900 cargo bench --bench authban
+
+# Build authban for an nginx that is already installed (README: Install):
+# `make module NGINX=/usr/sbin/nginx` -> build/nginx-VERSION/ngx_http_authban_module.so
+module: deps
+	@scripts/module.sh build "$(NGINX)"
+
+install-module: deps
+	@scripts/module.sh install "$(NGINX)"
 
 lint:
 	cargo fmt --all -- --check
