@@ -34,6 +34,11 @@ module: deps
 install-module: deps
 	@scripts/module.sh install "$(NGINX)"
 
+# The Debian package libnginx-mod-http-authban for Debian's nginx
+# (build/deb/*.deb; scripts/deb.sh).
+deb: deps
+	@scripts/deb.sh "$(NGINX)"
+
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --release --workspace --all-targets -- -D warnings

@@ -319,16 +319,13 @@ fi
     done
 } >"$out/module.env"
 
-# The load_module line: Debian-style layouts reach the modules path through
-# PREFIX/modules (a symlink), as Debian's own mod-*.conf files do.
-if [ "$(readlink -m "$prefix/modules")" = "$(readlink -m "$modules_path")" ]; then
-    load_line="load_module modules/ngx_http_authban_module.so;"
-else
-    load_line="load_module $modules_path/ngx_http_authban_module.so;"
-fi
+# The load_module line, with an absolute path: a relative one is resolved
+# against the prefix, which `nginx -p` changes.
+load_line="load_module $modules_path/ngx_http_authban_module.so;"
 conf_dir=$(dirname "$conf_path")
 
 if [ "$action" = build ]; then
+    [ -n "${AUTHBAN_QUIET:-}" ] && exit 0
     rel=${module#"$repo"/}
     cat <<MSG
 
