@@ -20,6 +20,15 @@ test: build
 	@scripts/deps.sh python3 python3-prometheus-client
 	@scripts/fetch-fail2ban.sh
 	timeout 1800 cargo test --release --workspace -- --test-threads=4
+	@$(MAKE) --no-print-directory test-deploy
+
+# authban with the nginx users already have (tests/deploy.sh; root, Debian 12):
+# Debian's nginx with `make module`, `make install-module`, the
+# --add-dynamic-module build, and the .deb installed and purged.
+test-deploy: build
+	@scripts/deps.sh python3 python3-prometheus-client
+	@scripts/fetch-fail2ban.sh
+	timeout 1800 tests/deploy.sh
 
 # Benchmarks (bench/README.md): prints a table, writes bench/results.md.
 bench: build
