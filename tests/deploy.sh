@@ -36,22 +36,31 @@ fail() {
 
 [ "$(id -u)" -eq 0 ] || fail "needs root: it installs and purges Debian packages (run make test as root)"
 [ -x build/sbin/nginx ] && [ -x build/bin/mock-cloudstack ] || fail "run make build first"
-for p in libnginx-mod-http-authban; do
-    if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-        fail "$p is installed on this machine: the test would replace it; remove it first"
-    fi
-done
+
+# One deploy test at a time on a machine (other worktrees, other users):
+# they share the system's packages.
+exec 9>/tmp/authban-deploy-test.lock
+flock -w 1800 9 || fail "another deploy test holds /tmp/authban-deploy-test.lock"
+
+if dpkg-query -W -f='${Status}' libnginx-mod-http-authban 2>/dev/null | grep -q 'install ok installed'; then
+    fail "libnginx-mod-http-authban is installed on this machine: the test would replace it; remove it first"
+fi
 [ ! -e /usr/lib/nginx/modules/ngx_http_authban_module.so ] ||
     fail "/usr/lib/nginx/modules/ngx_http_authban_module.so exists (make install-module?): remove it first"
 
+# apt waits for a dpkg lock another apt holds instead of failing.
+apt=(apt-get -o DPkg::Lock::Timeout=600 -y -qq)
 installed() { dpkg-query -W -f='${Package} ${db:Status-Status}\n' | awk '$2 == "installed" { print $1 }' | sort; }
 packages_before=$(installed)
+# The packages this test installed (nginx and what it pulled in), purged
+# at the end; only those, as others may install packages meanwhile.
+ours=()
 policy=/usr/sbin/policy-rc.d
 policy_saved=""
 created_dirs=()
 
 cleanup() {
-    local rc=$? new
+    local rc=$? p st left
     set +e
     trap - EXIT
     step "cleanup"
@@ -59,22 +68,31 @@ cleanup() {
         /usr/share/nginx/modules-available/mod-http-authban.conf \
         /usr/lib/nginx/modules/ngx_http_authban_module.so 2>/dev/null
     for ((i = ${#created_dirs[@]} - 1; i >= 0; i--)); do rmdir "${created_dirs[i]}" 2>/dev/null; done
-    new=$(comm -13 <(printf '%s\n' "$packages_before") <(installed))
-    if [ -n "$new" ]; then
-        echo "purging what this test installed: $(echo $new)"
-        # shellcheck disable=SC2086
-        apt-get purge -y -qq $new >/dev/null || rc=1
+    if ((${#ours[@]} == 0)); then
+        # failed while installing: everything new is ours
+        mapfile -t ours < <(comm -13 <(printf '%s\n' "$packages_before") <(installed))
+    fi
+    ours+=(libnginx-mod-http-authban)
+    left=()
+    for p in "${ours[@]}"; do
+        st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)
+        [ -n "$st" ] && [ "$st" != not-installed ] && left+=("$p")
+    done
+    if ((${#left[@]})); then
+        echo "purging what this test installed: ${left[*]}"
+        "${apt[@]}" purge "${left[@]}" >/dev/null || rc=1
     fi
     if [ -n "$policy_saved" ]; then
         mv -f "$policy_saved" "$policy"
     else
         rm -f "$policy"
     fi
-    if [ "$(installed)" != "$packages_before" ]; then
-        echo "deploy test: the installed packages differ from before the test:" >&2
-        diff <(printf '%s\n' "$packages_before") <(installed) >&2
-        rc=1
-    fi
+    for p in "${ours[@]}"; do
+        if dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qv '^not-installed$'; then
+            echo "deploy test: $p is still on the machine" >&2
+            rc=1
+        fi
+    done
     for p in $(pgrep -x nginx); do
         case "$(readlink "/proc/$p/exe")" in
         /usr/sbin/nginx*)
@@ -97,11 +115,13 @@ fi
 printf '#!/bin/sh\n# authban tests/deploy.sh: no service starts while it runs\nexit 101\n' >"$policy"
 chmod 755 "$policy"
 if ! apt-cache policy nginx 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-    apt-get update -qq
+    "${apt[@]}" update
 fi
 # `nginx` is the binary in Debian 12 (nginx-light/-core only add modules);
 # it has realip, proxy, auth_request, addition, ssi and mirror.
-apt-get install -y -qq --no-install-recommends nginx >/dev/null
+"${apt[@]}" install --no-install-recommends nginx >/dev/null
+mapfile -t ours < <(comm -13 <(printf '%s\n' "$packages_before") <(installed))
+echo "installed: ${ours[*]}"
 [ -x /usr/sbin/nginx ] || fail "no /usr/sbin/nginx after installing nginx"
 /usr/sbin/nginx -v
 
@@ -183,11 +203,11 @@ abi=$(dpkg-query -W -f='${Provides}' nginx | tr ',' '\n' | grep -o 'nginx-abi-[^
 dpkg-deb -f "$deb" Depends | grep -q "^$abi, " || fail "$deb does not depend on $abi first"
 
 step "apt-get install ./$deb, Debian's nginx through modules-enabled, purge"
-apt-get install -y -qq "./$deb" >/dev/null
+"${apt[@]}" install "./$deb" >/dev/null
 dpkg -L libnginx-mod-http-authban
 [ -L /etc/nginx/modules-enabled/50-mod-http-authban.conf ] || fail "postinst made no modules-enabled link"
 AUTHBAN_NGINX=/usr/sbin/nginx timeout 300 cargo test --release --test deploy -- --ignored --test-threads=1
-apt-get purge -y -qq libnginx-mod-http-authban >/dev/null
+"${apt[@]}" purge libnginx-mod-http-authban >/dev/null
 for f in /etc/nginx/modules-enabled/50-mod-http-authban.conf \
     /etc/nginx/modules-enabled/50-mod-http-authban.conf.removed \
     /usr/share/nginx/modules-available/mod-http-authban.conf \
