@@ -23,8 +23,10 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 repo=$PWD
 
-die() {
-    printf 'authban: %s\n' "$@" >&2
+die() { # first argument: the message; the others: lines of explanation
+    printf 'authban: %s\n' "$1" >&2
+    shift
+    if (($#)); then printf '  %s\n' "$@" >&2; fi
     exit 1
 }
 note() { printf 'authban: %s\n' "$*" >&2; }
@@ -69,18 +71,16 @@ arg_value() { # arg_value --prefix  -> value of --prefix=..., or nothing
 }
 
 if ! has_arg --with-compat; then
-    die "$nginx (nginx $version) was built without --with-compat." \
-        "" \
-        "nginx loads a dynamic module built separately only when both were configured" \
-        "--with-compat; without it the module would have to be built from the very same" \
-        "source with the very same configure arguments and compiler, which cannot be" \
-        "checked from here. Either:" \
-        "  - use an nginx built --with-compat: Debian's and Ubuntu's packages, nginx.org's" \
-        "    packages and the official Docker images all are; or" \
-        "  - rebuild your nginx with authban in it: in its source tree," \
-        "    ./configure <its arguments> --with-compat --add-dynamic-module=$repo && make" \
-        "    (see \"Install\" in README.md); or" \
-        "  - rebuild your nginx with --with-compat added, then run make module again."
+    die "$nginx (nginx $version) was built without --with-compat: refusing." \
+        "Without --with-compat, nginx accepts only modules built with its exact configure" \
+        "arguments from its exact source, which cannot be checked from here: a module built" \
+        "separately may be refused, or load with structures that do not match. Either" \
+        "- use an nginx built --with-compat: Debian's and Ubuntu's nginx packages, nginx.org's" \
+        "  packages and the official nginx Docker images all are; or" \
+        "- build nginx and authban together from your nginx's source, then install that nginx:" \
+        "    ./configure <the arguments \`$nginx -V\` shows> --add-dynamic-module=$repo" \
+        "    make && make install" \
+        "  (README.md, \"Install\"); adding --with-compat there lets make module serve later."
 fi
 
 prefix=$(arg_value --prefix)
@@ -252,9 +252,9 @@ else
         source_dir=$(debian_source "$deb_pkg" "$deb_ver")
         source_desc=$(sed -n 3p "$work/debian-source/.authban-source")
     else
-        die "no source for nginx $version: a module must be built against the headers of the" \
-            "source the binary was built from, and $nginx is neither the vendored version" \
-            "(${vend:+nginx $(source_version "$vend")}) nor part of a Debian package." \
+        die "no source for nginx $version: give it with NGINX_SOURCE_DIR=." \
+            "A module must be built against the headers of the source the binary was built from;" \
+            "$nginx is not the vendored version (${vend:+nginx $(source_version "$vend")}) and dpkg does not know it." \
             "Download nginx-$version (https://nginx.org/download/nginx-$version.tar.gz, plus the" \
             "patches your vendor applied, if any), unpack it and run:" \
             "  make module NGINX=$nginx NGINX_SOURCE_DIR=/path/to/nginx-$version"
