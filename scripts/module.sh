@@ -216,8 +216,10 @@ debian_source() {
     else
         local orig
         orig=$(ls "$dir"/*.orig.tar.* 2>/dev/null | head -n 1) || true
-        [ -n "$orig" ] || die "cannot fetch the source of Debian package $pkg $want (logs in $dir);" \
-            "download it yourself and run again with NGINX_SOURCE_DIR=/path/to/nginx-$upstream"
+        if [ -z "$orig" ]; then
+            note "cannot fetch the source of Debian package $pkg $want from your apt sources (logs in $dir)"
+            return 1
+        fi
         mkdir -p "$dir/orig"
         tar -xf "$orig" -C "$dir/orig"
         src=$(dirname "$(ls -d "$dir"/orig/*/src/core/nginx.h | head -n 1)")
@@ -228,37 +230,49 @@ debian_source() {
     printf '%s\n' "$src"
 }
 
+# Which source: NGINX_SOURCE_DIR if given; else, for a binary from a Debian
+# package, that package's source (with the distribution's patches, which
+# may change structures); else, or if that cannot be had, the vendored
+# source when it is the same version.
 source_dir=""
 source_desc=""
+vend=$(vendored_source) || true
+vend_version=$([ -n "$vend" ] && source_version "$vend" || true)
+deb_pkg=""
 if [ -n "${NGINX_SOURCE_DIR:-}" ]; then
     source_dir=$(readlink -f "$NGINX_SOURCE_DIR")
     source_desc="NGINX_SOURCE_DIR=$NGINX_SOURCE_DIR"
-elif vend=$(vendored_source) && [ "$(source_version "$vend")" = "$version" ]; then
+elif [ -n "${AUTHBAN_DEB_SOURCE:-}" ]; then
+    deb_pkg=${AUTHBAN_DEB_SOURCE%%=*}
+    deb_ver=${AUTHBAN_DEB_SOURCE#*=}
+elif command -v dpkg-query >/dev/null && owner=$(dpkg -S "$nginx" 2>/dev/null | head -n 1 | cut -d: -f1) &&
+    [ -n "$owner" ]; then
+    deb_pkg=$(dpkg-query -W -f='${source:Package}' "$owner")
+    deb_ver=$(dpkg-query -W -f='${source:Version}' "$owner")
+    note "$nginx belongs to Debian package $owner $(dpkg-query -W -f='${Version}' "$owner") (source $deb_pkg $deb_ver)"
+fi
+if [ -n "$deb_pkg" ]; then
+    command -v dpkg-source >/dev/null || die "dpkg-source is missing: apt-get install dpkg-dev"
+    if source_dir=$(debian_source "$deb_pkg" "$deb_ver"); then
+        source_desc=$(sed -n 3p "$work/debian-source/.authban-source")
+    elif [ "$vend_version" = "$version" ]; then
+        source_dir=$vend
+        source_desc="the vendored nginx-src crate (the source of $deb_pkg $deb_ver could not be fetched)"
+    else
+        die "cannot fetch the source of Debian package $deb_pkg $deb_ver (logs in $work/debian-source):" \
+            "download it (apt-get source $deb_pkg=$deb_ver) and run again with" \
+            "NGINX_SOURCE_DIR=/path/to/the/unpacked/source"
+    fi
+elif [ -z "$source_dir" ] && [ "$vend_version" = "$version" ]; then
     source_dir=$vend
     source_desc="the vendored nginx-src crate"
-else
-    deb_pkg=""
-    if [ -n "${AUTHBAN_DEB_SOURCE:-}" ]; then
-        deb_pkg=${AUTHBAN_DEB_SOURCE%%=*}
-        deb_ver=${AUTHBAN_DEB_SOURCE#*=}
-    elif command -v dpkg-query >/dev/null && owner=$(dpkg -S "$nginx" 2>/dev/null | head -n 1 | cut -d: -f1) &&
-        [ -n "$owner" ]; then
-        deb_pkg=$(dpkg-query -W -f='${source:Package}' "$owner")
-        deb_ver=$(dpkg-query -W -f='${source:Version}' "$owner")
-        note "$nginx belongs to Debian package $owner $(dpkg-query -W -f='${Version}' "$owner") (source $deb_pkg $deb_ver)"
-    fi
-    if [ -n "$deb_pkg" ]; then
-        command -v dpkg-source >/dev/null || die "dpkg-source is missing: apt-get install dpkg-dev"
-        source_dir=$(debian_source "$deb_pkg" "$deb_ver")
-        source_desc=$(sed -n 3p "$work/debian-source/.authban-source")
-    else
-        die "no source for nginx $version: give it with NGINX_SOURCE_DIR=." \
-            "A module must be built against the headers of the source the binary was built from;" \
-            "$nginx is not the vendored version (${vend:+nginx $(source_version "$vend")}) and dpkg does not know it." \
-            "Download nginx-$version (https://nginx.org/download/nginx-$version.tar.gz, plus the" \
-            "patches your vendor applied, if any), unpack it and run:" \
-            "  make module NGINX=$nginx NGINX_SOURCE_DIR=/path/to/nginx-$version"
-    fi
+elif [ -z "$source_dir" ]; then
+    die "no source for nginx $version: give it with NGINX_SOURCE_DIR=." \
+        "A module must be built against the headers of the source the binary was built from;" \
+        "$nginx is not the vendored version (nginx ${vend_version:-?}) and dpkg does not know it." \
+        "Download nginx-$version (https://nginx.org/download/nginx-$version.tar.gz, plus the" \
+        "patches your vendor applied, if any), unpack it and run:" \
+        "  make module NGINX=$nginx NGINX_SOURCE_DIR=/path/to/nginx-$version"
 fi
 [ -f "$source_dir/src/core/nginx.h" ] || die "$source_dir is not an nginx source tree (no src/core/nginx.h)"
 src_version=$(source_version "$source_dir")
