@@ -9,8 +9,8 @@
 # A dynamic module loads only into the nginx version it was built for, and
 # only if both were configured --with-compat (or with identical options). So:
 # read `nginx -V`, refuse a binary without --with-compat, find the source the
-# binary was built from (the vendored nginx-src crate when the version
-# matches; the distribution's source package when the binary belongs to one;
+# binary was built from (the distribution's source package when the binary
+# belongs to one; the vendored nginx-src crate when the version matches;
 # else NGINX_SOURCE_DIR=), configure a copy of it with the binary's own
 # arguments (without its other dynamic modules), and let nginx-sys generate
 # the bindings from that tree (NGINX_BUILD_DIR) instead of vendoring.
