@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all deps build run test lint bench clean fuzz asan
+.PHONY: all deps build run test lint bench clean fuzz asan module install-module deb test-deploy
 
 all: build
 
@@ -20,6 +20,15 @@ test: build
 	@scripts/deps.sh python3 python3-prometheus-client
 	@scripts/fetch-fail2ban.sh
 	timeout 1800 cargo test --release --workspace -- --test-threads=4
+	@$(MAKE) --no-print-directory test-deploy
+
+# authban with the nginx users already have (tests/deploy.sh; root, Debian 12):
+# Debian's nginx with `make module`, `make install-module`, the
+# --add-dynamic-module build, and the .deb installed and purged.
+test-deploy: build
+	@scripts/deps.sh python3 python3-prometheus-client
+	@scripts/fetch-fail2ban.sh
+	timeout 1800 tests/deploy.sh
 
 # Benchmarks (bench/README.md): prints a table, writes bench/results.md.
 bench: build
@@ -37,6 +46,19 @@ asan: deps
 	@scripts/deps.sh python3 python3-prometheus-client
 	@scripts/fetch-fail2ban.sh
 	@scripts/asan.sh
+
+# Build authban for an nginx that is already installed (README: Install):
+# `make module NGINX=/usr/sbin/nginx` -> build/nginx-VERSION/ngx_http_authban_module.so
+module: deps
+	@scripts/module.sh build "$(NGINX)"
+
+install-module: deps
+	@scripts/module.sh install "$(NGINX)"
+
+# The Debian package libnginx-mod-http-authban for Debian's nginx
+# (build/deb/*.deb; scripts/deb.sh).
+deb: deps
+	@scripts/deb.sh "$(NGINX)"
 
 lint:
 	cargo fmt --all -- --check

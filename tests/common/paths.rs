@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// `$AUTHBAN_BUILD`, or `<crate>/build` (where `make build` puts things).
+/// `$AUTHBAN_NGINX` and `$AUTHBAN_MODULE` override the nginx binary and the
+/// module alone; the mock upstream always comes from here.
 pub fn build_dir() -> PathBuf {
     std::env::var_os("AUTHBAN_BUILD")
         .map(PathBuf::from)
@@ -28,17 +30,34 @@ fn require(rel: &str, what: &str) -> PathBuf {
     fs::canonicalize(&path).unwrap_or(path)
 }
 
-/// The nginx binary (`sbin/nginx`).
-pub fn nginx_bin() -> PathBuf {
-    require("sbin/nginx", "nginx binary")
+/// An artifact named by an environment variable (absolute, or relative to
+/// the current directory), which must exist; `None` when the variable is
+/// unset or empty.
+fn from_env(var: &str, what: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(std::env::var_os(var).filter(|v| !v.is_empty())?);
+    if !path.is_file() {
+        panic!("{what} not found at {} (from ${var})", path.display());
+    }
+    Some(fs::canonicalize(&path).unwrap_or(path))
 }
 
-/// The authban dynamic module (`modules/ngx_http_authban_module.so`).
+/// The nginx binary: `$AUTHBAN_NGINX` (any nginx, e.g. a distribution's
+/// `/usr/sbin/nginx`), else `sbin/nginx` under the build dir.
+pub fn nginx_bin() -> PathBuf {
+    from_env("AUTHBAN_NGINX", "nginx binary")
+        .unwrap_or_else(|| require("sbin/nginx", "nginx binary"))
+}
+
+/// The authban dynamic module: `$AUTHBAN_MODULE` (one built for
+/// `$AUTHBAN_NGINX`, e.g. by `make module`), else
+/// `modules/ngx_http_authban_module.so` under the build dir.
 pub fn module_path() -> PathBuf {
-    require(
-        "modules/ngx_http_authban_module.so",
-        "authban module (ngx_http_authban_module.so)",
-    )
+    from_env("AUTHBAN_MODULE", "authban module").unwrap_or_else(|| {
+        require(
+            "modules/ngx_http_authban_module.so",
+            "authban module (ngx_http_authban_module.so)",
+        )
+    })
 }
 
 /// The mock CloudStack upstream (`bin/mock-cloudstack`).
