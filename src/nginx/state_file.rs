@@ -12,7 +12,6 @@
 use core::ffi::{c_char, c_void, CStr};
 use core::ptr;
 use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -84,8 +83,8 @@ impl Writer {
     /// before the configuration was read and completed by the core module's
     /// init_conf, which runs before shared memory zones are initialised.
     fn of(cycle: Option<&ngx_cycle_t>) -> Writer {
-        // SAFETY: geteuid and getegid have no preconditions.
-        let (euid, egid) = unsafe { (nginx_sys::geteuid(), nginx_sys::getegid()) };
+        let euid = rustix::process::geteuid().as_raw();
+        let egid = rustix::process::getegid().as_raw();
         match cycle.and_then(NgxCoreModule::main_conf) {
             Some(ccf) if euid == 0 && ccf.master != 0 && ccf.user != u32::MAX => Writer {
                 uid: ccf.user,
@@ -141,19 +140,14 @@ impl Writer {
     fn can_write_into(&self, dir: &Path) -> bool {
         if self.uid == self.euid {
             // This process's own rights, ACLs and read-only mounts included.
-            let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else {
-                return false;
-            };
-            // SAFETY: a NUL-terminated path; no other preconditions.
-            let rc = unsafe {
-                nginx_sys::faccessat(
-                    nginx_sys::AT_FDCWD,
-                    c.as_ptr(),
-                    (nginx_sys::W_OK | nginx_sys::X_OK) as i32,
-                    nginx_sys::AT_EACCESS as i32,
-                )
-            };
-            return rc == 0;
+            use rustix::fs::{accessat, Access, AtFlags, CWD};
+            return accessat(
+                CWD,
+                dir,
+                Access::WRITE_OK | Access::EXEC_OK,
+                AtFlags::EACCESS,
+            )
+            .is_ok();
         }
         // Root checks for another user: by the mode bits.
         let groups = self.groups();
