@@ -9,7 +9,7 @@
 //! it; at configuration time it checks that the workers' user can write
 //! into its directory.
 
-use core::ffi::{c_char, c_void, CStr};
+use core::ffi::{c_void, CStr};
 use core::ptr;
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
@@ -118,19 +118,9 @@ impl Writer {
         let Some(name) = &self.name else {
             return groups;
         };
-        let mut buf = vec![0u32; 64];
-        for _ in 0..2 {
-            let mut n = buf.len() as i32;
-            // SAFETY: `buf` has room for `n` gids; `name` is NUL-terminated.
-            let rc = unsafe {
-                nginx_sys::getgrouplist(name.as_ptr(), self.gid, buf.as_mut_ptr(), &mut n)
-            };
-            if rc >= 0 {
-                groups.extend(buf.iter().take(rc as usize));
-                break;
-            }
-            // Too small: n is how many there are.
-            buf.resize(n.max(0) as usize + 1, 0);
+        let gid = nix::unistd::Gid::from_raw(self.gid);
+        if let Ok(others) = nix::unistd::getgrouplist(name, gid) {
+            groups.extend(others.into_iter().map(nix::unistd::Gid::as_raw));
         }
         groups
     }
@@ -163,13 +153,10 @@ impl Writer {
     }
 }
 
+/// The name of user `uid` in the user database (getpwuid_r).
 fn user_name(uid: u32) -> Option<CString> {
-    // SAFETY: getpwuid returns null or a static entry; nginx's master is
-    // single-threaded, and the name is copied at once.
-    unsafe {
-        let pw = nginx_sys::getpwuid(uid).as_ref()?;
-        (!pw.pw_name.is_null()).then(|| CStr::from_ptr(pw.pw_name.cast::<c_char>()).to_owned())
-    }
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok()??;
+    CString::new(user.name).ok()
 }
 
 /// At configuration (`nginx -t`, start, reload), in the master: the
