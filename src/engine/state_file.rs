@@ -469,8 +469,13 @@ mod tests {
     }
 
     fn uid() -> u32 {
-        // SAFETY: geteuid has no preconditions.
-        unsafe { libc::geteuid() }
+        rustix::process::geteuid().as_raw()
+    }
+
+    /// A named pipe at `path`, mode 0600.
+    fn mkfifo(path: &Path) {
+        let mode = rustix::fs::Mode::from_raw_mode(0o600);
+        rustix::fs::mknodat(rustix::fs::CWD, path, rustix::fs::FileType::Fifo, mode, 0).unwrap();
     }
 
     const MAX: u64 = 1 << 20;
@@ -606,9 +611,7 @@ mod tests {
         assert!(sub.is_dir());
 
         let fifo = dir.join("fifo.state");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        mkfifo(&fifo);
         assert!(write_atomic(&fifo, &text).is_err());
         assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
 
@@ -631,9 +634,7 @@ mod tests {
         assert!(err.contains("symbolic link"), "{err}");
 
         let fifo = dir.join("fifo.state");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        mkfifo(&fifo);
         let reason = |path: &Path| load(path, "cs", uid(), MAX).map_err(|e| e.to_string());
         assert_eq!(reason(&fifo), Err("not a regular file".into()));
         assert_eq!(reason(&dir), Err("not a regular file".into()));

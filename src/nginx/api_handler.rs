@@ -5,13 +5,11 @@
 use core::ffi::{c_char, c_void};
 use core::ptr;
 use std::net::IpAddr;
-use std::sync::Mutex;
 
 use nginx_sys::{
     ngx_chain_t, ngx_command_t, ngx_conf_t, ngx_http_core_loc_conf_t, ngx_http_finalize_request,
-    ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t, ngx_pool_cleanup_add,
-    ngx_str_t, NGX_DONE, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SPECIAL_RESPONSE,
-    NGX_OK,
+    ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t, ngx_str_t, NGX_DONE,
+    NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SPECIAL_RESPONSE, NGX_OK,
 };
 use ngx::core::{Buffer, Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{
@@ -23,9 +21,9 @@ use crate::engine::api::{self, Action, ApiError, Format, Method, Target, ZoneVie
 use crate::engine::key::Key;
 use crate::engine::table::{AddressState, Events, Verdict};
 use crate::nginx::clock::now;
-use crate::nginx::directives::LocConf;
+use crate::nginx::directives::{self, LocConf};
 use crate::nginx::guard::guarded;
-use crate::nginx::log::{self, request_log, BanBy};
+use crate::nginx::log::{self, BanBy};
 use crate::nginx::module::Module;
 use crate::nginx::zone::{self, Zone};
 
@@ -39,24 +37,14 @@ const ALLOW: &str = "GET, HEAD, POST, DELETE";
 const COMBINED: &core::ffi::CStr = c"cannot be combined with another content handler \
     (proxy_pass, fastcgi_pass, ...) in one location";
 
-/// A location given `authban_api`, kept until [`check_locations`] has seen
-/// that no later directive replaced the handler. Entries belong to the
-/// configuration pool they were made in and leave with it (see
-/// [`forget_pool`]), so a configuration that fails before its
-/// postconfiguration leaves no dangling pointer behind.
-struct ApiLocation {
-    pool: usize,
-    clcf: usize,
+/// A location given `authban_api`, kept in the http block's main
+/// configuration until [`check_locations`] has seen that no later directive
+/// replaced the handler. The configuration (and so this entry) lives in the
+/// pool the location configuration was made in.
+pub struct ApiLocation {
+    clcf: *const ngx_http_core_loc_conf_t,
     file: String,
     line: usize,
-}
-
-// Touched only while nginx reads its configuration, in one thread; the
-// lock is there because a static needs one.
-static API_LOCATIONS: Mutex<Vec<ApiLocation>> = Mutex::new(Vec::new());
-
-fn api_locations() -> std::sync::MutexGuard<'static, Vec<ApiLocation>> {
-    API_LOCATIONS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn is_api_handler(clcf: &ngx_http_core_loc_conf_t) -> bool {
@@ -69,11 +57,9 @@ pub extern "C" fn set_api(
     _cmd: *mut ngx_command_t,
     _conf: *mut c_void,
 ) -> *mut c_char {
-    let rc = std::panic::catch_unwind(|| {
-        // SAFETY: nginx passes a valid context; inside a location the core
-        // module's location configuration exists.
-        let cf = unsafe { &mut *cf };
-        let Some(clcf) = NgxHttpCoreModule::location_conf_mut(cf) else {
+    directives::handle(cf, "authban_api", |d| {
+        // Inside a location the core module's location configuration exists.
+        let Some(clcf) = NgxHttpCoreModule::location_conf_mut(d.cf) else {
             return NGX_CONF_ERROR;
         };
         if is_api_handler(clcf) {
@@ -83,67 +69,41 @@ pub extern "C" fn set_api(
             return COMBINED.as_ptr().cast_mut();
         }
         clcf.handler = Some(API_HANDLER);
-        let pool = cf.pool;
-        // SAFETY: conf_file is set while a file is being parsed.
-        let (file, line) = unsafe {
-            let conf_file = &*cf.conf_file;
-            (
-                conf_file.file.name.to_str().unwrap_or("?").to_string(),
-                conf_file.line,
-            )
-        };
-        // SAFETY: the pool is the configuration's, alive while it is read.
-        let cln = unsafe { ngx_pool_cleanup_add(pool, 0).as_mut() };
-        let Some(cln) = cln else {
+        let Some(main) = Module::main_conf_mut(d.cf) else {
             return NGX_CONF_ERROR;
         };
-        cln.handler = Some(forget_pool);
-        cln.data = pool.cast();
-        api_locations().push(ApiLocation {
-            pool: pool as usize,
-            clcf: ptr::from_mut(clcf) as usize,
-            file,
-            line,
+        main.api_locations.push(ApiLocation {
+            clcf: ptr::from_mut(clcf),
+            file: d.file,
+            line: d.line,
         });
         NGX_CONF_OK
-    });
-    rc.unwrap_or(NGX_CONF_ERROR)
-}
-
-/// Pool cleanup: the configuration these entries point into is gone.
-unsafe extern "C" fn forget_pool(data: *mut c_void) {
-    let pool = data as usize;
-    let _ = std::panic::catch_unwind(|| api_locations().retain(|l| l.pool != pool));
+    })
 }
 
 /// Refuses a location where a content handler set after `authban_api`
 /// (`authban_api; proxy_pass ...;`) replaced it. To be called from the
 /// module's postconfiguration; the other order is refused by the directive
 /// itself.
-pub fn check_locations(cf: *mut ngx_conf_t) -> Result<(), ()> {
+pub fn check_locations(cf: &ngx_conf_t) -> Result<(), ()> {
     std::panic::catch_unwind(|| check_locations_of(cf)).unwrap_or(Err(()))
 }
 
-fn check_locations_of(cf: *mut ngx_conf_t) -> Result<(), ()> {
-    // SAFETY: called from postconfiguration with a valid context.
-    let (pool, log) = unsafe { ((*cf).pool as usize, (*cf).log) };
-    let mine: Vec<ApiLocation> = {
-        let mut all = api_locations();
-        let (mine, others) = all.drain(..).partition(|l| l.pool == pool);
-        *all = others;
-        mine
+fn check_locations_of(cf: &ngx_conf_t) -> Result<(), ()> {
+    let Some(main) = Module::main_conf(cf) else {
+        return Ok(());
     };
-    for l in mine {
-        // SAFETY: entries of this pool point to location configurations
-        // allocated in it, alive until it is destroyed (forget_pool).
-        let clcf = unsafe { &*(l.clcf as *const ngx_http_core_loc_conf_t) };
+    for l in &main.api_locations {
+        // SAFETY: the entry points to a location configuration allocated in
+        // the pool of the configuration that holds the entry.
+        let clcf = unsafe { &*l.clcf };
         if is_api_handler(clcf) {
             continue;
         }
         let name = String::from_utf8_lossy(clcf.name.as_bytes());
         // Not ngx_conf_log_error: it would point at the end of the http
         // block, not at the directive.
-        log::api_combined(log, &COMBINED.to_string_lossy(), &name, &l.file, l.line);
+        log::api_combined(cf.log, &COMBINED.to_string_lossy(), &name, &l.file, l.line);
         return Err(());
     }
     Ok(())
@@ -154,11 +114,11 @@ fn check_locations_of(cf: *mut ngx_conf_t) -> Result<(), ()> {
 pub(crate) static API_HANDLER: unsafe extern "C" fn(*mut ngx_http_request_t) -> ngx_int_t =
     api_handler;
 
-unsafe extern "C" fn api_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls content handlers with a live request.
-    let r = unsafe { Request::from_ngx_http_request(r) };
-    guarded(NGX_HTTP_INTERNAL_SERVER_ERROR as _, || serve(r))
-}
+// nginx calls content handlers with a live request.
+ngx::http_request_handler!(api_handler, |r: &mut Request| Status(guarded(
+    NGX_HTTP_INTERNAL_SERVER_ERROR as _,
+    || serve(r)
+)));
 
 struct Reply {
     status: u16,
@@ -257,11 +217,7 @@ fn zones(r: &Request) -> Vec<&'static Zone> {
     let Some(main) = Module::main_conf(r) else {
         return Vec::new();
     };
-    main.zones
-        .iter()
-        // SAFETY: zones live in the configuration pool for the cycle.
-        .filter_map(|&z| unsafe { z.as_ref() })
-        .collect()
+    main.declared_zones().collect()
 }
 
 fn find_zone(r: &Request, name: &str) -> Result<&'static Zone, ApiError> {
@@ -280,7 +236,7 @@ fn unavailable(zone: &Zone) -> ApiError {
 }
 
 fn act(r: &Request, action: Action) -> Result<Reply, ApiError> {
-    let log = request_log(r.as_ref());
+    let log = r.log();
     let log_level = Module::location_conf(r).map_or(
         crate::nginx::directives::DEFAULT_LOG_LEVEL,
         LocConf::log_level,

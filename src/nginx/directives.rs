@@ -2,18 +2,21 @@
 //! fill them. Parsing itself lives in `parse`; this file turns its results
 //! into nginx configuration and reports errors the nginx way.
 
+use core::cell::OnceCell;
 use core::ffi::{c_char, c_void};
+use std::rc::Rc;
 
 use ipnet::IpNet;
 use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_str_t, NGX_LOG_EMERG,
     NGX_LOG_WARN,
 };
-use ngx::core::{Pool, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError};
 use ngx::ngx_conf_log_error;
 
 use crate::engine::directive;
+use crate::nginx::api_handler::ApiLocation;
 use crate::nginx::module::{self, Module};
 use crate::nginx::zone::Zone;
 use crate::nginx::zone_init;
@@ -28,35 +31,40 @@ pub struct MainConf {
     /// Every `authban NAME` seen, to name the unknown ones once all
     /// `authban_zone` directives are read (they may come later).
     pub references: Vec<ZoneReference>,
-    pub zones: Vec<*mut Zone>,
+    /// The zones `authban_zone` declared, owned by the configuration (its
+    /// pool drops the main conf): nginx's shared memory entries point to
+    /// them, and `authban NAME` finds them by name.
+    pub zones: Vec<Rc<Zone>>,
+    /// The locations given `authban_api`, checked once the http block is
+    /// read (`api_handler::check_locations`).
+    pub api_locations: Vec<ApiLocation>,
 }
 
 impl MainConf {
     /// The zones `authban_zone` declared, in the order it did.
     pub fn declared_zones(&self) -> impl Iterator<Item = &Zone> {
-        self.zones.iter().filter_map(|&z| {
-            // SAFETY: zones are allocated in the configuration pool, which
-            // outlives its main conf; nginx changes them only in
-            // init_zone, in the master, before they are read.
-            unsafe { z.as_ref() }
-        })
+        self.zones.iter().map(|z| &**z)
     }
 }
+
+/// The zone `authban NAME` names, found once the http block is read (its
+/// `authban_zone` may come later).
+type ZoneSlot = OnceCell<Rc<Zone>>;
 
 pub struct ZoneReference {
     pub name: String,
     pub file: String,
     pub line: usize,
+    slot: Rc<ZoneSlot>,
 }
 
-/// Where `authban` is set: unset (inherit), off, or the zone by its shared
-/// memory entry, whose `data` becomes the `Zone` when `authban_zone` is read.
-#[derive(Clone, Copy, Default)]
+/// Where `authban` is set: unset (inherit), off, or the zone it names.
+#[derive(Clone, Default)]
 pub enum ZoneChoice {
     #[default]
     Unset,
     Off,
-    Zone(*mut ngx_shm_zone_t),
+    Zone(Rc<ZoneSlot>),
 }
 
 #[derive(Default)]
@@ -71,10 +79,9 @@ pub struct LocConf {
 
 impl LocConf {
     pub fn zone(&self) -> Option<&Zone> {
-        match self.zone {
-            // SAFETY: the entry's data is the `Zone` set by `authban_zone`
-            // (checked in postconfiguration), allocated in the cycle's pool.
-            ZoneChoice::Zone(shm) => unsafe { (*shm).data.cast::<Zone>().as_ref() },
+        match &self.zone {
+            // Found in postconfiguration, before any request.
+            ZoneChoice::Zone(slot) => slot.get().map(|z| &**z),
             _ => None,
         }
     }
@@ -105,7 +112,7 @@ impl LocConf {
 impl Merge for LocConf {
     fn merge(&mut self, prev: &LocConf) -> Result<(), MergeConfigError> {
         if let ZoneChoice::Unset = self.zone {
-            self.zone = prev.zone;
+            self.zone.clone_from(&prev.zone);
         }
         if self.fail_status.is_none() {
             self.fail_status.clone_from(&prev.fail_status);
@@ -134,27 +141,65 @@ fn args(words: &'static [ngx_str_t]) -> Result<Vec<&'static str>, String> {
         .collect()
 }
 
+/// A directive being read, as its handler sees it.
+pub struct Directive<'a> {
+    pub cf: &'a mut ngx_conf_t,
+    /// The directive's arguments after its name (see [`args`]).
+    words: &'static [ngx_str_t],
+    /// nginx's prefix, which relative paths are relative to.
+    pub prefix: &'a str,
+    /// Where the directive is: the configuration file and the line.
+    pub file: String,
+    pub line: usize,
+}
+
+/// The entry point of every directive handler: nginx's pointers become
+/// references once, here, and a panic in `body` is reported at `alert`
+/// and fails the configuration.
+pub fn handle(
+    cf: *mut ngx_conf_t,
+    name: &str,
+    body: impl FnOnce(Directive<'_>) -> *mut c_char,
+) -> *mut c_char {
+    guard::catch_conf(cf, name, || {
+        // SAFETY: nginx passes a valid configuration context to handlers,
+        // with cf->args holding the directive's words, whose bytes are
+        // allocated from cf->pool and outlive the cycle's configuration;
+        // cf->cycle is the cycle being configured, and cf->conf_file the
+        // file being read (set while a file is parsed). Only the cycle's
+        // prefix and the file's name and line are kept past this block.
+        let (cf, words, prefix, (file, line)) = unsafe {
+            let cf = &mut *cf;
+            let words: &'static [ngx_str_t] = (*cf.args).as_slice();
+            let prefix: &[u8] = (*cf.cycle).prefix.as_bytes();
+            let position = cf.conf_file.as_ref().map_or((String::from("?"), 0), |f| {
+                (f.file.name.to_str().unwrap_or("?").to_string(), f.line)
+            });
+            (cf, words, prefix, position)
+        };
+        body(Directive {
+            cf,
+            words,
+            prefix: core::str::from_utf8(prefix).unwrap_or(""),
+            file,
+            line,
+        })
+    })
+}
+
 /// Runs a directive body, turning its error into nginx's error report
 /// ("DIRECTIVE: message", then nginx's "in FILE:LINE"), and a panic into
 /// an alert. Both fail the configuration.
 fn directive(
     cf: *mut ngx_conf_t,
     name: &str,
-    body: impl FnOnce(&mut ngx_conf_t, &[&'static str]) -> Result<(), String>,
+    body: impl FnOnce(&mut Directive<'_>, &[&'static str]) -> Result<(), String>,
 ) -> *mut c_char {
-    guard::catch_conf(cf, name, || {
-        // SAFETY: nginx passes a valid configuration context to handlers,
-        // with cf->args holding the directive's words; their bytes are
-        // allocated from cf->pool and outlive the cycle's configuration.
-        let (cf_ref, words): (&mut ngx_conf_t, &'static [ngx_str_t]) = unsafe {
-            let cf_ref = &mut *cf;
-            let words = (*cf_ref.args).as_slice();
-            (cf_ref, words)
-        };
-        match args(words).and_then(|args| body(cf_ref, &args)) {
+    handle(cf, name, |mut d| {
+        match args(d.words).and_then(|args| body(&mut d, &args)) {
             Ok(()) => NGX_CONF_OK,
             Err(message) => {
-                ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{}: {}", name, message);
+                ngx_conf_log_error!(NGX_LOG_EMERG, d.cf, "{}: {}", name, message);
                 NGX_CONF_ERROR
             }
         }
@@ -162,18 +207,22 @@ fn directive(
 }
 
 /// The shared zone `name` (`size` 0 to look it up, or reserve it for a
-/// later `authban_zone`, as limit_req does): null if it is declared for
+/// later `authban_zone`, as limit_req does): none if it is declared for
 /// another use. `name` lives in the configuration pool (see `args`), as
 /// nginx keeps it.
-fn add_shared_zone(cf: &mut ngx_conf_t, name: &'static str, size: usize) -> *mut ngx_shm_zone_t {
+fn add_shared_zone<'cf>(
+    cf: &'cf mut ngx_conf_t,
+    name: &'static str,
+    size: usize,
+) -> Option<&'cf mut ngx_shm_zone_t> {
     let mut name = ngx_str_t {
         len: name.len(),
         data: name.as_ptr().cast_mut(),
     };
     // SAFETY: cf is the configuration being read; the tag is this module,
     // so nginx reuses the zone on reload only for us, and only with the
-    // same name and size.
-    unsafe { ngx_shared_memory_add(cf, &mut name, size, module::tag()) }
+    // same name and size. The entry is null or lives in the cycle.
+    unsafe { ngx_shared_memory_add(cf, &mut name, size, module::tag()).as_mut() }
 }
 
 /// The location (or server, or http) level configuration being set.
@@ -191,10 +240,9 @@ pub extern "C" fn set_zone(
     _cmd: *mut ngx_command_t,
     _conf: *mut c_void,
 ) -> *mut c_char {
-    directive(cf, "authban_zone", |cf, args| {
-        let main = main_conf(cf)?;
-        // SAFETY: ngx_os_init sets ngx_pagesize before configuration is read.
-        let spec = directive::parse_zone(args, unsafe { nginx_sys::ngx_pagesize })?;
+    directive(cf, "authban_zone", |d, args| {
+        let main = main_conf(d.cf)?;
+        let spec = directive::parse_zone(args, rustix::param::page_size())?;
         // The name's bytes must outlive the cycle: take them from the
         // argument itself, which lives in the configuration pool.
         let arg = args
@@ -202,21 +250,18 @@ pub extern "C" fn set_zone(
             .find(|a| a.starts_with("zone="))
             .ok_or("no zone")?;
         let name = &arg["zone=".len()..][..spec.name.len()];
-        let shm = add_shared_zone(cf, name, spec.size);
-        // SAFETY: null or a zone entry in the cycle (the Zone keeps `shm`,
-        // from which this reference is taken).
-        let Some(shm_ref) = (unsafe { shm.as_mut() }) else {
+        let cycle = d.cf.cycle;
+        let Some(shm) = add_shared_zone(d.cf, name, spec.size) else {
             return Err(format!("cannot add zone \"{}\"", spec.name));
         };
-        if !shm_ref.data.is_null() {
+        if !shm.data.is_null() {
             return Err(format!("duplicate zone \"{}\"", spec.name));
         }
-        let state = spec.state.as_deref().map(|path| {
-            // Relative paths are relative to nginx's prefix, as elsewhere.
-            // SAFETY: cf->cycle is the cycle being configured.
-            let prefix = unsafe { (*cf.cycle).prefix.to_str().unwrap_or("") };
-            std::path::Path::new(prefix).join(path)
-        });
+        // Relative paths are relative to nginx's prefix, as elsewhere.
+        let state = spec
+            .state
+            .as_deref()
+            .map(|path| std::path::Path::new(d.prefix).join(path));
         if let Some(path) = &state {
             // However spelled: `..`, symlinked directories, hard links.
             let taken = main.declared_zones().any(|z| {
@@ -231,14 +276,10 @@ pub extern "C" fn set_zone(
                 ));
             }
         }
-        // SAFETY: cf->pool is the configuration's pool, alive for the cycle.
-        let pool = unsafe { Pool::from_ngx_pool(cf.pool) };
-        let zone = pool.allocate(Zone::new(spec, state, cf.cycle, shm));
-        if zone.is_null() {
-            return Err("out of memory".into());
-        }
-        shm_ref.data = zone.cast();
-        shm_ref.init = Some(zone_init::init_zone);
+        let zone = Rc::new(Zone::new(spec, state, cycle));
+        // Only ever read through shared references (see `Zone`).
+        shm.data = Rc::as_ptr(&zone).cast_mut().cast();
+        shm.init = Some(zone_init::init_zone);
         main.zones.push(zone);
         Ok(())
     })
@@ -249,8 +290,8 @@ pub extern "C" fn set_authban(
     _cmd: *mut ngx_command_t,
     _conf: *mut c_void,
 ) -> *mut c_char {
-    directive(cf, "authban", |cf, args| {
-        let lcf = loc_conf(cf)?;
+    directive(cf, "authban", |d, args| {
+        let lcf = loc_conf(d.cf)?;
         if !matches!(lcf.zone, ZoneChoice::Unset) {
             return Err("is duplicate".into());
         }
@@ -259,24 +300,17 @@ pub extern "C" fn set_authban(
             lcf.zone = ZoneChoice::Off;
             return Ok(());
         }
-        let shm = add_shared_zone(cf, name, 0);
-        if shm.is_null() {
+        if add_shared_zone(d.cf, name, 0).is_none() {
             return Err(format!("zone \"{name}\" is declared for another use"));
         }
-        lcf.zone = ZoneChoice::Zone(shm);
-        let main = main_conf(cf)?;
-        // SAFETY: conf_file is set while a file is being parsed.
-        let (file, line) = unsafe {
-            let conf_file = &*cf.conf_file;
-            (
-                conf_file.file.name.to_str().unwrap_or("?").to_string(),
-                conf_file.line,
-            )
-        };
+        let slot = Rc::new(ZoneSlot::new());
+        lcf.zone = ZoneChoice::Zone(Rc::clone(&slot));
+        let main = main_conf(d.cf)?;
         main.references.push(ZoneReference {
             name: name.to_string(),
-            file,
-            line,
+            file: d.file.clone(),
+            line: d.line,
+            slot,
         });
         Ok(())
     })
@@ -287,8 +321,8 @@ pub extern "C" fn set_fail_status(
     _cmd: *mut ngx_command_t,
     _conf: *mut c_void,
 ) -> *mut c_char {
-    directive(cf, "authban_fail_status", |cf, args| {
-        let lcf = loc_conf(cf)?;
+    directive(cf, "authban_fail_status", |d, args| {
+        let lcf = loc_conf(d.cf)?;
         if lcf.fail_status.is_some() {
             return Err("is duplicate".into());
         }
@@ -299,7 +333,7 @@ pub extern "C" fn set_fail_status(
         for &code in codes.iter().filter(|&&c| c < 400) {
             ngx_conf_log_error!(
                 NGX_LOG_WARN,
-                cf,
+                d.cf,
                 "authban_fail_status: {} is not an error status: every such response counts as a failure",
                 code
             );
@@ -314,8 +348,8 @@ pub extern "C" fn set_refuse_status(
     _cmd: *mut ngx_command_t,
     _conf: *mut c_void,
 ) -> *mut c_char {
-    directive(cf, "authban_status", |cf, args| {
-        let lcf = loc_conf(cf)?;
+    directive(cf, "authban_status", |d, args| {
+        let lcf = loc_conf(d.cf)?;
         if lcf.refuse_status.is_some() {
             return Err("is duplicate".into());
         }
@@ -329,13 +363,13 @@ pub extern "C" fn set_ignore(
     _cmd: *mut ngx_command_t,
     _conf: *mut c_void,
 ) -> *mut c_char {
-    directive(cf, "authban_ignore", |cf, args| {
+    directive(cf, "authban_ignore", |d, args| {
         let nets = args
             .iter()
             .map(|a| directive::parse_network(a))
             .collect::<Result<Vec<_>, _>>()?;
         // Repeated directives add up, like nginx's allow/deny lists.
-        loc_conf(cf)?
+        loc_conf(d.cf)?
             .ignore
             .get_or_insert_with(Vec::new)
             .extend(nets);
@@ -348,8 +382,8 @@ pub extern "C" fn set_dry_run(
     _cmd: *mut ngx_command_t,
     _conf: *mut c_void,
 ) -> *mut c_char {
-    directive(cf, "authban_dry_run", |cf, args| {
-        let lcf = loc_conf(cf)?;
+    directive(cf, "authban_dry_run", |d, args| {
+        let lcf = loc_conf(d.cf)?;
         if lcf.dry_run.is_some() {
             return Err("is duplicate".into());
         }
@@ -367,8 +401,8 @@ pub extern "C" fn set_log_level(
     _cmd: *mut ngx_command_t,
     _conf: *mut c_void,
 ) -> *mut c_char {
-    directive(cf, "authban_log_level", |cf, args| {
-        let lcf = loc_conf(cf)?;
+    directive(cf, "authban_log_level", |d, args| {
+        let lcf = loc_conf(d.cf)?;
         if lcf.log_level.is_some() {
             return Err("is duplicate".into());
         }
@@ -384,12 +418,13 @@ pub fn check_references(cf: &ngx_conf_t) -> Result<(), ()> {
         return Ok(());
     };
     for r in &main.references {
-        if !main.declared_zones().any(|z| z.name == r.name) {
+        let Some(zone) = main.zones.iter().find(|z| z.name == r.name) else {
             // Not ngx_conf_log_error: it would add the position nginx reads
             // now (the end of the http block) instead of the directive's.
             log::unknown_zone(cf.log, &r.name, &r.file, r.line);
             return Err(());
-        }
+        };
+        let _ = r.slot.set(Rc::clone(zone));
     }
     Ok(())
 }

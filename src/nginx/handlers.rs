@@ -11,10 +11,11 @@ use core::ptr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use nginx_sys::{
-    ngx_http_finalize_request, ngx_http_output_header_filter_pt, ngx_http_request_t,
-    ngx_http_top_header_filter, ngx_int_t, sockaddr_in, sockaddr_in6, AF_INET, AF_INET6,
-    NGX_DECLINED, NGX_DONE, NGX_OK,
+    ngx_http_finalize_request, ngx_http_handler_pt, ngx_http_output_header_filter_pt,
+    ngx_http_request_t, ngx_http_top_header_filter, ngx_int_t, sockaddr_in, sockaddr_in6, AF_INET,
+    AF_INET6, NGX_DECLINED, NGX_DONE, NGX_OK,
 };
+use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule, Request};
 
 use crate::engine::key::Key;
@@ -78,46 +79,36 @@ enum Decision {
     Refuse(u16),
 }
 
-/// # Safety
-/// `r` is a live request: nginx calls phase handlers with one.
-pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls phase handlers with a live request.
-    let req: &Request = unsafe { Request::from_ngx_http_request(r) };
-    let decision = guard::catch(req.log(), "access handler", Decision::Decline, || {
-        access(req)
-    });
-    match decision {
+// nginx calls phase handlers with a live request.
+ngx::http_request_handler!(access_handler, |r: &mut Request| {
+    let decision = guard::catch(r.log(), "access handler", Decision::Decline, || access(r));
+    Status(match decision {
         Decision::Decline => NGX_DECLINED as _,
         Decision::Refuse(status) => {
             // Finalizing here, instead of returning the status, keeps
             // `satisfy any` from letting another access module override the
-            // ban. Through the raw pointer: no reference to the request is
-            // used past this point.
+            // ban.
             // SAFETY: finalizing from a phase handler and returning
             // NGX_DONE is what the core phase checkers do with a status.
-            unsafe { ngx_http_finalize_request(r, status as ngx_int_t) };
+            unsafe { ngx_http_finalize_request(r.into(), status as ngx_int_t) };
             NGX_DONE as _
         }
-    }
-}
+    })
+});
 
-/// Subrequests (SSI, mirror, auth_request, add_before_body) skip the access
-/// phase; this refuses them before their content handler runs.
-///
-/// # Safety
-/// `r` is a live request: nginx calls phase handlers with one.
-pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls phase handlers with a live request.
-    let r: &Request = unsafe { Request::from_ngx_http_request(r) };
+// Subrequests (SSI, mirror, auth_request, add_before_body) skip the access
+// phase; this refuses them before their content handler runs. nginx calls
+// phase handlers with a live request.
+ngx::http_request_handler!(precontent_handler, |r: &mut Request| {
     let decision = guard::catch(r.log(), "precontent handler", Decision::Decline, || {
         subrequest_access(r)
     });
-    match decision {
+    Status(match decision {
         Decision::Decline => NGX_DECLINED as _,
         // The generic phase checker finalizes the subrequest with it.
         Decision::Refuse(status) => status as ngx_int_t,
-    }
-}
+    })
+});
 
 fn access(r: &Request) -> Decision {
     if is_api_location(r) {
@@ -207,30 +198,27 @@ pub fn install_header_filter() {
     }
 }
 
-/// Counts a failure as its response header goes out: before the client can
-/// see the answer and try again, on this or any other worker.
-///
-/// # Safety
-/// `r` is a live request: nginx calls header filters with one.
-unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls header filters with a live request.
-    let req: &Request = unsafe { Request::from_ngx_http_request(r) };
-    guard::catch(req.log(), "header filter", (), || count_failure(req));
+// Counts a failure as its response header goes out: before the client can
+// see the answer and try again, on this or any other worker. nginx calls
+// header filters with a live request.
+ngx::http_request_handler!(header_filter, |r: &mut Request| {
+    guard::catch(r.log(), "header filter", (), || count_failure(r));
     // SAFETY: the next filter was taken from the chain at configuration,
     // and is called as nginx would, with the request nginx passed.
-    unsafe { NEXT_HEADER_FILTER.map_or(NGX_OK as _, |next| next(r)) }
-}
+    Status(unsafe { NEXT_HEADER_FILTER.map_or(NGX_OK as _, |next| next(r.into())) })
+});
 
-/// Counts failures that never sent a header (444, a client that left).
-///
-/// # Safety
-/// `r` is a live request: nginx calls phase handlers with one.
-pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls phase handlers with a live request.
-    let r: &Request = unsafe { Request::from_ngx_http_request(r) };
+// Counts failures that never sent a header (444, a client that left).
+// nginx calls phase handlers with a live request.
+ngx::http_request_handler!(log_handler, |r: &mut Request| {
     guard::catch(r.log(), "log handler", (), || count_failure(r));
-    NGX_OK as _
-}
+    Status(NGX_OK as _)
+});
+
+/// The phase handlers `module` installs.
+pub const ACCESS_HANDLER: ngx_http_handler_pt = Some(access_handler);
+pub const PRECONTENT_HANDLER: ngx_http_handler_pt = Some(precontent_handler);
+pub const LOG_HANDLER: ngx_http_handler_pt = Some(log_handler);
 
 fn final_status(r: &ngx_http_request_t) -> usize {
     // The same rule as the access log's $status.

@@ -20,20 +20,13 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use nginx_sys::{
-    ngx_conf_t, ngx_http_request_t, ngx_log_t, NGX_LOG_ALERT, NGX_LOG_DEBUG, NGX_LOG_DEBUG_HTTP,
-    NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_conf_t, ngx_log_t, NGX_LOG_ALERT, NGX_LOG_DEBUG, NGX_LOG_DEBUG_HTTP, NGX_LOG_EMERG,
+    NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::{ngx_conf_log_error, ngx_log_error};
 
 use crate::engine::key::Key;
 use crate::engine::table::Ban;
-
-/// The connection's log of a request, with its context (client, server,
-/// request line).
-pub fn request_log(r: &ngx_http_request_t) -> *mut ngx_log_t {
-    // SAFETY: a live request has a connection, and the connection a log.
-    unsafe { (*r.connection).log }
-}
 
 /// What made a ban, for the fields that follow `offence=`.
 #[derive(Clone, Copy)]

@@ -66,17 +66,14 @@ fn postconfigure(cf: &mut ngx_conf_t) -> Result<(), ()> {
     let phases: [(_, ngx_http_handler_pt); 3] = [
         (
             ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
-            Some(handlers::access_handler),
+            handlers::ACCESS_HANDLER,
         ),
         // Installed last, it runs before try_files and mirror.
         (
             ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE,
-            Some(handlers::precontent_handler),
+            handlers::PRECONTENT_HANDLER,
         ),
-        (
-            ngx_http_phases_NGX_HTTP_LOG_PHASE,
-            Some(handlers::log_handler),
-        ),
+        (ngx_http_phases_NGX_HTTP_LOG_PHASE, handlers::LOG_HANDLER),
     ];
     handlers::install_header_filter();
     realip::find_module(cf);

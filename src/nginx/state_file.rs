@@ -9,10 +9,9 @@
 //! it; at configuration time it checks that the workers' user can write
 //! into its directory.
 
-use core::ffi::{c_char, c_void, CStr};
+use core::ffi::{c_void, CStr};
 use core::ptr;
 use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -84,8 +83,8 @@ impl Writer {
     /// before the configuration was read and completed by the core module's
     /// init_conf, which runs before shared memory zones are initialised.
     fn of(cycle: Option<&ngx_cycle_t>) -> Writer {
-        // SAFETY: geteuid and getegid have no preconditions.
-        let (euid, egid) = unsafe { (nginx_sys::geteuid(), nginx_sys::getegid()) };
+        let euid = rustix::process::geteuid().as_raw();
+        let egid = rustix::process::getegid().as_raw();
         match cycle.and_then(NgxCoreModule::main_conf) {
             Some(ccf) if euid == 0 && ccf.master != 0 && ccf.user != u32::MAX => Writer {
                 uid: ccf.user,
@@ -119,19 +118,9 @@ impl Writer {
         let Some(name) = &self.name else {
             return groups;
         };
-        let mut buf = vec![0u32; 64];
-        for _ in 0..2 {
-            let mut n = buf.len() as i32;
-            // SAFETY: `buf` has room for `n` gids; `name` is NUL-terminated.
-            let rc = unsafe {
-                nginx_sys::getgrouplist(name.as_ptr(), self.gid, buf.as_mut_ptr(), &mut n)
-            };
-            if rc >= 0 {
-                groups.extend(buf.iter().take(rc as usize));
-                break;
-            }
-            // Too small: n is how many there are.
-            buf.resize(n.max(0) as usize + 1, 0);
+        let gid = nix::unistd::Gid::from_raw(self.gid);
+        if let Ok(others) = nix::unistd::getgrouplist(name, gid) {
+            groups.extend(others.into_iter().map(nix::unistd::Gid::as_raw));
         }
         groups
     }
@@ -141,19 +130,14 @@ impl Writer {
     fn can_write_into(&self, dir: &Path) -> bool {
         if self.uid == self.euid {
             // This process's own rights, ACLs and read-only mounts included.
-            let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else {
-                return false;
-            };
-            // SAFETY: a NUL-terminated path; no other preconditions.
-            let rc = unsafe {
-                nginx_sys::faccessat(
-                    nginx_sys::AT_FDCWD,
-                    c.as_ptr(),
-                    (nginx_sys::W_OK | nginx_sys::X_OK) as i32,
-                    nginx_sys::AT_EACCESS as i32,
-                )
-            };
-            return rc == 0;
+            use rustix::fs::{accessat, Access, AtFlags, CWD};
+            return accessat(
+                CWD,
+                dir,
+                Access::WRITE_OK | Access::EXEC_OK,
+                AtFlags::EACCESS,
+            )
+            .is_ok();
         }
         // Root checks for another user: by the mode bits.
         let groups = self.groups();
@@ -169,13 +153,10 @@ impl Writer {
     }
 }
 
+/// The name of user `uid` in the user database (getpwuid_r).
 fn user_name(uid: u32) -> Option<CString> {
-    // SAFETY: getpwuid returns null or a static entry; nginx's master is
-    // single-threaded, and the name is copied at once.
-    unsafe {
-        let pw = nginx_sys::getpwuid(uid).as_ref()?;
-        (!pw.pw_name.is_null()).then(|| CStr::from_ptr(pw.pw_name.cast::<c_char>()).to_owned())
-    }
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok()??;
+    CString::new(user.name).ok()
 }
 
 /// At configuration (`nginx -t`, start, reload), in the master: the

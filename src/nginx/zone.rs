@@ -2,16 +2,16 @@
 //! access to its table with the zone's slab-pool mutex (which nginx's master
 //! releases if a worker dies holding it).
 
-use core::cell::Cell;
-use core::ptr;
+use core::alloc::Layout;
+use core::cell::{Cell, OnceCell};
+use core::ptr::{self, NonNull};
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 
-use nginx_sys::{
-    ngx_cycle, ngx_cycle_t, ngx_log_t, ngx_pagesize, ngx_shm_zone_t, ngx_slab_alloc, ngx_slab_free,
-    ngx_slab_pool_t, NGX_LOG_NOTICE, NGX_LOG_WARN,
-};
+use nginx_sys::{ngx_cycle_t, ngx_log_t, ngx_shm_zone_t, NGX_LOG_NOTICE, NGX_LOG_WARN};
+use ngx::allocator::Allocator;
 use ngx::core::SlabPool;
+use ngx::log::ngx_cycle_log;
 
 use crate::engine::directive::ZoneSpec;
 use crate::engine::key::Key;
@@ -21,6 +21,10 @@ use crate::nginx::log::{self, BanBy};
 
 /// One `authban_zone`: its policy from the configuration and, once nginx
 /// has mapped the memory, where its table lives.
+///
+/// Only ever shared (`&Zone`): nginx's zone callback sets where the table
+/// lives through a `OnceCell`, so no `&mut Zone` ever aliases the
+/// references the configuration and the handlers hold.
 pub struct Zone {
     pub name: String,
     pub size: usize,
@@ -37,18 +41,20 @@ pub struct Zone {
     /// The cycle the zone is configured in: its core configuration says
     /// which user the workers (which write the state file) run as.
     pub cycle: *mut ngx_cycle_t,
-    pub shm_zone: *mut ngx_shm_zone_t,
+    /// Set by [`init`] once nginx has mapped the zone.
+    mapped: OnceCell<Mapped>,
+}
+
+/// Where a zone's table lives: a region of its slab pool, whose mutex
+/// guards the table.
+struct Mapped {
+    pool: SlabPool,
     region: *mut u8,
-    region_len: usize,
+    len: usize,
 }
 
 impl Zone {
-    pub fn new(
-        spec: ZoneSpec,
-        state: Option<PathBuf>,
-        cycle: *mut ngx_cycle_t,
-        shm_zone: *mut ngx_shm_zone_t,
-    ) -> Zone {
+    pub fn new(spec: ZoneSpec, state: Option<PathBuf>, cycle: *mut ngx_cycle_t) -> Zone {
         Zone {
             name: spec.name,
             size: spec.size,
@@ -58,22 +64,20 @@ impl Zone {
             state_failing: Cell::new(false),
             log_limits: LogLimits::default(),
             cycle,
-            shm_zone,
-            region: ptr::null_mut(),
-            region_len: 0,
+            mapped: OnceCell::new(),
         }
     }
 
     /// Whether `key` may be banned, without taking the lock: the fast path
     /// for the common case of a client the zone does not ban.
     pub fn may_be_banned(&self, host: &Key, net: &Key) -> bool {
-        if self.region.is_null() {
+        let Some(m) = self.mapped.get() else {
             return false;
-        }
+        };
         // SAFETY: `region` was formatted by `init_zone` (or adopted from a
         // formatted one) before any request, and stays mapped as long as
         // the cycle. Only the header's atomics are read.
-        unsafe { table::may_be_banned_within(self.region, host, net) }
+        unsafe { table::may_be_banned_within(m.region, host, net) }
     }
 
     /// Runs `f` on the table with the zone locked. The guard unlocks even if
@@ -84,13 +88,13 @@ impl Zone {
     /// `alert`, and `None` is returned: nothing is decided from memory
     /// that cannot be trusted, and no walk spins with the lock held.
     pub fn with_table<R>(&self, f: impl FnOnce(&mut Table<'_>) -> R) -> Option<R> {
-        let pool = self.slab_pool()?;
+        let m = self.mapped.get()?;
         let why = {
-            let _locked = pool.lock();
+            let _locked = m.pool.lock();
             // SAFETY: the region lies inside the zone's mapping, which lives
             // as long as the cycle, and the lock, held until the table is
             // gone, makes this the only table over it.
-            let attached = unsafe { Table::attach_raw(self.region, self.region_len, &self.policy) };
+            let attached = unsafe { Table::attach_raw(m.region, m.len, &self.policy) };
             let why = match attached {
                 Ok(mut table) => {
                     let result = f(&mut table);
@@ -105,26 +109,11 @@ impl Zone {
             // SAFETY: as above; the zone is still locked. The region formats
             // as it did when the zone was created (same length and address);
             // were it to fail, the next use would find it damaged again.
-            let _ = unsafe {
-                Table::format_raw(self.region, self.region_len, &self.policy, random_seed())
-            };
+            let _ = unsafe { Table::format_raw(m.region, m.len, &self.policy, random_seed()) };
             why
         };
-        // SAFETY: ngx_cycle is the running cycle, set before any request.
-        let log = unsafe { (*ngx_cycle).log };
-        log::zone_damaged(log, &self.name, why);
+        log::zone_damaged(ngx_cycle_log().as_ptr(), &self.name, why);
         None
-    }
-
-    /// The zone's slab pool, whose mutex guards the table.
-    fn slab_pool(&self) -> Option<SlabPool> {
-        if self.region.is_null() || self.shm_zone.is_null() {
-            return None;
-        }
-        // SAFETY: shm_zone is the zone nginx created for this configuration;
-        // it is mapped from its init callback on, in the master and in every
-        // worker of the cycle, which outlives `self`.
-        unsafe { SlabPool::from_shm_zone(&*self.shm_zone) }
     }
 }
 
@@ -150,53 +139,49 @@ pub enum Init {
 /// reuses it (same name, size and tag) and it is ours, else a new one.
 ///
 /// # Safety
-/// `shm_zone` is a zone nginx created and mapped, with our `Zone` as data.
-pub unsafe fn init(shm_zone: *mut ngx_shm_zone_t) -> Result<Init, ()> {
-    // SAFETY: guaranteed by the caller.
-    let (zone, shpool, log, shm_size) = unsafe {
-        let shm_zone = &mut *shm_zone;
-        (
-            &mut *shm_zone.data.cast::<Zone>(),
-            &mut *shm_zone.shm.addr.cast::<ngx_slab_pool_t>(),
-            shm_zone.shm.log,
-            shm_zone.shm.size,
-        )
-    };
-    if !shpool.data.is_null() && adopt(zone, shpool, shm_size, log) {
-        return Ok(Init::Adopted);
+/// `shm_zone` is a zone nginx created and mapped, and `zone` its data.
+pub unsafe fn init(
+    zone: &Zone,
+    shm_zone: &ngx_shm_zone_t,
+    log: *mut ngx_log_t,
+) -> Result<Init, ()> {
+    // SAFETY: guaranteed by the caller: the zone is mapped and nginx has
+    // initialised its slab pool, not yet shared with any worker.
+    let mut pool = unsafe { SlabPool::from_shm_zone(shm_zone) }.ok_or(())?;
+    if !pool.as_ref().data.is_null() {
+        if let Some((region, len)) = adopt(zone, &mut pool, shm_zone.shm.size, log) {
+            let _ = zone.mapped.set(Mapped { pool, region, len });
+            return Ok(Init::Adopted);
+        }
     }
     // Keep one page back for nginx's own small allocations in the pool.
-    let pages = shpool.pfree.saturating_sub(1);
-    // SAFETY: ngx_pagesize is set by nginx before any configuration is read.
-    let len = pages * unsafe { ngx_pagesize };
-    // SAFETY: the pool is initialised and not yet shared with any worker.
-    let region = unsafe { ngx_slab_alloc(shpool, len) }.cast::<u8>();
-    if region.is_null() {
-        return Err(());
-    }
-    // SAFETY: ngx_slab_alloc returned `len` page-aligned bytes, and no
+    let pages = pool.as_ref().pfree.saturating_sub(1);
+    let len = pages * rustix::param::page_size();
+    let layout = Layout::from_size_align(len, 1).map_err(|_| ())?;
+    let region = pool.allocate(layout).map_err(|_| ())?.cast::<u8>().as_ptr();
+    // SAFETY: the slab pool returned `len` page-aligned bytes, and no
     // worker maps the zone yet: nothing else refers to them.
     if unsafe { Table::format_raw(region, len, &zone.policy, random_seed()) }.is_err() {
         return Err(());
     }
-    shpool.data = region.cast();
-    zone.region = region;
-    zone.region_len = len;
+    pool.as_mut().data = region.cast();
+    let _ = zone.mapped.set(Mapped { pool, region, len });
     Ok(Init::Fresh)
 }
 
 /// Takes over the table of the zone before a reload, if it is ours, and
 /// applies the new configuration's findtime to it (see the reload rules in
 /// `engine::table`: the rest of the policy needs nothing here, every
-/// operation takes it from the configuration).
+/// operation takes it from the configuration). Answers the region and its
+/// length if it did; else frees it.
 fn adopt(
-    zone: &mut Zone,
-    shpool: &mut ngx_slab_pool_t,
+    zone: &Zone,
+    pool: &mut SlabPool,
     shm_size: usize,
     log: *mut ngx_log_t,
-) -> bool {
-    let region = shpool.data.cast::<u8>();
-    let pool_start = ptr::from_mut(shpool).cast::<u8>();
+) -> Option<(*mut u8, usize)> {
+    let region = pool.as_ref().data.cast::<u8>();
+    let pool_start = ptr::from_ref(pool.as_ref()).cast::<u8>();
     // What the mapping holds from the region on: a damaged header may claim
     // any length, and no slice may reach past the mapping.
     let room = (region as usize)
@@ -206,10 +191,7 @@ fn adopt(
     let adopted = if room < table::header_len() {
         None
     } else {
-        // SAFETY: the pool was mapped and initialised by nginx; `data` is
-        // only ever set to our region.
-        let pool = unsafe { SlabPool::from_shm_zone(&*zone.shm_zone) };
-        let _locked = pool.as_ref().map(SlabPool::lock);
+        let _locked = pool.lock();
         // SAFETY: the region was ours in the previous cycle and at least a
         // header's worth of it is mapped; the lock keeps the old cycle's
         // workers out while it is read.
@@ -225,19 +207,18 @@ fn adopt(
             })
     };
     if let Some((len, tracked)) = adopted {
-        zone.region = region;
-        zone.region_len = len;
         log::zone_kept(log, &zone.name, tracked);
-        return true;
+        return Some((region, len));
     }
     log::zone_other_layout(log, &zone.name);
-    // SAFETY: the block was allocated from this pool by an earlier cycle and
-    // nothing else refers to it once the zone starts empty.
-    unsafe { ngx_slab_free(shpool, region.cast()) };
-    shpool.data = ptr::null_mut();
-    zone.region = ptr::null_mut();
-    zone.region_len = 0;
-    false
+    if let Some(block) = NonNull::new(region) {
+        // SAFETY: the block was allocated from this pool by an earlier cycle
+        // (the layout's size is not used to free it) and nothing else refers
+        // to it once the zone starts empty.
+        unsafe { pool.deallocate(block, Layout::new::<u8>()) };
+    }
+    pool.as_mut().data = ptr::null_mut();
+    None
 }
 
 #[derive(Default)]

@@ -16,17 +16,22 @@ use crate::nginx::zone::{self, Init, Zone};
 /// are unchanged, so counts and bans carry over). A new zone is filled from
 /// its state file.
 pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_int_t {
-    // SAFETY: nginx passes the zone it created, with its log.
-    let log = unsafe { (*shm_zone).shm.log };
+    // SAFETY: nginx passes the zone it created, with its log; the zone's
+    // data is the `Zone` set by `authban_zone`, which lives in the cycle's
+    // configuration and is only ever shared.
+    let (shm_zone, zone) = unsafe {
+        let shm_zone = &*shm_zone;
+        (shm_zone, &*shm_zone.data.cast::<Zone>())
+    };
+    let log = shm_zone.shm.log;
     let fail: ngx_int_t = Status::NGX_ERROR.into();
     guard::catch(log, "init_zone", fail, || {
-        // SAFETY: the zone's data is the `Zone` set by `authban_zone`.
-        let zone = unsafe { &*(*shm_zone).data.cast::<Zone>() };
         if state_file::check_state_dir(zone, log).is_err() {
             return fail;
         }
-        // SAFETY: as nginx calls this: a zone it created and mapped.
-        match unsafe { zone::init(shm_zone) } {
+        // SAFETY: as nginx calls this: a zone it created and mapped, whose
+        // data is `zone`.
+        match unsafe { zone::init(zone, shm_zone, log) } {
             Err(()) => fail,
             Ok(Init::Adopted) => Status::NGX_OK.into(),
             Ok(Init::Fresh) => {

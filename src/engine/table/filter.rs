@@ -41,10 +41,11 @@ pub unsafe fn may_be_banned(region: *const u8, key: &Key) -> bool {
 /// `region` must point to a region formatted by [`Table::format`] (or
 /// `format_raw`) that stays mapped during the call.
 pub unsafe fn may_be_banned_within(region: *const u8, host: &Key, net: &Key) -> bool {
-    // SAFETY: the caller guarantees a formatted, mapped region. Only the
-    // shared counters are borrowed, and they are atomics: nothing here
+    // SAFETY: the caller guarantees a formatted, mapped region; the
+    // counters lie at SHARED_AT, aligned. Only they are borrowed, and they
+    // are atomics that others only ever access atomically: nothing here
     // aliases the header or slots that lock holders write.
-    let shared = unsafe { layout::shared_counters(region) };
+    let shared = unsafe { &*region.add(layout::SHARED_AT).cast::<SharedCounters>() };
     shared.may_be_banned_within(host, net)
 }
 

@@ -444,15 +444,3 @@ impl<'a> Table<'a> {
         }
     }
 }
-
-/// The shared counters of a formatted region, for the lock-free pre-check.
-///
-/// # Safety
-/// `region` must point to a region formatted by [`Table::format`] (or
-/// `format_raw`) that stays mapped for `'r`.
-pub(super) unsafe fn shared_counters<'r>(region: *const u8) -> &'r SharedCounters {
-    // SAFETY: the caller guarantees a formatted, mapped region; the counters
-    // lie at SHARED_AT, aligned, and are atomics that others only ever
-    // access atomically, so a shared reference aliases nothing.
-    unsafe { &*region.add(SHARED_AT).cast::<SharedCounters>() }
-}
