@@ -4,6 +4,7 @@
 
 use core::cell::OnceCell;
 use core::ffi::{c_char, c_void};
+use core::sync::atomic::{AtomicU64, Ordering};
 use std::rc::Rc;
 
 use ipnet::IpNet;
@@ -23,6 +24,33 @@ use crate::nginx::zone_init;
 use crate::nginx::{guard, log};
 
 pub const DEFAULT_FAIL_STATUS: &[u16] = &[401];
+
+/// Every status some location counts as a failure (the default's 401 and
+/// every `authban_fail_status` read), one bit each: the header filter and
+/// the log phase, which run for every response, skip all others at once.
+/// Set while configuration is read, in one thread; a code a reload no
+/// longer uses only costs that response the full check.
+static FAIL_STATUSES: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
+
+fn note_fail_status(code: u16) {
+    let code = usize::from(code);
+    if let Some(word) = FAIL_STATUSES.get(code / 64) {
+        word.fetch_or(1 << (code % 64), Ordering::Relaxed);
+    }
+}
+
+/// Whether any location may count `status` as a failure.
+pub fn may_be_fail_status(status: usize) -> bool {
+    if DEFAULT_FAIL_STATUS
+        .iter()
+        .any(|&s| usize::from(s) == status)
+    {
+        return true;
+    }
+    FAIL_STATUSES
+        .get(status / 64)
+        .is_some_and(|word| word.load(Ordering::Relaxed) & (1 << (status % 64)) != 0)
+}
 pub const DEFAULT_REFUSE_STATUS: u16 = 403;
 pub const DEFAULT_LOG_LEVEL: usize = 5; // warn
 
@@ -338,6 +366,7 @@ pub extern "C" fn set_fail_status(
                 code
             );
         }
+        codes.iter().copied().for_each(note_fail_status);
         lcf.fail_status = Some(codes);
         Ok(())
     })

@@ -233,7 +233,8 @@ fn final_status(r: &ngx_http_request_t) -> usize {
 /// what they answer reaches the client through the main request's status
 /// (an auth_request's 401 becomes the request's 401), which counts.
 fn count_failure(r: &Request) {
-    if !r.is_main() {
+    // Most responses are of a status no location counts: done at once.
+    if !r.is_main() || !directives::may_be_fail_status(final_status(r.as_ref())) {
         return;
     }
     let record = match RequestRecord::find(r) {
@@ -337,7 +338,7 @@ pub fn decide(r: &Request, by: Check) -> Option<Checked> {
             Verdict::Banned(_) => Outcome::Banned,
         }
     };
-    if by != Check::Variable {
+    if by != Check::Variable && log::debug_enabled(r.log()) {
         let key = zone.policy.key_of(ip);
         log::debug_check(r.log(), &zone.name, ip, &key, outcome.name());
     }

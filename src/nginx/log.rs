@@ -309,6 +309,11 @@ macro_rules! debug_http {
     }};
 }
 
+/// Whether `log` takes http debug lines: callers skip work done only for them.
+pub fn debug_enabled(log: *mut ngx_log_t) -> bool {
+    enabled(log)
+}
+
 fn enabled(log: *mut ngx_log_t) -> bool {
     // SAFETY: null, or a log nginx handed out (see the module comment).
     unsafe { log.as_ref() }.is_some_and(|l| l.log_level & NGX_LOG_DEBUG_HTTP as usize != 0)
