@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use arbitrary::Arbitrary;
 use authban::engine::key::Key;
-use authban::engine::table::{Event, Events, Failure, Now, Policy, Table, Verdict};
+use authban::engine::table::{header_len, Event, Events, Failure, Now, Policy, Table, Verdict};
 use authban::engine::window;
 use libfuzzer_sys::fuzz_target;
 
@@ -106,8 +106,8 @@ struct Region(Vec<u64>);
 
 impl Region {
     fn new(size: u8) -> Region {
-        // 5 KiB of header, then from a handful of slots to a few hundred.
-        let bytes = 5 * 1024 + 256 + usize::from(size) * 64;
+        // The header, then from a handful of slots to a few hundred.
+        let bytes = header_len() + 256 + usize::from(size) * 64;
         Region(vec![0; bytes.div_ceil(8)])
     }
 
@@ -219,7 +219,7 @@ fuzz_target!(|input: Input| {
     };
     let mut region = Region::new(input.size);
     let seed = [input.start_secs.into(), 0x5eed];
-    let mut table = Table::format(region.bytes(), policy, seed).unwrap();
+    let mut table = Table::format(region.bytes(), &policy, seed).unwrap();
     // Regions the table moves into; the last one is in use.
     let mut moved: Vec<Region> = Vec::new();
 
@@ -360,7 +360,8 @@ fuzz_target!(|input: Input| {
                     Some(r) => r.bytes(),
                     None => region.bytes(),
                 };
-                table = Table::attach(bytes).expect("reattach");
+                table = Table::attach(bytes, &policy).expect("reattach");
+                assert_eq!(table.policy(), policy);
                 assert_eq!(
                     (table.stats(), table.tracked(), table.bans()),
                     (stats, tracked, bans)
@@ -371,7 +372,7 @@ fuzz_target!(|input: Input| {
                 let records = table.records(now);
                 moved.push(Region::new(size));
                 let bytes = moved.last_mut().unwrap().bytes();
-                table = Table::format(bytes, policy, [seed[0], size.into()]).unwrap();
+                table = Table::format(bytes, &policy, [seed[0], size.into()]).unwrap();
                 // Counts do not move; bans do, unless the new table is full
                 // and says so.
                 model.failures.clear();
@@ -399,6 +400,8 @@ fuzz_target!(|input: Input| {
         }
         assert!(table.tracked() <= table.capacity());
         assert!(table.bans() <= table.tracked());
+        // Nothing the operations do leaves the region looking damaged.
+        assert!(!table.damaged());
     }
 });
 
