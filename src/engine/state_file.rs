@@ -379,9 +379,7 @@ pub fn load(
     let file = match file {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(StateFileError::Symlink)
-        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(StateFileError::Symlink),
         Err(e) => return Err(e.into()),
     };
     // What was opened, which may differ from what was looked at above.
