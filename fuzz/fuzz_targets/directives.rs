@@ -1,48 +1,76 @@
 //! The directive value parsers (`authban_zone` and the other directives'
 //! arguments). Never panic; what they accept is in range and agrees with a
-//! plain re-reading of the text.
+//! plain re-reading of the text by nginx's own rules (`ngx_parse_size`,
+//! `ngx_parse_time` in nginx's src/core/ngx_parse.c), both ways: the parser
+//! takes exactly what nginx takes (within 32 bits for times).
 #![no_main]
 
 use arbitrary::Arbitrary;
-use authban::engine::directive::{self, MAX_RETRY, MIN_ZONE_SIZE};
+use authban::engine::directive::{
+    self as parse, DirectiveError, Expected, MAX_RETRY, MIN_ZONE_PAGES,
+};
 use libfuzzer_sys::fuzz_target;
+
+/// nginx's largest value (`NGX_MAX_SIZE_T_VALUE`, `NGX_MAX_INT_T_VALUE` on
+/// a 64-bit platform).
+const NGX_MAX: i128 = i64::MAX as i128;
 
 #[derive(Arbitrary, Debug)]
 struct Input<'a> {
     zone_args: Vec<&'a str>,
+    /// Picks the page size: 4 KiB, 16 KiB, 64 KiB or 2 KiB.
+    page: u8,
     text: &'a str,
     range: (u16, u16),
 }
 
 fuzz_target!(|input: Input| {
-    zone(&input.zone_args);
+    let page_size = [4096, 16_384, 65_536, 2048][usize::from(input.page % 4)];
+    zone(&input.zone_args, page_size);
     let text = input.text;
 
-    if let Some(size) = parse::parse_size(text) {
-        let (digits, unit) = match text.as_bytes()[text.len() - 1] {
-            b'k' | b'K' => (&text[..text.len() - 1], 1u128 << 10),
-            b'm' | b'M' => (&text[..text.len() - 1], 1 << 20),
-            b'g' | b'G' => (&text[..text.len() - 1], 1 << 30),
-            _ => (text, 1),
-        };
-        assert!(digits.bytes().all(|b| b.is_ascii_digit()), "{text:?}");
-        assert_eq!(digits.parse::<u128>().unwrap() * unit, size as u128);
-    }
+    let size = parse::parse_size(text);
+    assert_eq!(size.map(|s| s as i128), reference_size(text), "{text:?}");
 
-    if let Some(secs) = parse::parse_time(text) {
-        assert_eq!(Some(secs), reference_time(text), "{text:?}");
+    let secs = parse::parse_time(text);
+    let reference = reference_time(text).filter(|&t| t <= i128::from(u32::MAX));
+    assert_eq!(secs.map(i128::from), reference, "{text:?}");
+    if let Some(secs) = secs {
         assert_eq!(parse::parse_time(&secs.to_string()), Some(secs));
     }
 
     let (lo, hi) = input.range;
-    if let Ok(status) = parse::parse_status(text, lo..=hi) {
-        assert!((lo..=hi).contains(&status));
-        assert!(text.bytes().all(|b| b.is_ascii_digit()), "{text:?}");
+    match parse::parse_status(text, lo..=hi) {
+        Ok(status) => {
+            assert!((lo..=hi).contains(&status));
+            assert!(text.bytes().all(|b| b.is_ascii_digit()), "{text:?}");
+        }
+        Err(e) => {
+            let expected = Expected::Range(lo.into(), hi.into());
+            assert_eq!(
+                e,
+                DirectiveError::InvalidValue {
+                    name: "status",
+                    value: text.to_string(),
+                    expected
+                }
+            );
+            // An in-range number in plain digits is never refused.
+            let plain = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+            assert!(!(plain && text.parse::<u16>().is_ok_and(|s| (lo..=hi).contains(&s))));
+        }
     }
 
-    if let Ok(net) = parse::parse_network(text) {
-        assert_eq!(net, net.trunc());
-        assert_eq!(parse::parse_network(&net.to_string()), Ok(net));
+    match parse::parse_network(text) {
+        Ok(net) => {
+            assert_eq!(net, net.trunc());
+            assert_eq!(parse::parse_network(&net.to_string()), Ok(net));
+            // Its table key prints as the same network.
+            let key = parse::net_key(net);
+            assert_eq!(key.prefix_len(), net.prefix_len(), "{net}");
+            assert_eq!(key.ip(), net.addr(), "{net}");
+        }
+        Err(e) => assert_eq!(e, DirectiveError::InvalidNetwork(text.to_string())),
     }
 
     if let Ok(level) = parse::parse_log_level(text) {
@@ -50,12 +78,26 @@ fuzz_target!(|input: Input| {
     }
 });
 
-fn zone(args: &[&str]) {
-    let Ok(spec) = parse::parse_zone(args) else {
-        return;
+fn zone(args: &[&str], page_size: usize) {
+    let spec = match parse::parse_zone(args, page_size) {
+        Ok(spec) => spec,
+        Err(e) => {
+            // Every refusal has its message (and the zone-name one shows
+            // no raw control character).
+            let message = e.to_string();
+            assert!(!message.is_empty());
+            if let DirectiveError::ControlInZoneName(_) = e {
+                assert!(!message.chars().any(char::is_control), "{message:?}");
+            }
+            if let DirectiveError::ZoneTooSmall { size, min, .. } = e {
+                assert!(size < min && min == MIN_ZONE_PAGES * page_size);
+            }
+            return;
+        }
     };
     assert!(!spec.name.is_empty() && !spec.name.contains(':'));
-    assert!(spec.size >= MIN_ZONE_SIZE);
+    assert!(!spec.name.chars().any(char::is_control), "{:?}", spec.name);
+    assert!(spec.size >= MIN_ZONE_PAGES * page_size);
     assert!(spec.state_interval > 0);
     assert!(spec.state.as_ref().is_none_or(|s| !s.is_empty()));
     let p = spec.policy;
@@ -73,47 +115,104 @@ fn zone(args: &[&str]) {
     // Each argument is read on its own: the same arguments reordered give
     // the same zone.
     let reversed: Vec<&str> = args.iter().rev().copied().collect();
-    assert_eq!(parse::parse_zone(&reversed), Ok(spec));
+    assert_eq!(parse::parse_zone(&reversed, page_size), Ok(spec.clone()));
+    // A zone is as large on a machine of smaller pages.
+    if page_size > 2048 {
+        assert_eq!(parse::parse_zone(args, 2048), Ok(spec));
+    }
 }
 
-/// nginx time syntax read the long way: NUMBER UNIT pairs with units
-/// strictly decreasing, a bare trailing number meaning seconds (only after
-/// a unit larger than seconds), no "ms".
-fn reference_time(text: &str) -> Option<u32> {
-    const UNITS: [(char, u64); 7] = [
-        ('y', 31_536_000),
-        ('M', 2_592_000),
-        ('w', 604_800),
-        ('d', 86_400),
-        ('h', 3_600),
-        ('m', 60),
-        ('s', 1),
-    ];
-    if text.contains("ms") {
+/// `ngx_parse_size`, with `g`/`G` too (as `ngx_parse_offset`): ASCII
+/// digits (`ngx_atosz`: at least one, at most nginx's maximum), then an
+/// optional unit; the number at most the maximum divided by the unit.
+fn reference_size(text: &str) -> Option<i128> {
+    let bytes = text.as_bytes();
+    let (digits, scale): (&[u8], i128) = match bytes.last()? {
+        b'k' | b'K' => (&bytes[..bytes.len() - 1], 1 << 10),
+        b'm' | b'M' => (&bytes[..bytes.len() - 1], 1 << 20),
+        b'g' | b'G' => (&bytes[..bytes.len() - 1], 1 << 30),
+        _ => (bytes, 1),
+    };
+    if digits.is_empty() {
         return None;
     }
-    let mut rest = text;
-    let mut total: u128 = 0;
-    let mut next_unit = 0;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let (number, tail) = rest.split_at(digits);
-        if number.is_empty() {
+    let mut value: i128 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
             return None;
         }
-        let n: u128 = number.parse().ok()?;
-        let Some(unit) = tail.chars().next() else {
-            // A bare number: seconds, unless seconds were given already.
-            if next_unit == UNITS.len() {
+        value = value * 10 + i128::from(d - b'0');
+        if value > NGX_MAX {
+            return None;
+        }
+    }
+    (value <= NGX_MAX / scale).then_some(value * scale)
+}
+
+/// `ngx_parse_time(line, is_sec = 1)`, step by step: digits accumulate a
+/// value (never past nginx's maximum); each unit must come after the
+/// previous one (`y` only first), takes the value times its scale (at most
+/// the maximum) into the total, and may be followed by spaces; `ms` is an
+/// error in seconds; a space ends a bare number as seconds, and then only
+/// a number may follow; the number left at the end counts seconds. At
+/// least one digit somewhere.
+fn reference_time(text: &str) -> Option<i128> {
+    #[derive(Clone, Copy, PartialEq, PartialOrd)]
+    enum Step {
+        Start,
+        Year,
+        Month,
+        Week,
+        Day,
+        Hour,
+        Min,
+        Sec,
+        #[allow(dead_code)]
+        Msec,
+        Last,
+    }
+    let p = text.as_bytes();
+    let mut i = 0;
+    let (mut valid, mut value, mut total) = (false, 0i128, 0i128);
+    let mut step = Step::Start;
+    while i < p.len() {
+        let c = p[i];
+        i += 1;
+        if c.is_ascii_digit() {
+            value = value * 10 + i128::from(c - b'0');
+            if value > NGX_MAX {
                 return None;
             }
-            total += n;
-            break;
+            valid = true;
+            continue;
+        }
+        let (next, scale): (Step, i128) = match c {
+            b'y' if step == Step::Start => (Step::Year, 365 * 86_400),
+            b'M' if step < Step::Month => (Step::Month, 30 * 86_400),
+            b'w' if step < Step::Week => (Step::Week, 7 * 86_400),
+            b'd' if step < Step::Day => (Step::Day, 86_400),
+            b'h' if step < Step::Hour => (Step::Hour, 3_600),
+            b'm' if p.get(i) == Some(&b's') => return None,
+            b'm' if step < Step::Min => (Step::Min, 60),
+            b's' if step < Step::Sec => (Step::Sec, 1),
+            b' ' if step < Step::Sec => (Step::Last, 1),
+            _ => return None,
         };
-        let at = UNITS[next_unit..].iter().position(|&(u, _)| u == unit)?;
-        total += n * u128::from(UNITS[next_unit + at].1);
-        next_unit += at + 1;
-        rest = &tail[1..];
+        step = next;
+        if value > NGX_MAX / scale {
+            return None;
+        }
+        total += value * scale;
+        if total > NGX_MAX {
+            return None;
+        }
+        value = 0;
+        while p.get(i) == Some(&b' ') {
+            i += 1;
+        }
     }
-    u32::try_from(total).ok()
+    if !valid || total + value > NGX_MAX {
+        return None;
+    }
+    Some(total + value)
 }

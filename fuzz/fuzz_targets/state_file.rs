@@ -1,15 +1,18 @@
 //! The state-file reader. The input is a byte N, then a zone name of N
-//! bytes (any that `authban_zone` accepts), then the file. Never panics; a file it accepts is
-//! rendered back to a file that reads the same records (and renders the
+//! bytes (any that `authban_zone` accepts), then the file. Never panics; a
+//! file it accepts is rendered back to a file that reads the same records (and renders the
 //! same text again); a file the module writes for that zone always reads
 //! back; the records it accepts restore into a table without harm.
 #![no_main]
 
-use authban::engine::key::Key;
 use authban::engine::directive::parse_zone;
-use authban::engine::state_file;
-use authban::engine::table::{Events, Now, Policy, Table};
+use authban::engine::key::Key;
+use authban::engine::state_file::{self as state, StateFileError};
+use authban::engine::table::{Events, Now, Policy, Record, Table};
 use libfuzzer_sys::fuzz_target;
+
+/// 4 KiB pages: the smallest zone is 32k, so "1m" always fits.
+const PAGE: usize = 4096;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&n, rest)) = data.split_first() else {
@@ -21,12 +24,30 @@ fuzz_target!(|data: &[u8]| {
     };
     // Only names the configuration accepts: persist writes no others.
     let arg = format!("zone={zone}:1m");
-    if parse_zone(&[&arg]).map(|spec| spec.name) != Ok(zone.to_string()) {
+    if parse_zone(&[&arg], PAGE).map(|spec| spec.name) != Ok(zone.to_string()) {
         return;
     }
 
     // Whatever the reader accepts renders to a file that reads the same.
-    if let Ok(records) = state::parse(zone, text) {
+    let parsed = state::parse(zone, text);
+    if let Err(e) = &parsed {
+        // A reason for the log, which names the line when it is one line's.
+        let reason = e.to_string();
+        assert!(!reason.is_empty() && !reason.contains('\n'), "{reason:?}");
+        let line = match e {
+            StateFileError::CountMismatch(n)
+            | StateFileError::BadRecord(n)
+            | StateFileError::BadTime(n)
+            | StateFileError::BadCount(n)
+            | StateFileError::UnknownRecord(n) => *n,
+            _ => 0,
+        };
+        assert!(
+            line == 0 || (3..=text.lines().count()).contains(&line),
+            "{e:?}"
+        );
+    }
+    if let Ok(records) = parsed {
         let rendered = state::render(zone, &records);
         let again = state::parse(zone, &rendered).expect("a rendered file reads back");
         assert_eq!(again, records);
@@ -37,6 +58,12 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(ban.key, r.key);
                 assert_eq!(ban.offence, r.offences);
             }
+        }
+        // A file no longer than the largest a zone that holds them reads.
+        let capacity = u32::try_from(records.len()).unwrap_or(u32::MAX);
+        assert!(rendered.len() as u64 <= state::max_file_len(capacity));
+        for line in rendered.lines().skip(2) {
+            assert!(line.len() <= state::MAX_RECORD_LINE, "{line:?}");
         }
         restore(&records, text.len() as u64);
     }
@@ -55,7 +82,7 @@ fuzz_target!(|data: &[u8]| {
 
 /// Restores the records into a small table, as a restart does, and checks
 /// the table agrees with them.
-fn restore(records: &[authban::engine::table::Record], seed: u64) {
+fn restore(records: &[Record], seed: u64) {
     let policy = Policy {
         increment: true,
         ..Policy::default()
@@ -64,7 +91,7 @@ fn restore(records: &[authban::engine::table::Record], seed: u64) {
     // SAFETY: a Vec<u64> is initialised and 8-byte aligned.
     let region =
         unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), buf.len() * 8) };
-    let mut table = Table::format(region, policy, [seed, !seed]).unwrap();
+    let mut table = Table::format(region, &policy, [seed, !seed]).unwrap();
     let now_secs = records
         .iter()
         .filter_map(|r| r.ban.map(|b| b.since))
@@ -79,6 +106,7 @@ fn restore(records: &[authban::engine::table::Record], seed: u64) {
         }
     }
     assert!(table.tracked() <= table.capacity());
+    assert!(!table.damaged());
     for r in &restored {
         let Some(state) = table.lookup(&r.key, now) else {
             // Evicted by a later record: the table was full.

@@ -339,7 +339,7 @@ fn create_temp(dir: &Path, path: &Path) -> std::io::Result<(PathBuf, fs::File)> 
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .custom_flags(nginx_sys::O_NOFOLLOW as i32)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp);
         match opened {
             Ok(file) => return Ok((tmp, file)),
@@ -374,14 +374,12 @@ pub fn load(
     }
     let file = fs::OpenOptions::new()
         .read(true)
-        .custom_flags((nginx_sys::O_NOFOLLOW | nginx_sys::O_NONBLOCK) as i32)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path);
     let file = match file {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(nginx_sys::ELOOP as i32) => {
-            return Err(StateFileError::Symlink)
-        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(StateFileError::Symlink),
         Err(e) => return Err(e.into()),
     };
     // What was opened, which may differ from what was looked at above.
