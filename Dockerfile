@@ -29,6 +29,12 @@ RUN printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin
  && rm -f /usr/sbin/policy-rc.d \
  && cargo --version && rustc --version \
  && dpkg-query -W -f='${Version}\n' nginx
+# authban (the ngx crate) needs Rust 1.81 or later: Debian 13 (trixie) and
+# later have it; Debian 12 (bookworm) has 1.63: refused here with that message.
+RUN v=$(rustc --version | cut -d' ' -f2); \
+    if [ "$(printf '%s\n' 1.81.0 "$v" | sort -V | head -n 1)" != 1.81.0 ]; then \
+      echo "authban: this Debian's Rust is $v; authban needs 1.81 or later (use DEBIAN=trixie or later)" >&2; exit 1; \
+    fi
 WORKDIR /src
 COPY . /src
 

@@ -98,7 +98,8 @@ mock() { # mock NAME NETWORK [SERVE_ARGS...]
     docker run -d --name "$run-$1" --network "$run-$2" "$img_mock" "${@:3}" >/dev/null
 }
 logs_have() { # logs_have CONTAINER TEXT: docker logs of CONTAINER contain TEXT
-    docker logs "$run-$1" 2>&1 | grep -qF -- "$2"
+    # no grep -q: with pipefail, docker logs would die of SIGPIPE on an early match
+    docker logs "$run-$1" 2>&1 | grep -F -- "$2" >/dev/null
 }
 # nginx_ab NAME NETWORK UPSTREAM [TEMPLATE_FILE]: an authban container with
 # its own state volume, the image's template or the given one.
