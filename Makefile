@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all deps build run test lint bench clean fuzz asan module install-module deb test-deploy
+.PHONY: all deps build run test lint bench clean fuzz asan module install-module deb test-deploy test-docker
 
 all: build
 
@@ -21,6 +21,7 @@ test: build
 	@scripts/fetch-fail2ban.sh
 	timeout 1800 cargo test --release --workspace -- --test-threads=4
 	@$(MAKE) --no-print-directory test-deploy
+	@if docker info >/dev/null 2>&1; then $(MAKE) --no-print-directory test-docker; else echo "test-docker: skipped (no Docker daemon answers: docker info failed)"; fi
 
 # authban with the nginx users already have (tests/deploy.sh; root, Debian 12):
 # Debian's nginx with `make module`, `make install-module`, the
@@ -29,6 +30,12 @@ test-deploy: build
 	@scripts/deps.sh python3 python3-prometheus-client
 	@scripts/fetch-fail2ban.sh
 	timeout 1800 tests/deploy.sh
+
+# The Dockerfile's images on private Docker networks (tests/docker/run.sh):
+# makes the base images with debootstrap when no registry has them, builds
+# the authban and mock-cloudstack targets, and runs the scenarios.
+test-docker:
+	timeout --kill-after=30 2400 tests/docker/run.sh
 
 # Benchmarks (bench/README.md): prints a table, writes bench/results.md.
 bench: build

@@ -1,0 +1,111 @@
+# authban in Debian's own nginx, and the mock CloudStack API.
+#
+#   docker build -t authban .                                  nginx + authban (default)
+#   docker build --target mock-cloudstack -t mock-cloudstack . the mock API on 8080
+#   docker build --build-arg DEBIAN=bookworm ...               another Debian (README: Docker)
+#
+# The module is built exactly as `make module NGINX=/usr/sbin/nginx` builds
+# it on a host: against the Debian source package of the nginx installed in
+# the build stage, configured with that binary's own `nginx -V` arguments;
+# the runtime stage installs the same nginx version and loads it.
+#
+# Behind a TLS-inspecting proxy, give cargo the proxy's CA at build time only
+# (never stored in an image):
+#   DOCKER_BUILDKIT=1 docker build --secret id=cacert,src=/etc/ssl/certs/ca-certificates.crt ...
+# Needs BuildKit (RUN --mount): docker buildx, or DOCKER_BUILDKIT=1 with a
+# Docker CLI older than 23.
+
+ARG DEBIAN=trixie
+
+# ---- the toolchain: Debian's Rust, nginx, and what configure needs -------
+FROM debian:${DEBIAN}-slim AS toolchain
+ENV DEBIAN_FRONTEND=noninteractive
+# No service starts while installing nginx (policy-rc.d), as in a chroot.
+RUN printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends \
+      nginx cargo rustc build-essential pkg-config libclang-dev \
+      libpcre2-dev zlib1g-dev libssl-dev dpkg-dev ca-certificates curl \
+ && rm -f /usr/sbin/policy-rc.d \
+ && cargo --version && rustc --version \
+ && dpkg-query -W -f='${Version}\n' nginx
+# authban (the ngx crate) needs Rust 1.81 or later: Debian 13 (trixie) and
+# later have it; Debian 12 (bookworm) has 1.63: refused here with that message.
+RUN v=$(rustc --version | cut -d' ' -f2); \
+    if [ "$(printf '%s\n' 1.81.0 "$v" | sort -V | head -n 1)" != 1.81.0 ]; then \
+      echo "authban: this Debian's Rust is $v; authban needs 1.81 or later (use DEBIAN=trixie or later)" >&2; exit 1; \
+    fi
+WORKDIR /src
+COPY . /src
+
+# ---- the module, for the nginx of this stage ------------------------------
+FROM toolchain AS build
+# scripts/module.sh = `make module NGINX=/usr/sbin/nginx`: fetches nginx's
+# Debian source package, configures it with `nginx -V`'s arguments, builds
+# the module against it and checks that /usr/sbin/nginx loads it.
+RUN --mount=type=secret,id=cacert \
+    --mount=type=cache,id=authban-cargo-registry,target=/root/.cargo/registry,sharing=locked \
+    --mount=type=cache,id=authban-target,target=/src/target,sharing=locked \
+    if [ -f /run/secrets/cacert ]; then export CARGO_HTTP_CAINFO=/run/secrets/cacert; fi; \
+    set -e; \
+    AUTHBAN_QUIET=1 scripts/module.sh build /usr/sbin/nginx; \
+    mkdir -p /out; \
+    cp build/nginx-*/ngx_http_authban_module.so /out/; \
+    dpkg-query -W -f='${Version}' nginx >/out/nginx.version; \
+    cp build/nginx-*/module.env /out/; \
+    cat /out/module.env
+
+# ---- the mock CloudStack API ----------------------------------------------
+FROM toolchain AS mock-build
+RUN --mount=type=secret,id=cacert \
+    --mount=type=cache,id=authban-cargo-registry,target=/root/.cargo/registry,sharing=locked \
+    --mount=type=cache,id=authban-target,target=/src/target,sharing=locked \
+    if [ -f /run/secrets/cacert ]; then export CARGO_HTTP_CAINFO=/run/secrets/cacert; fi; \
+    set -e; \
+    CARGO_TARGET_DIR=/src/target/mock cargo build --release --package mock-cloudstack; \
+    install -D -m 755 target/mock/release/mock-cloudstack /out/mock-cloudstack
+
+FROM debian:${DEBIAN}-slim AS mock-cloudstack
+ENV DEBIAN_FRONTEND=noninteractive
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends curl ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=mock-build /out/mock-cloudstack /usr/local/bin/mock-cloudstack
+USER nobody
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=2s \
+    CMD curl -fsS -o /dev/null http://127.0.0.1:8080/_mock/stats || exit 1
+ENTRYPOINT ["mock-cloudstack"]
+CMD ["serve", "--listen", "0.0.0.0:8080"]
+
+# ---- nginx + authban (the default target) ---------------------------------
+FROM debian:${DEBIAN}-slim AS authban
+ENV DEBIAN_FRONTEND=noninteractive
+COPY --from=build /out/ /tmp/authban/
+# The same nginx version the module was built for; logs to the container's
+# stdout/stderr; the state directory writable by the workers (www-data).
+RUN printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends \
+      "nginx=$(cat /tmp/authban/nginx.version)" curl ca-certificates gettext-base \
+ && rm -f /usr/sbin/policy-rc.d \
+ && rm -rf /var/lib/apt/lists/* \
+ && . /tmp/authban/module.env \
+ && install -D -m 644 /tmp/authban/ngx_http_authban_module.so "$modules_path/ngx_http_authban_module.so" \
+ && rm -rf /tmp/authban \
+ && rm -f /etc/nginx/sites-enabled/default \
+ && ln -sf /dev/stdout /var/log/nginx/access.log \
+ && ln -sf /dev/stderr /var/log/nginx/error.log \
+ && mkdir -p /var/lib/authban /etc/nginx/templates \
+ && chown www-data:www-data /var/lib/authban && chmod 750 /var/lib/authban
+COPY docker/nginx.conf /etc/nginx/nginx.conf
+COPY docker/templates/ /etc/nginx/templates/
+COPY docker/docker-entrypoint.sh /docker-entrypoint.sh
+RUN chmod 755 /docker-entrypoint.sh && nginx -V 2>&1 | head -n 1
+VOLUME /var/lib/authban
+EXPOSE 8000
+STOPSIGNAL SIGQUIT
+HEALTHCHECK --interval=10s --timeout=3s --start-period=3s \
+    CMD curl -fsS -o /dev/null http://127.0.0.1:8000/healthz || exit 1
+ENTRYPOINT ["/docker-entrypoint.sh"]
+CMD ["nginx", "-g", "daemon off;"]
