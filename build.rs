@@ -27,6 +27,16 @@ const MAX_KNOWN_MINOR: u64 = 31;
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
+    // Without the `nginx` feature (the engine alone, for fuzz/) there is no
+    // nginx-sys and no nginx code to gate: only declare the cfg names.
+    if env::var_os("CARGO_FEATURE_NGINX").is_none() {
+        for m in 22..=MAX_KNOWN_MINOR {
+            println!("cargo::rustc-check-cfg=cfg(nginx1_{m})");
+        }
+        println!("cargo::rustc-check-cfg=cfg(ngx_feature, values(any()))");
+        println!("cargo::rustc-check-cfg=cfg(ngx_os, values(any()))");
+        return;
+    }
     nginx_version();
     nginx_features();
 }
