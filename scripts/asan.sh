@@ -47,7 +47,10 @@ EOF
 gcc -O1 -c -o "$out/obj/asan_options.o" "$out/obj/asan_options.c"
 
 san="-fsanitize=address -fno-omit-frame-pointer"
-export NGX_CONFIGURE_ARGS="--with-debug"
+# The modules the suites need, as every build has them (.cargo/config.toml's
+# [env], which a variable set here would otherwise replace), and --with-debug.
+base_args=$(sed -n 's/^NGX_CONFIGURE_ARGS *= *"\(.*\)"$/\1/p' .cargo/config.toml)
+export NGX_CONFIGURE_ARGS="$base_args --with-debug"
 export NGX_CFLAGS="$san -g -O1 -DNGX_DEBUG_PALLOC=1 -DNGX_DEBUG_MALLOC=1"
 export NGX_LDFLAGS="-fsanitize=address $out/obj/asan_options.o"
 
@@ -65,7 +68,9 @@ if [ -z "$out_dir" ] || [ ! -x "$out_dir/objs/nginx" ]; then
     echo "asan: cannot find the nginx binary built by nginx-sys" >&2
     exit 1
 fi
-if ! nm -D "$out_dir/objs/nginx" | grep -q __asan_init; then
+# grep without -q reads all of nm's output: with pipefail, an early exit
+# would fail the pipeline on nm's SIGPIPE, whatever it found.
+if ! nm -D "$out_dir/objs/nginx" | grep __asan_init >/dev/null; then
     echo "asan: $out_dir/objs/nginx is not built with ASan" >&2
     exit 1
 fi

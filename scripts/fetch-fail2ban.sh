@@ -11,5 +11,6 @@ trap 'rm -rf "$tmp"' EXIT
 (cd "$tmp" && { apt-get download fail2ban >/dev/null 2>&1 ||
     { apt-get update -qq && apt-get download fail2ban >/dev/null; }; })
 rm -rf "$dest"
+mkdir -p "$(dirname "$dest")"
 dpkg-deb -x "$tmp"/fail2ban_*.deb "$dest"
 echo "unpacked $(ls "$tmp"/fail2ban_*.deb | xargs -n1 basename) into $dest"
