@@ -55,8 +55,9 @@ impl Key {
         Key { addr, prefix }
     }
 
-    /// Parses `ADDR` or `ADDR/LEN` (either family), as the management
-    /// endpoint and tests receive them.
+    /// Parses `ADDR` or `ADDR/LEN` (either family), as the state file and
+    /// the tests write keys: an IPv4-mapped address is its IPv4 one, host
+    /// bits are dropped.
     pub fn parse(text: &str) -> Option<Key> {
         let (ip_text, len_text) = match text.split_once('/') {
             Some((ip, len)) => (ip, Some(len)),

@@ -23,11 +23,6 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use std::net::IpAddr;
-
-use ipnet::IpNet;
-
-use crate::engine::directive::net_key;
 use crate::engine::key::Key;
 use crate::engine::table::{Ban, Record};
 
@@ -150,33 +145,11 @@ pub fn parse(zone: &str, text: &str) -> Result<Vec<Record>, StateFileError> {
 
 fn record(key: &str, offences: &str, last: &str) -> Option<Record> {
     Some(Record {
-        key: parse_key(key)?,
+        key: Key::parse(key)?,
         offences: offences.parse().ok()?,
         last_ban_end: last.parse().ok()?,
         ban: None,
     })
-}
-
-/// A record's KEY as `render` writes it: `ADDR` or `ADDR/LEN`, either
-/// family (an IPv4-mapped address is its IPv4 one), LEN at most the
-/// family's bits; host bits are dropped.
-fn parse_key(text: &str) -> Option<Key> {
-    let (ip_text, len_text) = match text.split_once('/') {
-        Some((ip, len)) => (ip, Some(len)),
-        None => (text, None),
-    };
-    let ip = match ip_text.parse().ok()? {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
-    let net = match len_text {
-        None => IpNet::from(ip),
-        Some(len) if !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit()) => {
-            IpNet::new(ip, len.parse().ok()?).ok()?
-        }
-        Some(_) => return None,
-    };
-    Some(net_key(net))
 }
 
 /// The longest record line `render` writes: `ban`, an IPv6 network of 43
@@ -406,8 +379,8 @@ mod tests {
     use std::os::unix::fs::FileTypeExt;
 
     fn sample() -> Vec<Record> {
-        let key = parse_key("203.0.113.7").unwrap();
-        let net = parse_key("2001:db8:1:2::/64").unwrap();
+        let key = Key::parse("203.0.113.7").unwrap();
+        let net = Key::parse("2001:db8:1:2::/64").unwrap();
         vec![
             Record {
                 key,
@@ -488,14 +461,14 @@ mod tests {
             "::/0",
             "0.0.0.0/0",
         ] {
-            assert_eq!(parse_key(text).unwrap().to_string(), text);
+            assert_eq!(Key::parse(text).unwrap().to_string(), text);
         }
-        assert_eq!(parse_key("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(Key::parse("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
         assert_eq!(
-            parse_key("::ffff:10.1.2.3").unwrap().to_string(),
+            Key::parse("::ffff:10.1.2.3").unwrap().to_string(),
             "10.1.2.3"
         );
-        assert_eq!(parse_key("2001:db8::/048").unwrap().prefix_len(), 48);
+        assert_eq!(Key::parse("2001:db8::/048").unwrap().prefix_len(), 48);
         for bad in [
             "",
             "10.0.0",
@@ -505,7 +478,7 @@ mod tests {
             "x",
             "1.2.3.4/-1",
         ] {
-            assert!(parse_key(bad).is_none(), "{bad}");
+            assert!(Key::parse(bad).is_none(), "{bad}");
         }
     }
 
@@ -527,7 +500,7 @@ mod tests {
 
     #[test]
     fn longest_record_line_is_max_record_line() {
-        let key = parse_key("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124").unwrap();
+        let key = Key::parse("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124").unwrap();
         let worst = Record {
             key,
             offences: u8::MAX,
