@@ -144,10 +144,15 @@ fn fail_n(port: u16, client: &str, n: usize, path: &str) {
 }
 
 /// Requests that reached the upstream server for `path` (exact path).
+/// The upstream logs a request after its response left, maybe after the
+/// client already got the front's answer, so the count is read once it
+/// holds still for 100 ms.
 fn upstream_hits(nginx: &Nginx, path: &str) -> usize {
-    let log = std::fs::read_to_string(nginx.dir().join("upstream.log")).unwrap_or_default();
     let needle = format!("\"GET {path} HTTP/");
-    log.lines().filter(|l| l.contains(&needle)).count()
+    settled_count(|| {
+        let log = std::fs::read_to_string(nginx.dir().join("upstream.log")).unwrap_or_default();
+        log.lines().filter(|l| l.contains(&needle)).count()
+    })
 }
 
 /// Asks from `client` until a 403 came from every current worker; every

@@ -53,3 +53,19 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A count read from something nginx writes asynchronously (a log line
+/// written after the response left), read again every 100 ms until it holds
+/// still, for at most 5 s.
+pub fn settled_count(mut read: impl FnMut() -> usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = read();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = read();
+        if now == last || Instant::now() >= deadline {
+            return now;
+        }
+        last = now;
+    }
+}

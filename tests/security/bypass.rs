@@ -57,21 +57,12 @@ fn start_as_root(conf: &str) -> Nginx {
 /// request after its response left, maybe after the client got the front's
 /// answer, so the count is read once it holds still for 100 ms.
 fn upstream_hits(n: &Nginx, addr: &str) -> usize {
-    let read = || {
+    settled_count(|| {
         let log = fs::read_to_string(n.dir().join("upstream.log")).unwrap_or_default();
         log.lines()
             .filter(|l| l.split(' ').next() == Some(addr))
             .count()
-    };
-    let mut last = read();
-    loop {
-        thread::sleep(Duration::from_millis(100));
-        let now = read();
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
+    })
 }
 
 fn status_from(n: &Nginx, path: &str, addr: &str) -> Option<u16> {
