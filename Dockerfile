@@ -2,6 +2,8 @@
 #
 #   docker build -t authban .                                  nginx + authban (default)
 #   docker build --target mock-cloudstack -t mock-cloudstack . the mock API on 8080
+#   docker build --target redis -t authban-redis .             Debian's redis-server on 6379,
+#                                                              for a fleet (sync=, README)
 #   docker build --build-arg DEBIAN=bookworm ...               another Debian (README: Docker)
 #
 # The module is built exactly as `make module NGINX=/usr/sbin/nginx` builds
@@ -77,6 +79,30 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=2s \
     CMD curl -fsS -o /dev/null http://127.0.0.1:8080/_mock/stats || exit 1
 ENTRYPOINT ["mock-cloudstack"]
 CMD ["serve", "--listen", "0.0.0.0:8080"]
+
+# ---- Redis for a fleet of authban nodes (sync=redis://...) ---------------
+# Debian's own redis-server, in the foreground, as the redis user, on every
+# interface of the container with protected mode off: give it a password
+# (REDIS_PASSWORD, or --requirepass in the command) and keep it on a private
+# network. No persistence: the fleet's keys all expire (findtime, bantime).
+#   docker run -d --name redis --network fleet -e REDIS_PASSWORD=... authban-redis
+FROM debian:${DEBIAN}-slim AS redis
+ENV DEBIAN_FRONTEND=noninteractive
+RUN printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends redis-server \
+ && rm -f /usr/sbin/policy-rc.d \
+ && rm -rf /var/lib/apt/lists/* \
+ && redis-server --version
+COPY docker/redis-entrypoint.sh /redis-entrypoint.sh
+RUN chmod 755 /redis-entrypoint.sh
+USER redis
+WORKDIR /var/lib/redis
+EXPOSE 6379
+HEALTHCHECK --interval=10s --timeout=3s --start-period=2s \
+    CMD if [ -n "${REDIS_PASSWORD:-}" ]; then export REDISCLI_AUTH="$REDIS_PASSWORD"; fi; \
+        redis-cli ping | grep -q PONG || exit 1
+ENTRYPOINT ["/redis-entrypoint.sh"]
 
 # ---- nginx + authban (the default target) ---------------------------------
 FROM debian:${DEBIAN}-slim AS authban

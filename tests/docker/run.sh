@@ -6,7 +6,8 @@
 # 'N passed, N failed' line; exits non-zero on any failure.
 #
 # Environment: DEBIAN (default trixie, the Dockerfile's ARG),
-# AUTHBAN_DOCKER_TIMEOUT (seconds for the build, default 1500).
+# AUTHBAN_DOCKER_TIMEOUT (seconds for the build, default 1500),
+# AUTHBAN_DOCKER_ONLY=fleet (only the fleet scenario, tests/docker/fleet.sh).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
@@ -20,6 +21,7 @@ debian=${DEBIAN:-trixie}
 run=authban-t$$-$RANDOM
 img_ab=authban-test:$debian
 img_mock=authban-test-mock:$debian
+img_redis=authban-test-redis:$debian
 tmp=$(mktemp -d)
 passed=0
 failed=0
@@ -76,7 +78,7 @@ build_args=(--network host --build-arg "DEBIAN=$debian")
 # A TLS-inspecting proxy's CA for cargo, as a build secret (never in an image).
 [ -f /etc/ssl/certs/ca-certificates.crt ] && build_args+=(--secret id=cacert,src=/etc/ssl/certs/ca-certificates.crt)
 build_timeout=${AUTHBAN_DOCKER_TIMEOUT:-1500}
-for target in authban:"$img_ab" mock-cloudstack:"$img_mock"; do
+for target in authban:"$img_ab" mock-cloudstack:"$img_mock" redis:"$img_redis"; do
     start=$SECONDS
     say "building --target ${target%%:*} -> ${target#*:} (${builder[*]})"
     if ! timeout "$build_timeout" "${builder[@]}" "${build_args[@]}" --target "${target%%:*}" -t "${target#*:}" . >"$tmp/build.log" 2>&1; then
@@ -157,6 +159,16 @@ repeat() { # repeat WORD N
 want_403=$(printf '%s %s' "$(repeat 401 25)" "$(repeat 403 5)")
 want_444=$(printf '%s %s' "$(repeat 401 25)" "$(repeat 000/52 5)")
 want_200=$(repeat 200 30)
+
+summary() {
+    printf 'docker: %d passed, %d failed\n' "$passed" "$failed"
+    [ "$failed" -eq 0 ]
+}
+if [ "${AUTHBAN_DOCKER_ONLY:-}" = fleet ]; then
+    . tests/docker/fleet.sh
+    summary
+    exit
+fi
 
 # ---- scenario 1: a brute force refused at maxretry, a legitimate key served -
 say "scenario 1: authban_status 403 (the image's default configuration)"
@@ -277,5 +289,7 @@ check "lb: the balancer $lb_back is never banned" \
     bash -c "! docker logs '$run-ng-lb' 2>&1 | grep -q 'authban: ban zone=cloudstack addr=$lb_back '"
 check "lb: the mock saw exactly 25 failures from $att_lb" expect_eq failures "$(mock_failures_from mock-lb "$att_lb")" 25
 
-printf 'docker: %d passed, %d failed\n' "$passed" "$failed"
-[ "$failed" -eq 0 ]
+# ---- scenario 6: a fleet of three nodes sharing one zone through Redis ------
+. tests/docker/fleet.sh
+
+summary
