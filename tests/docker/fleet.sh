@@ -11,6 +11,7 @@
 # clients and the mock still reach it, so every check is a real request.
 
 say "scenario fleet: three nodes sharing one zone through Redis (sync=), a partition, a reconnect"
+fleet_start=$SECONDS
 
 fleet_nodes=(fl1 fl2 fl3)
 fleet_pass=fleet-$RANDOM$RANDOM$RANDOM
@@ -263,3 +264,4 @@ for n in "${fleet_nodes[@]}" flbad; do
 done
 check "fleet: the API never shows the Redis password" \
     bash -c "! docker exec '$run-fl1' curl -s http://127.0.0.1:8000/authban | grep -F -- '$fleet_pass' >/dev/null"
+say "fleet: scenario took $((SECONDS - fleet_start)) s"
