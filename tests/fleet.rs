@@ -332,6 +332,32 @@ fn round_robin_brute_force_is_counted_once_for_the_fleet() {
             sent_total >= MAXRETRY as u64,
             "failures_sent summed over the nodes: {sent_total}"
         );
+        // In Redis: the ban, ending with it; the failures, gone.
+        let ttl = match redis.cmd(&["PTTL", &format!("authban:fleet:ban:{addr}")]) {
+            Ok(Resp::Int(ms)) => ms,
+            other => panic!("PTTL of the ban key: {other:?}"),
+        };
+        assert!(
+            ttl > 3_590_000 && ttl <= 3_601_000,
+            "ban key PTTL {ttl} ms, bantime 1h"
+        );
+        // (A failure that reached another node before the ban did counts
+        // again; the ones up to the ban are gone.)
+        let left = match redis.cmd(&["ZCARD", &format!("authban:fleet:fail:{addr}")]) {
+            Ok(Resp::Int(n)) => n as usize,
+            other => panic!("ZCARD of the failures key: {other:?}"),
+        };
+        assert!(
+            left <= upstream - MAXRETRY,
+            "{left} failures kept in Redis after the ban ({upstream} reached the upstream): {:?}",
+            redis.cmd(&[
+                "ZRANGE",
+                &format!("authban:fleet:fail:{addr}"),
+                "0",
+                "-1",
+                "WITHSCORES"
+            ])
+        );
         // Still refused after the attack (no flapping).
         for n in &nodes {
             assert_eq!(get_from(n.port(), ATTACK, addr).status(), Some(403));
@@ -506,7 +532,8 @@ fn redis_killed_mid_attack_then_restarted() {
         wait_connected(&nodes, true);
 
         // The attack: round-robin over the nodes, a pool of attackers
-        // failing, and a legitimate client that must always pass.
+        // failing, and a legitimate client that must always pass; about
+        // 100 rounds a second.
         let ports: Vec<u16> = nodes.iter().map(Nginx::port).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let attack = {
@@ -522,6 +549,10 @@ fn redis_killed_mid_attack_then_restarted() {
                     let status = get_from(port, "/ok", "192.0.2.200").status();
                     seen.push((port, "192.0.2.200".into(), "/ok".into(), status));
                     i += 1;
+                    // Paced: every request takes a loopback port for 60 s
+                    // (TIME_WAIT), twice when proxied; a flood would run
+                    // the host out of ephemeral ports.
+                    thread::sleep(Duration::from_millis(10));
                 }
                 seen
             })
@@ -756,6 +787,11 @@ fn redis_password_right_and_wrong() {
             assert!(!n.error_log().contains(password));
             assert_eq!(sync_state(n).str("url"), redis.shown_url());
         }
+        // Reconnect attempts (every second) do not repeat the line.
+        thread::sleep(Duration::from_millis(2500));
+        let again = lines_with(&wrong.error_log(), &[&refused]);
+        assert_eq!(again.len(), 1, "refused logged more than once: {again:#?}");
+        assert!(!sync_state(wrong).bool("connected"));
         // Local-only: the fleet's ban is unknown there, its own bans work.
         assert!(
             passes(wrong, addr),
