@@ -18,6 +18,7 @@ run: build
 # Unit, property and integration tests (real nginx, worker_processes >= 2).
 test: build
 	@scripts/deps.sh python3 python3-prometheus-client
+	@scripts/deps-redis.sh
 	@scripts/fetch-fail2ban.sh
 	timeout 1800 cargo test --release --workspace -- --test-threads=4
 	@$(MAKE) --no-print-directory test-deploy

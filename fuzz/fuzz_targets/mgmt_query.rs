@@ -210,6 +210,7 @@ fn zone_view(name: String) -> api::ZoneView {
         tracked: 7,
         bans: 5,
         stats: Stats::default(),
+        sync: None,
     }
 }
 

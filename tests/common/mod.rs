@@ -28,6 +28,7 @@ mod nginx;
 mod paths;
 mod ports;
 mod process;
+mod redis;
 
 pub use client::{get, get_from, http, http_at, http_from_ip, Conn, Reply, Response, HTTP_TIMEOUT};
 pub use json::Json;
@@ -36,6 +37,7 @@ pub use nginx::{nginx_test_config, Nginx, NginxOptions};
 pub use paths::{build_dir, mock_bin, module_path, nginx_bin};
 pub use ports::free_port;
 pub use process::with_timeout;
+pub use redis::{redis_server_bin, Redis, Resp};
 
 use std::time::{Duration, Instant};
 

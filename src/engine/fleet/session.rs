@@ -70,6 +70,8 @@ enum Expect {
     /// The last handshake step: its reply makes the session ready.
     HandshakeLast,
     ScriptLoad,
+    /// The script again, after Redis forgot it (SCRIPT FLUSH).
+    ScriptReload,
     Count(Key),
     Scan,
     Fetch {
@@ -285,6 +287,12 @@ impl Session {
                     events.push(Event::Refused(text.clone()));
                     Err(Broken(text.clone()))
                 }
+                Expect::Count(_) if text.starts_with("NOSCRIPT") => {
+                    // This failure is lost; the next ones count again.
+                    self.command(&["SCRIPT", "LOAD", COUNT_SCRIPT], Expect::ScriptReload);
+                    events.push(Event::CommandError(text.clone()));
+                    Ok(())
+                }
                 _ => {
                     events.push(Event::CommandError(text.clone()));
                     Ok(())
@@ -302,6 +310,10 @@ impl Session {
                 self.script_sha = Some(sha);
                 self.ready = true;
                 events.push(Event::Ready);
+            }
+            Expect::ScriptReload => {
+                let sha = text_of(&frame).ok_or_else(|| Broken("bad SCRIPT LOAD reply".into()))?;
+                self.script_sha = Some(sha);
             }
             Expect::Count(key) => {
                 let OwnedFrame::Integer(n) = frame else {

@@ -90,6 +90,13 @@ fn command_errors_are_reported_and_the_link_goes_on() {
             Event::FleetCount { key, count: 2 }
         ]
     );
+    // Redis forgot the script: it is loaded again, quietly.
+    assert!(String::from_utf8_lossy(s.output())
+        .ends_with(&format!("${}\r\n{COUNT_SCRIPT}\r\n", COUNT_SCRIPT.len())));
+    assert_eq!(feed(&mut s, b"$3\r\nnew\r\n"), vec![]);
+    s.sent(s.output().len());
+    s.count_failure(&key, 600);
+    assert!(String::from_utf8_lossy(s.output()).contains("$3\r\nnew\r\n"));
 }
 
 #[test]

@@ -1,0 +1,885 @@
+//! Fleet sync through Redis (`authban_zone ... sync=redis://...`): a real
+//! `redis-server` on a free loopback port and three real nginx nodes (each
+//! worker_processes 2, own prefix and ports) in front of one shared mock
+//! CloudStack upstream. Clients are played with realip (`X-Forwarded-For`
+//! from loopback).
+//!
+//! Each node: `{port}` is the front server (`/client/api` proxied to the
+//! mock, which answers 401 to an unsigned call; `/ok` proxied to the node's
+//! own back server, which answers 200), `{port2}` the back server with the
+//! management endpoint. Zone `fleet` has `sync=`, zone `local` has not.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const MAXRETRY: usize = 10;
+
+/// An unsigned CloudStack API call: the mock answers 401 (a failure).
+const ATTACK: &str = "/client/api?command=listZones&response=json";
+
+/// How long a ban may take to reach the other nodes.
+const PROPAGATION: Duration = Duration::from_secs(1);
+
+/// One node's http block; `sync` is the `sync=` URL.
+fn node_conf(mock: &Mock, sync: &str) -> String {
+    format!(
+        r#"
+    authban_zone zone=fleet:1m maxretry={MAXRETRY} findtime=10m bantime=1h sync={sync};
+    authban_zone zone=local:64k maxretry=3;
+
+    server {{
+        listen 127.0.0.1:{{port}};
+        set_real_ip_from 127.0.0.1;
+        real_ip_header X-Forwarded-For;
+
+        location /client/api {{
+            authban fleet;
+            proxy_pass http://{mock};
+        }}
+        location /ok {{
+            authban fleet;
+            proxy_pass http://127.0.0.1:{{port2}}/up;
+        }}
+        location /local {{
+            authban local;
+            proxy_pass http://127.0.0.1:{{port2}}/up;
+        }}
+    }}
+
+    server {{
+        listen 127.0.0.1:{{port2}};
+        location = /up {{
+            return 200 "up\n";
+        }}
+        location = /authban {{
+            authban_api;
+            allow 127.0.0.1;
+            deny all;
+        }}
+    }}
+    "#,
+        mock = mock.addr()
+    )
+}
+
+fn start_node(mock: &Mock, sync: &str) -> Nginx {
+    Nginx::options().workers(2).start(&node_conf(mock, sync))
+}
+
+fn start_nodes(mock: &Mock, sync: &str, n: usize) -> Vec<Nginx> {
+    (0..n).map(|_| start_node(mock, sync)).collect()
+}
+
+// ---- the management endpoint ------------------------------------------------
+
+fn api(n: &Nginx, method: &str, query: &str) -> Reply {
+    http(n.port2(), method, &format!("/authban{query}"), &[], None)
+}
+
+fn api_ok(n: &Nginx, method: &str, query: &str) -> Json {
+    let reply = api(n, method, query);
+    let r = reply.response();
+    assert_eq!(
+        r.status,
+        200,
+        "{method} /authban{query} on node :{}: {}\n{}",
+        n.port(),
+        r.text(),
+        tail_log(n)
+    );
+    Json::parse(&r.text())
+        .unwrap_or_else(|e| panic!("{method} /authban{query}: invalid JSON ({e}): {}", r.text()))
+}
+
+/// The `sync` object of zone `fleet`.
+fn sync_state(n: &Nginx) -> Json {
+    api_ok(n, "GET", "?zone=fleet").get("sync").clone()
+}
+
+fn sync_counter(n: &Nginx, name: &str) -> u64 {
+    sync_state(n).u64(name)
+}
+
+/// Waits (10 s) until every node's link is `connected == want`.
+fn wait_connected(nodes: &[Nginx], want: bool) {
+    for (i, n) in nodes.iter().enumerate() {
+        let ok = wait_until(Duration::from_secs(10), || {
+            sync_state(n).bool("connected") == want
+        });
+        assert!(
+            ok,
+            "node {} never reported connected={want}: {:?}\n{}",
+            i + 1,
+            sync_state(n),
+            tail_log(n)
+        );
+    }
+}
+
+/// Whether zone `fleet` of node `n` holds a ban covering `addr` (API view).
+fn api_banned(n: &Nginx, addr: &str) -> bool {
+    let reply = api(n, "GET", &format!("?zone=fleet&addr={addr}"));
+    match reply.status() {
+        Some(200) => Json::parse(&reply.text()).is_ok_and(|j| j.bool("banned")),
+        _ => false,
+    }
+}
+
+fn ban(n: &Nginx, addr: &str) {
+    api_ok(n, "POST", &format!("?zone=fleet&addr={addr}"));
+}
+
+fn unban(n: &Nginx, addr: &str) {
+    api_ok(n, "DELETE", &format!("?zone=fleet&addr={addr}"));
+}
+
+// ---- requests ---------------------------------------------------------------
+
+/// The status of `GET /ok` from `addr` on node `n` (200 passes, 403 refused).
+fn ok_status(n: &Nginx, addr: &str) -> Option<u16> {
+    get_from(n.port(), "/ok", addr).status()
+}
+
+fn refuses(n: &Nginx, addr: &str) -> bool {
+    ok_status(n, addr) == Some(403)
+}
+
+fn passes(n: &Nginx, addr: &str) -> bool {
+    ok_status(n, addr) == Some(200)
+}
+
+/// Polls `cond` until it holds or `timeout` elapses; the time it took.
+fn within(timeout: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let t0 = Instant::now();
+    wait_until(timeout, &mut cond).then(|| t0.elapsed())
+}
+
+/// Asserts node `i` (1-based, for messages) refuses `addr` within `timeout`.
+fn expect_refused(nodes: &[Nginx], i: usize, addr: &str, timeout: Duration, what: &str) {
+    let n = &nodes[i - 1];
+    match within(timeout, || refuses(n, addr)) {
+        Some(d) => eprintln!("{what}: node {i} refuses {addr} after {d:?}"),
+        None => panic!(
+            "{what}: node {i} does not refuse {addr} within {timeout:?} (GET /ok: {:?}, sync {:?})\n{}",
+            ok_status(n, addr),
+            sync_state(n),
+            tail_log(n)
+        ),
+    }
+}
+
+fn expect_passes(nodes: &[Nginx], i: usize, addr: &str, timeout: Duration, what: &str) {
+    let n = &nodes[i - 1];
+    match within(timeout, || passes(n, addr)) {
+        Some(d) => eprintln!("{what}: node {i} passes {addr} after {d:?}"),
+        None => panic!(
+            "{what}: node {i} still refuses {addr} after {timeout:?} (sync {:?})\n{}",
+            sync_state(n),
+            tail_log(n)
+        ),
+    }
+}
+
+/// `count` failing calls (401 from the mock) from `addr` to node `n`.
+fn fail(n: &Nginx, addr: &str, count: usize) {
+    for k in 1..=count {
+        let reply = get_from(n.port(), ATTACK, addr);
+        assert_eq!(
+            reply.status(),
+            Some(401),
+            "failure {k} of {count} from {addr}"
+        );
+    }
+}
+
+fn mock_401(mock: &Mock) -> usize {
+    mock.stats().1.get(&401).copied().unwrap_or(0) as usize
+}
+
+// ---- logs ---------------------------------------------------------------------
+
+fn tail_log(n: &Nginx) -> String {
+    let log = n.error_log();
+    let lines: Vec<&str> = log.lines().collect();
+    format!(
+        "--- error.log tail ({}):\n{}",
+        n.dir().display(),
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    )
+}
+
+/// The lines of `text` holding every one of `needles`.
+fn lines_with(text: &str, needles: &[&str]) -> Vec<String> {
+    text.lines()
+        .filter(|l| needles.iter().all(|w| l.contains(w)))
+        .map(str::to_string)
+        .collect()
+}
+
+fn down_line(redis: &Redis) -> String {
+    format!(
+        "authban: zone=fleet sync link to {} is down (",
+        redis.shown_url()
+    )
+}
+
+fn up_line(redis: &Redis) -> String {
+    format!(
+        "authban: zone=fleet sync link to {} is up",
+        redis.shown_url()
+    )
+}
+
+fn assert_all_clean(nodes: &[Nginx]) {
+    for n in nodes {
+        n.assert_clean();
+    }
+}
+
+// ---- tests ----------------------------------------------------------------------
+
+/// A brute force spread round-robin over three nodes, one request at a
+/// time, gets at most maxretry + 2 failures to the upstream, and once it is
+/// banned every node refuses it within 1 s.
+#[test]
+fn round_robin_brute_force_is_counted_once_for_the_fleet() {
+    with_timeout(120, || {
+        let redis = Redis::start();
+        let mock = Mock::start();
+        let nodes = start_nodes(&mock, &redis.url(), 3);
+        wait_connected(&nodes, true);
+        mock.reset();
+        let addr = "198.51.100.66";
+
+        let mut failures = 0;
+        let mut banned_at = None;
+        let mut refused_in_a_row = 0;
+        let mut sent = 0;
+        // At most 3 * maxretry requests: without sync every node would let
+        // maxretry through (3 * maxretry) and refuse none.
+        while refused_in_a_row < nodes.len() {
+            assert!(
+                sent < 3 * MAXRETRY,
+                "{sent} requests round-robin, {failures} failed, not refused by every node\n{}",
+                nodes.iter().map(tail_log).collect::<Vec<_>>().join("\n")
+            );
+            let n = &nodes[sent % nodes.len()];
+            let status = get_from(n.port(), ATTACK, addr).status();
+            sent += 1;
+            match status {
+                Some(401) => {
+                    failures += 1;
+                    refused_in_a_row = 0;
+                    if failures == MAXRETRY {
+                        banned_at = Some(Instant::now());
+                    }
+                }
+                Some(403) => refused_in_a_row += 1,
+                other => panic!("request {sent} (node :{}): {other:?}", n.port()),
+            }
+        }
+        let banned_at = banned_at.expect("refused before maxretry failures");
+        let upstream = settled_count(|| mock_401(&mock));
+        eprintln!(
+            "round-robin: {sent} requests, {failures} failures answered, {upstream} reached the upstream \
+             (maxretry {MAXRETRY}); every node refused {:?} after the maxretry-th failure",
+            banned_at.elapsed()
+        );
+        assert_eq!(upstream, failures, "401s the mock sent vs the client saw");
+        assert!(
+            (MAXRETRY..=MAXRETRY + 2).contains(&upstream),
+            "{upstream} failures reached the upstream, want maxretry {MAXRETRY} to maxretry + 2"
+        );
+        // Every node refuses the address, on any location of the zone,
+        // within 1 s of the maxretry-th failure.
+        let deadline = banned_at + PROPAGATION;
+        for (i, n) in nodes.iter().enumerate() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                wait_until(left, || refuses(n, addr)),
+                "node {} does not refuse {addr} within {PROPAGATION:?} of the ban\n{}",
+                i + 1,
+                tail_log(n)
+            );
+            assert!(api_banned(n, addr), "node {}: API says not banned", i + 1);
+        }
+        // The node that saw the maxretry-th failure banned it for the fleet.
+        let by_fleet: Vec<String> = nodes
+            .iter()
+            .flat_map(|n| {
+                lines_with(
+                    &n.error_log(),
+                    &[
+                        &format!("authban: ban zone=fleet addr={addr} "),
+                        " by=fleet",
+                    ],
+                )
+            })
+            .collect();
+        assert!(
+            !by_fleet.is_empty(),
+            "no node logged a `by=fleet` ban of {addr}\n{}",
+            nodes.iter().map(tail_log).collect::<Vec<_>>().join("\n")
+        );
+        let sent_total: u64 = nodes.iter().map(|n| sync_counter(n, "failures_sent")).sum();
+        assert!(
+            sent_total >= MAXRETRY as u64,
+            "failures_sent summed over the nodes: {sent_total}"
+        );
+        // In Redis: the ban, ending with it; the failures, gone.
+        let ttl = match redis.cmd(&["PTTL", &format!("authban:fleet:ban:{addr}")]) {
+            Ok(Resp::Int(ms)) => ms,
+            other => panic!("PTTL of the ban key: {other:?}"),
+        };
+        assert!(
+            ttl > 3_590_000 && ttl <= 3_601_000,
+            "ban key PTTL {ttl} ms, bantime 1h"
+        );
+        // (A failure that reached another node before the ban did counts
+        // again; the ones up to the ban are gone.)
+        let left = match redis.cmd(&["ZCARD", &format!("authban:fleet:fail:{addr}")]) {
+            Ok(Resp::Int(n)) => n as usize,
+            other => panic!("ZCARD of the failures key: {other:?}"),
+        };
+        assert!(
+            left <= upstream - MAXRETRY,
+            "{left} failures kept in Redis after the ban ({upstream} reached the upstream): {:?}",
+            redis.cmd(&[
+                "ZRANGE",
+                &format!("authban:fleet:fail:{addr}"),
+                "0",
+                "-1",
+                "WITHSCORES"
+            ])
+        );
+        // Still refused after the attack (no flapping).
+        for n in &nodes {
+            assert_eq!(get_from(n.port(), ATTACK, addr).status(), Some(403));
+        }
+        assert_eq!(settled_count(|| mock_401(&mock)), upstream);
+        assert_all_clean(&nodes);
+    });
+}
+
+/// A ban through the API of node 1 is refused by nodes 2 and 3 within 1 s;
+/// an unban through node 3 frees the address on nodes 1 and 2 within 1 s.
+/// The sync counters say so; a zone without sync= has no `sync` field.
+#[test]
+fn api_ban_and_unban_reach_every_node() {
+    with_timeout(120, || {
+        let redis = Redis::start();
+        let mock = Mock::start();
+        let nodes = start_nodes(&mock, &redis.url(), 3);
+        wait_connected(&nodes, true);
+        let addr = "203.0.113.7";
+        for (i, n) in nodes.iter().enumerate() {
+            assert!(
+                passes(n, addr),
+                "node {} refuses {addr} before any ban",
+                i + 1
+            );
+        }
+
+        // The sync object, and no sync for zone `local` (no sync=).
+        let s = sync_state(&nodes[0]);
+        assert_eq!(
+            s.keys(),
+            [
+                "url",
+                "connected",
+                "failures_sent",
+                "bans_sent",
+                "bans_received",
+                "unbans_sent",
+                "unbans_received",
+                "errors",
+                "last_error"
+            ],
+            "{s:?}"
+        );
+        assert_eq!(s.str("url"), redis.shown_url());
+        assert!(s.bool("connected"));
+        assert_eq!(s.get("last_error").value(), &serde_json::Value::Null);
+        for n in &nodes {
+            let local = api_ok(n, "GET", "?zone=local");
+            assert!(local.opt("sync").is_none(), "zone local: {local:?}");
+            let list = api_ok(n, "GET", "");
+            for z in list.arr("zones") {
+                match z.str("name") {
+                    "fleet" => assert!(z.opt("sync").is_some(), "{z:?}"),
+                    "local" => assert!(z.opt("sync").is_none(), "{z:?}"),
+                    other => panic!("unexpected zone {other}"),
+                }
+            }
+        }
+        let prom = api(&nodes[0], "GET", "?format=prometheus").text();
+        assert!(
+            prom.lines()
+                .any(|l| l == "authban_sync_connected{zone=\"fleet\"} 1"),
+            "{prom}"
+        );
+        assert!(
+            !prom
+                .lines()
+                .any(|l| l.starts_with("authban_sync_") && l.contains("zone=\"local\"")),
+            "{prom}"
+        );
+
+        // Ban on node 1.
+        ban(&nodes[0], addr);
+        let t0 = Instant::now();
+        assert!(refuses(&nodes[0], addr), "node 1 itself");
+        for i in [2, 3] {
+            let left = PROPAGATION.saturating_sub(t0.elapsed());
+            expect_refused(&nodes, i, addr, left, "API ban on node 1");
+        }
+        eprintln!(
+            "API ban on node 1: refused everywhere after {:?}",
+            t0.elapsed()
+        );
+        assert!(
+            wait_until(Duration::from_secs(5), || sync_counter(
+                &nodes[0],
+                "bans_sent"
+            ) == 1),
+            "node 1 bans_sent: {:?}",
+            sync_state(&nodes[0])
+        );
+        for i in [2, 3] {
+            let n = &nodes[i - 1];
+            assert!(
+                wait_until(Duration::from_secs(5), || sync_counter(n, "bans_received")
+                    == 1),
+                "node {i} bans_received: {:?}",
+                sync_state(n)
+            );
+            let got = lines_with(
+                &n.error_log(),
+                &[&format!("authban: ban zone=fleet addr={addr} "), " by=sync"],
+            );
+            assert_eq!(
+                got.len(),
+                1,
+                "node {i}: ban received logged once\n{}",
+                tail_log(n)
+            );
+            // The zone without sync= knows nothing of it.
+            assert_eq!(get_from(n.port(), "/local", addr).status(), Some(200));
+        }
+
+        // Unban on node 3.
+        unban(&nodes[2], addr);
+        let t0 = Instant::now();
+        assert!(passes(&nodes[2], addr), "node 3 itself");
+        for i in [1, 2] {
+            let left = PROPAGATION.saturating_sub(t0.elapsed());
+            expect_passes(&nodes, i, addr, left, "API unban on node 3");
+        }
+        eprintln!(
+            "API unban on node 3: free everywhere after {:?}",
+            t0.elapsed()
+        );
+        assert!(
+            wait_until(Duration::from_secs(5), || sync_counter(
+                &nodes[2],
+                "unbans_sent"
+            ) == 1),
+            "node 3 unbans_sent: {:?}",
+            sync_state(&nodes[2])
+        );
+        for i in [1, 2] {
+            let n = &nodes[i - 1];
+            assert!(
+                wait_until(Duration::from_secs(5), || sync_counter(
+                    n,
+                    "unbans_received"
+                ) == 1),
+                "node {i} unbans_received: {:?}",
+                sync_state(n)
+            );
+            let want = format!("authban: unban zone=fleet addr={addr} reason=sync");
+            assert_eq!(
+                lines_with(&n.error_log(), &[&want]).len(),
+                1,
+                "node {i}\n{}",
+                tail_log(n)
+            );
+        }
+        for n in &nodes {
+            assert!(sync_state(n).bool("connected"));
+            assert_eq!(sync_counter(n, "errors"), 0, "{:?}", sync_state(n));
+        }
+        assert_all_clean(&nodes);
+    });
+}
+
+/// Redis killed while an attack runs: no request fails, every node logs the
+/// drop once and keeps banning locally; Redis restarted on the same port:
+/// every node logs the recovery, and the bans made during the outage reach
+/// the other nodes.
+#[test]
+fn redis_killed_mid_attack_then_restarted() {
+    with_timeout(180, || {
+        let mut redis = Redis::start();
+        let mock = Mock::start();
+        let nodes = start_nodes(&mock, &redis.url(), 3);
+        wait_connected(&nodes, true);
+
+        // The attack: round-robin over the nodes, a pool of attackers
+        // failing, and a legitimate client that must always pass; about
+        // 100 rounds a second.
+        let ports: Vec<u16> = nodes.iter().map(Nginx::port).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let attack = {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut seen: Vec<(u16, String, String, Option<u16>)> = Vec::new();
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let port = ports[i % ports.len()];
+                    let attacker = format!("198.51.100.{}", 1 + i % 40);
+                    let status = get_from(port, ATTACK, &attacker).status();
+                    seen.push((port, attacker, ATTACK.to_string(), status));
+                    let status = get_from(port, "/ok", "192.0.2.200").status();
+                    seen.push((port, "192.0.2.200".into(), "/ok".into(), status));
+                    i += 1;
+                    // Paced: every request takes a loopback port for 60 s
+                    // (TIME_WAIT), twice when proxied; a flood would run
+                    // the host out of ephemeral ports.
+                    thread::sleep(Duration::from_millis(10));
+                }
+                seen
+            })
+        };
+
+        thread::sleep(Duration::from_millis(500));
+        let offsets: Vec<usize> = nodes.iter().map(Nginx::error_log_len).collect();
+        redis.stop();
+        let killed = Instant::now();
+        let down = down_line(&redis);
+        for (i, n) in nodes.iter().enumerate() {
+            assert!(
+                n.wait_for_error_log(&down, Duration::from_secs(5)),
+                "node {}: no {down:?} within 5 s of the kill\n{}",
+                i + 1,
+                tail_log(n)
+            );
+        }
+        eprintln!("every node saw the link down after {:?}", killed.elapsed());
+        wait_connected(&nodes, false);
+
+        // A local ban by count on node 1, and one through node 2's API.
+        let local = "203.0.113.50";
+        fail(&nodes[0], local, MAXRETRY);
+        assert!(
+            refuses(&nodes[0], local),
+            "node 1 does not ban locally\n{}",
+            tail_log(&nodes[0])
+        );
+        let manual = "203.0.113.60";
+        ban(&nodes[1], manual);
+        assert!(refuses(&nodes[1], manual));
+
+        // Let the outage last through several reconnect attempts.
+        thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::Relaxed);
+        let seen = attack.join().expect("attack thread");
+        let bad: Vec<_> = seen
+            .iter()
+            .filter(|(_, who, path, status)| match status {
+                Some(401 | 403) if path == ATTACK => false,
+                Some(200) if who == "192.0.2.200" => false,
+                _ => true,
+            })
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "{} of {} requests failed during the outage: {:?}",
+            bad.len(),
+            seen.len(),
+            &bad[..bad.len().min(20)]
+        );
+        eprintln!("{} requests during the attack, none failed", seen.len());
+
+        for (i, n) in nodes.iter().enumerate() {
+            let s = sync_state(n);
+            assert!(!s.bool("connected"), "node {}: {s:?}", i + 1);
+            assert!(
+                matches!(s.get("last_error").value(), serde_json::Value::String(e) if !e.is_empty()),
+                "node {}: {s:?}",
+                i + 1
+            );
+            let drops = lines_with(&n.error_log_since(offsets[i]), &[&down]);
+            assert_eq!(
+                drops.len(),
+                1,
+                "node {}: link down logged {drops:#?}",
+                i + 1
+            );
+            assert!(drops[0].contains("[warn]"), "{drops:?}");
+        }
+        // Nobody else knows the outage's bans yet.
+        assert!(passes(&nodes[1], local) && passes(&nodes[2], local));
+        assert!(passes(&nodes[0], manual) && passes(&nodes[2], manual));
+
+        // Redis back (empty, on the same port).
+        let offsets: Vec<usize> = nodes.iter().map(Nginx::error_log_len).collect();
+        redis.restart();
+        let back = Instant::now();
+        let up = up_line(&redis);
+        for (i, n) in nodes.iter().enumerate() {
+            assert!(
+                wait_until(Duration::from_secs(5), || n
+                    .error_log_since(offsets[i])
+                    .contains(&up)),
+                "node {}: no {up:?} within 5 s of the restart\n{}",
+                i + 1,
+                tail_log(n)
+            );
+        }
+        let converge = Duration::from_secs(5);
+        for i in [2, 3] {
+            expect_refused(&nodes, i, local, converge, "local ban during the outage");
+        }
+        for i in [1, 3] {
+            expect_refused(&nodes, i, manual, converge, "API ban during the outage");
+        }
+        eprintln!("converged {:?} after Redis came back", back.elapsed());
+        wait_connected(&nodes, true);
+        for (i, n) in nodes.iter().enumerate() {
+            let log = n.error_log();
+            assert_eq!(
+                lines_with(&log, &[&down]).len(),
+                1,
+                "node {}: one drop, one down line",
+                i + 1
+            );
+            let ups = lines_with(&n.error_log_since(offsets[i]), &[&up]);
+            assert_eq!(ups.len(), 1, "node {}: {ups:#?}", i + 1);
+            assert!(ups[0].contains("[notice]"), "{ups:?}");
+        }
+        // The outage's bans are in Redis now.
+        let keys = redis.keys("authban:fleet:ban:*");
+        for addr in [local, manual] {
+            assert!(
+                keys.contains(&format!("authban:fleet:ban:{addr}")),
+                "{addr} not in Redis: {keys:?}"
+            );
+        }
+        assert_all_clean(&nodes);
+    });
+}
+
+/// A node restarted (fresh prefix, no state file) while the others hold
+/// bans gets them from Redis on start: refused from its first request.
+#[test]
+fn restarted_node_loads_the_bans_from_redis() {
+    with_timeout(150, || {
+        let redis = Redis::start();
+        let mock = Mock::start();
+        let mut nodes = start_nodes(&mock, &redis.url(), 3);
+        wait_connected(&nodes, true);
+
+        // A ban through the API, and one by the fleet's count.
+        let manual = "192.0.2.41";
+        ban(&nodes[0], manual);
+        expect_refused(&nodes, 3, manual, PROPAGATION, "API ban");
+        let counted = "192.0.2.42";
+        let mut sent = 0;
+        while !nodes.iter().all(|n| api_banned(n, counted)) {
+            assert!(sent < 3 * MAXRETRY, "{counted} not banned everywhere");
+            let n = &nodes[sent % 3];
+            let status = get_from(n.port(), ATTACK, counted).status();
+            assert!(matches!(status, Some(401 | 403)), "{status:?}");
+            sent += 1;
+        }
+
+        // Node 3 stops; a ban made while it is away.
+        nodes.pop().expect("node 3").stop();
+        let while_away = "192.0.2.43";
+        ban(&nodes[1], while_away);
+        expect_refused(
+            &nodes,
+            1,
+            while_away,
+            PROPAGATION,
+            "ban while node 3 is away",
+        );
+
+        // Node 3 again, in a fresh prefix: it knows every ban at once.
+        let restarted = start_node(&mock, &redis.url());
+        for addr in [manual, counted, while_away] {
+            assert_eq!(
+                ok_status(&restarted, addr),
+                Some(403),
+                "restarted node lets {addr} through\n{}",
+                tail_log(&restarted)
+            );
+        }
+        for addr in [manual, counted, while_away] {
+            assert!(api_banned(&restarted, addr), "{addr}");
+        }
+        assert!(passes(&restarted, "192.0.2.44"));
+        nodes.push(restarted);
+        wait_connected(&nodes, true);
+        assert_all_clean(&nodes);
+    });
+}
+
+/// Redis with a password: the right one works; a wrong one is logged as
+/// refused with Redis's own error, shown in the API, and the node works
+/// alone.
+#[test]
+fn redis_password_right_and_wrong() {
+    with_timeout(120, || {
+        let password = "fleet-s3cret";
+        let redis = Redis::start_with_password(password);
+        let mock = Mock::start();
+        let good = redis.url();
+        assert!(good.contains(password));
+        let bad = good.replace(password, "not-the-password");
+        let mut nodes = start_nodes(&mock, &good, 2);
+        nodes.push(start_node(&mock, &bad));
+        wait_connected(&nodes[..2], true);
+
+        // The right password: a ban propagates.
+        let addr = "198.51.100.90";
+        ban(&nodes[0], addr);
+        expect_refused(&nodes, 2, addr, PROPAGATION, "with the password");
+
+        // The wrong one: refused, logged with Redis's answer, link down.
+        let wrong = &nodes[2];
+        let refused = format!(
+            "authban: zone=fleet sync to {} refused: ",
+            redis.shown_url()
+        );
+        assert!(
+            wrong.wait_for_error_log(&refused, Duration::from_secs(5)),
+            "no {refused:?}\n{}",
+            tail_log(wrong)
+        );
+        let lines = lines_with(&wrong.error_log(), &[&refused]);
+        assert!(
+            lines[0].contains("WRONGPASS") || lines[0].contains("NOAUTH"),
+            "Redis's error text missing: {lines:?}"
+        );
+        assert!(lines[0].contains("[error]"), "{lines:?}");
+        eprintln!(
+            "wrong password: {} refused line(s): {:?}",
+            lines.len(),
+            lines[0]
+        );
+        let s = sync_state(wrong);
+        assert!(!s.bool("connected"), "{s:?}");
+        assert!(
+            matches!(s.get("last_error").value(), serde_json::Value::String(e) if !e.is_empty()),
+            "{s:?}"
+        );
+        assert_eq!(s.str("url"), redis.shown_url());
+        for n in &nodes {
+            assert!(!n.error_log().contains("not-the-password"));
+            assert!(!n.error_log().contains(password));
+            assert_eq!(sync_state(n).str("url"), redis.shown_url());
+        }
+        // Reconnect attempts (every second) do not repeat the line.
+        thread::sleep(Duration::from_millis(2500));
+        let again = lines_with(&wrong.error_log(), &[&refused]);
+        assert_eq!(again.len(), 1, "refused logged more than once: {again:#?}");
+        assert!(!sync_state(wrong).bool("connected"));
+        // Local-only: the fleet's ban is unknown there, its own bans work.
+        assert!(
+            passes(wrong, addr),
+            "the node with the wrong password got a ban"
+        );
+        let local = "198.51.100.91";
+        fail(wrong, local, MAXRETRY);
+        assert!(refuses(wrong, local), "no local ban\n{}", tail_log(wrong));
+        // ... and stay local.
+        thread::sleep(Duration::from_millis(500));
+        assert!(passes(&nodes[0], local) && passes(&nodes[1], local));
+        assert_all_clean(&nodes);
+    });
+}
+
+/// `nginx -t` refuses a bad sync= value and names it; good ones pass.
+#[test]
+fn bad_sync_values_are_refused_by_nginx_t() {
+    with_timeout(60, || {
+        for value in [
+            "http://127.0.0.1:6379",
+            "redis://",
+            "redis://127.0.0.1:notaport",
+            "redis://127.0.0.1:70000",
+            "redis://127.0.0.1:6379/db",
+            "127.0.0.1:6379",
+            "",
+        ] {
+            let (ok, out) = nginx_test_config(&format!("authban_zone zone=z:1m sync={value};\n"));
+            assert!(!ok, "sync={value:?} accepted:\n{out}");
+            for want in [
+                "[emerg]",
+                "authban_zone",
+                &format!("invalid sync \"{value}\""),
+                "expected redis://",
+            ] {
+                assert!(out.contains(want), "sync={value:?}: no {want:?} in\n{out}");
+            }
+            assert!(!out.contains("panicked"), "{out}");
+        }
+        for value in [
+            "redis://127.0.0.1:6379",
+            "redis://127.0.0.1",
+            "redis://[::1]:6380/2",
+            "redis://:pw@127.0.0.1:6379/1",
+            "redis://user:pw@localhost:6379",
+        ] {
+            let (ok, out) = nginx_test_config(&format!("authban_zone zone=z:1m sync={value};\n"));
+            assert!(ok, "sync={value:?} refused:\n{out}");
+        }
+    });
+}
+
+/// The harness's redis-server: answers, stops, comes back on its port, and
+/// asks for its password.
+#[test]
+fn redis_harness_starts_stops_and_restarts() {
+    with_timeout(60, || {
+        let mut redis = Redis::start();
+        let port = redis.port();
+        assert_eq!(redis.cmd(&["SET", "k", "v"]), Ok(Resp::Simple("OK".into())));
+        assert_eq!(redis.cmd(&["GET", "k"]), Ok(Resp::Bulk(Some("v".into()))));
+        assert_eq!(redis.keys("k*"), ["k"]);
+        redis.stop();
+        assert!(redis.cmd(&["PING"]).is_err());
+        redis.restart();
+        assert_eq!(redis.port(), port);
+        assert_eq!(
+            redis.cmd(&["GET", "k"]),
+            Ok(Resp::Bulk(None)),
+            "no persistence"
+        );
+
+        let locked = Redis::start_with_password("pw");
+        assert_eq!(locked.cmd(&["PING"]), Ok(Resp::Simple("PONG".into())));
+        assert_eq!(
+            locked.url(),
+            format!("redis://:pw@127.0.0.1:{}", locked.port())
+        );
+        let mut anon = std::net::TcpStream::connect(("127.0.0.1", locked.port())).unwrap();
+        std::io::Write::write_all(&mut anon, b"PING\r\n").unwrap();
+        let mut buf = [0u8; 64];
+        let n = std::io::Read::read(&mut anon, &mut buf).unwrap();
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("-NOAUTH"),
+            "port {}: {:?}",
+            locked.port(),
+            String::from_utf8_lossy(&buf[..n])
+        );
+    });
+}
