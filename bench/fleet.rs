@@ -348,7 +348,6 @@ fn brute_force(cfg: &Config, s: &mut Section, ports: &[u16], mock: &Mock) {
     let mut most_16 = 0.0;
     for (conns, net) in [(1usize, 20u32), (16, 21)] {
         let mut upstream = Samples::new();
-        let mut settle = Samples::new();
         let mut unrefused = 0;
         for rep in 0..cfg.rounds() {
             mock.reset();
@@ -357,14 +356,12 @@ fn brute_force(cfg: &Config, s: &mut Section, ports: &[u16], mock: &Mock) {
             let (_, by_status) = mock.stats();
             upstream.push(*by_status.get(&401).unwrap_or(&0) as f64);
             // After the attack every node must refuse the address.
-            let t = Instant::now();
             let all = wait_until(Duration::from_secs(1), || {
                 ports.iter().all(|&p| {
                     http(p, "GET", "/probe", &[("X-Forwarded-For", &addr)], None).status()
                         == Some(403)
                 })
             });
-            settle.push(t.elapsed().as_secs_f64() * 1000.0);
             if !all {
                 unrefused += 1;
             }
