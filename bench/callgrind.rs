@@ -76,8 +76,8 @@ pub struct Plan<'a> {
 /// Runs nginx under callgrind twice, with `warm_up` and with `warm_up +
 /// measured` requests.
 pub fn count(setup: &Setup, plan: &Plan) -> Count {
-    let (i1, f1) = run(setup, plan, plan.warm_up);
-    let (i2, f2) = run(setup, plan, plan.warm_up + plan.measured);
+    let (i1, f1, _) = run(setup, plan, plan.warm_up, None);
+    let (i2, f2, _) = run(setup, plan, plan.warm_up + plan.measured, None);
     Count {
         per_request: (i2 as f64 - i1 as f64) / plan.measured as f64,
         base: i1,
@@ -86,7 +86,31 @@ pub fn count(setup: &Setup, plan: &Plan) -> Count {
     }
 }
 
-fn run(setup: &Setup, plan: &Plan, requests: u64) -> (u64, PathBuf) {
+/// As [`count`], for an nginx that also works on a clock of its own (a
+/// timer every second, e.g. `sync=`'s PING): both runs last as long, so
+/// that such work cancels out like start-up does. The longer run goes
+/// first; the shorter one then waits, its requests sent, until it has run
+/// as long before nginx is stopped.
+pub fn count_same_length(setup: &Setup, plan: &Plan) -> Count {
+    let (i2, f2, length) = run(setup, plan, plan.warm_up + plan.measured, None);
+    let (i1, f1, _) = run(setup, plan, plan.warm_up, Some(length));
+    Count {
+        per_request: (i2 as f64 - i1 as f64) / plan.measured as f64,
+        base: i1,
+        requests: plan.measured,
+        files: (f1, f2),
+    }
+}
+
+/// One run under callgrind: its instructions, its output file, and how
+/// long nginx served (from its pid file to the first SIGTERM). With
+/// `length`, the first SIGTERM waits until nginx has served that long.
+fn run(
+    setup: &Setup,
+    plan: &Plan,
+    requests: u64,
+    length: Option<Duration>,
+) -> (u64, PathBuf, Duration) {
     let dir = &setup.dir;
     // Several plans may run on one setup: every run gets its own files.
     static RUN: AtomicU64 = AtomicU64::new(0);
@@ -117,6 +141,7 @@ fn run(setup: &Setup, plan: &Plan, requests: u64) -> (u64, PathBuf) {
     let started = wait_until(Duration::from_secs(60), || {
         fs::read_to_string(&pid_file).is_ok_and(|s| !s.trim().is_empty())
     });
+    let serving = Instant::now();
     let outcome = if started {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             (plan.prepare)(setup.port);
@@ -125,6 +150,10 @@ fn run(setup: &Setup, plan: &Plan, requests: u64) -> (u64, PathBuf) {
     } else {
         Ok(())
     };
+    if let Some(length) = length {
+        thread::sleep(length.saturating_sub(serving.elapsed()));
+    }
+    let served = serving.elapsed();
     // SIGTERM, again every second: a single-process nginx that takes the
     // signal just before it blocks in epoll_wait (no timers pending) only
     // notices it on the next one. The handler's cost is noise.
@@ -155,7 +184,7 @@ fn run(setup: &Setup, plan: &Plan, requests: u64) -> (u64, PathBuf) {
         exit.is_some(),
         "nginx under valgrind did not stop; killed it"
     );
-    (total_instructions(&out), out)
+    (total_instructions(&out), out, served)
 }
 
 /// `requests` sequential requests over keep-alive, reconnecting when nginx
