@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::engine::fleet::SyncUrl;
 use crate::engine::key::Key;
 use crate::engine::table::Policy;
 
@@ -25,6 +26,8 @@ pub struct ZoneSpec {
     pub state: Option<String>,
     /// Seconds between state file writes.
     pub state_interval: u32,
+    /// The fleet's Redis, if the zone is shared.
+    pub sync: Option<SyncUrl>,
 }
 
 pub const DEFAULT_STATE_INTERVAL: u32 = 10;
@@ -45,6 +48,8 @@ pub enum Expected {
     Path,
     #[error("must be info, notice, warn or error")]
     Level,
+    #[error("expected redis://[:PASSWORD@]HOST[:PORT][/DB]")]
+    SyncUrl,
 }
 
 /// A directive value authban refuses.
@@ -203,7 +208,8 @@ pub fn parse_time(text: &str) -> Option<u32> {
 
 /// `zone=NAME:SIZE [maxretry=N] [findtime=TIME] [bantime=TIME]
 /// [state=PATH] [state_interval=TIME] [increment=on|off] [factor=F]
-/// [maxtime=TIME] [history=TIME] [ipv4_prefix=N] [ipv6_prefix=N] [widen=K|off]`.
+/// [maxtime=TIME] [history=TIME] [ipv4_prefix=N] [ipv6_prefix=N] [widen=K|off]
+/// [sync=redis://...]`.
 /// A zone must span at least [`MIN_ZONE_PAGES`] of `page_size` bytes
 /// (nginx's `ngx_pagesize`).
 pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, DirectiveError> {
@@ -211,6 +217,7 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
     let mut policy = Policy::default();
     let mut state = None;
     let mut state_interval = DEFAULT_STATE_INTERVAL;
+    let mut sync = None;
     let mut seen: Vec<&str> = Vec::new();
     for arg in args {
         let Some((name, value)) = arg.split_once('=') else {
@@ -263,6 +270,12 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
                 }
                 state = Some(value.to_string());
             }
+            "sync" => {
+                sync = Some(
+                    SyncUrl::parse(value)
+                        .ok_or_else(|| invalid("sync", value, Expected::SyncUrl))?,
+                );
+            }
             "increment" => {
                 policy.increment = match value {
                     "on" => true,
@@ -310,6 +323,7 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
         policy,
         state,
         state_interval,
+        sync,
     })
 }
 
@@ -622,6 +636,10 @@ mod tests {
         assert!(err(&["zone=cs:1m", "widen=1"]).contains("invalid widen"));
         assert!(err(&["zone=cs:1m", "state="]).contains("invalid state"));
         assert!(err(&["zone=cs:1m", "state_interval=0"]).contains("invalid state_interval"));
+        assert_eq!(
+            err(&["zone=cs:1m", "sync=redis:/h"]),
+            "invalid sync \"redis:/h\": expected redis://[:PASSWORD@]HOST[:PORT][/DB]"
+        );
         assert!(err(&["zone=cs:1m", "bantime=1d", "maxtime=1h"]).contains("shorter than bantime"));
         assert!(err(&["zone=cs:1m", "bantime=0"]).contains("invalid bantime \"0\""));
         assert!(err(&["zone=cs:1m", "color=red"]).contains("invalid parameter \"color=red\""));

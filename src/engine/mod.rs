@@ -7,10 +7,13 @@
 //! - `state_file`: the state file's format and its safe reading and writing.
 //! - `api`: the management endpoint's request grammar and its answers.
 //! - `directive`: directive value parsing (`authban_zone` and the rest).
+//! - `fleet`: fleet sync through Redis (names, messages, the protocol
+//!   conversation of one connection).
 //! - `log_limit`: rate limits for log lines an attacker can multiply.
 
 pub mod api;
 pub mod directive;
+pub mod fleet;
 pub mod key;
 pub mod log_limit;
 pub mod state_file;

@@ -17,11 +17,12 @@ use ngx::http::{
     NgxHttpCoreModule, Request,
 };
 
-use crate::engine::api::{self, Action, ApiError, Format, Method, Target, ZoneView};
+use crate::engine::api::{self, Action, ApiError, Format, Method, SyncView, Target, ZoneView};
 use crate::engine::key::Key;
 use crate::engine::table::{AddressState, Events, Verdict};
 use crate::nginx::clock::now;
 use crate::nginx::directives::{self, LocConf};
+use crate::nginx::fleet;
 use crate::nginx::guard::guarded;
 use crate::nginx::log::{self, BanBy};
 use crate::nginx::module::Module;
@@ -326,6 +327,7 @@ fn act(r: &Request, action: Action) -> Result<Reply, ApiError> {
                 .with_table(|t| t.ban(&addr, now(), secs, &mut events))
                 .ok_or_else(|| unavailable(zone))?;
             log::ban(log, log_level, &zone.name, &ban, secs, BanBy::Api);
+            fleet::ban_made(zone, &ban);
             zone::log_events(zone, &events, log, log_level);
             Ok(json(api::ban_json(&zone.name, &ban)))
         }
@@ -339,6 +341,7 @@ fn act(r: &Request, action: Action) -> Result<Reply, ApiError> {
             if state.ban.is_some() {
                 log::unban_api(log, &zone.name, &addr);
             }
+            fleet::unban_made(zone, &addr);
             Ok(json(api::unban_json(&zone.name, &addr, &state)))
         }
     }
@@ -374,6 +377,10 @@ fn view_of(zone: &Zone, t: &crate::engine::table::Table<'_>) -> ZoneView {
         tracked: t.tracked(),
         bans: t.bans(),
         stats: t.stats(),
+        sync: zone.fleet.as_ref().map(|f| SyncView {
+            url: f.url.to_string(),
+            stats: *t.sync_stats(),
+        }),
     }
 }
 

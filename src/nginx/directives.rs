@@ -18,6 +18,7 @@ use ngx::ngx_conf_log_error;
 
 use crate::engine::directive;
 use crate::nginx::api_handler::ApiLocation;
+use crate::nginx::fleet::Fleet;
 use crate::nginx::module::{self, Module};
 use crate::nginx::zone::Zone;
 use crate::nginx::zone_init;
@@ -304,7 +305,8 @@ pub extern "C" fn set_zone(
                 ));
             }
         }
-        let zone = Rc::new(Zone::new(spec, state, cycle));
+        let fleet = spec.sync.clone().map(Fleet::new).transpose()?;
+        let zone = Rc::new(Zone::new(spec, state, fleet, cycle));
         // Only ever read through shared references (see `Zone`).
         shm.data = Rc::as_ptr(&zone).cast_mut().cast();
         shm.init = Some(zone_init::init_zone);

@@ -22,12 +22,12 @@ use crate::engine::key::Key;
 use crate::engine::table::{Events, Failure, Verdict};
 use crate::nginx::clock::now;
 use crate::nginx::directives::{self, LocConf};
-use crate::nginx::guard;
 use crate::nginx::log::{self, BanBy};
 use crate::nginx::module::Module;
 use crate::nginx::realip;
 use crate::nginx::request_record::{Outcome, RequestRecord};
 use crate::nginx::zone::{self, Zone};
+use crate::nginx::{fleet, guard};
 
 /// The request's location configuration, which lives as long as the
 /// cycle, so it can be held while the request itself is changed.
@@ -282,6 +282,7 @@ fn count_failure(r: &Request) {
     match result {
         Some(Failure::Counted(failures)) => {
             log::debug_counted(log, &zone.name, &key, status, failures);
+            fleet::failure_counted(zone, &key);
         }
         Some(Failure::Banned(ban)) => {
             log::debug_counted(log, &zone.name, &key, status, ban.failures);
@@ -292,6 +293,7 @@ fn count_failure(r: &Request) {
             };
             let bantime = zone.policy.ban_secs(ban.offence.saturating_sub(1));
             log::ban(log, lcf.log_level(), &zone.name, &ban, bantime, by);
+            fleet::ban_made(zone, &ban);
         }
         Some(Failure::AlreadyBanned) => {
             log::debug_already_banned(log, &zone.name, &key, status);

@@ -21,7 +21,7 @@ use std::path::Path;
 
 use nginx_sys::{
     ngx_conf_t, ngx_log_t, NGX_LOG_ALERT, NGX_LOG_DEBUG, NGX_LOG_DEBUG_HTTP, NGX_LOG_EMERG,
-    NGX_LOG_NOTICE, NGX_LOG_WARN,
+    NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN,
 };
 use ngx::{ngx_conf_log_error, ngx_log_error};
 
@@ -39,6 +39,10 @@ pub enum BanBy {
     Api,
     /// `widen`: this many bans inside the network made it a ban.
     Widened(u8),
+    /// Fleet sync: the fleet's failures reached maxretry: `... by=fleet`.
+    Fleet,
+    /// Fleet sync: another node's ban, applied here: `... by=sync`.
+    Sync,
 }
 
 impl BanBy {
@@ -57,6 +61,8 @@ impl Display for BanBy {
             BanBy::Failures | BanBy::DryRun => Ok(()),
             BanBy::Api => f.write_str(" by=api"),
             BanBy::Widened(members) => write!(f, " widened_from={members}"),
+            BanBy::Fleet => f.write_str(" by=fleet"),
+            BanBy::Sync => f.write_str(" by=sync"),
         }
     }
 }
@@ -97,6 +103,109 @@ pub fn unban_api(log: *mut ngx_log_t, zone: &str, key: &Key) {
         "authban: unban zone={} addr={} reason=api",
         zone,
         key
+    );
+}
+
+/// `authban: unban zone=NAME addr=ADDR reason=sync` (notice): another
+/// node's API unban.
+pub fn unban_sync(log: *mut ngx_log_t, zone: &str, key: &Key) {
+    ngx_log_error!(
+        NGX_LOG_NOTICE,
+        log,
+        "authban: unban zone={} addr={} reason=sync",
+        zone,
+        key
+    );
+}
+
+/// `authban: zone=NAME sync link to URL is down (REASON); banning locally`
+/// (warn), once per drop.
+pub fn sync_down(log: *mut ngx_log_t, zone: &str, url: impl Display, reason: &str) {
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        log,
+        "authban: zone={} sync link to {} is down ({}); banning locally",
+        zone,
+        url,
+        reason
+    );
+}
+
+/// `authban: zone=NAME sync to URL refused: REDIS ERROR` (error), once per
+/// drop: a wrong password, an unknown database.
+pub fn sync_refused(log: *mut ngx_log_t, zone: &str, url: impl Display, text: &str) {
+    ngx_log_error!(
+        NGX_LOG_ERR,
+        log,
+        "authban: zone={} sync to {} refused: {}; banning locally",
+        zone,
+        url,
+        text
+    );
+}
+
+/// `authban: zone=NAME sync link to URL is up, N bans loaded, M published`
+/// (notice), at start and once per recovery.
+pub fn sync_up(
+    log: *mut ngx_log_t,
+    zone: &str,
+    url: impl Display,
+    loaded: usize,
+    published: usize,
+) {
+    ngx_log_error!(
+        NGX_LOG_NOTICE,
+        log,
+        "authban: zone={} sync link to {} is up, {} bans loaded, {} published",
+        zone,
+        url,
+        loaded,
+        published
+    );
+}
+
+/// `authban: zone=NAME loaded N bans from URL` (notice) at nginx start,
+/// or why not (warn).
+pub fn sync_snapshot(
+    log: *mut ngx_log_t,
+    zone: &str,
+    url: impl Display,
+    result: Result<usize, String>,
+) {
+    match result {
+        Ok(n) => {
+            ngx_log_error!(
+                NGX_LOG_NOTICE,
+                log,
+                "authban: zone={} loaded {} bans from {}",
+                zone,
+                n,
+                url
+            );
+        }
+        Err(why) => {
+            ngx_log_error!(
+                NGX_LOG_WARN,
+                log,
+                "authban: zone={} could not load bans from {} ({}); starting with local state",
+                zone,
+                url,
+                why
+            );
+        }
+    }
+}
+
+/// `authban: zone=NAME sync error from URL: TEXT` (info): Redis refused a
+/// command; counted in the API's `errors`.
+pub fn sync_command_error(log: *mut ngx_log_t, zone: &str, url: impl Display, text: &str) {
+    ngx_log_error!(
+        NGX_LOG_INFO,
+        log,
+        "authban: zone={} sync error from {}: {}",
+        zone,
+        url,
+        text
     );
 }
 

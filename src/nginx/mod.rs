@@ -13,6 +13,9 @@
 //! - `api_handler`: the management endpoint's content handler.
 //! - `state_file`: when state files are read and written (zone creation,
 //!   worker 0's timer and exit), and who may write them.
+//! - `fleet`: fleet sync through Redis (`sync=`): each worker's links on
+//!   nginx's event loop, what they apply to the zone, and the master's
+//!   load of a new zone.
 //! - `log`: every line written to the error log, documented and debug.
 //! - `guard`: panics caught at every entry point nginx calls, logged.
 //! - `clock`: nginx's cached time, as the engine's `Now`.
@@ -20,6 +23,7 @@
 pub mod api_handler;
 pub mod clock;
 pub mod directives;
+pub mod fleet;
 pub mod guard;
 pub mod handlers;
 pub mod log;

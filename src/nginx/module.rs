@@ -5,7 +5,7 @@ use core::ffi::{c_char, c_void};
 use core::ptr;
 
 use nginx_sys::{
-    ngx_array_push, ngx_command_t, ngx_conf_t, ngx_http_handler_pt, ngx_http_module_t,
+    ngx_array_push, ngx_command_t, ngx_conf_t, ngx_cycle_t, ngx_http_handler_pt, ngx_http_module_t,
     ngx_http_phases_NGX_HTTP_ACCESS_PHASE, ngx_http_phases_NGX_HTTP_LOG_PHASE,
     ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_int_t, ngx_module_t, ngx_uint_t, NGX_CONF_1MORE,
     NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
@@ -16,7 +16,9 @@ use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpC
 use ngx::ngx_string;
 
 use crate::nginx::directives::{self as conf, LocConf, MainConf};
-use crate::nginx::{api_handler as api, guard, handlers, realip, state_file as persist, variables};
+use crate::nginx::{
+    api_handler as api, fleet, guard, handlers, realip, state_file as persist, variables,
+};
 
 pub struct Module;
 
@@ -183,6 +185,36 @@ static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     merge_loc_conf: Some(Module::merge_loc_conf),
 };
 
+/// Each worker starts its state file timer (worker 0) and its fleet links.
+///
+/// # Safety
+/// `cycle` is the running cycle, as nginx passes it.
+unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    // SAFETY: nginx passes the running cycle.
+    let rc = unsafe { persist::init_process(cycle) };
+    // SAFETY: as above.
+    let Some(cycle) = (unsafe { cycle.as_ref() }) else {
+        return rc;
+    };
+    if rc != ngx_int_t::from(Status::NGX_OK) {
+        return rc;
+    }
+    guard::catch(cycle.log, "init_process", Status::NGX_ERROR.into(), || {
+        fleet::init_process(cycle)
+    })
+}
+
+/// # Safety
+/// `cycle` is the running cycle, as nginx passes it.
+unsafe extern "C" fn exit_process(cycle: *mut ngx_cycle_t) {
+    // SAFETY: nginx passes the running cycle.
+    unsafe { persist::exit_process(cycle) };
+    // SAFETY: as above.
+    if let Some(cycle) = unsafe { cycle.as_ref() } {
+        guard::catch(cycle.log, "exit_process", (), || fleet::exit_process(cycle));
+    }
+}
+
 ngx::ngx_modules!(ngx_http_authban_module);
 
 #[used]
@@ -192,7 +224,7 @@ pub static mut ngx_http_authban_module: ngx_module_t = ngx_module_t {
     // Taking the address of a static does not read it.
     commands: ptr::addr_of_mut!(COMMANDS).cast(),
     type_: NGX_HTTP_MODULE as _,
-    init_process: Some(persist::init_process),
-    exit_process: Some(persist::exit_process),
+    init_process: Some(init_process),
+    exit_process: Some(exit_process),
     ..ngx_module_t::default()
 };

@@ -17,6 +17,7 @@ use crate::engine::directive::ZoneSpec;
 use crate::engine::key::Key;
 use crate::engine::log_limit::{Admit, LogLimit};
 use crate::engine::table::{self, Events, LayoutError, Policy, Table};
+use crate::nginx::fleet::Fleet;
 use crate::nginx::log::{self, BanBy};
 
 /// One `authban_zone`: its policy from the configuration and, once nginx
@@ -43,6 +44,8 @@ pub struct Zone {
     pub cycle: *mut ngx_cycle_t,
     /// Set by [`init`] once nginx has mapped the zone.
     mapped: OnceCell<Mapped>,
+    /// `sync=`: the fleet this zone is part of.
+    pub fleet: Option<Fleet>,
 }
 
 /// Where a zone's table lives: a region of its slab pool, whose mutex
@@ -54,7 +57,12 @@ struct Mapped {
 }
 
 impl Zone {
-    pub fn new(spec: ZoneSpec, state: Option<PathBuf>, cycle: *mut ngx_cycle_t) -> Zone {
+    pub fn new(
+        spec: ZoneSpec,
+        state: Option<PathBuf>,
+        fleet: Option<Fleet>,
+        cycle: *mut ngx_cycle_t,
+    ) -> Zone {
         Zone {
             name: spec.name,
             size: spec.size,
@@ -65,6 +73,7 @@ impl Zone {
             log_limits: LogLimits::default(),
             cycle,
             mapped: OnceCell::new(),
+            fleet,
         }
     }
 

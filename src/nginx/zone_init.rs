@@ -7,14 +7,14 @@ use core::ffi::c_void;
 use nginx_sys::{ngx_int_t, ngx_shm_zone_t};
 use ngx::core::Status;
 
-use crate::nginx::guard;
 use crate::nginx::state_file;
 use crate::nginx::zone::{self, Init, Zone};
+use crate::nginx::{fleet, guard};
 
 /// nginx calls this in the master when it maps the zone: at start-up, and
 /// on every reload (then with the old zone's data if the name, size and tag
 /// are unchanged, so counts and bans carry over). A new zone is filled from
-/// its state file.
+/// its state file, then from its fleet's Redis.
 pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_void) -> ngx_int_t {
     // SAFETY: nginx passes the zone it created, with its log; the zone's
     // data is the `Zone` set by `authban_zone`, which lives in the cycle's
@@ -36,6 +36,7 @@ pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_v
             Ok(Init::Adopted) => Status::NGX_OK.into(),
             Ok(Init::Fresh) => {
                 state_file::fill_new_zone(zone, log);
+                fleet::snapshot::fill_new_zone(zone, log);
                 Status::NGX_OK.into()
             }
         }

@@ -18,7 +18,7 @@ pub use request::{
 };
 pub use response::{
     address_json, ban_json, error_json, iso8601, prometheus, unban_json, zone_json, zones_json,
-    ZoneView,
+    SyncView, ZoneView,
 };
 
 /// Why an `addr` is not one.

@@ -10,6 +10,7 @@ use serde::{Serialize, Serializer};
 use serde_json::ser::CharEscape;
 
 use super::ApiError;
+use crate::engine::fleet::SyncStats;
 use crate::engine::key::Key;
 use crate::engine::table::{AddressState, Ban, Policy, Stats};
 
@@ -23,6 +24,30 @@ pub struct ZoneView {
     pub tracked: u32,
     pub bans: u32,
     pub stats: Stats,
+    /// Zones with `sync=`: the fleet link.
+    pub sync: Option<SyncView>,
+}
+
+/// A zone's fleet sync as the endpoint reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyncView {
+    /// Without the password.
+    pub url: String,
+    pub stats: SyncStats,
+}
+
+/// A zone's fleet sync: `sync` in a zone's answer, only with `sync=`.
+#[derive(Serialize)]
+pub struct SyncJson<'a> {
+    pub url: &'a str,
+    pub connected: bool,
+    pub failures_sent: u64,
+    pub bans_sent: u64,
+    pub bans_received: u64,
+    pub unbans_sent: u64,
+    pub unbans_received: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
 }
 
 /// A zone's policy as shown: what decides a ban.
@@ -54,6 +79,8 @@ pub struct ZoneJson<'a> {
     pub tracked: u32,
     pub bans: u32,
     pub counters: CountersJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncJson<'a>>,
 }
 
 /// `GET /authban`.
@@ -208,6 +235,17 @@ impl<'a> From<&'a ZoneView> for ZoneJson<'a> {
                 evicted: s.evicted,
                 bans_dropped: s.bans_dropped,
             },
+            sync: z.sync.as_ref().map(|v| SyncJson {
+                url: &v.url,
+                connected: v.stats.connected != 0,
+                failures_sent: v.stats.failures_sent,
+                bans_sent: v.stats.bans_sent,
+                bans_received: v.stats.bans_received,
+                unbans_sent: v.stats.unbans_sent,
+                unbans_received: v.stats.unbans_received,
+                errors: v.stats.errors,
+                last_error: v.stats.last_error(),
+            }),
         }
     }
 }
@@ -352,6 +390,56 @@ pub fn prometheus(zones: &[ZoneView]) -> String {
             |z| u64::from(z.capacity),
         ),
     ];
+    type SyncMetric = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&SyncStats) -> u64,
+    );
+    const SYNC_METRICS: &[SyncMetric] = &[
+        (
+            "authban_sync_connected",
+            "gauge",
+            "1 while the fleet sync link to Redis is up.",
+            |s| u64::from(s.connected != 0),
+        ),
+        (
+            "authban_sync_failures_sent_total",
+            "counter",
+            "Failures sent to the fleet.",
+            |s| s.failures_sent,
+        ),
+        (
+            "authban_sync_bans_sent_total",
+            "counter",
+            "Bans published to the fleet.",
+            |s| s.bans_sent,
+        ),
+        (
+            "authban_sync_bans_received_total",
+            "counter",
+            "Bans received from other nodes.",
+            |s| s.bans_received,
+        ),
+        (
+            "authban_sync_unbans_sent_total",
+            "counter",
+            "Unbans published to the fleet.",
+            |s| s.unbans_sent,
+        ),
+        (
+            "authban_sync_unbans_received_total",
+            "counter",
+            "Unbans received from other nodes.",
+            |s| s.unbans_received,
+        ),
+        (
+            "authban_sync_errors_total",
+            "counter",
+            "Link failures and errors from Redis.",
+            |s| s.errors,
+        ),
+    ];
     let mut out = String::new();
     for (name, kind, help, value) in METRICS {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -362,6 +450,25 @@ pub fn prometheus(zones: &[ZoneView]) -> String {
                 "{name}{{zone=\"{}\"}} {}",
                 label_value(&z.name),
                 value(z)
+            );
+        }
+    }
+    let synced: Vec<(&str, &SyncStats)> = zones
+        .iter()
+        .filter_map(|z| z.sync.as_ref().map(|s| (z.name.as_str(), &s.stats)))
+        .collect();
+    if synced.is_empty() {
+        return out;
+    }
+    for (name, kind, help, value) in SYNC_METRICS {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (zone, stats) in &synced {
+            let _ = writeln!(
+                out,
+                "{name}{{zone=\"{}\"}} {}",
+                label_value(zone),
+                value(stats)
             );
         }
     }
@@ -454,6 +561,7 @@ mod tests {
             capacity: 20_000,
             tracked: 3,
             bans: 2,
+            sync: None,
             stats: Stats {
                 failures: 9,
                 ..Stats::default()
@@ -504,6 +612,7 @@ mod tests {
             capacity: 20_000,
             tracked: 3,
             bans: 5,
+            sync: None,
             stats: Stats {
                 failures: 9,
                 bans: 1,

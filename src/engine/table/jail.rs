@@ -276,7 +276,7 @@ impl Table<'_> {
     }
 
     /// Forgets the offences of a key whose history ran out.
-    fn age_history(&mut self, i: u32, now: Now) {
+    pub(super) fn age_history(&mut self, i: u32, now: Now) {
         let slot = self.slots[i as usize];
         if slot.offences == 0 || slot.t1.saturating_add(self.policy.history) > now.secs() {
             return;
@@ -292,7 +292,7 @@ impl Table<'_> {
     /// After slot `i`'s ban started: counts it as a member of its wider
     /// network, banning that network when `widen` members are banned, and
     /// so on up the chain of wider networks.
-    fn widen_from(&mut self, mut i: u32, now: Now, events: &mut Events) {
+    pub(super) fn widen_from(&mut self, mut i: u32, now: Now, events: &mut Events) {
         let policy = self.policy;
         if policy.widen == 0 {
             return;
@@ -341,7 +341,7 @@ impl Table<'_> {
         }
     }
 
-    fn ban_slot(&mut self, i: u32, now: Now, secs: u32, failures: u32) -> Ban {
+    pub(super) fn ban_slot(&mut self, i: u32, now: Now, secs: u32, failures: u32) -> Ban {
         let was_banned = self.slots[i as usize].kind == SlotKind::BANNED;
         self.unlink(list_of(self.slots[i as usize].kind), i);
         let slot = &mut self.slots[i as usize];
@@ -379,7 +379,7 @@ impl Table<'_> {
 
     /// Turns a ban back into a counted address with an empty window, last in
     /// line to be kept: it has not failed since.
-    fn end_ban(&mut self, i: u32, events: &mut Events) {
+    pub(super) fn end_ban(&mut self, i: u32, events: &mut Events) {
         let key = self.slots[i as usize].key();
         self.unlink(BANNED, i);
         self.count_ban(i, -1);

@@ -23,13 +23,15 @@ use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use super::filter::FILTER_SLOTS;
 use super::types::{Ban, Policy, Stats};
 use super::Table;
+use crate::engine::fleet::SyncStats;
 use crate::engine::key::Key;
 use crate::engine::window::{self, Window, BUCKETS};
 
 /// Bumped whenever the region's layout changes, so a reload with a new
 /// module never adopts a zone it cannot read. 2: the policy left the
-/// header, which split into a locked part and shared counters.
-pub const LAYOUT_VERSION: u32 = 2;
+/// header, which split into a locked part and shared counters. 3: fleet
+/// sync counters in the locked header.
+pub const LAYOUT_VERSION: u32 = 3;
 pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"AUTHBAN\0");
 /// The end of a list or chain.
 pub(super) const NIL: u32 = u32::MAX;
@@ -103,6 +105,8 @@ pub(super) struct LockedHeader {
     /// Active bans per prefix length (IPv6 bits) of network keys, so a
     /// check looks up only the network sizes that are banned somewhere.
     pub(super) net_bans: [u32; 129],
+    /// Fleet sync counters and link state (zones with `sync=`).
+    pub(super) sync: SyncStats,
 }
 
 /// The part of the header read without the lock by the pre-check: atomics
@@ -337,6 +341,7 @@ impl<'a> Table<'a> {
             lists: [List::EMPTY; 3],
             stats: Stats::default(),
             net_bans: [0; 129],
+            sync: SyncStats::EMPTY,
         };
         table.shared.reset(seed);
         table.buckets.fill(NIL);

@@ -24,6 +24,7 @@
 //! - `filter`: the lock-free ban filter ([`may_be_banned`], the counting
 //!   filter, the mask of banned network lengths).
 //! - `jail`: counting, banning, escalation, widening, expiry.
+//! - `remote`: what other nodes of a fleet decided (fleet sync).
 //! - `types`: what callers give and get (policy, time, verdicts, bans...).
 //!
 //! # Policy and reload
@@ -67,6 +68,7 @@ mod filter;
 mod index;
 mod jail;
 mod layout;
+mod remote;
 mod types;
 
 pub use filter::{may_be_banned, may_be_banned_within};
@@ -80,6 +82,7 @@ pub use types::{
 /// The former name of [`KeyStatus`], kept while callers move to it.
 pub type AddressState = KeyStatus;
 
+use crate::engine::fleet::SyncStats;
 use crate::engine::window::{self, Window};
 use layout::{LockedHeader, SharedCounters, Slot, SlotKind};
 
@@ -117,6 +120,15 @@ impl Table<'_> {
 
     pub fn stats(&self) -> Stats {
         self.hdr.stats
+    }
+
+    /// The zone's fleet sync counters and link state.
+    pub fn sync_stats(&self) -> &SyncStats {
+        &self.hdr.sync
+    }
+
+    pub fn sync_stats_mut(&mut self) -> &mut SyncStats {
+        &mut self.hdr.sync
     }
 
     /// Whether an operation found the region damaged (a list that loops, a

@@ -1,0 +1,155 @@
+//! What other nodes of a fleet decided (`sync=`): their bans, applied to
+//! this zone, and bans this node makes because the fleet's failures, not
+//! only its own, reached maxretry.
+
+use super::index::list_of;
+use super::layout::SlotKind;
+use super::types::{Ban, Events, Now};
+use super::Table;
+use crate::engine::key::Key;
+
+impl Table<'_> {
+    /// Applies a ban made elsewhere (a message, or a record loaded from
+    /// Redis) with the times it was given there. A ban in force that ends
+    /// as late or later is kept; the offence count is the higher of the
+    /// two, so escalation follows the address across nodes. Answers the
+    /// ban now held if this changed it.
+    pub fn apply_remote_ban(&mut self, ban: &Ban, now: Now, events: &mut Events) -> Option<Ban> {
+        if ban.until <= now.secs() {
+            return None;
+        }
+        self.expire(now, events);
+        let i = match self.find(&ban.key) {
+            Some(i) => i,
+            None => self.insert(&ban.key, events),
+        };
+        let slot = self.slots[i as usize];
+        if slot.kind == SlotKind::BANNED {
+            if slot.t1 > now.secs() && slot.t1 >= ban.until {
+                let kept = &mut self.slots[i as usize];
+                kept.offences = kept.offences.max(ban.offence);
+                return None;
+            }
+            if slot.t1 <= now.secs() {
+                self.end_ban(i, events);
+            }
+        }
+        let was_banned = self.slots[i as usize].kind == SlotKind::BANNED;
+        self.unlink(list_of(self.slots[i as usize].kind), i);
+        let slot = &mut self.slots[i as usize];
+        slot.kind = SlotKind::BANNED;
+        slot.offences = slot.offences.max(ban.offence);
+        slot.t0 = ban.since;
+        slot.t1 = ban.until;
+        slot.counts = [ban.failures as u16, (ban.failures >> 16) as u16, 0, 0];
+        let held = slot.ban();
+        self.insert_by_end(i);
+        if !was_banned {
+            self.count_ban(i, 1);
+            self.widen_from(i, now, events);
+        }
+        Some(held)
+    }
+
+    /// Bans `key` because `failures` across the fleet reached maxretry,
+    /// with this zone's escalation. `None` if it is banned already.
+    pub fn ban_by_fleet(
+        &mut self,
+        key: &Key,
+        now: Now,
+        failures: u32,
+        events: &mut Events,
+    ) -> Option<Ban> {
+        self.expire(now, events);
+        let i = match self.find(key) {
+            Some(i) => i,
+            None => self.insert(key, events),
+        };
+        if self.slots[i as usize].kind == SlotKind::BANNED {
+            if self.slots[i as usize].t1 > now.secs() {
+                return None;
+            }
+            self.end_ban(i, events);
+        }
+        self.age_history(i, now);
+        let secs = self.policy.ban_secs(self.slots[i as usize].offences);
+        let ban = self.ban_slot(i, now, secs, failures);
+        self.widen_from(i, now, events);
+        Some(ban)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::types::{Policy, Verdict};
+    use super::*;
+
+    fn with_table(policy: Policy, f: impl FnOnce(&mut Table<'_>)) {
+        let mut region = vec![0u8; 64 * 1024];
+        let mut t = Table::format(&mut region, &policy, [1, 2]).unwrap();
+        f(&mut t);
+    }
+
+    fn key(text: &str) -> Key {
+        Key::parse(text).unwrap()
+    }
+
+    const NOW: Now = Now { ms: 1_000_000_000 };
+
+    fn remote(k: &str, until: u32, offence: u8) -> Ban {
+        Ban {
+            key: key(k),
+            since: NOW.secs() - 10,
+            until,
+            failures: 7,
+            offence,
+        }
+    }
+
+    #[test]
+    fn a_remote_ban_refuses_here_with_its_own_times() {
+        with_table(Policy::default(), |t| {
+            let mut ev = Events::default();
+            let ban = remote("192.0.2.1", NOW.secs() + 100, 1);
+            assert_eq!(t.apply_remote_ban(&ban, NOW, &mut ev), Some(ban));
+            assert_eq!(
+                t.check(&key("192.0.2.1"), NOW, true, &mut ev),
+                Verdict::Banned(ban)
+            );
+            // The same ban again, or a shorter one, changes nothing.
+            assert_eq!(t.apply_remote_ban(&ban, NOW, &mut ev), None);
+            let shorter = remote("192.0.2.1", NOW.secs() + 50, 1);
+            assert_eq!(t.apply_remote_ban(&shorter, NOW, &mut ev), None);
+            // A longer one extends it.
+            let longer = remote("192.0.2.1", NOW.secs() + 500, 2);
+            assert_eq!(t.apply_remote_ban(&longer, NOW, &mut ev), Some(longer));
+            assert_eq!(t.bans(), 1);
+            // An ended one is ignored.
+            let ended = remote("192.0.2.2", NOW.secs(), 1);
+            assert_eq!(t.apply_remote_ban(&ended, NOW, &mut ev), None);
+        });
+    }
+
+    #[test]
+    fn escalation_follows_remote_offences() {
+        let policy = Policy {
+            increment: true,
+            bantime: 60,
+            maxretry: 3,
+            ..Policy::default()
+        };
+        with_table(policy, |t| {
+            let mut ev = Events::default();
+            let k = key("192.0.2.1");
+            // Another node banned it twice already; the ban ended.
+            let ban = remote("192.0.2.1", NOW.secs() + 1, 2);
+            t.apply_remote_ban(&ban, NOW, &mut ev);
+            let later = Now::from_ms(NOW.ms + 5_000);
+            let third = t.ban_by_fleet(&k, later, 3, &mut ev).unwrap();
+            assert_eq!(third.offence, 3);
+            assert_eq!(third.until - third.since, 60 * 4);
+            // Banned already: nothing more.
+            assert_eq!(t.ban_by_fleet(&k, later, 4, &mut ev), None);
+        });
+    }
+}

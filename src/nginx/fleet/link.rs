@@ -1,0 +1,392 @@
+//! One Redis connection of a worker, over nginx's own event loop:
+//! `ngx_event_connect_peer`, non-blocking sends and reads in the connection's
+//! event handlers, and a 1 s timer that reconnects a dead link and proves a
+//! live one with PING. Nothing here blocks, and a request never waits for
+//! it: callers queue commands and go on.
+//!
+//! What the conversation means is the engine's ([`Session`]); what the
+//! events it reports do to the zone is the fleet's (`super`).
+
+use core::ffi::c_void;
+use core::ptr;
+use std::net::SocketAddr;
+
+use nginx_sys::{
+    ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_del_timer, ngx_event_connect_peer,
+    ngx_event_get_peer, ngx_event_t, ngx_exiting, ngx_handle_read_event, ngx_handle_write_event,
+    ngx_log_t, ngx_peer_connection_t, ngx_str_t, NGX_AGAIN, NGX_LOG_CRIT, NGX_OK,
+};
+
+use crate::engine::fleet::{Event, Role, Session};
+use crate::nginx::clock::now;
+use crate::nginx::guard;
+use crate::nginx::zone::Zone;
+
+/// Between reconnection attempts, and between PINGs on an idle link.
+const TICK_MS: usize = 1000;
+/// A link that owes a reply for this long is dead (a partition, a hung
+/// Redis): it is closed and made again.
+const REPLY_TIMEOUT_MS: u64 = 2000;
+/// Commands queued beyond this while Redis is slow are dropped, so a stuck
+/// link cannot grow a worker's memory.
+const MAX_QUEUED: usize = 1 << 20;
+
+/// An address in the C layout `ngx_event_connect_peer` takes.
+enum RawAddr {
+    V4(libc::sockaddr_in),
+    V6(libc::sockaddr_in6),
+}
+
+impl RawAddr {
+    fn of(addr: SocketAddr) -> RawAddr {
+        match addr {
+            SocketAddr::V4(a) => RawAddr::V4(libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*a.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            }),
+            SocketAddr::V6(a) => RawAddr::V6(libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            }),
+        }
+    }
+
+    fn as_ptr_len(&mut self) -> (*mut nginx_sys::sockaddr, u32) {
+        match self {
+            RawAddr::V4(a) => (
+                ptr::from_mut(a).cast(),
+                core::mem::size_of::<libc::sockaddr_in>() as u32,
+            ),
+            RawAddr::V6(a) => (
+                ptr::from_mut(a).cast(),
+                core::mem::size_of::<libc::sockaddr_in6>() as u32,
+            ),
+        }
+    }
+}
+
+/// A worker's link to Redis for one zone. Boxed and never moved: nginx's
+/// events point at it.
+pub struct Link {
+    pub zone: &'static Zone,
+    pub role: Role,
+    session: Option<Session>,
+    conn: *mut ngx_connection_t,
+    addr: RawAddr,
+    name: ngx_str_t,
+    name_text: String,
+    /// Our own copy of the cycle's log, quieter: nginx's connect and recv
+    /// errors on this connection would be logged every retry; the fleet
+    /// logs one line per change of the link's state instead.
+    quiet_log: ngx_log_t,
+    tick: ngx_event_t,
+    /// Since when a reply has been owed, milliseconds (0: none owed).
+    waiting_since: u64,
+    /// Set once the link has been reported down, until it is up again.
+    pub down_reported: bool,
+}
+
+impl Link {
+    /// A link for `zone`, its timer armed to connect at once.
+    pub fn start(
+        zone: &'static Zone,
+        role: Role,
+        addr: SocketAddr,
+        log: *mut ngx_log_t,
+    ) -> *mut Link {
+        // SAFETY: `log` is the cycle's log, alive for the worker.
+        let mut quiet_log = unsafe { *log };
+        quiet_log.log_level = NGX_LOG_CRIT as usize;
+        let name_text = addr.to_string();
+        let link = Box::into_raw(Box::new(Link {
+            zone,
+            role,
+            session: None,
+            conn: ptr::null_mut(),
+            addr: RawAddr::of(addr),
+            name: ngx_str_t::default(),
+            name_text,
+            quiet_log,
+            // SAFETY: an all-zero event is an idle one, as nginx's
+            // ngx_pcalloc'ed events are.
+            tick: unsafe { core::mem::zeroed() },
+            waiting_since: 0,
+            down_reported: false,
+        }));
+        // SAFETY: just allocated and leaked: lives until the worker exits.
+        let l = unsafe { &mut *link };
+        l.name = ngx_str_t {
+            len: l.name_text.len(),
+            data: l.name_text.as_ptr().cast_mut(),
+        };
+        l.tick.handler = Some(on_tick);
+        l.tick.data = link.cast::<c_void>();
+        l.tick.log = log;
+        // The timer must not hold up a graceful shutdown.
+        l.tick.set_cancelable(1);
+        // SAFETY: the event module is initialised in a worker's init_process.
+        unsafe { ngx_add_timer(&mut l.tick, 1) };
+        link
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.session.as_ref().is_some_and(Session::is_ready)
+    }
+
+    /// Queues commands on a ready link and sends what it can now; false if
+    /// the link is not ready (the caller goes on locally).
+    pub fn with_session(&mut self, f: impl FnOnce(&mut Session) -> bool) -> bool {
+        let Some(session) = self.session.as_mut().filter(|s| s.is_ready()) else {
+            return false;
+        };
+        if session.output().len() > MAX_QUEUED {
+            return false;
+        }
+        let owed = session.awaiting_reply();
+        if !f(session) {
+            return false;
+        }
+        if !owed {
+            self.waiting_since = now().ms;
+        }
+        self.flush();
+        true
+    }
+
+    fn connect(&mut self) {
+        let session = Session::new(self.role, &self.zone.name, self.node(), self.url());
+        let (sockaddr, socklen) = self.addr.as_ptr_len();
+        // SAFETY: all-zero is a valid peer (null pointers, no callbacks),
+        // which is how nginx's own callers start one.
+        let mut peer: ngx_peer_connection_t = unsafe { core::mem::zeroed() };
+        peer.sockaddr = sockaddr;
+        peer.socklen = socklen;
+        peer.name = &mut self.name;
+        peer.get = Some(ngx_event_get_peer);
+        peer.log = &mut self.quiet_log;
+        peer.tries = 1;
+        // SAFETY: the peer is complete; its address and name live in this
+        // link, which outlives the connection.
+        let rc = unsafe { ngx_event_connect_peer(&mut peer) };
+        if peer.connection.is_null() || (rc != NGX_OK as isize && rc != NGX_AGAIN as isize) {
+            let reason = format!("connect() failed: {}", std::io::Error::last_os_error());
+            self.closed(&reason, false);
+            return;
+        }
+        self.conn = peer.connection;
+        self.session = Some(session);
+        self.waiting_since = now().ms;
+        let me = ptr::from_mut(self).cast::<c_void>();
+        // SAFETY: nginx returned a live connection with its two events.
+        unsafe {
+            let c = &mut *self.conn;
+            c.data = me;
+            (*c.read).handler = Some(on_read);
+            (*c.write).handler = Some(on_write);
+        }
+        self.flush();
+    }
+
+    fn node(&self) -> u64 {
+        self.zone.fleet.as_ref().map_or(0, |f| f.node)
+    }
+
+    fn url(&self) -> &crate::engine::fleet::SyncUrl {
+        &self
+            .zone
+            .fleet
+            .as_ref()
+            .expect("a link's zone has sync")
+            .url
+    }
+
+    /// Sends what the session queued, as far as the socket takes it.
+    fn flush(&mut self) {
+        while !self.conn.is_null() {
+            let Some(session) = self.session.as_mut() else {
+                return;
+            };
+            let out = session.output();
+            if out.is_empty() {
+                break;
+            }
+            // SAFETY: a live connection; `send` takes a buffer and its
+            // length, and never keeps them.
+            let n = unsafe {
+                let c = &mut *self.conn;
+                match c.send {
+                    Some(send) => send(c, out.as_ptr().cast_mut(), out.len()),
+                    None => nginx_sys::NGX_ERROR as isize,
+                }
+            };
+            if n > 0 {
+                session.sent(n as usize);
+            } else if n == NGX_AGAIN as isize {
+                break;
+            } else {
+                let reason = format!("send() failed: {}", std::io::Error::last_os_error());
+                self.closed(&reason, false);
+                return;
+            }
+        }
+        // SAFETY: a live connection's write event, from its own worker.
+        if !self.conn.is_null() && unsafe { ngx_handle_write_event((*self.conn).write, 0) } != 0 {
+            self.closed("cannot watch the connection", false);
+        }
+    }
+
+    /// Reads what Redis sent and acts on it.
+    fn read(&mut self) {
+        let mut buf = [0u8; 16 * 1024];
+        let mut events = Vec::new();
+        while !self.conn.is_null() {
+            // SAFETY: a live connection; `recv` fills at most `len` bytes.
+            let n = unsafe {
+                let c = &mut *self.conn;
+                match c.recv {
+                    Some(recv) => recv(c, buf.as_mut_ptr(), buf.len()),
+                    None => nginx_sys::NGX_ERROR as isize,
+                }
+            };
+            if n == NGX_AGAIN as isize {
+                break;
+            }
+            if n <= 0 {
+                let reason = if n == 0 {
+                    "connection closed by Redis".to_string()
+                } else {
+                    format!("recv() failed: {}", std::io::Error::last_os_error())
+                };
+                self.closed(&reason, false);
+                break;
+            }
+            let Some(session) = self.session.as_mut() else {
+                return;
+            };
+            let fed = session.feed(&buf[..n as usize], &mut events);
+            self.waiting_since = if session.awaiting_reply() {
+                now().ms
+            } else {
+                0
+            };
+            let refused = events.iter().find_map(|e| match e {
+                Event::Refused(text) => Some(text.clone()),
+                _ => None,
+            });
+            // Events first: a reply before the breakage still counts.
+            for event in events.drain(..) {
+                if !matches!(event, Event::Refused(_)) {
+                    super::on_event(self, event);
+                }
+            }
+            if let Err(broken) = fed {
+                match refused {
+                    Some(text) => self.closed(&text, true),
+                    None => self.closed(&broken.0, false),
+                }
+                break;
+            }
+        }
+        // SAFETY: a live connection's read event, from its own worker.
+        if !self.conn.is_null() && unsafe { ngx_handle_read_event((*self.conn).read, 0) } != 0 {
+            self.closed("cannot watch the connection", false);
+        }
+        self.flush();
+    }
+
+    /// Closes the connection (if any) and reports why; the timer makes a
+    /// new one. `refused`: Redis refused the handshake.
+    fn closed(&mut self, reason: &str, refused: bool) {
+        if !self.conn.is_null() {
+            // SAFETY: our live connection; nothing refers to it afterwards.
+            unsafe { ngx_close_connection(self.conn) };
+            self.conn = ptr::null_mut();
+        }
+        self.session = None;
+        self.waiting_since = 0;
+        super::on_down(self, reason, refused);
+    }
+
+    fn on_tick(&mut self) {
+        // SAFETY: nginx's flag, written in this process only.
+        if unsafe { ngx_exiting } != 0 {
+            return;
+        }
+        if self.conn.is_null() {
+            self.connect();
+        } else if self.waiting_since != 0
+            && now().ms.saturating_sub(self.waiting_since) >= REPLY_TIMEOUT_MS
+        {
+            self.closed("no reply from Redis within 2s", false);
+        } else if self.is_ready() && self.waiting_since == 0 {
+            self.with_session(|s| {
+                s.ping();
+                true
+            });
+        }
+        // SAFETY: re-arming a fired timer from its handler, nginx's idiom.
+        unsafe {
+            if ngx_exiting == 0 {
+                ngx_add_timer(&mut self.tick, TICK_MS);
+            }
+        }
+    }
+
+    /// At worker exit: the connection goes, the timer with it.
+    pub fn stop(&mut self) {
+        if self.tick.timer_set() != 0 {
+            // SAFETY: our armed timer.
+            unsafe { ngx_del_timer(&mut self.tick) };
+        }
+        if !self.conn.is_null() {
+            // SAFETY: our live connection.
+            unsafe { ngx_close_connection(self.conn) };
+            self.conn = ptr::null_mut();
+        }
+        self.session = None;
+    }
+}
+
+/// The link an event of its connection belongs to.
+///
+/// # Safety
+/// `ev` is a read or write event of a connection `Link::connect` made.
+unsafe fn link_of_conn(ev: *mut ngx_event_t) -> &'static mut Link {
+    // SAFETY: as the caller guarantees, the connection's data is its link,
+    // which is never freed while the worker runs.
+    unsafe {
+        let c = (*ev).data.cast::<ngx_connection_t>();
+        &mut *(*c).data.cast::<Link>()
+    }
+}
+
+unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
+    // SAFETY: nginx calls this for our connection's read event.
+    let link = unsafe { link_of_conn(ev) };
+    let log = link.tick.log;
+    guard::catch(log, "fleet link read", (), || link.read());
+}
+
+unsafe extern "C" fn on_write(ev: *mut ngx_event_t) {
+    // SAFETY: nginx calls this for our connection's write event.
+    let link = unsafe { link_of_conn(ev) };
+    let log = link.tick.log;
+    guard::catch(log, "fleet link write", (), || link.flush());
+}
+
+unsafe extern "C" fn on_tick(ev: *mut ngx_event_t) {
+    // SAFETY: the timer's data is its link, never freed while the worker
+    // runs.
+    let link = unsafe { &mut *(*ev).data.cast::<Link>() };
+    let log = link.tick.log;
+    guard::catch(log, "fleet link timer", (), || link.on_tick());
+}

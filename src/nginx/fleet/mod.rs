@@ -1,0 +1,412 @@
+//! Fleet sync for zones with `sync=`: each worker keeps a Redis link for
+//! commands (its failures, the bans and unbans it makes), and worker 0 a
+//! second one subscribed to the zone's channel (other nodes' bans). All of
+//! it runs on the worker's event loop (`link`); requests only queue
+//! commands and never wait. What Redis says is applied to the zone here.
+//!
+//! Worker 0 speaks for the node: its links' state is the zone's
+//! `connected`, it logs the link going down (once) and coming back, loads
+//! the fleet's bans on every (re)connection and then publishes the bans
+//! made here while the link was down.
+
+mod link;
+pub mod snapshot;
+
+use core::cell::Cell;
+use core::ptr;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use nginx_sys::{
+    ngx_cycle_t, ngx_int_t, ngx_log_t, ngx_process, ngx_worker, NGX_OK, NGX_PROCESS_SINGLE,
+    NGX_PROCESS_WORKER,
+};
+use ngx::http::HttpModuleMainConf;
+use ngx::log::ngx_cycle_log;
+
+use crate::engine::fleet::{Event, Role, SyncUrl};
+use crate::engine::key::Key;
+use crate::engine::table::{Ban, Events, Table};
+use crate::nginx::clock::now;
+use crate::nginx::directives::DEFAULT_LOG_LEVEL;
+use crate::nginx::log::{self, BanBy};
+use crate::nginx::module::Module;
+use crate::nginx::zone::{self, Zone};
+use link::Link;
+
+/// A zone's fleet: where its Redis is, and this process's links to it.
+pub struct Fleet {
+    pub url: SyncUrl,
+    pub addr: SocketAddr,
+    /// Marks this node's messages, so it skips its own. Made by the master
+    /// at configuration, shared by its workers.
+    pub node: u64,
+    commands: Cell<*mut Link>,
+    subscriber: Cell<*mut Link>,
+    /// Worker 0: whether the node's link was last reported up.
+    reported_up: Cell<bool>,
+    /// Worker 0: bans loaded in the running load.
+    loaded: Cell<usize>,
+    /// Worker 0: outage bans published before the running load.
+    published: Cell<usize>,
+}
+
+impl Fleet {
+    /// The fleet of a zone: its Redis host is resolved now, as nginx
+    /// resolves upstream servers when it reads the configuration.
+    pub fn new(url: SyncUrl) -> Result<Fleet, String> {
+        let addr = (url.host.as_str(), url.port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| format!("host not found in sync \"{url}\""))?;
+        Ok(Fleet {
+            url,
+            addr,
+            node: node_id(),
+            commands: Cell::new(ptr::null_mut()),
+            subscriber: Cell::new(ptr::null_mut()),
+            reported_up: Cell::new(false),
+            loaded: Cell::new(0),
+            published: Cell::new(0),
+        })
+    }
+}
+
+fn node_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// Worker 0, or nginx without a master, speaks for the node.
+fn is_reporter() -> bool {
+    // SAFETY: process globals nginx sets before init_process.
+    unsafe {
+        ngx_process == NGX_PROCESS_SINGLE as nginx_sys::ngx_uint_t
+            || (ngx_process == NGX_PROCESS_WORKER as nginx_sys::ngx_uint_t && ngx_worker == 0)
+    }
+}
+
+fn serves_requests() -> bool {
+    // SAFETY: as above.
+    unsafe {
+        ngx_process == NGX_PROCESS_SINGLE as nginx_sys::ngx_uint_t
+            || ngx_process == NGX_PROCESS_WORKER as nginx_sys::ngx_uint_t
+    }
+}
+
+fn synced_zones(cycle: &ngx_cycle_t) -> impl Iterator<Item = &'static Zone> {
+    Module::main_conf(cycle)
+        .into_iter()
+        .flat_map(|main| main.declared_zones())
+        .filter(|z| z.fleet.is_some())
+}
+
+/// Starts this worker's links.
+pub fn init_process(cycle: &ngx_cycle_t) -> ngx_int_t {
+    if !serves_requests() {
+        return NGX_OK as _;
+    }
+    for zone in synced_zones(cycle) {
+        let Some(fleet) = &zone.fleet else { continue };
+        fleet
+            .commands
+            .set(Link::start(zone, Role::Commands, fleet.addr, cycle.log));
+        if is_reporter() {
+            let now_secs = now().secs();
+            zone.with_table(|t| {
+                let s = t.sync_stats_mut();
+                s.connected = 0;
+                // Bans made before the first connection are published on it.
+                if s.down_since == 0 {
+                    s.down_since = now_secs;
+                }
+            });
+            fleet
+                .subscriber
+                .set(Link::start(zone, Role::Subscriber, fleet.addr, cycle.log));
+        }
+    }
+    NGX_OK as _
+}
+
+pub fn exit_process(cycle: &ngx_cycle_t) {
+    for zone in synced_zones(cycle) {
+        let Some(fleet) = &zone.fleet else { continue };
+        for cell in [&fleet.commands, &fleet.subscriber] {
+            // SAFETY: links live until the process exits; nginx runs this
+            // single-threaded, with no handler of theirs on the stack.
+            if let Some(link) = unsafe { cell.get().as_mut() } {
+                link.stop();
+            }
+        }
+    }
+}
+
+/// This worker's commands link for `zone`, if it has sync.
+///
+/// # Safety
+/// Called from a request handler or the API, never from inside a link's
+/// own event handler (which holds `&mut` to it).
+unsafe fn commands(zone: &Zone) -> Option<&'static mut Link> {
+    // SAFETY: as the caller guarantees; the link is never freed.
+    zone.fleet
+        .as_ref()
+        .and_then(|f| unsafe { f.commands.get().as_mut() })
+}
+
+fn count(zone: &Zone, f: impl FnOnce(&mut crate::engine::fleet::SyncStats)) {
+    zone.with_table(|t| f(t.sync_stats_mut()));
+}
+
+/// A failure counted here: the fleet counts it too.
+pub fn failure_counted(zone: &Zone, key: &Key) {
+    // SAFETY: called from the request's log phase or header filter.
+    let Some(link) = (unsafe { commands(zone) }) else {
+        return;
+    };
+    let findtime = zone.policy.findtime;
+    if link.with_session(|s| s.count_failure(key, findtime)) {
+        count(zone, |s| s.failures_sent += 1);
+    }
+}
+
+/// A ban made here (by failures or the API): the fleet gets it.
+pub fn ban_made(zone: &Zone, ban: &Ban) {
+    // SAFETY: called from a request handler or the API.
+    if let Some(link) = unsafe { commands(zone) } {
+        publish_ban(zone, link, ban);
+    }
+}
+
+fn publish_ban(zone: &Zone, link: &mut Link, ban: &Ban) -> bool {
+    let keep = if zone.policy.increment {
+        zone.policy.history
+    } else {
+        0
+    };
+    let sent = link.with_session(|s| s.publish_ban(ban, keep));
+    if sent {
+        count(zone, |s| s.bans_sent += 1);
+    }
+    sent
+}
+
+/// An API unban here: the fleet forgets the key too.
+pub fn unban_made(zone: &Zone, key: &Key) {
+    // SAFETY: called from the API handler.
+    let Some(link) = (unsafe { commands(zone) }) else {
+        return;
+    };
+    if link.with_session(|s| s.publish_unban(key)) {
+        count(zone, |s| s.unbans_sent += 1);
+    }
+}
+
+fn log() -> *mut ngx_log_t {
+    ngx_cycle_log().as_ptr()
+}
+
+/// What a link's session reported.
+fn on_event(link: &mut Link, event: Event) {
+    let zone = link.zone;
+    let Some(fleet) = &zone.fleet else { return };
+    match event {
+        Event::Ready => {
+            link.down_reported = false;
+            if is_reporter() {
+                start_load(link);
+            }
+        }
+        Event::FleetCount { key, count } => {
+            if count < zone.policy.maxretry {
+                return;
+            }
+            let mut events = Events::default();
+            let made = zone
+                .with_table(|t| t.ban_by_fleet(&key, now(), count, &mut events))
+                .flatten();
+            if let Some(ban) = made {
+                let bantime = ban.until - ban.since;
+                log::ban(
+                    log(),
+                    DEFAULT_LOG_LEVEL,
+                    &zone.name,
+                    &ban,
+                    bantime,
+                    BanBy::Fleet,
+                );
+                publish_ban(zone, link, &ban);
+            }
+            zone::log_events(zone, &events, log(), DEFAULT_LOG_LEVEL);
+        }
+        Event::Ban(remote) if remote.node != fleet.node => {
+            let mut events = Events::default();
+            let applied = zone.with_table(|t| {
+                t.sync_stats_mut().bans_received += 1;
+                t.apply_remote_ban(&remote.ban, now(), &mut events)
+            });
+            if let Some(Some(ban)) = applied {
+                let bantime = ban.until - ban.since;
+                log::ban(
+                    log(),
+                    DEFAULT_LOG_LEVEL,
+                    &zone.name,
+                    &ban,
+                    bantime,
+                    BanBy::Sync,
+                );
+            }
+            zone::log_events(zone, &events, log(), DEFAULT_LOG_LEVEL);
+        }
+        Event::Unban { node, key } if node != fleet.node => {
+            let known = zone.with_table(|t| {
+                t.sync_stats_mut().unbans_received += 1;
+                t.unban(&key, now())
+            });
+            if let Some(Some(_)) = known {
+                log::unban_sync(log(), &zone.name, &key);
+            }
+        }
+        Event::Ban(_) | Event::Unban { .. } => {}
+        Event::Loaded(bans) => {
+            let applied = zone.with_table(|t| apply_loaded(t, &bans)).unwrap_or(0);
+            fleet.loaded.set(fleet.loaded.get() + applied);
+        }
+        Event::LoadDone => finish_load(link),
+        Event::CommandError(text) => {
+            log::sync_command_error(log(), &zone.name, &fleet.url, &text);
+            count(zone, |s| s.record_error(&text));
+        }
+        // The link closes on a refusal and reports it through `on_down`.
+        Event::Refused(_) => {}
+    }
+}
+
+/// Bans in force go in as the fleet has them; ended ones leave their
+/// offence history, for escalation.
+pub(crate) fn apply_loaded(t: &mut Table<'_>, bans: &[Ban]) -> usize {
+    let now = now();
+    let mut events = Events::default();
+    let mut applied = 0;
+    for ban in bans {
+        if ban.until > now.secs() {
+            applied += usize::from(t.apply_remote_ban(ban, now, &mut events).is_some());
+        } else {
+            let record = crate::engine::table::Record {
+                key: ban.key,
+                offences: ban.offence,
+                last_ban_end: ban.until,
+                ban: None,
+            };
+            t.restore(&record, now, &mut events);
+        }
+    }
+    applied
+}
+
+/// Worker 0, once both its links are ready: publish the bans made here
+/// while the link was down (they are this node's news), then load the
+/// fleet's bans (which then hold them too).
+fn start_load(ready: &mut Link) {
+    let Some(fleet) = &ready.zone.fleet else {
+        return;
+    };
+    let commands = fleet.commands.get();
+    let subscriber = fleet.subscriber.get();
+    let this = ptr::from_mut(ready);
+    // The other link, through its pointer only if it is not this one.
+    // SAFETY: links are never freed; the one not handling this event is
+    // not borrowed anywhere.
+    let other_ready = |p: *mut Link| p == this || unsafe { p.as_ref() }.is_some_and(Link::is_ready);
+    if !(other_ready(commands) && other_ready(subscriber)) {
+        return;
+    }
+    fleet.loaded.set(0);
+    let zone = ready.zone;
+    let commands = if commands == this {
+        ready
+    } else {
+        // SAFETY: as above: a different, unborrowed link, never freed.
+        match unsafe { commands.as_mut() } {
+            Some(link) => link,
+            None => return,
+        }
+    };
+    let now = now();
+    let outage_bans = zone
+        .with_table(|t| {
+            let since = t.sync_stats().down_since;
+            t.records(now)
+                .into_iter()
+                .filter_map(|r| r.ban)
+                .filter(|b| b.since >= since)
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let published = outage_bans
+        .iter()
+        .filter(|ban| publish_ban(zone, commands, ban))
+        .count();
+    fleet.published.set(published);
+    let started = commands.with_session(|s| s.load_bans());
+    if !started {
+        on_down(commands, "cannot start loading bans", false);
+    }
+}
+
+/// The load is done: the node is part of the fleet again.
+fn finish_load(link: &mut Link) {
+    let zone = link.zone;
+    let Some(fleet) = &zone.fleet else { return };
+    zone.with_table(|t| {
+        let s = t.sync_stats_mut();
+        s.connected = 1;
+        s.down_since = 0;
+    });
+    let published = fleet.published.get();
+    if !fleet.reported_up.replace(true) || published > 0 {
+        log::sync_up(log(), &zone.name, &fleet.url, fleet.loaded.get(), published);
+    }
+}
+
+/// A link closed: the node goes on locally. Worker 0 reports it once.
+fn on_down(link: &mut Link, reason: &str, refused: bool) {
+    let zone = link.zone;
+    let Some(fleet) = &zone.fleet else { return };
+    if link.down_reported {
+        return;
+    }
+    link.down_reported = true;
+    let now_secs = now().secs();
+    let reporter = is_reporter();
+    zone.with_table(|t| {
+        let s = t.sync_stats_mut();
+        s.record_error(reason);
+        if reporter {
+            s.connected = 0;
+            if s.down_since == 0 {
+                s.down_since = now_secs;
+            }
+        }
+    });
+    if !reporter {
+        return;
+    }
+    // One line per drop for the node, whichever of worker 0's links saw it.
+    let was_up = fleet.reported_up.replace(false);
+    let other_reported = [fleet.commands.get(), fleet.subscriber.get()]
+        .into_iter()
+        .filter(|&p| p != ptr::from_mut(link))
+        // SAFETY: links are never freed; the other one is not borrowed.
+        .any(|p| unsafe { p.as_ref() }.is_some_and(|l| l.down_reported));
+    if !was_up && other_reported {
+        return;
+    }
+    if refused {
+        log::sync_refused(log(), &zone.name, &fleet.url, reason);
+    } else {
+        log::sync_down(log(), &zone.name, &fleet.url, reason);
+    }
+}
