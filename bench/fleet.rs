@@ -17,8 +17,9 @@
 //!   and per failing request, which is what `sync=` adds work to.
 
 use std::collections::BTreeMap;
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -37,10 +38,14 @@ const PATH: &str = "/client/api?command=listZones&apiKey=x&signature=bad";
 const BANS: usize = 100;
 /// A node that has not refused this long after the ban counts as never.
 const PROPAGATION_LIMIT: Duration = Duration::from_secs(2);
+/// Idle connections open in the callgrind runs of the "idle" sides.
+const IDLE: usize = 32;
 
-fn node_block(mock: &Mock, redis: &Redis) -> String {
+/// A node's configuration; without `redis`, the same zone without `sync=`.
+fn node_block(mock: &Mock, redis: Option<&Redis>) -> String {
+    let sync = redis.map_or(String::new(), |r| format!(" sync={}", r.url()));
     format!(
-        "authban_zone zone={ZONE}:1m maxretry={MAXRETRY} findtime=10m bantime=1h sync={};
+        "authban_zone zone={ZONE}:1m maxretry={MAXRETRY} findtime=10m bantime=1h{sync};
     {REALIP}
     upstream cloudstack {{
         server {};
@@ -61,7 +66,6 @@ fn node_block(mock: &Mock, redis: &Redis) -> String {
         location = /probe {{ authban {ZONE}; empty_gif; }}
         location = /authban {{ authban_api; }}
     }}",
-        redis.url(),
         mock.addr()
     )
 }
@@ -108,22 +112,27 @@ pub fn run(cfg: &Config) -> Section {
     let mut s = Section::new("6. Fleet (sync through Redis)");
     let redis = Redis::start();
     let mock = Mock::start();
-    let block = node_block(&mock, &redis);
-    let nodes: Vec<Nginx> = (0..3)
-        .map(|_| {
-            Nginx::options()
-                .workers(2)
-                .error_log_level("notice")
-                .start(&block)
-        })
-        .collect();
+    let start = |block: &str| -> Vec<Nginx> {
+        (0..3)
+            .map(|_| {
+                Nginx::options()
+                    .workers(2)
+                    .error_log_level("notice")
+                    .start(block)
+            })
+            .collect()
+    };
+    let nodes = start(&node_block(&mock, Some(&redis)));
     for node in &nodes {
         wait_connected(node);
     }
     let ports: Vec<u16> = nodes.iter().map(Nginx::port).collect();
 
     propagation(&mut s, &ports);
-    brute_force(cfg, &mut s, &ports, &mock);
+    let alone = start(&node_block(&mock, None));
+    let alone_ports: Vec<u16> = alone.iter().map(Nginx::port).collect();
+    brute_force(cfg, &mut s, &ports, &alone_ports, &mock);
+    drop(alone);
     let key_count = redis.keys(&format!("authban:{ZONE}:*")).len();
     let links: Vec<String> = nodes
         .iter()
@@ -287,9 +296,12 @@ fn propagation(s: &mut Section, ports: &[u16]) {
         "max <= 1 s (loopback: ms)",
         never == 0 && both.max() <= 1000.0,
     );
-    s.info("  node 2 refuses after", shown(&per_node[0]));
-    s.info("  node 3 refuses after", shown(&per_node[1]));
-    s.info("  node 1's API answers (its own ban) after", shown(&local));
+    s.info("propagation: node 2 refuses after", shown(&per_node[0]));
+    s.info("propagation: node 3 refuses after", shown(&per_node[1]));
+    s.info(
+        "propagation: node 1's API answers (its own ban) after",
+        shown(&local),
+    );
     s.note(format!(
         "Propagation: {BANS} addresses banned one after the other with `POST \
          /authban?zone={ZONE}&addr=ADDR&time=1h` on node 1 (keep-alive). For each, one \
@@ -342,36 +354,51 @@ fn attack(ports: &[u16], addr: &str, conns: usize, requests: u64) -> BTreeMap<u1
     statuses
 }
 
-fn brute_force(cfg: &Config, s: &mut Section, ports: &[u16], mock: &Mock) {
-    const REQUESTS: u64 = 600;
+/// The brute force of one row: `cfg.rounds()` attacks, a new address
+/// each. Returns the failures that reached the upstream per run, and what
+/// looked wrong.
+fn attacks(
+    cfg: &Config,
+    ports: &[u16],
+    mock: &Mock,
+    conns: usize,
+    net: u32,
+) -> (Samples, Vec<String>) {
+    let mut upstream = Samples::new();
+    let mut odd = Vec::new();
+    for rep in 0..cfg.rounds() {
+        mock.reset();
+        let addr = format!("192.0.{net}.{}", rep + 1);
+        let statuses = attack(ports, &addr, conns, ATTACK);
+        let (_, by_status) = mock.stats();
+        upstream.push(*by_status.get(&401).unwrap_or(&0) as f64);
+        // After the attack every node must refuse the address.
+        let all = wait_until(Duration::from_secs(1), || {
+            ports.iter().all(|&p| {
+                http(p, "GET", "/probe", &[("X-Forwarded-For", &addr)], None).status() == Some(403)
+            })
+        });
+        if statuses.keys().any(|k| *k != 401 && *k != 403) || !all {
+            odd.push(format!(
+                "{conns} conn(s), {addr}: statuses {statuses:?}, every node refusing \
+                 within 1 s after: {all}"
+            ));
+        }
+    }
+    (upstream, odd)
+}
+
+/// Requests of one brute force.
+const ATTACK: u64 = 600;
+
+fn brute_force(cfg: &Config, s: &mut Section, ports: &[u16], local: &[u16], mock: &Mock) {
     let mut odd = Vec::new();
     let mut most_16 = 0.0;
     for (conns, net) in [(1usize, 20u32), (16, 21)] {
-        let mut upstream = Samples::new();
-        let mut unrefused = 0;
-        for rep in 0..cfg.rounds() {
-            mock.reset();
-            let addr = format!("192.0.{net}.{}", rep + 1);
-            let statuses = attack(ports, &addr, conns, REQUESTS);
-            let (_, by_status) = mock.stats();
-            upstream.push(*by_status.get(&401).unwrap_or(&0) as f64);
-            // After the attack every node must refuse the address.
-            let all = wait_until(Duration::from_secs(1), || {
-                ports.iter().all(|&p| {
-                    http(p, "GET", "/probe", &[("X-Forwarded-For", &addr)], None).status()
-                        == Some(403)
-                })
-            });
-            if !all {
-                unrefused += 1;
-            }
-            if statuses.keys().any(|k| *k != 401 && *k != 403) || !all {
-                odd.push(format!(
-                    "{conns} conn(s), {addr}: statuses {statuses:?}, every node refusing \
-                     after: {all}"
-                ));
-            }
-        }
+        let (fleet, fleet_odd) = attacks(cfg, ports, mock, conns, net);
+        let (alone, alone_odd) = attacks(cfg, local, mock, conns, net + 10);
+        odd.extend(fleet_odd.into_iter().map(|o| format!("sync: {o}")));
+        odd.extend(alone_odd.into_iter().map(|o| format!("without sync: {o}")));
         let what = if conns == 1 {
             "round-robin over 3 nodes, 1 connection".to_string()
         } else {
@@ -380,38 +407,40 @@ fn brute_force(cfg: &Config, s: &mut Section, ports: &[u16], mock: &Mock) {
         if conns == 1 {
             s.check(
                 &format!("{what}: failures reaching the upstream"),
-                upstream.show(thousands),
+                fleet.show(thousands),
                 &format!("<= maxretry + 2 = {}", MAXRETRY + 2),
-                upstream.max() <= (MAXRETRY + 2) as f64 && unrefused == 0,
+                fleet.max() <= (MAXRETRY + 2) as f64 && odd.is_empty(),
             );
         } else {
-            most_16 = upstream.max();
+            most_16 = fleet.max();
             s.info(
                 &format!("{what}: failures reaching the upstream"),
-                upstream.show(thousands),
+                fleet.show(thousands),
             );
         }
-        if unrefused > 0 {
-            s.info(
-                &format!("{what}: runs after which a node still let the address through"),
-                format!("{unrefused} of {}", cfg.rounds()),
-            );
-        }
+        s.info(
+            "same, without sync= (each node counts alone)",
+            alone.show(thousands),
+        );
     }
     s.note(format!(
-        "Brute force: {REQUESTS} GETs of `{PATH}` from one address (X-Forwarded-For), \
+        "Brute force: {ATTACK} GETs of `{PATH}` from one address (X-Forwarded-For), \
          request n to node n mod 3, as fast as the client goes, over 1 connection (one \
          request at a time, a keep-alive connection to each node) and over 16 \
          concurrent clients (each with its own keep-alive connections, taking the next \
          request number); {} runs per row, a new address each, the mock's counters reset. \
-         Upstream failures = the mock's own count of 401s; `maxretry={MAXRETRY}` is \
-         counted over the fleet (without sync=, each node would count its own: {} \
-         failures would get through). With one connection the client sends the next \
-         request, to the next node, as soon as the previous answer arrives: the \
-         maxretry-th failure is counted in Redis by the node that answered it, that node \
-         bans and publishes, and the one or two requests sent meanwhile to the other \
-         nodes may still pass before the ban reaches them. With 16 clients up to 15 other \
-         requests are already past the access check when the ban is made (highest seen: \
+         Upstream failures = the mock's own count of 401s. `maxretry={MAXRETRY}` is \
+         counted over the fleet; the rows 'without sync=' are three more nodes with the \
+         same zone but no `sync=`, where each node counts its own ({} failures before \
+         all three have banned). With one connection the client sends the next request, \
+         to the next node, as soon as the previous answer arrives: the maxretry-th \
+         failure is counted in Redis by the node that answered it (the reply comes back \
+         on that node's event loop, after the response left), that node bans and \
+         publishes, and a request sent meanwhile to the next node may still pass before \
+         the ban reaches it. With 16 clients, besides the requests already past the \
+         access check when the ban is made (up to 15), failures keep coming on all \
+         three nodes during the round trip that makes the ban: the count of the \
+         failures in Redis, the reply, the publication and its delivery (highest seen: \
          {}). After each run all three nodes refused the address within 1 s{}.",
         cfg.rounds(),
         3 * MAXRETRY,
@@ -474,6 +503,23 @@ fn instructions(cfg: &Config, s: &mut Section, redis: &Redis) {
     };
     let pass_off = callgrind::count(&off, &plan("/", 200, &none, None));
     let pass_on = callgrind::count_same_length(&on, &plan("/", 200, &link_up, None));
+    // The same with IDLE other connections open through each run, as on a
+    // server with clients: their timers are in nginx's timer tree too.
+    let idle: Mutex<Vec<TcpStream>> = Mutex::new(Vec::new());
+    let open_idle = |port: u16| {
+        let mut conns = idle.lock().unwrap_or_else(|e| e.into_inner());
+        conns.clear();
+        for _ in 0..IDLE {
+            conns.push(TcpStream::connect(("127.0.0.1", port)).expect("idle connection"));
+        }
+    };
+    let open_idle_link_up = |port: u16| {
+        link_up(port);
+        open_idle(port);
+    };
+    let busy_off = callgrind::count(&off, &plan("/", 200, &open_idle, None));
+    let busy_on = callgrind::count_same_length(&on, &plan("/", 200, &open_idle_link_up, None));
+    idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
     let fail_off = callgrind::count(&off, &plan("/fail", 401, &none, Some(&fail_from)));
     let fail_on =
         callgrind::count_same_length(&on, &plan("/fail", 401, &link_up, Some(&fail_from)));
@@ -498,11 +544,22 @@ fn instructions(cfg: &Config, s: &mut Section, redis: &Redis) {
         callgrind::module_work(&pass_on),
     );
     if let (Some(off_w), Some(on_w)) = (work_off, work_on) {
-        s.info(
+        s.check(
             "authban's own work per passing request, sync on vs off",
             format!("{on_w:.0} vs {off_w:.0}"),
+            "<= off",
+            on_w <= off_w,
         );
     }
+    s.info(
+        &format!("instructions/passing request, {IDLE} idle connections open, sync on vs off"),
+        format!(
+            "{} vs {} ({})",
+            thousands(busy_on.per_request),
+            thousands(busy_off.per_request),
+            percent(over(&busy_on, &busy_off))
+        ),
+    );
     s.info(
         "instructions/failing request (401, a new address each), sync on vs off",
         format!(
@@ -534,7 +591,10 @@ fn instructions(cfg: &Config, s: &mut Section, redis: &Redis) {
          sync the link works on its own clock too (a PING a second): the two runs of \
          the sync side are made to last as long (the shorter one waits, its requests \
          sent, before nginx is stopped), so that this work cancels out like start-up \
-         does, within a PING.{}",
+         does, within a PING. The row with idle connections: as the passing row, with \
+         {IDLE} more client connections opened at the start of each run and left idle \
+         (no request), whose header timers sit in nginx's timer tree like those of a \
+         server's other clients.{}",
         warm_up + measured,
         warm_up + measured,
         if fleet_fns.is_empty() {
@@ -547,6 +607,56 @@ fn instructions(cfg: &Config, s: &mut Section, redis: &Redis) {
             )
         }
     ));
+    let outside: Vec<String> = callgrind::outside_differences(&pass_off, &pass_on, 6)
+        .iter()
+        .map(|(f, d)| format!("`{f}` {d:+.0}"))
+        .collect();
+    s.note(format!(
+        "Passing request, (sync on) - (sync off) = {:+.0} instructions, of which \
+         authban's own request-path work {:+.0}; outside the module, the functions whose \
+         own instructions per request differ most (on - off): {}.{}",
+        pass_on.per_request - pass_off.per_request,
+        work_on.unwrap_or(f64::NAN) - work_off.unwrap_or(f64::NAN),
+        if outside.is_empty() {
+            "none by more than 0.5".to_string()
+        } else {
+            outside.join(", ")
+        },
+        if outside.iter().any(|o| o.contains("ngx_rbtree")) {
+            " `ngx_rbtree_*` is nginx's timer tree: every request adds and deletes its \
+             own timers (client header, keep-alive) there, and with sync the tree also \
+             holds the links' timers (a 1-s tick for each of the two connections of \
+             worker 0), so each insertion and deletion walks a node or two more than in \
+             a tree that holds the request's timers alone. That is the cost of two \
+             pending timers in this one-connection test, not work on the request path; \
+             with many connections open the tree holds their timers anyway and two \
+             more add next to nothing (the row with idle connections open)."
+        } else {
+            ""
+        }
+    ));
+    let fail_costs = callgrind::module_functions(&fail_on);
+    let fail_fn = |name: &str| {
+        fail_costs
+            .iter()
+            .find(|c| c.function == name)
+            .map(|c| c.inclusive)
+    };
+    if let (Some(sent), Some(read)) = (
+        fail_fn("authban::nginx::fleet::failure_counted"),
+        fail_fn("authban::nginx::fleet::link::on_read"),
+    ) {
+        s.note(format!(
+            "Failing request, (sync on) - (sync off) = {:+.0} instructions: sending the \
+             failure to Redis (`authban::nginx::fleet::failure_counted`, the command \
+             built and queued) {sent:.0}, and reading the replies on the event loop \
+             (`authban::nginx::fleet::link::on_read`, whatever the number of replies \
+             each read brings) {read:.0}, per failing request. Callgrind counts each \
+             byte of a `rep stos` memset as one instruction, so a buffer zeroed per \
+             read weighs more here than in time.",
+            fail_on.per_request - fail_off.per_request,
+        ));
+    }
     s.note(callgrind::module_table(
         "a passing request with sync on",
         &pass_on,
