@@ -41,7 +41,8 @@ test-docker:
 # Benchmarks (bench/README.md): prints a table, writes bench/results.md.
 bench: build
 	@scripts/deps.sh wrk valgrind util-linux
-	timeout --kill-after=10 900 cargo bench --bench authban
+	@scripts/deps-redis.sh
+	timeout --kill-after=10 1500 cargo bench --bench authban
 
 # Fuzz targets in fuzz/ (cargo-fuzz, libFuzzer), FUZZ_SECONDS (default 60)
 # each, one after another; fails if any crashes. scripts/fuzz.sh.

@@ -59,7 +59,8 @@ pub struct Count {
 /// What the client does in each callgrind run.
 pub struct Plan<'a> {
     pub path: &'a str,
-    /// The status every request must get.
+    /// The status every request must get; 444: nginx closes the connection
+    /// without a response (a new connection for every request then).
     pub status: u16,
     /// Requests of the first run (start-up and warm-up)...
     pub warm_up: u64,
@@ -75,8 +76,8 @@ pub struct Plan<'a> {
 /// Runs nginx under callgrind twice, with `warm_up` and with `warm_up +
 /// measured` requests.
 pub fn count(setup: &Setup, plan: &Plan) -> Count {
-    let (i1, f1) = run(setup, plan, plan.warm_up);
-    let (i2, f2) = run(setup, plan, plan.warm_up + plan.measured);
+    let (i1, f1, _) = run(setup, plan, plan.warm_up, None);
+    let (i2, f2, _) = run(setup, plan, plan.warm_up + plan.measured, None);
     Count {
         per_request: (i2 as f64 - i1 as f64) / plan.measured as f64,
         base: i1,
@@ -85,7 +86,31 @@ pub fn count(setup: &Setup, plan: &Plan) -> Count {
     }
 }
 
-fn run(setup: &Setup, plan: &Plan, requests: u64) -> (u64, PathBuf) {
+/// As [`count`], for an nginx that also works on a clock of its own (a
+/// timer every second, e.g. `sync=`'s PING): both runs last as long, so
+/// that such work cancels out like start-up does. The longer run goes
+/// first; the shorter one then waits, its requests sent, until it has run
+/// as long before nginx is stopped.
+pub fn count_same_length(setup: &Setup, plan: &Plan) -> Count {
+    let (i2, f2, length) = run(setup, plan, plan.warm_up + plan.measured, None);
+    let (i1, f1, _) = run(setup, plan, plan.warm_up, Some(length));
+    Count {
+        per_request: (i2 as f64 - i1 as f64) / plan.measured as f64,
+        base: i1,
+        requests: plan.measured,
+        files: (f1, f2),
+    }
+}
+
+/// One run under callgrind: its instructions, its output file, and how
+/// long nginx served (from its pid file to the first SIGTERM). With
+/// `length`, the first SIGTERM waits until nginx has served that long.
+fn run(
+    setup: &Setup,
+    plan: &Plan,
+    requests: u64,
+    length: Option<Duration>,
+) -> (u64, PathBuf, Duration) {
     let dir = &setup.dir;
     // Several plans may run on one setup: every run gets its own files.
     static RUN: AtomicU64 = AtomicU64::new(0);
@@ -116,6 +141,7 @@ fn run(setup: &Setup, plan: &Plan, requests: u64) -> (u64, PathBuf) {
     let started = wait_until(Duration::from_secs(60), || {
         fs::read_to_string(&pid_file).is_ok_and(|s| !s.trim().is_empty())
     });
+    let serving = Instant::now();
     let outcome = if started {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             (plan.prepare)(setup.port);
@@ -124,6 +150,10 @@ fn run(setup: &Setup, plan: &Plan, requests: u64) -> (u64, PathBuf) {
     } else {
         Ok(())
     };
+    if let Some(length) = length {
+        thread::sleep(length.saturating_sub(serving.elapsed()));
+    }
+    let served = serving.elapsed();
     // SIGTERM, again every second: a single-process nginx that takes the
     // signal just before it blocks in epoll_wait (no timers pending) only
     // notices it on the next one. The handler's cost is noise.
@@ -154,7 +184,7 @@ fn run(setup: &Setup, plan: &Plan, requests: u64) -> (u64, PathBuf) {
         exit.is_some(),
         "nginx under valgrind did not stop; killed it"
     );
-    (total_instructions(&out), out)
+    (total_instructions(&out), out, served)
 }
 
 /// `requests` sequential requests over keep-alive, reconnecting when nginx
@@ -167,12 +197,8 @@ fn send(port: u16, plan: &Plan, requests: u64) {
             Some(client) => c.get_from(plan.path, &client(i)),
             None => c.get(plan.path),
         };
-        assert_eq!(
-            reply.status(),
-            Some(plan.status),
-            "GET {} under valgrind",
-            plan.path
-        );
+        let want = (plan.status != 444).then_some(plan.status);
+        assert_eq!(reply.status(), want, "GET {} under valgrind", plan.path);
         if c.is_closed() {
             conn = None;
         }
@@ -310,16 +336,18 @@ fn annotate(file: &Path, inclusive: bool) -> HashMap<(String, bool), u64> {
 pub fn module_work(count: &Count) -> Option<f64> {
     let costs = module_functions(count);
     let find = |name: &str| costs.iter().find(|c| c.function == name);
-    let (access, filter, log) = (find(ACCESS)?, find(HEADER_FILTER)?, find(LOG)?);
-    let counted = find(COUNT).map_or(0.0, |c| c.inclusive);
-    Some(access.inclusive + filter.exclusive + counted + log.inclusive)
+    let access = find(ACCESS)?;
+    let inclusive = |name: &str| find(name).map_or(0.0, |c| c.inclusive);
+    let filter = find(HEADER_FILTER).map_or(0.0, |c| c.exclusive);
+    Some(access.inclusive + inclusive(PRECONTENT) + filter + inclusive(COUNT) + inclusive(LOG))
 }
 
 /// The module's entry points: nginx calls these per request.
-const ACCESS: &str = "authban::handlers::access_handler";
-const HEADER_FILTER: &str = "authban::handlers::header_filter";
-const LOG: &str = "authban::handlers::log_handler";
-const COUNT: &str = "authban::handlers::count_failure";
+const ACCESS: &str = "authban::nginx::handlers::access_handler";
+const HEADER_FILTER: &str = "authban::nginx::handlers::header_filter";
+const LOG: &str = "authban::nginx::handlers::log_handler";
+const COUNT: &str = "authban::nginx::handlers::count_failure";
+const PRECONTENT: &str = "authban::nginx::handlers::precontent_handler";
 
 /// Where the module's instructions go, per request, as a markdown table.
 pub fn module_table(label: &str, count: &Count) -> String {
@@ -355,8 +383,8 @@ pub fn module_table(label: &str, count: &Count) -> String {
     t += &format!("\nSelf instructions of all module functions: {own:.1} per request.");
     if let Some(work) = module_work(count) {
         t += &format!(
-            " With the nginx functions they call ({ACCESS}, {COUNT} and {LOG} \
-             inclusive, {HEADER_FILTER} self): {work:.0} per request."
+            " With the nginx functions they call ({ACCESS}, {PRECONTENT}, {COUNT} \
+             and {LOG} inclusive, {HEADER_FILTER} self): {work:.0} per request."
         );
     }
     t

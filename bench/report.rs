@@ -170,10 +170,10 @@ pub fn results_md(ctx: &Context, sections: &[Section]) -> String {
     );
     let _ = writeln!(md, "- Duration: {:.0} s", ctx.seconds);
     md += "\nTo re-run: `make bench` (builds first; needs root or the packages \
-           `wrk valgrind util-linux`), or, with the build in place, \
+           `wrk valgrind util-linux redis-server`), or, with the build in place, \
            `cargo bench --bench authban`. One part only: \
            `cargo bench --bench authban -- request_path` (also `density`, `flood`, \
-           `banned`, `time_to_ban`).\n\n";
+           `banned`, `time_to_ban`, `fleet`).\n\n";
     md += &table(sections);
     for s in sections {
         if s.notes.is_empty() {
