@@ -27,7 +27,6 @@ fuzz_target!(|input: (bool, u8, Vec<Vec<u8>>)| {
             1 => {
                 session.load_bans();
             }
-            2 => session.ping(),
             _ => {}
         }
         session.sent(session.output().len());

@@ -100,6 +100,10 @@ ngx::http_request_handler!(access_handler, |r: &mut Request| {
 // phase; this refuses them before their content handler runs. nginx calls
 // phase handlers with a live request.
 ngx::http_request_handler!(precontent_handler, |r: &mut Request| {
+    // Main requests were checked in the access phase: done at once.
+    if r.is_main() {
+        return Status(NGX_DECLINED as _);
+    }
     let decision = guard::catch(r.log(), "precontent handler", Decision::Decline, || {
         subrequest_access(r)
     });
@@ -153,7 +157,7 @@ fn access(r: &Request) -> Decision {
 }
 
 fn subrequest_access(r: &Request) -> Decision {
-    if r.is_main() || is_api_location(r) {
+    if is_api_location(r) {
         return Decision::Decline;
     }
     if let Some(status) = RequestRecord::find(r).and_then(|rec| rec.refused_with.get()) {
@@ -174,7 +178,11 @@ fn check(zone: &Zone, ip: IpAddr, refusing: bool, log: *mut nginx_sys::ngx_log_t
     // Every ban holding the address counts, whatever prefix made it: the
     // policy's network, a wider one, or one of a policy before a reload.
     let host = Key::from_ip(ip);
-    let net = zone.policy.key_of(ip);
+    let net = if zone.policy.counts_hosts() {
+        host
+    } else {
+        zone.policy.key_of(ip)
+    };
     if !zone.may_be_banned(&host, &net) {
         return Verdict::Clear;
     }
@@ -202,7 +210,9 @@ pub fn install_header_filter() {
 // see the answer and try again, on this or any other worker. nginx calls
 // header filters with a live request.
 ngx::http_request_handler!(header_filter, |r: &mut Request| {
-    guard::catch(r.log(), "header filter", (), || count_failure(r));
+    if may_count(r) {
+        guard::catch(r.log(), "header filter", (), || count_failure(r));
+    }
     // SAFETY: the next filter was taken from the chain at configuration,
     // and is called as nginx would, with the request nginx passed.
     Status(unsafe { NEXT_HEADER_FILTER.map_or(NGX_OK as _, |next| next(r.into())) })
@@ -211,7 +221,9 @@ ngx::http_request_handler!(header_filter, |r: &mut Request| {
 // Counts failures that never sent a header (444, a client that left).
 // nginx calls phase handlers with a live request.
 ngx::http_request_handler!(log_handler, |r: &mut Request| {
-    guard::catch(r.log(), "log handler", (), || count_failure(r));
+    if may_count(r) {
+        guard::catch(r.log(), "log handler", (), || count_failure(r));
+    }
     Status(NGX_OK as _)
 });
 
@@ -229,14 +241,16 @@ fn final_status(r: &ngx_http_request_t) -> usize {
     }
 }
 
+/// Whether the response may be a failure to count: most are of a status
+/// no location counts, and are done with here, before any other work.
+fn may_count(r: &Request) -> bool {
+    r.is_main() && directives::may_be_fail_status(final_status(r.as_ref()))
+}
+
 /// Counts the main request's final status once. Subrequests never count:
 /// what they answer reaches the client through the main request's status
 /// (an auth_request's 401 becomes the request's 401), which counts.
 fn count_failure(r: &Request) {
-    // Most responses are of a status no location counts: done at once.
-    if !r.is_main() || !directives::may_be_fail_status(final_status(r.as_ref())) {
-        return;
-    }
     let record = match RequestRecord::find(r) {
         Some(record) => record,
         // No check ran (a `return` in the rewrite phase answered first):

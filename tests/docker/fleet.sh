@@ -231,7 +231,7 @@ w_addr=198.51.100.7
 api fl3 POST "zone=cloudstack&addr=$w_addr" >/dev/null
 check "fleet: partitioned fl3 bans $w_addr locally (its API)" banned_on fl3 "$w_addr"
 check "fleet: fl3 keeps refusing $att_f while partitioned" refused att-f fl3
-sleep 2 # a few more PING periods while cut off: still one warn line
+sleep 2 # a few more reconnection attempts while cut off: still one warn line
 say "fleet: docker network connect $run-fs $run-fl3"
 docker network connect "$run-fs" "$run-fl3" || die "cannot reconnect fl3"
 check "fleet: reconnected fl3 refuses $vic_f (banned during the partition) within 5 s" within 5 refused vic-f fl3

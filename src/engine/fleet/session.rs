@@ -78,7 +78,7 @@ enum Expect {
         keys: Vec<Key>,
         last: bool,
     },
-    /// Replies whose content does not matter (SET, DEL, PUBLISH, PING).
+    /// Replies whose content does not matter (SET, DEL, PUBLISH).
     Ack,
 }
 
@@ -235,11 +235,6 @@ impl Session {
             &["SCAN", cursor, "MATCH", &pattern, "COUNT", SCAN_COUNT],
             Expect::Scan,
         );
-    }
-
-    /// Keeps an idle link proven alive.
-    pub fn ping(&mut self) {
-        self.command(&["PING"], Expect::Ack);
     }
 
     /// Takes bytes read from the connection; what they mean is appended to

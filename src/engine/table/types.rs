@@ -59,6 +59,11 @@ impl Policy {
         secs.min(cap) as u32
     }
 
+    /// Whether failures count per address (no network prefixes).
+    pub fn counts_hosts(&self) -> bool {
+        self.ipv4_prefix == 32 && self.ipv6_prefix == 128
+    }
+
     /// The key failures of `ip` count under.
     pub fn key_of(&self, ip: std::net::IpAddr) -> Key {
         Key::network(ip, self.ipv4_prefix, self.ipv6_prefix)

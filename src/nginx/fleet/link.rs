@@ -1,15 +1,22 @@
 //! One Redis connection of a worker, over nginx's own event loop:
 //! `ngx_event_connect_peer`, non-blocking sends and reads in the connection's
-//! event handlers, and a 1 s timer that reconnects a dead link and proves a
-//! live one with PING. Nothing here blocks, and a request never waits for
-//! it: callers queue commands and go on.
+//! event handlers. Nothing here blocks, and a request never waits for it:
+//! callers queue commands and go on.
+//!
+//! A healthy idle link holds no timer, so requests never pay for one in
+//! nginx's timer tree: the kernel watches it (TCP keepalive every second,
+//! and a 2 s limit on unacknowledged data), and a timer runs only while a
+//! reply is owed (2 s, for a Redis that accepts but never answers) or the
+//! link is down (a new connection every second).
 //!
 //! What the conversation means is the engine's ([`Session`]); what the
 //! events it reports do to the zone is the fleet's (`super`).
 
 use core::ffi::c_void;
 use core::ptr;
+use core::time::Duration;
 use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
 
 use nginx_sys::{
     ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_del_timer, ngx_event_connect_peer,
@@ -17,16 +24,17 @@ use nginx_sys::{
     ngx_log_t, ngx_peer_connection_t, ngx_str_t, NGX_AGAIN, NGX_LOG_CRIT, NGX_OK,
 };
 
+use rustix::net::sockopt;
+
 use crate::engine::fleet::{Event, Role, Session};
-use crate::nginx::clock::now;
 use crate::nginx::guard;
 use crate::nginx::zone::Zone;
 
-/// Between reconnection attempts, and between PINGs on an idle link.
-const TICK_MS: usize = 1000;
+/// Between reconnection attempts.
+const RECONNECT_MS: usize = 1000;
 /// A link that owes a reply for this long is dead (a partition, a hung
 /// Redis): it is closed and made again.
-const REPLY_TIMEOUT_MS: u64 = 2000;
+const REPLY_TIMEOUT_MS: usize = 2000;
 /// Commands queued beyond this while Redis is slow are dropped, so a stuck
 /// link cannot grow a worker's memory.
 const MAX_QUEUED: usize = 1 << 20;
@@ -88,9 +96,12 @@ pub struct Link {
     /// errors on this connection would be logged every retry; the fleet
     /// logs one line per change of the link's state instead.
     quiet_log: ngx_log_t,
+    /// Armed only while the link is down (reconnect) or owes a reply
+    /// (deadline).
     tick: ngx_event_t,
-    /// Since when a reply has been owed, milliseconds (0: none owed).
-    waiting_since: u64,
+    /// What the socket read goes through, kept: a fresh 16 KiB on the
+    /// stack per read would be zeroed every time.
+    read_buf: Box<[u8]>,
     /// Set once the link has been reported down, until it is up again.
     pub down_reported: bool,
 }
@@ -119,7 +130,7 @@ impl Link {
             // SAFETY: an all-zero event is an idle one, as nginx's
             // ngx_pcalloc'ed events are.
             tick: unsafe { core::mem::zeroed() },
-            waiting_since: 0,
+            read_buf: vec![0; 16 * 1024].into_boxed_slice(),
             down_reported: false,
         }));
         // SAFETY: just allocated and leaked: lives until the worker exits.
@@ -156,10 +167,42 @@ impl Link {
             return false;
         }
         if !owed {
-            self.waiting_since = now().ms;
+            self.arm(REPLY_TIMEOUT_MS);
         }
         self.flush();
         true
+    }
+
+    /// (Re)arms the link's one timer.
+    fn arm(&mut self, ms: usize) {
+        // SAFETY: nginx's flag, written in this process only; timers are
+        // used from the worker's own event loop.
+        unsafe {
+            if ngx_exiting == 0 {
+                ngx_add_timer(&mut self.tick, ms);
+            }
+        }
+    }
+
+    fn disarm(&mut self) {
+        if self.tick.timer_set() != 0 {
+            // SAFETY: our armed timer.
+            unsafe { ngx_del_timer(&mut self.tick) };
+        }
+    }
+
+    /// The kernel watches an idle link: keepalive probes after 1 s of
+    /// silence, and data unacknowledged for 2 s, end the connection.
+    fn watch_socket(&self) {
+        // SAFETY: a live connection's descriptor, open for as long as this
+        // borrow (the connection is closed only by this link).
+        let fd = unsafe { BorrowedFd::borrow_raw((*self.conn).fd) };
+        let second = Duration::from_secs(1);
+        let _ = sockopt::set_socket_keepalive(fd, true)
+            .and_then(|()| sockopt::set_tcp_keepidle(fd, second))
+            .and_then(|()| sockopt::set_tcp_keepintvl(fd, second))
+            .and_then(|()| sockopt::set_tcp_keepcnt(fd, 2))
+            .and_then(|()| sockopt::set_tcp_user_timeout(fd, REPLY_TIMEOUT_MS as u32));
     }
 
     fn connect(&mut self) {
@@ -184,7 +227,9 @@ impl Link {
         }
         self.conn = peer.connection;
         self.session = Some(session);
-        self.waiting_since = now().ms;
+        self.watch_socket();
+        // The handshake is owed a reply, as any command.
+        self.arm(REPLY_TIMEOUT_MS);
         let me = ptr::from_mut(self).cast::<c_void>();
         // SAFETY: nginx returned a live connection with its two events.
         unsafe {
@@ -246,14 +291,13 @@ impl Link {
 
     /// Reads what Redis sent and acts on it.
     fn read(&mut self) {
-        let mut buf = [0u8; 16 * 1024];
         let mut events = Vec::new();
         while !self.conn.is_null() {
             // SAFETY: a live connection; `recv` fills at most `len` bytes.
             let n = unsafe {
                 let c = &mut *self.conn;
                 match c.recv {
-                    Some(recv) => recv(c, buf.as_mut_ptr(), buf.len()),
+                    Some(recv) => recv(c, self.read_buf.as_mut_ptr(), self.read_buf.len()),
                     None => nginx_sys::NGX_ERROR as isize,
                 }
             };
@@ -272,12 +316,13 @@ impl Link {
             let Some(session) = self.session.as_mut() else {
                 return;
             };
-            let fed = session.feed(&buf[..n as usize], &mut events);
-            self.waiting_since = if session.awaiting_reply() {
-                now().ms
+            let fed = session.feed(&self.read_buf[..n as usize], &mut events);
+            // Progress: the deadline starts again, or goes.
+            if session.awaiting_reply() {
+                self.arm(REPLY_TIMEOUT_MS);
             } else {
-                0
-            };
+                self.disarm();
+            }
             let refused = events.iter().find_map(|e| match e {
                 Event::Refused(text) => Some(text.clone()),
                 _ => None,
@@ -312,7 +357,7 @@ impl Link {
             self.conn = ptr::null_mut();
         }
         self.session = None;
-        self.waiting_since = 0;
+        self.arm(RECONNECT_MS);
         super::on_down(self, reason, refused);
     }
 
@@ -323,30 +368,19 @@ impl Link {
         }
         if self.conn.is_null() {
             self.connect();
-        } else if self.waiting_since != 0
-            && now().ms.saturating_sub(self.waiting_since) >= REPLY_TIMEOUT_MS
-        {
-            self.closed("no reply from Redis within 2s", false);
-        } else if self.is_ready() && self.waiting_since == 0 {
-            self.with_session(|s| {
-                s.ping();
-                true
-            });
-        }
-        // SAFETY: re-arming a fired timer from its handler, nginx's idiom.
-        unsafe {
-            if ngx_exiting == 0 {
-                ngx_add_timer(&mut self.tick, TICK_MS);
-            }
+        } else if self.session.as_ref().is_some_and(Session::awaiting_reply) {
+            let what = if self.is_ready() {
+                "reply"
+            } else {
+                "answer to the handshake"
+            };
+            self.closed(&format!("no {what} from Redis within 2s"), false);
         }
     }
 
     /// At worker exit: the connection goes, the timer with it.
     pub fn stop(&mut self) {
-        if self.tick.timer_set() != 0 {
-            // SAFETY: our armed timer.
-            unsafe { ngx_del_timer(&mut self.tick) };
-        }
+        self.disarm();
         if !self.conn.is_null() {
             // SAFETY: our live connection.
             unsafe { ngx_close_connection(self.conn) };
