@@ -883,3 +883,111 @@ fn redis_harness_starts_stops_and_restarts() {
         );
     });
 }
+
+/// One node of a fleet whose zone escalates repeat offenders quickly
+/// (`bantime=1s increment=on factor=2`, maxretry 3).
+fn escalating_conf(mock: &Mock, sync: &str) -> String {
+    format!(
+        r#"
+    authban_zone zone=fleet:1m maxretry=3 findtime=10m bantime=1s increment=on factor=2 sync={sync};
+
+    server {{
+        listen 127.0.0.1:{{port}};
+        set_real_ip_from 127.0.0.1;
+        real_ip_header X-Forwarded-For;
+        location /client/api {{
+            authban fleet;
+            proxy_pass http://{mock};
+        }}
+    }}
+
+    server {{
+        listen 127.0.0.1:{{port2}};
+        location = /authban {{
+            authban_api;
+            allow 127.0.0.1;
+            deny all;
+        }}
+    }}
+    "#,
+        mock = mock.addr()
+    )
+}
+
+/// The length of the ban zone `fleet` of node `n` holds for `addr`, if any.
+fn ban_secs(n: &Nginx, addr: &str) -> Option<u64> {
+    let reply = api(n, "GET", &format!("?zone=fleet&addr={addr}"));
+    let j = Json::parse(&reply.text()).ok()?;
+    j.bool("banned").then(|| j.u64("until") - j.u64("since"))
+}
+
+/// Escalation follows the address across nodes: banned once on node 1, the
+/// address's next ban, made on node 2, is its second offence there and
+/// lasts bantime * factor.
+#[test]
+fn escalation_follows_the_address_across_nodes() {
+    with_timeout(60, || {
+        let redis = Redis::start();
+        let mock = Mock::start();
+        let conf = escalating_conf(&mock, &redis.url());
+        let nodes: Vec<Nginx> = (0..2)
+            .map(|_| Nginx::options().workers(2).start(&conf))
+            .collect();
+        wait_connected(&nodes, true);
+        let addr = "198.51.100.77";
+
+        // First offence, on node 1: 1 s, and node 2 holds the same ban.
+        for _ in 0..3 {
+            assert_eq!(get_from(nodes[0].port(), ATTACK, addr).status(), Some(401));
+        }
+        assert_eq!(ban_secs(&nodes[0], addr), Some(1));
+        assert!(
+            wait_until(PROPAGATION, || ban_secs(&nodes[1], addr) == Some(1)),
+            "node 2 never held node 1's ban\n{}",
+            tail_log(&nodes[1])
+        );
+
+        // Once it ended, the second offence, on node 2: 2 s, everywhere.
+        assert!(
+            wait_until(Duration::from_secs(5), || {
+                get_from(nodes[1].port(), ATTACK, addr).status() == Some(401)
+            }),
+            "the first ban never ended on node 2"
+        );
+        for _ in 0..2 {
+            let status = get_from(nodes[1].port(), ATTACK, addr).status();
+            assert_eq!(status, Some(401));
+        }
+        assert_eq!(
+            get_from(nodes[1].port(), ATTACK, addr).status(),
+            Some(403),
+            "the second ban did not start at node 2's third failure\n{}",
+            tail_log(&nodes[1])
+        );
+        assert_eq!(
+            ban_secs(&nodes[1], addr),
+            Some(2),
+            "{}",
+            tail_log(&nodes[1])
+        );
+        let log = nodes[1].error_log();
+        assert_eq!(
+            lines_with(
+                &log,
+                &["authban: ban zone=fleet", addr, "bantime=2s offence=2"]
+            )
+            .len(),
+            1,
+            "{}",
+            tail_log(&nodes[1])
+        );
+        assert!(
+            wait_until(PROPAGATION, || ban_secs(&nodes[0], addr) == Some(2)),
+            "node 1 never held the escalated ban\n{}",
+            tail_log(&nodes[0])
+        );
+        for n in &nodes {
+            n.assert_clean();
+        }
+    });
+}
