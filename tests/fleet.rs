@@ -917,6 +917,10 @@ fn escalating_conf(mock: &Mock, sync: &str) -> String {
 /// The length of the ban zone `fleet` of node `n` holds for `addr`, if any.
 fn ban_secs(n: &Nginx, addr: &str) -> Option<u64> {
     let reply = api(n, "GET", &format!("?zone=fleet&addr={addr}"));
+    // 404 while the node does not know the address yet.
+    if reply.status() != Some(200) {
+        return None;
+    }
     let j = Json::parse(&reply.text()).ok()?;
     j.bool("banned").then(|| j.u64("until") - j.u64("since"))
 }
