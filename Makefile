@@ -29,6 +29,7 @@ test: build
 # --add-dynamic-module build, and the .deb installed and purged.
 test-deploy: build
 	@scripts/deps.sh python3 python3-prometheus-client
+	@scripts/deps-redis.sh
 	@scripts/fetch-fail2ban.sh
 	timeout 1800 tests/deploy.sh
 
@@ -53,6 +54,7 @@ fuzz: deps
 # against it, and the integration suite run on it. scripts/asan.sh.
 asan: deps
 	@scripts/deps.sh python3 python3-prometheus-client
+	@scripts/deps-redis.sh
 	@scripts/fetch-fail2ban.sh
 	@scripts/asan.sh
 
