@@ -87,7 +87,7 @@ pub fn count(setup: &Setup, plan: &Plan) -> Count {
 }
 
 /// As [`count`], for an nginx that also works on a clock of its own (a
-/// timer every second, e.g. `sync=`'s PING): both runs last as long, so
+/// timer every second, e.g. a `sync=` link that is down): both runs last as long, so
 /// that such work cancels out like start-up does. The longer run goes
 /// first; the shorter one then waits, its requests sent, until it has run
 /// as long before nginx is stopped.

@@ -479,6 +479,13 @@ fn instructions(cfg: &Config, s: &mut Section, redis: &Redis) {
     let url = redis.url();
     let off = callgrind::setup("fleet-off", pinned_nginx().start(&plain_block(None)));
     let on = callgrind::setup("fleet-on", pinned_nginx().start(&plain_block(Some(&url))));
+    // Redis down: `sync=` names a loopback port nothing listens on, so the
+    // link fails and is tried again every second through both runs.
+    let down_url = format!("redis://127.0.0.1:{}", closed_port());
+    let down = callgrind::setup(
+        "fleet-down",
+        pinned_nginx().start(&plain_block(Some(&down_url))),
+    );
     // The link is up when worker 0 (the single process) has subscribed to
     // the zone's channel and holds its command connection too. Read from
     // Redis, not from nginx's API, so that both runs of a side do the same
@@ -503,6 +510,7 @@ fn instructions(cfg: &Config, s: &mut Section, redis: &Redis) {
     };
     let pass_off = callgrind::count(&off, &plan("/", 200, &none, None));
     let pass_on = callgrind::count_same_length(&on, &plan("/", 200, &link_up, None));
+    let pass_down = callgrind::count_same_length(&down, &plan("/", 200, &none, None));
     // The same with IDLE other connections open through each run, as on a
     // server with clients: their timers are in nginx's timer tree too.
     let idle: Mutex<Vec<TcpStream>> = Mutex::new(Vec::new());
@@ -538,6 +546,14 @@ fn instructions(cfg: &Config, s: &mut Section, redis: &Redis) {
         ),
         "<= off",
         pass_on.per_request <= pass_off.per_request,
+    );
+    s.info(
+        "instructions/passing request, sync on with Redis down (link retried every second) vs off",
+        format!(
+            "{} ({})",
+            thousands(pass_down.per_request),
+            percent(over(&pass_down, &pass_off))
+        ),
     );
     let (work_off, work_on) = (
         callgrind::module_work(&pass_off),
@@ -587,11 +603,13 @@ fn instructions(cfg: &Config, s: &mut Section, redis: &Redis) {
          requests. {warm_up} then {} requests per run, per request = (I({}) - \
          I({warm_up})) / {measured}. Passing: `GET /` (empty_gif), one client address. \
          Failing: `GET /fail` (auth_basic's 401), each from a new address, so with \
-         sync each is also sent to Redis (and its reply read) on the event loop. With \
-         sync the link works on its own clock too (a PING a second): the two runs of \
-         the sync side are made to last as long (the shorter one waits, its requests \
-         sent, before nginx is stopped), so that this work cancels out like start-up \
-         does, within a PING. The row with idle connections: as the passing row, with \
+         sync each is also sent to Redis (and its reply read) on the event loop. A \
+         healthy idle link holds no timer (the kernel's TCP keepalive watches it); a \
+         link that is down is tried again every second, on its own clock: the two runs \
+         of each sync side are made to last as long (the shorter one waits, its \
+         requests sent, before nginx is stopped), so that such work cancels out like \
+         start-up does. Redis down: `sync=` names a loopback port nothing listens on, \
+         so every run is an outage with its reconnection attempts. The row with idle connections: as the passing row, with \
          {IDLE} more client connections opened at the start of each run and left idle \
          (no request), whose header timers sit in nginx's timer tree like those of a \
          server's other clients.{}",
@@ -624,13 +642,12 @@ fn instructions(cfg: &Config, s: &mut Section, redis: &Redis) {
         },
         if outside.iter().any(|o| o.contains("ngx_rbtree")) {
             " `ngx_rbtree_*` is nginx's timer tree: every request adds and deletes its \
-             own timers (client header, keep-alive) there, and with sync the tree also \
-             holds the links' timers (a 1-s tick for each of the two connections of \
-             worker 0), so each insertion and deletion walks a node or two more than in \
-             a tree that holds the request's timers alone. That is the cost of two \
-             pending timers in this one-connection test, not work on the request path; \
-             with many connections open the tree holds their timers anyway and two \
-             more add next to nothing (the row with idle connections open)."
+             own timers (client header, keep-alive) there, and with sync the tree may also \
+             hold a link's timer (while a reply is owed, or the link is down), so an \
+             insertion or deletion walks a node more than in a tree that holds the \
+             request's timers alone: not work on the request path; with many \
+             connections open the tree holds their timers anyway (the row with idle \
+             connections open)."
         } else {
             ""
         }
@@ -665,4 +682,10 @@ fn instructions(cfg: &Config, s: &mut Section, redis: &Redis) {
         "a failing request with sync on",
         &fail_on,
     ));
+}
+
+/// A loopback port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind a free port");
+    listener.local_addr().expect("local address").port()
 }
