@@ -90,6 +90,14 @@ impl Table<'_> {
         None
     }
 
+    /// `key`'s slot, a new one if the table does not hold it yet.
+    pub(super) fn find_or_insert(&mut self, key: &Key, events: &mut Events) -> u32 {
+        match self.find(key) {
+            Some(i) => i,
+            None => self.insert(key, events),
+        }
+    }
+
     pub(super) fn insert(&mut self, key: &Key, events: &mut Events) -> u32 {
         let i = self.take_slot(events);
         let slot = &mut self.slots[i as usize];

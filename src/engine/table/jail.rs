@@ -67,16 +67,10 @@ impl Table<'_> {
     /// replaced, so the new duration holds.
     pub fn ban(&mut self, key: &Key, now: Now, secs: u32, events: &mut Events) -> Ban {
         self.expire(now, events);
-        let i = match self.find(key) {
-            Some(i) => i,
-            None => self.insert(key, events),
-        };
+        let i = self.find_or_insert(key, events);
         // A ban that ended unnoticed is ended first, so that widening counts
         // the new ban as a new member (and the old one left the count).
-        let slot = self.slots[i as usize];
-        if slot.kind == SlotKind::BANNED && slot.t1 <= now.secs() {
-            self.end_ban(i, events);
-        }
+        self.ban_in_force(i, now, events);
         let status = self.status_of(i, now);
         let ban = self.ban_slot(i, now, secs, status.failures);
         if status.ban.is_none() {
@@ -209,15 +203,9 @@ impl Table<'_> {
     /// failure in the window.
     pub fn record_failure(&mut self, key: &Key, now: Now, events: &mut Events) -> Failure {
         self.expire(now, events);
-        let i = match self.find(key) {
-            Some(i) => i,
-            None => self.insert(key, events),
-        };
-        if self.slots[i as usize].kind == SlotKind::BANNED {
-            if self.slots[i as usize].t1 > now.secs() {
-                return Failure::AlreadyBanned;
-            }
-            self.end_ban(i, events);
+        let i = self.find_or_insert(key, events);
+        if self.ban_in_force(i, now, events) {
+            return Failure::AlreadyBanned;
         }
         self.age_history(i, now);
         self.hdr.stats.failures += 1;
@@ -225,12 +213,8 @@ impl Table<'_> {
         let mut win = self.slots[i as usize].window();
         let failures = win.add(step);
         self.slots[i as usize].set_window(win);
-        let policy = self.policy;
-        if failures >= policy.maxretry {
-            let secs = policy.ban_secs(self.slots[i as usize].offences);
-            let ban = self.ban_slot(i, now, secs, failures);
-            self.widen_from(i, now, events);
-            return Failure::Banned(ban);
+        if failures >= self.policy.maxretry {
+            return Failure::Banned(self.ban_for_failures(i, now, failures, events));
         }
         let list = list_of(self.slots[i as usize].kind);
         self.unlink(list, i);
@@ -275,6 +259,35 @@ impl Table<'_> {
         }
     }
 
+    /// Whether slot `i` is banned now. A ban whose time is up but that
+    /// nobody noticed yet is ended here.
+    pub(super) fn ban_in_force(&mut self, i: u32, now: Now, events: &mut Events) -> bool {
+        let slot = self.slots[i as usize];
+        if slot.kind != SlotKind::BANNED {
+            return false;
+        }
+        if slot.t1 > now.secs() {
+            return true;
+        }
+        self.end_ban(i, events);
+        false
+    }
+
+    /// Bans slot `i` because `failures` reached maxretry: for as long as
+    /// its offences escalate to, and as a member of its wider network.
+    pub(super) fn ban_for_failures(
+        &mut self,
+        i: u32,
+        now: Now,
+        failures: u32,
+        events: &mut Events,
+    ) -> Ban {
+        let secs = self.policy.ban_secs(self.slots[i as usize].offences);
+        let ban = self.ban_slot(i, now, secs, failures);
+        self.widen_from(i, now, events);
+        ban
+    }
+
     /// Forgets the offences of a key whose history ran out.
     pub(super) fn age_history(&mut self, i: u32, now: Now) {
         let slot = self.slots[i as usize];
@@ -303,10 +316,7 @@ impl Table<'_> {
                 return;
             };
             let net = Key::from_raw(member.raw_addr(), prefix);
-            let j = match self.find(&net) {
-                Some(j) => j,
-                None => self.insert(&net, events),
-            };
+            let j = self.find_or_insert(&net, events);
             // A full zone may have given the member's own slot away.
             let still_banned = self.slots[i as usize].kind == SlotKind::BANNED
                 && self.slots[i as usize].key() == member;
@@ -341,7 +351,7 @@ impl Table<'_> {
         }
     }
 
-    pub(super) fn ban_slot(&mut self, i: u32, now: Now, secs: u32, failures: u32) -> Ban {
+    fn ban_slot(&mut self, i: u32, now: Now, secs: u32, failures: u32) -> Ban {
         let was_banned = self.slots[i as usize].kind == SlotKind::BANNED;
         self.unlink(list_of(self.slots[i as usize].kind), i);
         let slot = &mut self.slots[i as usize];
@@ -379,7 +389,7 @@ impl Table<'_> {
 
     /// Turns a ban back into a counted address with an empty window, last in
     /// line to be kept: it has not failed since.
-    pub(super) fn end_ban(&mut self, i: u32, events: &mut Events) {
+    fn end_ban(&mut self, i: u32, events: &mut Events) {
         let key = self.slots[i as usize].key();
         self.unlink(BANNED, i);
         self.count_ban(i, -1);

@@ -19,20 +19,11 @@ impl Table<'_> {
             return None;
         }
         self.expire(now, events);
-        let i = match self.find(&ban.key) {
-            Some(i) => i,
-            None => self.insert(&ban.key, events),
-        };
-        let slot = self.slots[i as usize];
-        if slot.kind == SlotKind::BANNED {
-            if slot.t1 > now.secs() && slot.t1 >= ban.until {
-                let kept = &mut self.slots[i as usize];
-                kept.offences = kept.offences.max(ban.offence);
-                return None;
-            }
-            if slot.t1 <= now.secs() {
-                self.end_ban(i, events);
-            }
+        let i = self.find_or_insert(&ban.key, events);
+        if self.ban_in_force(i, now, events) && self.slots[i as usize].t1 >= ban.until {
+            let kept = &mut self.slots[i as usize];
+            kept.offences = kept.offences.max(ban.offence);
+            return None;
         }
         let was_banned = self.slots[i as usize].kind == SlotKind::BANNED;
         self.unlink(list_of(self.slots[i as usize].kind), i);
@@ -61,21 +52,12 @@ impl Table<'_> {
         events: &mut Events,
     ) -> Option<Ban> {
         self.expire(now, events);
-        let i = match self.find(key) {
-            Some(i) => i,
-            None => self.insert(key, events),
-        };
-        if self.slots[i as usize].kind == SlotKind::BANNED {
-            if self.slots[i as usize].t1 > now.secs() {
-                return None;
-            }
-            self.end_ban(i, events);
+        let i = self.find_or_insert(key, events);
+        if self.ban_in_force(i, now, events) {
+            return None;
         }
         self.age_history(i, now);
-        let secs = self.policy.ban_secs(self.slots[i as usize].offences);
-        let ban = self.ban_slot(i, now, secs, failures);
-        self.widen_from(i, now, events);
-        Some(ban)
+        Some(self.ban_for_failures(i, now, failures, events))
     }
 }
 
