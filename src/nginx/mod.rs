@@ -9,6 +9,7 @@
 //!   the log phase (counting).
 //! - `variables`: `$authban_status`.
 //! - `request_record`: a request's decision, kept across internal redirects.
+//! - `process`: which nginx process this is (worker 0, one that serves).
 //! - `realip`: which addresses realip trusts (`set_real_ip_from`).
 //! - `api_handler`: the management endpoint's content handler.
 //! - `state_file`: when state files are read and written (zone creation,
@@ -28,6 +29,7 @@ pub mod guard;
 pub mod handlers;
 pub mod log;
 pub mod module;
+pub mod process;
 pub mod realip;
 pub mod request_record;
 pub mod state_file;

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use nginx_sys::{
     ngx_add_timer, ngx_cycle_t, ngx_event_t, ngx_exiting, ngx_int_t, ngx_log_t, ngx_pcalloc,
-    ngx_process, ngx_worker, NGX_ERROR, NGX_OK, NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
+    NGX_ERROR, NGX_OK,
 };
 use ngx::core::{CoreModuleMainConf, NgxCoreModule};
 use ngx::http::{HttpModule, HttpModuleMainConf};
@@ -26,6 +26,7 @@ use crate::engine::state_file;
 use crate::engine::table::{Events, Record};
 use crate::nginx::clock::now;
 use crate::nginx::module::Module;
+use crate::nginx::process::is_worker_zero;
 use crate::nginx::zone::Zone;
 use crate::nginx::{guard, log};
 
@@ -238,16 +239,6 @@ pub fn save(zone: &Zone, log: *mut ngx_log_t) {
     }
 }
 
-/// One process writes the files: worker 0, or nginx itself when it runs
-/// without a master.
-fn is_writer() -> bool {
-    // SAFETY: process globals nginx sets before init_process.
-    unsafe {
-        ngx_process == NGX_PROCESS_SINGLE as nginx_sys::ngx_uint_t
-            || (ngx_process == NGX_PROCESS_WORKER as nginx_sys::ngx_uint_t && ngx_worker == 0)
-    }
-}
-
 fn zones_with_state(cycle: &ngx_cycle_t) -> impl Iterator<Item = &'static Zone> {
     Module::main_conf(cycle)
         .into_iter()
@@ -266,7 +257,7 @@ pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         return NGX_OK as _;
     };
     guard::catch(cycle.log, "init_process", NGX_ERROR as _, || {
-        if is_writer() {
+        if is_worker_zero() {
             start_timers(cycle)
         } else {
             NGX_OK as _
@@ -331,7 +322,7 @@ pub unsafe extern "C" fn exit_process(cycle: *mut ngx_cycle_t) {
         return;
     };
     guard::catch(cycle.log, "exit_process", (), || {
-        if !is_writer() {
+        if !is_worker_zero() {
             return;
         }
         for zone in zones_with_state(cycle) {

@@ -126,7 +126,8 @@ impl Zone {
     }
 }
 
-fn random_seed() -> [u64; 2] {
+/// Two random words (the zone's hash seed; a fleet node's id).
+pub fn random_seed() -> [u64; 2] {
     let state = std::collections::hash_map::RandomState::new();
     let mut one = state.build_hasher();
     one.write_u8(1);

@@ -331,13 +331,7 @@ pub fn error_json(err: &ApiError) -> String {
 
 /// The Prometheus text exposition format, version 0.0.4.
 pub fn prometheus(zones: &[ZoneView]) -> String {
-    type Metric = (
-        &'static str,
-        &'static str,
-        &'static str,
-        fn(&ZoneView) -> u64,
-    );
-    const METRICS: &[Metric] = &[
+    const METRICS: &[Metric<ZoneView>] = &[
         (
             "authban_failures_total",
             "counter",
@@ -390,13 +384,7 @@ pub fn prometheus(zones: &[ZoneView]) -> String {
             |z| u64::from(z.capacity),
         ),
     ];
-    type SyncMetric = (
-        &'static str,
-        &'static str,
-        &'static str,
-        fn(&SyncStats) -> u64,
-    );
-    const SYNC_METRICS: &[SyncMetric] = &[
+    const SYNC_METRICS: &[Metric<SyncStats>] = &[
         (
             "authban_sync_connected",
             "gauge",
@@ -441,38 +429,36 @@ pub fn prometheus(zones: &[ZoneView]) -> String {
         ),
     ];
     let mut out = String::new();
-    for (name, kind, help, value) in METRICS {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for z in zones {
-            let _ = writeln!(
-                out,
-                "{name}{{zone=\"{}\"}} {}",
-                label_value(&z.name),
-                value(z)
-            );
-        }
-    }
+    let all: Vec<(&str, &ZoneView)> = zones.iter().map(|z| (z.name.as_str(), z)).collect();
+    write_families(&mut out, METRICS, &all);
+    // Only zones with `sync=` have these; none, no families.
     let synced: Vec<(&str, &SyncStats)> = zones
         .iter()
         .filter_map(|z| z.sync.as_ref().map(|s| (z.name.as_str(), &s.stats)))
         .collect();
-    if synced.is_empty() {
-        return out;
+    if !synced.is_empty() {
+        write_families(&mut out, SYNC_METRICS, &synced);
     }
-    for (name, kind, help, value) in SYNC_METRICS {
+    out
+}
+
+/// A metric family: name, type, help, and its value in what a zone has.
+type Metric<T> = (&'static str, &'static str, &'static str, fn(&T) -> u64);
+
+/// Each family of `metrics` with one sample per zone of `zones`.
+fn write_families<T>(out: &mut String, metrics: &[Metric<T>], zones: &[(&str, &T)]) {
+    for (name, kind, help, value) in metrics {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (zone, stats) in &synced {
+        for (zone, item) in zones {
             let _ = writeln!(
                 out,
                 "{name}{{zone=\"{}\"}} {}",
                 label_value(zone),
-                value(stats)
+                value(item)
             );
         }
     }
-    out
 }
 
 fn label_value(text: &str) -> String {

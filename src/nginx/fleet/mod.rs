@@ -16,10 +16,7 @@ use core::cell::Cell;
 use core::ptr;
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use nginx_sys::{
-    ngx_cycle_t, ngx_int_t, ngx_log_t, ngx_process, ngx_worker, NGX_OK, NGX_PROCESS_SINGLE,
-    NGX_PROCESS_WORKER,
-};
+use nginx_sys::{ngx_cycle_t, ngx_int_t, ngx_log_t, NGX_OK};
 use ngx::http::HttpModuleMainConf;
 use ngx::log::ngx_cycle_log;
 
@@ -30,6 +27,7 @@ use crate::nginx::clock::now;
 use crate::nginx::directives::DEFAULT_LOG_LEVEL;
 use crate::nginx::log::{self, BanBy};
 use crate::nginx::module::Module;
+use crate::nginx::process::{is_worker_zero, serves_requests};
 use crate::nginx::zone::{self, Zone};
 use link::Link;
 
@@ -62,37 +60,14 @@ impl Fleet {
         Ok(Fleet {
             url,
             addr,
-            node: node_id(),
+            // Two independent random words, of which one is enough here.
+            node: zone::random_seed()[0],
             commands: Cell::new(ptr::null_mut()),
             subscriber: Cell::new(ptr::null_mut()),
             reported_up: Cell::new(false),
             loaded: Cell::new(0),
             published: Cell::new(0),
         })
-    }
-}
-
-fn node_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
-/// Worker 0, or nginx without a master, speaks for the node.
-fn is_reporter() -> bool {
-    // SAFETY: process globals nginx sets before init_process.
-    unsafe {
-        ngx_process == NGX_PROCESS_SINGLE as nginx_sys::ngx_uint_t
-            || (ngx_process == NGX_PROCESS_WORKER as nginx_sys::ngx_uint_t && ngx_worker == 0)
-    }
-}
-
-fn serves_requests() -> bool {
-    // SAFETY: as above.
-    unsafe {
-        ngx_process == NGX_PROCESS_SINGLE as nginx_sys::ngx_uint_t
-            || ngx_process == NGX_PROCESS_WORKER as nginx_sys::ngx_uint_t
     }
 }
 
@@ -113,7 +88,7 @@ pub fn init_process(cycle: &ngx_cycle_t) -> ngx_int_t {
         fleet
             .commands
             .set(Link::start(zone, Role::Commands, fleet.addr, cycle.log));
-        if is_reporter() {
+        if is_worker_zero() {
             let now_secs = now().secs();
             zone.with_table(|t| {
                 let s = t.sync_stats_mut();
@@ -208,6 +183,13 @@ fn log() -> *mut ngx_log_t {
     ngx_cycle_log().as_ptr()
 }
 
+/// A ban no location made (the fleet's count, another node): logged at the
+/// default level, with the length it was given.
+fn log_ban(zone: &Zone, ban: &Ban, by: BanBy) {
+    let bantime = ban.until - ban.since;
+    log::ban(log(), DEFAULT_LOG_LEVEL, &zone.name, ban, bantime, by);
+}
+
 /// What a link's session reported.
 fn on_event(link: &mut Link, event: Event) {
     let zone = link.zone;
@@ -215,7 +197,7 @@ fn on_event(link: &mut Link, event: Event) {
     match event {
         Event::Ready => {
             link.down_reported = false;
-            if is_reporter() {
+            if is_worker_zero() {
                 start_load(link);
             }
         }
@@ -228,15 +210,7 @@ fn on_event(link: &mut Link, event: Event) {
                 .with_table(|t| t.ban_by_fleet(&key, now(), count, &mut events))
                 .flatten();
             if let Some(ban) = made {
-                let bantime = ban.until - ban.since;
-                log::ban(
-                    log(),
-                    DEFAULT_LOG_LEVEL,
-                    &zone.name,
-                    &ban,
-                    bantime,
-                    BanBy::Fleet,
-                );
+                log_ban(zone, &ban, BanBy::Fleet);
                 publish_ban(zone, link, &ban);
             }
             zone::log_events(zone, &events, log(), DEFAULT_LOG_LEVEL);
@@ -248,15 +222,7 @@ fn on_event(link: &mut Link, event: Event) {
                 t.apply_remote_ban(&remote.ban, now(), &mut events)
             });
             if let Some(Some(ban)) = applied {
-                let bantime = ban.until - ban.since;
-                log::ban(
-                    log(),
-                    DEFAULT_LOG_LEVEL,
-                    &zone.name,
-                    &ban,
-                    bantime,
-                    BanBy::Sync,
-                );
+                log_ban(zone, &ban, BanBy::Sync);
             }
             zone::log_events(zone, &events, log(), DEFAULT_LOG_LEVEL);
         }
@@ -380,7 +346,7 @@ fn on_down(link: &mut Link, reason: &str, refused: bool) {
     }
     link.down_reported = true;
     let now_secs = now().secs();
-    let reporter = is_reporter();
+    let reporter = is_worker_zero();
     zone.with_table(|t| {
         let s = t.sync_stats_mut();
         s.record_error(reason);
