@@ -158,14 +158,26 @@ mod tests {
 
     #[test]
     fn parse_accepts_addresses_and_networks() {
+        // Keys as Display (the state file, Redis, the logs) writes them.
+        for text in [
+            "203.0.113.7",
+            "10.0.0.0/8",
+            "::1",
+            "2001:db8::/48",
+            "::/0",
+            "0.0.0.0/0",
+        ] {
+            assert_eq!(Key::parse(text).unwrap().to_string(), text);
+        }
         assert_eq!(Key::parse("10.0.0.1").unwrap().to_string(), "10.0.0.1");
         assert_eq!(Key::parse("10.0.0.1/8").unwrap().to_string(), "10.0.0.0/8");
-        assert_eq!(Key::parse("::1").unwrap().to_string(), "::1");
+        assert_eq!(Key::parse("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
         assert_eq!(
             Key::parse("::ffff:10.1.2.3").unwrap().to_string(),
             "10.1.2.3"
         );
         assert_eq!(Key::parse("2001:db8::/48").unwrap().prefix_len(), 48);
+        assert_eq!(Key::parse("2001:db8::/048").unwrap().prefix_len(), 48);
         for bad in [
             "",
             "10.0.0",
