@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::{pinned_nginx, REALIP};
 use crate::callgrind;
-use crate::common::{get, http, wait_until, Conn, Json, Mock, Nginx};
-use crate::redis::Redis;
+use crate::common::{get, http, wait_until, Conn, Json, Mock, Nginx, Redis, Resp};
 use crate::report::Section;
 use crate::stats::{millis, percent, thousands, Samples};
 use crate::Config;
@@ -172,13 +171,8 @@ pub fn run(cfg: &Config) -> Section {
 
 fn redis_version(redis: &Redis) -> String {
     redis
-        .try_cli(&["INFO", "server"])
-        .and_then(|i| {
-            i.lines()
-                .find_map(|l| l.strip_prefix("redis_version:"))
-                .map(|v| format!("Redis {}", v.trim()))
-        })
-        .unwrap_or_else(|| "Redis".into())
+        .info("server", "redis_version")
+        .map_or_else(|| "Redis".into(), |v| format!("Redis {v}"))
 }
 
 /// What the poller of one node saw after one ban.
@@ -492,7 +486,11 @@ fn instructions(cfg: &Config, s: &mut Section, redis: &Redis) {
     // requests whatever the timing.
     let link_up = |_: u16| {
         // Failures of the previous run: every run starts from an empty Redis.
-        redis.cli(&["FLUSHALL"]);
+        assert_eq!(
+            redis.cmd(&["FLUSHALL"]),
+            Ok(Resp::Simple("OK".into())),
+            "FLUSHALL"
+        );
         let up = wait_until(Duration::from_secs(30), || {
             redis.subscribers("authban:z:events") >= 1 && redis.clients() >= 3
         });

@@ -17,7 +17,6 @@ mod density;
 mod fleet;
 mod flood;
 mod machine;
-mod redis;
 mod report;
 mod request_path;
 mod stats;
@@ -169,9 +168,6 @@ fn main() -> ExitCode {
                 Section::failed(part.title, &why)
             }
         };
-        // A part that timed out left its thread, and the redis-server it
-        // may hold, behind.
-        redis::kill_leftovers();
         section.seconds = t.elapsed().as_secs_f64();
         eprintln!("bench: {} done in {:.0} s", part.title, section.seconds);
         sections.push(section);

@@ -230,6 +230,35 @@ impl Redis {
         exchange(&mut writer, &mut reader, args)
     }
 
+    /// A field of `INFO SECTION` (`connected_clients`, `redis_version`...).
+    pub fn info(&self, section: &str, field: &str) -> Option<String> {
+        let Ok(Resp::Bulk(Some(text))) = self.cmd(&["INFO", section]) else {
+            return None;
+        };
+        let prefix = format!("{field}:");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(|v| v.trim().to_string())
+    }
+
+    /// Connections to the server (this query's own included).
+    pub fn clients(&self) -> u64 {
+        self.info("clients", "connected_clients")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Subscribers of `channel` (`PUBSUB NUMSUB`).
+    pub fn subscribers(&self, channel: &str) -> u64 {
+        match self.cmd(&["PUBSUB", "NUMSUB", channel]) {
+            Ok(Resp::Array(Some(items))) => match items.get(1) {
+                Some(Resp::Int(n)) => u64::try_from(*n).unwrap_or(0),
+                _ => 0,
+            },
+            _ => 0,
+        }
+    }
+
     /// Keys matching `pattern` (KEYS: fine on a test instance).
     pub fn keys(&self, pattern: &str) -> Vec<String> {
         match self.cmd(&["KEYS", pattern]) {
