@@ -68,53 +68,6 @@ fn start(workers: usize) -> Nginx {
 
 // ---- helpers ---------------------------------------------------------------
 
-fn api(n: &Nginx, method: &str, query: &str) -> Reply {
-    http(n.port2(), method, &format!("/authban{query}"), &[], None)
-}
-
-/// A 200 JSON answer of the endpoint, parsed.
-fn api_ok(n: &Nginx, method: &str, query: &str) -> Json {
-    let reply = api(n, method, query);
-    let r = reply.response();
-    assert_eq!(
-        r.status,
-        200,
-        "{method} /authban{query}: {}\n{}",
-        r.text(),
-        tail_log(n)
-    );
-    assert_eq!(
-        r.header("content-type"),
-        Some("application/json"),
-        "{method} /authban{query}"
-    );
-    Json::parse(&r.text())
-        .unwrap_or_else(|e| panic!("{method} /authban{query}: invalid JSON ({e}): {}", r.text()))
-}
-
-/// An error answer: checks the status, the JSON body {"error","status"} and
-/// its content type; returns the reason.
-fn check_error(what: &str, reply: &Reply, status: u16) -> String {
-    let r = reply.response();
-    assert_eq!(r.status, status, "{what}: {}", r.text());
-    assert_eq!(r.header("content-type"), Some("application/json"), "{what}");
-    let body = Json::parse(&r.text())
-        .unwrap_or_else(|e| panic!("{what}: invalid JSON ({e}): {:?}", r.text()));
-    assert_eq!(body.keys(), ["error", "status"], "{what}: {body:?}");
-    assert_eq!(body.u64("status"), u64::from(status), "{what}");
-    let reason = body.str("error").to_string();
-    assert!(!reason.is_empty(), "{what}: empty error");
-    reason
-}
-
-fn api_err(n: &Nginx, method: &str, query: &str, status: u16) -> String {
-    check_error(
-        &format!("{method} /authban{query}"),
-        &api(n, method, query),
-        status,
-    )
-}
-
 fn zone<'a>(list: &'a Json, name: &str) -> &'a Json {
     list.arr("zones")
         .iter()
@@ -337,15 +290,6 @@ fn check_times(what: &str, v: &Json, secs: u64, t0: u64, t1: u64) {
     assert_eq!(v.str("until_iso"), iso(until), "{what}");
 }
 
-fn tail_log(n: &Nginx) -> String {
-    let log = n.error_log();
-    let lines: Vec<&str> = log.lines().collect();
-    format!(
-        "--- error.log tail:\n{}",
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    )
-}
-
 /// The error.log lines holding `needle`.
 fn log_lines(n: &Nginx, needle: &str) -> Vec<String> {
     n.error_log()
@@ -375,7 +319,7 @@ fn expect_ban_logged(n: &Nginx, zone: &str, addr: &str, failures: u64, secs: u64
     let logged = wait_until(Duration::from_secs(5), || {
         !ban_messages(n, zone, addr).is_empty()
     });
-    assert!(logged, "no ban logged for {addr}\n{}", tail_log(n));
+    assert!(logged, "no ban logged for {addr}\n{}", n.log_tail());
     let msgs = ban_messages(n, zone, addr);
     assert_eq!(msgs.len(), 1, "{msgs:?}");
     let msg = &msgs[0];
@@ -492,7 +436,7 @@ fn manual_ban_refused_by_every_worker_until_unban() {
                 .error_log_since(log_at)
                 .contains(line)),
             "no {line:?}\n{}",
-            tail_log(&n)
+            n.log_tail()
         );
         let lines = log_lines(&n, line);
         assert_eq!(lines.len(), 1, "{lines:?}");
@@ -834,7 +778,7 @@ fn cidr_ban_covers_the_whole_network() {
             .len(),
             1,
             "{}",
-            tail_log(&n)
+            n.log_tail()
         );
         for a in inside6 {
             assert_passes(&n, a);
@@ -885,7 +829,7 @@ fn timed_ban_ends_on_its_own() {
                 Duration::from_secs(5)
             ),
             "{}",
-            tail_log(&n)
+            n.log_tail()
         );
         let c = counts(&n, "api");
         assert_eq!((c.bans, c.expired, c.active), (1, 1, 0));
@@ -893,7 +837,7 @@ fn timed_ban_ends_on_its_own() {
         let reply = api(&n, "GET", "?zone=api&addr=198.51.100.60");
         match reply.status() {
             Some(404) => {
-                check_error("expired address", &reply, 404);
+                json_error("expired address", &reply, 404);
             }
             _ => {
                 let s = api_ok(&n, "GET", "?zone=api&addr=198.51.100.60");
@@ -1471,7 +1415,7 @@ fn bad_requests_are_rejected_and_change_nothing() {
                 headers,
                 *body,
             );
-            let got = check_error(&what, &reply, *status);
+            let got = json_error(&what, &reply, *status);
             match reason.strip_suffix('*') {
                 Some(prefix) => assert!(got.starts_with(prefix), "{what}: {got:?}"),
                 None => assert_eq!(&got, reason, "{what}"),
@@ -1541,7 +1485,7 @@ fn deny_all_guards_the_endpoint() {
                 Duration::from_secs(5)
             ),
             "{}",
-            tail_log(&n)
+            n.log_tail()
         );
         // Nothing changed; the allowed address still gets answers.
         assert_eq!(api(&n, "GET", "?zone=api").text(), before);

@@ -78,25 +78,6 @@ fn start_nodes(mock: &Mock, sync: &str, n: usize) -> Vec<Nginx> {
 
 // ---- the management endpoint ------------------------------------------------
 
-fn api(n: &Nginx, method: &str, query: &str) -> Reply {
-    http(n.port2(), method, &format!("/authban{query}"), &[], None)
-}
-
-fn api_ok(n: &Nginx, method: &str, query: &str) -> Json {
-    let reply = api(n, method, query);
-    let r = reply.response();
-    assert_eq!(
-        r.status,
-        200,
-        "{method} /authban{query} on node :{}: {}\n{}",
-        n.port(),
-        r.text(),
-        tail_log(n)
-    );
-    Json::parse(&r.text())
-        .unwrap_or_else(|e| panic!("{method} /authban{query}: invalid JSON ({e}): {}", r.text()))
-}
-
 /// The `sync` object of zone `fleet`.
 fn sync_state(n: &Nginx) -> Json {
     api_ok(n, "GET", "?zone=fleet").get("sync").clone()
@@ -117,7 +98,7 @@ fn wait_connected(nodes: &[Nginx], want: bool) {
             "node {} never reported connected={want}: {:?}\n{}",
             i + 1,
             sync_state(n),
-            tail_log(n)
+            n.log_tail()
         );
     }
 }
@@ -169,7 +150,7 @@ fn expect_refused(nodes: &[Nginx], i: usize, addr: &str, timeout: Duration, what
             "{what}: node {i} does not refuse {addr} within {timeout:?} (GET /ok: {:?}, sync {:?})\n{}",
             ok_status(n, addr),
             sync_state(n),
-            tail_log(n)
+            n.log_tail()
         ),
     }
 }
@@ -181,7 +162,7 @@ fn expect_passes(nodes: &[Nginx], i: usize, addr: &str, timeout: Duration, what:
         None => panic!(
             "{what}: node {i} still refuses {addr} after {timeout:?} (sync {:?})\n{}",
             sync_state(n),
-            tail_log(n)
+            n.log_tail()
         ),
     }
 }
@@ -203,16 +184,6 @@ fn mock_401(mock: &Mock) -> usize {
 }
 
 // ---- logs ---------------------------------------------------------------------
-
-fn tail_log(n: &Nginx) -> String {
-    let log = n.error_log();
-    let lines: Vec<&str> = log.lines().collect();
-    format!(
-        "--- error.log tail ({}):\n{}",
-        n.dir().display(),
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    )
-}
 
 /// The lines of `text` holding every one of `needles`.
 fn lines_with(text: &str, needles: &[&str]) -> Vec<String> {
@@ -267,7 +238,11 @@ fn round_robin_brute_force_is_counted_once_for_the_fleet() {
             assert!(
                 sent < 3 * MAXRETRY,
                 "{sent} requests round-robin, {failures} failed, not refused by every node\n{}",
-                nodes.iter().map(tail_log).collect::<Vec<_>>().join("\n")
+                nodes
+                    .iter()
+                    .map(Nginx::log_tail)
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
             let n = &nodes[sent % nodes.len()];
             let status = get_from(n.port(), ATTACK, addr).status();
@@ -305,7 +280,7 @@ fn round_robin_brute_force_is_counted_once_for_the_fleet() {
                 wait_until(left, || refuses(n, addr)),
                 "node {} does not refuse {addr} within {PROPAGATION:?} of the ban\n{}",
                 i + 1,
-                tail_log(n)
+                n.log_tail()
             );
             assert!(api_banned(n, addr), "node {}: API says not banned", i + 1);
         }
@@ -325,7 +300,11 @@ fn round_robin_brute_force_is_counted_once_for_the_fleet() {
         assert!(
             !by_fleet.is_empty(),
             "no node logged a `by=fleet` ban of {addr}\n{}",
-            nodes.iter().map(tail_log).collect::<Vec<_>>().join("\n")
+            nodes
+                .iter()
+                .map(Nginx::log_tail)
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         let sent_total: u64 = nodes.iter().map(|n| sync_counter(n, "failures_sent")).sum();
         assert!(
@@ -467,7 +446,7 @@ fn api_ban_and_unban_reach_every_node() {
                 got.len(),
                 1,
                 "node {i}: ban received logged once\n{}",
-                tail_log(n)
+                n.log_tail()
             );
             // The zone without sync= knows nothing of it.
             assert_eq!(get_from(n.port(), "/local", addr).status(), Some(200));
@@ -508,7 +487,7 @@ fn api_ban_and_unban_reach_every_node() {
                 lines_with(&n.error_log(), &[&want]).len(),
                 1,
                 "node {i}\n{}",
-                tail_log(n)
+                n.log_tail()
             );
         }
         for n in &nodes {
@@ -568,7 +547,7 @@ fn redis_killed_mid_attack_then_restarted() {
                 n.wait_for_error_log(&down, Duration::from_secs(5)),
                 "node {}: no {down:?} within 5 s of the kill\n{}",
                 i + 1,
-                tail_log(n)
+                n.log_tail()
             );
         }
         eprintln!("every node saw the link down after {:?}", killed.elapsed());
@@ -580,7 +559,7 @@ fn redis_killed_mid_attack_then_restarted() {
         assert!(
             refuses(&nodes[0], local),
             "node 1 does not ban locally\n{}",
-            tail_log(&nodes[0])
+            nodes[0].log_tail()
         );
         let manual = "203.0.113.60";
         ban(&nodes[1], manual);
@@ -640,7 +619,7 @@ fn redis_killed_mid_attack_then_restarted() {
                     .contains(&up)),
                 "node {}: no {up:?} within 5 s of the restart\n{}",
                 i + 1,
-                tail_log(n)
+                n.log_tail()
             );
         }
         let converge = Duration::from_secs(5);
@@ -719,7 +698,7 @@ fn restarted_node_loads_the_bans_from_redis() {
                 ok_status(&restarted, addr),
                 Some(403),
                 "restarted node lets {addr} through\n{}",
-                tail_log(&restarted)
+                restarted.log_tail()
             );
         }
         for addr in [manual, counted, while_away] {
@@ -762,7 +741,7 @@ fn redis_password_right_and_wrong() {
         assert!(
             wrong.wait_for_error_log(&refused, Duration::from_secs(5)),
             "no {refused:?}\n{}",
-            tail_log(wrong)
+            wrong.log_tail()
         );
         let lines = lines_with(&wrong.error_log(), &[&refused]);
         assert!(
@@ -799,7 +778,7 @@ fn redis_password_right_and_wrong() {
         );
         let local = "198.51.100.91";
         fail(wrong, local, MAXRETRY);
-        assert!(refuses(wrong, local), "no local ban\n{}", tail_log(wrong));
+        assert!(refuses(wrong, local), "no local ban\n{}", wrong.log_tail());
         // ... and stay local.
         thread::sleep(Duration::from_millis(500));
         assert!(passes(&nodes[0], local) && passes(&nodes[1], local));
@@ -948,7 +927,7 @@ fn escalation_follows_the_address_across_nodes() {
         assert!(
             wait_until(PROPAGATION, || ban_secs(&nodes[1], addr) == Some(1)),
             "node 2 never held node 1's ban\n{}",
-            tail_log(&nodes[1])
+            nodes[1].log_tail()
         );
 
         // Once it ended, the second offence, on node 2: 2 s, everywhere.
@@ -966,13 +945,13 @@ fn escalation_follows_the_address_across_nodes() {
             get_from(nodes[1].port(), ATTACK, addr).status(),
             Some(403),
             "the second ban did not start at node 2's third failure\n{}",
-            tail_log(&nodes[1])
+            nodes[1].log_tail()
         );
         assert_eq!(
             ban_secs(&nodes[1], addr),
             Some(2),
             "{}",
-            tail_log(&nodes[1])
+            nodes[1].log_tail()
         );
         let log = nodes[1].error_log();
         assert_eq!(
@@ -983,12 +962,12 @@ fn escalation_follows_the_address_across_nodes() {
             .len(),
             1,
             "{}",
-            tail_log(&nodes[1])
+            nodes[1].log_tail()
         );
         assert!(
             wait_until(PROPAGATION, || ban_secs(&nodes[0], addr) == Some(2)),
             "node 1 never held the escalated ban\n{}",
-            tail_log(&nodes[0])
+            nodes[0].log_tail()
         );
         for n in &nodes {
             n.assert_clean();

@@ -116,11 +116,7 @@ fn api(n: &Nginx, query: &str) -> Json {
 }
 
 fn api_call(n: &Nginx, method: &str, query: &str) -> Json {
-    let reply = http(n.port2(), method, &format!("/authban?{query}"), &[], None);
-    let r = reply.response();
-    assert_eq!(r.status, 200, "{method} /authban?{query}: {}", r.text());
-    Json::parse(&r.text())
-        .unwrap_or_else(|e| panic!("{method} /authban?{query}: bad JSON ({e}): {}", r.text()))
+    api_ok(n, method, &format!("?{query}"))
 }
 
 /// The zone's bans in force as (addr, since, until).

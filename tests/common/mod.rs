@@ -15,12 +15,15 @@
 //! - [`http`], [`get`], [`get_from`], [`http_from_ip`], [`Conn`]: a tiny
 //!   HTTP/1.1 client with timeouts, which reports a silently closed
 //!   connection (nginx `return 444`) as [`Reply::Closed`].
+//! - [`api`], [`api_ok`], [`api_err`]: the management endpoint, answers
+//!   checked.
 //! - [`Json`]: a strict JSON reader (serde_json) with panicking accessors.
 //! - [`free_port`]: ports that never collide across threads or processes.
 
 // Each test binary uses a different subset of the harness.
 #![allow(dead_code, unused_imports)]
 
+mod api;
 mod client;
 mod json;
 mod mock;
@@ -30,6 +33,7 @@ mod ports;
 mod process;
 mod redis;
 
+pub use api::{api, api_err, api_ok, json_error, json_ok};
 pub use client::{get, get_from, http, http_at, http_from_ip, Conn, Reply, Response, HTTP_TIMEOUT};
 pub use json::Json;
 pub use mock::Mock;

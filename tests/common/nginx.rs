@@ -398,6 +398,18 @@ impl Nginx {
         read_lossy(&self.dir.join("error.log"))
     }
 
+    /// The last 30 lines of error.log, headed with the nginx dir: for
+    /// failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = self.error_log();
+        let lines: Vec<&str> = log.lines().collect();
+        format!(
+            "--- error.log tail ({}):\n{}",
+            self.dir.display(),
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        )
+    }
+
     /// Byte length of error.log; pair with [`error_log_since`](Self::error_log_since)
     /// to look only at what a step of the test logged.
     pub fn error_log_len(&self) -> usize {

@@ -55,43 +55,6 @@ fn start() -> Nginx {
     Nginx::options().workers(2).start(&conf(32))
 }
 
-fn api(n: &Nginx, method: &str, query: &str) -> Reply {
-    http(n.port2(), method, &format!("/authban{query}"), &[], None)
-}
-
-/// A 200 JSON answer of the endpoint, parsed.
-fn api_ok(n: &Nginx, method: &str, query: &str) -> Json {
-    let reply = api(n, method, query);
-    json_ok(&format!("{method} /authban{query}"), &reply)
-}
-
-fn json_ok(what: &str, reply: &Reply) -> Json {
-    let r = reply.response();
-    assert_eq!(r.status, 200, "{what}: {}", r.text());
-    assert_eq!(r.header("content-type"), Some("application/json"), "{what}");
-    Json::parse(&r.text()).unwrap_or_else(|e| panic!("{what}: invalid JSON ({e}): {}", r.text()))
-}
-
-/// A JSON error answer with `status`; returns its reason.
-fn json_error(what: &str, reply: &Reply, status: u16) -> String {
-    let r = reply.response();
-    assert_eq!(r.status, status, "{what}: {}", r.text());
-    assert_eq!(r.header("content-type"), Some("application/json"), "{what}");
-    let body =
-        Json::parse(&r.text()).unwrap_or_else(|e| panic!("{what}: invalid JSON ({e}): {r:?}"));
-    assert_eq!(body.keys(), ["error", "status"], "{what}: {body:?}");
-    assert_eq!(body.u64("status"), u64::from(status), "{what}");
-    body.str("error").to_string()
-}
-
-fn api_err(n: &Nginx, method: &str, query: &str, status: u16) -> String {
-    json_error(
-        &format!("{method} /authban{query}"),
-        &api(n, method, query),
-        status,
-    )
-}
-
 /// The addresses of the zone's ban list.
 fn banned(n: &Nginx) -> Vec<String> {
     api_ok(n, "GET", "?zone=g")
