@@ -77,6 +77,7 @@ pub use layout::{
 };
 pub use types::{
     wider_prefix, Ban, Event, Events, Failure, KeyStatus, Now, Policy, Record, Stats, Verdict,
+    MAX_BAN_SECS,
 };
 
 /// The former name of [`KeyStatus`], kept while callers move to it.

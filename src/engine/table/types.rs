@@ -4,6 +4,10 @@
 
 use crate::engine::key::Key;
 
+/// The longest ban anything may ask for: the management endpoint's `time=`
+/// and a record from the fleet alike (a year, as nginx's `y`).
+pub const MAX_BAN_SECS: u32 = 365 * 86_400;
+
 /// A zone's rules, from the configuration. The table never stores it: every
 /// operation applies the policy its caller attached the table with (see
 /// the reload rules in the module documentation).
