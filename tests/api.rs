@@ -99,7 +99,8 @@ impl Counts {
                 "refused",
                 "expired",
                 "evicted",
-                "bans_dropped"
+                "bans_dropped",
+                "widen_skipped"
             ],
             "{z:?}"
         );
@@ -965,7 +966,7 @@ fn prometheus_exposition_parses_and_matches_json() {
 
         // (family as the parser names it, exposed sample name, JSON value)
         type Get = fn(&Json) -> u64;
-        let metrics: [(&str, &str, &str, Get); 9] = [
+        let metrics: [(&str, &str, &str, Get); 10] = [
             (
                 "authban_failures",
                 "authban_failures_total",
@@ -994,6 +995,12 @@ fn prometheus_exposition_parses_and_matches_json() {
                 |z| z.get("counters").u64("bans_dropped"),
             ),
             (
+                "authban_widen_skipped",
+                "authban_widen_skipped_total",
+                "counter",
+                |z| z.get("counters").u64("widen_skipped"),
+            ),
+            (
                 "authban_tracked_addresses",
                 "authban_tracked_addresses",
                 "gauge",
@@ -1014,7 +1021,7 @@ fn prometheus_exposition_parses_and_matches_json() {
             .map(|(f, _, t, _)| (f.to_string(), t.to_string()))
             .collect();
         assert_eq!(families, want);
-        assert_eq!(samples.len(), 9 * 2, "{samples:?}");
+        assert_eq!(samples.len(), metrics.len() * 2, "{samples:?}");
         for (family, sample, _, value) in &metrics {
             for name in ["api", "spare"] {
                 let z = zone(&json, name);
@@ -1044,7 +1051,7 @@ fn prometheus_exposition_parses_and_matches_json() {
         assert_eq!(reply.status(), Some(200));
         let (families, samples) = parse_prometheus(&reply.text());
         assert_eq!(families, want);
-        assert_eq!(samples.len(), 9);
+        assert_eq!(samples.len(), metrics.len());
         assert!(samples
             .iter()
             .all(

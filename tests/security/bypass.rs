@@ -547,3 +547,56 @@ fn widening_counts_a_manual_reban_once() {
         n.assert_clean();
     });
 }
+
+/// `widen` in a zone holding only bans: the ban a client's failures make,
+/// and an API ban, hold; the network count they would need is what gives
+/// way (`widen_skipped`), never the ban just made.
+#[test]
+fn a_zone_full_of_bans_keeps_the_ban_widen_has_no_room_to_count() {
+    with_timeout(90, || {
+        let n = start(
+            r#"
+            authban_zone zone=c:32k maxretry=3 bantime=60s widen=3;
+            server {
+                listen 127.0.0.1:{port};
+                location = /authban { authban_api; }
+                location / { authban c; proxy_pass UP; }
+            }
+            "#,
+        );
+        let api = |method: &str, query: &str| {
+            http(n.port(), method, &format!("/authban{query}"), &[], None)
+        };
+        let capacity = Json::parse(&api("GET", "?zone=c").text())
+            .unwrap()
+            .u64("capacity");
+        // Day-long bans in distinct /24s, more than the zone holds: the
+        // /24 counts give way to later bans until only bans are left.
+        for i in 0..capacity + 40 {
+            let addr = format!("10.{}.{}.1", i / 256, i % 256);
+            let reply = api("POST", &format!("?zone=c&addr={addr}&time=1d"));
+            assert_eq!(reply.status(), Some(200), "{addr}: {}", reply.text());
+        }
+        let addr = "198.51.100.7";
+        let mut statuses = Vec::new();
+        for _ in 0..20 {
+            statuses.push(status_from(&n, "/x", addr).unwrap_or(0));
+        }
+        let refused = statuses.iter().filter(|&&s| s == 403).count();
+        assert_eq!(statuses[..3], [401, 401, 401], "{statuses:?}");
+        assert_eq!(refused, 17, "{statuses:?}\n{}", n.log_tail());
+        assert!(!n
+            .error_log()
+            .contains(&format!("addr={addr} reason=zone_full")));
+        // The shortest ban of all, made through the API, holds too.
+        let short = "198.51.100.8";
+        let reply = api("POST", &format!("?zone=c&addr={short}&time=1h"));
+        assert!(reply.text().contains("\"banned\":true"), "{}", reply.text());
+        let got = Json::parse(&api("GET", &format!("?zone=c&addr={short}")).text()).unwrap();
+        assert!(got.bool("banned"), "{got:?}");
+        assert_eq!(status_from(&n, "/x", short), Some(403));
+        let zone = Json::parse(&api("GET", "?zone=c").text()).unwrap();
+        assert!(zone.get("counters").u64("widen_skipped") >= 2, "{zone:?}");
+        n.assert_clean();
+    });
+}

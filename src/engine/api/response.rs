@@ -47,6 +47,9 @@ pub struct SyncJson<'a> {
     pub unbans_sent: u64,
     pub unbans_received: u64,
     pub errors: u64,
+    pub failures_dropped: u64,
+    pub records_refused: u64,
+    pub records_skipped: u64,
     pub last_error: Option<String>,
 }
 
@@ -67,6 +70,7 @@ pub struct CountersJson {
     pub expired: u64,
     pub evicted: u64,
     pub bans_dropped: u64,
+    pub widen_skipped: u64,
 }
 
 /// A zone: an item of `GET /authban`, the head of `GET ?zone=`.
@@ -234,6 +238,7 @@ impl<'a> From<&'a ZoneView> for ZoneJson<'a> {
                 expired: s.expired,
                 evicted: s.evicted,
                 bans_dropped: s.bans_dropped,
+                widen_skipped: s.widen_skipped,
             },
             sync: z.sync.as_ref().map(|v| SyncJson {
                 url: &v.url,
@@ -244,6 +249,9 @@ impl<'a> From<&'a ZoneView> for ZoneJson<'a> {
                 unbans_sent: v.stats.unbans_sent,
                 unbans_received: v.stats.unbans_received,
                 errors: v.stats.errors,
+                failures_dropped: v.stats.failures_dropped,
+                records_refused: v.stats.records_refused,
+                records_skipped: v.stats.records_skipped,
                 last_error: v.stats.last_error(),
             }),
         }
@@ -369,6 +377,12 @@ pub fn prometheus(zones: &[ZoneView]) -> String {
             |z| z.stats.bans_dropped,
         ),
         (
+            "authban_widen_skipped_total",
+            "counter",
+            "Network counts widen skipped because the zone held only bans.",
+            |z| z.stats.widen_skipped,
+        ),
+        (
             "authban_tracked_addresses",
             "gauge",
             "Addresses the zone holds now.",
@@ -426,6 +440,24 @@ pub fn prometheus(zones: &[ZoneView]) -> String {
             "counter",
             "Link failures and errors from Redis.",
             |s| s.errors,
+        ),
+        (
+            "authban_sync_failures_dropped_total",
+            "counter",
+            "Failures not sent to the fleet (link down or too slow).",
+            |s| s.failures_dropped,
+        ),
+        (
+            "authban_sync_records_refused_total",
+            "counter",
+            "Bans from the fleet refused by the zone's policy.",
+            |s| s.records_refused,
+        ),
+        (
+            "authban_sync_records_skipped_total",
+            "counter",
+            "Ban records in Redis a load could not read.",
+            |s| s.records_skipped,
         ),
     ];
     let mut out = String::new();
@@ -606,6 +638,7 @@ mod tests {
                 expired: 3,
                 evicted: 4,
                 bans_dropped: u64::MAX,
+                widen_skipped: 6,
             },
         };
         let b1 = Ban {
@@ -626,7 +659,7 @@ mod tests {
             "\"name\":{esc},\"size\":1048576,\"capacity\":20000,\
              \"policy\":{{\"maxretry\":5,\"findtime\":600,\"bantime\":60}},\"tracked\":3,\
              \"bans\":5,\"counters\":{{\"failures\":9,\"bans\":1,\"refused\":2,\"expired\":3,\
-             \"evicted\":4,\"bans_dropped\":18446744073709551615}}"
+             \"evicted\":4,\"bans_dropped\":18446744073709551615,\"widen_skipped\":6}}"
         );
         let b1_fields = "\"addr\":\"192.0.2.1\",\"since\":1764072000,\
              \"since_iso\":\"2025-11-25T12:00:00Z\",\"until\":1764072060,\

@@ -14,6 +14,13 @@ pub struct SyncStats {
     pub unbans_sent: u64,
     pub unbans_received: u64,
     pub errors: u64,
+    /// Failures not sent: the link was down, or owed Redis too many
+    /// replies already.
+    pub failures_dropped: u64,
+    /// Bans from the fleet this zone's policy refused.
+    pub records_refused: u64,
+    /// Ban records a load could not read (too long, or not a record).
+    pub records_skipped: u64,
     /// 1 while worker 0's links (commands and subscription) are up.
     pub connected: u32,
     /// Since when (unix seconds) the link has been down: bans made from
@@ -31,6 +38,9 @@ impl SyncStats {
         unbans_sent: 0,
         unbans_received: 0,
         errors: 0,
+        failures_dropped: 0,
+        records_refused: 0,
+        records_skipped: 0,
         connected: 0,
         down_since: 0,
         last_error_len: 0,

@@ -100,6 +100,25 @@ impl Table<'_> {
 
     pub(super) fn insert(&mut self, key: &Key, events: &mut Events) -> u32 {
         let i = self.take_slot(events);
+        self.place(key, i);
+        i
+    }
+
+    /// `key`'s slot for bookkeeping a ban needs (a network's member count):
+    /// made from a free slot or a counted address, never by dropping a ban,
+    /// so a ban just made never makes room for its own bookkeeping. `None`
+    /// when only bans are left.
+    pub(super) fn find_or_insert_beside_bans(&mut self, key: &Key) -> Option<u32> {
+        if let Some(i) = self.find(key) {
+            return Some(i);
+        }
+        let i = self.free_slot().or_else(|| self.evict_counted())?;
+        self.place(key, i);
+        Some(i)
+    }
+
+    /// Gives slot `i`, free, to `key`: indexed, counted, empty.
+    fn place(&mut self, key: &Key, i: u32) {
         let slot = &mut self.slots[i as usize];
         slot.addr = key.raw_addr();
         slot.prefix = key.raw_prefix();
@@ -113,7 +132,6 @@ impl Table<'_> {
         self.buckets[b] = i;
         self.push_front(COUNTED, i);
         self.hdr.in_use = self.hdr.in_use.saturating_add(1);
-        i
     }
 
     /// The head of the free list, popped, if it is sound.
@@ -130,30 +148,44 @@ impl Table<'_> {
     /// A free slot: never used, released, or taken from the least valuable
     /// holder (oldest counted address, else the ban ending soonest).
     fn take_slot(&mut self, events: &mut Events) -> u32 {
-        if let Some(i) = self.pop_free() {
+        if let Some(i) = self.free_slot().or_else(|| self.evict_counted()) {
             return i;
+        }
+        let head = self.hdr.lists[BANNED].head;
+        if head == NIL {
+            // Nothing on any list, yet no slot free: the counts lie.
+            self.damaged.set(true);
+            return 0;
+        }
+        events.push(Event::BanDropped(self.slots[head as usize].ban()));
+        self.hdr.stats.bans_dropped += 1;
+        self.reuse(head)
+    }
+
+    /// A slot never used or released.
+    fn free_slot(&mut self) -> Option<u32> {
+        if let Some(i) = self.pop_free() {
+            return Some(i);
         }
         if self.hdr.high_water < self.hdr.capacity {
             self.hdr.high_water += 1;
-            return self.hdr.high_water - 1;
+            return Some(self.hdr.high_water - 1);
         }
+        None
+    }
+
+    /// The slot of the least recently failing counted address (plainly
+    /// counted first, then remembered offenders), forgotten.
+    fn evict_counted(&mut self) -> Option<u32> {
         let victim = match [COUNTED, REMEMBERED].map(|l| self.hdr.lists[l].tail) {
-            [NIL, NIL] => {
-                let head = self.hdr.lists[BANNED].head;
-                if head == NIL {
-                    // Nothing on any list, yet no slot free: the counts lie.
-                    self.damaged.set(true);
-                    return 0;
-                }
-                events.push(Event::BanDropped(self.slots[head as usize].ban()));
-                self.hdr.stats.bans_dropped += 1;
-                head
-            }
-            [NIL, tail] | [tail, _] => {
-                self.hdr.stats.evicted += 1;
-                tail
-            }
+            [NIL, NIL] => return None,
+            [NIL, tail] | [tail, _] => tail,
         };
+        self.hdr.stats.evicted += 1;
+        Some(self.reuse(victim))
+    }
+
+    fn reuse(&mut self, victim: u32) -> u32 {
         self.forget(victim);
         // Damaged memory may leave no free slot: the victim is reused
         // as it is, and the table is reset once the call returns.

@@ -316,11 +316,13 @@ impl Table<'_> {
                 return;
             };
             let net = Key::from_raw(member.raw_addr(), prefix);
-            let j = self.find_or_insert(&net, events);
-            // A full zone may have given the member's own slot away.
-            let still_banned = self.slots[i as usize].kind == SlotKind::BANNED
-                && self.slots[i as usize].key() == member;
-            if !still_banned || self.slots[j as usize].kind == SlotKind::BANNED {
+            // A zone holding only bans has no room for the network's count:
+            // the count is skipped, never the member's ban.
+            let Some(j) = self.find_or_insert_beside_bans(&net) else {
+                self.hdr.stats.widen_skipped += 1;
+                return;
+            };
+            if self.slots[j as usize].kind == SlotKind::BANNED {
                 return;
             }
             let members = self.slots[j as usize].members.saturating_add(1);

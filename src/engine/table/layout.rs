@@ -30,8 +30,9 @@ use crate::engine::window::{self, Window, BUCKETS};
 /// Bumped whenever the region's layout changes, so a reload with a new
 /// module never adopts a zone it cannot read. 2: the policy left the
 /// header, which split into a locked part and shared counters. 3: fleet
-/// sync counters in the locked header.
-pub const LAYOUT_VERSION: u32 = 3;
+/// sync counters in the locked header. 4: `widen_skipped`, and the sync
+/// counters of refused, skipped and dropped records.
+pub const LAYOUT_VERSION: u32 = 4;
 pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"AUTHBAN\0");
 /// The end of a list or chain.
 pub(super) const NIL: u32 = u32::MAX;

@@ -420,6 +420,56 @@ fn threads_sharing_one_region_agree() {
     check_invariants(&t);
 }
 
+/// A zone holding only bans: the ban a failure just made, or the
+/// management endpoint or the fleet just made, stays; the network count
+/// `widen` wanted is what gives way, and is counted.
+#[test]
+fn a_new_ban_in_a_zone_full_of_bans_is_kept_and_the_widen_count_skipped() {
+    let policy = Policy {
+        maxretry: 3,
+        bantime: 60,
+        widen: 3,
+        ..POLICY
+    };
+    let mut region = Region::new(32 * 1024);
+    let mut t = region.table(policy);
+    let mut ev = Events::default();
+    let capacity = t.capacity();
+    // Day-long bans in distinct /24s, twice the capacity: their /24
+    // counts are evicted by later bans until the zone holds only bans.
+    for n in 0..2 * capacity {
+        t.ban(&v4(0x0b00_0000 + (n << 8)), at(10), 86_400, &mut ev);
+    }
+    assert_eq!(t.bans(), capacity);
+    let attacker = v4(0xc633_6407);
+    for _ in 0..3 {
+        t.record_failure(&attacker, at(20), &mut ev);
+    }
+    assert!(
+        matches!(t.check(&attacker, at(21), true, &mut ev), Verdict::Banned(b) if b.key == attacker),
+        "the ban a failure made must hold"
+    );
+    assert!(t.stats().widen_skipped >= 1, "{:?}", t.stats());
+    // The management endpoint's ban, shortest of all, holds too.
+    let short = v4(0xc633_6508);
+    t.ban(&short, at(22), 3600, &mut ev);
+    assert!(t.lookup(&short, at(23)).is_some_and(|s| s.ban.is_some()));
+    // So does the fleet's.
+    let remote = Ban {
+        key: v4(0xc633_6609),
+        since: 22,
+        until: 100,
+        failures: 3,
+        offence: 1,
+    };
+    t.apply_remote_ban(&remote, at(22), &mut ev);
+    assert!(matches!(
+        t.check(&remote.key, at(23), true, &mut ev),
+        Verdict::Banned(_)
+    ));
+    check_invariants(&t);
+}
+
 proptest! {
     /// The window rule: maxretry failures within any findtime-long span
     /// always ban, and a ban needs maxretry failures within four window

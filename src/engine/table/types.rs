@@ -92,6 +92,9 @@ pub struct Stats {
     pub expired: u64,
     pub evicted: u64,
     pub bans_dropped: u64,
+    /// Network member counts `widen` could not keep: the zone held only
+    /// bans, and a ban is never dropped for a count.
+    pub widen_skipped: u64,
 }
 
 /// A ban as the table holds it.
