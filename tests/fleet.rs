@@ -378,6 +378,9 @@ fn api_ban_and_unban_reach_every_node() {
                 "unbans_sent",
                 "unbans_received",
                 "errors",
+                "failures_dropped",
+                "records_refused",
+                "records_skipped",
                 "last_error"
             ],
             "{s:?}"
@@ -972,5 +975,347 @@ fn escalation_follows_the_address_across_nodes() {
         for n in &nodes {
             n.assert_clean();
         }
+    });
+}
+
+// ---- what a node takes from Redis ---------------------------------------------
+//
+// Whoever can write to Redis, or sit between it and the nodes, must not be
+// able to lock the fleet out, hang a node's start, or grow its memory; a
+// dry-run node must not enforce anywhere.
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A dry-run location counts and logs "would ban", and tells the fleet
+/// nothing: no other node bans, Redis holds no record and no count.
+#[test]
+fn a_dry_run_node_makes_no_other_node_ban() {
+    with_timeout(120, || {
+        let redis = Redis::start();
+        let mock = Mock::start();
+        let dry = node_conf(&mock, &redis.url()).replacen(
+            "authban fleet;",
+            "authban fleet;\n            authban_dry_run on;",
+            1,
+        );
+        let canary = Nginx::options().workers(2).start(&dry);
+        let other = start_node(&mock, &redis.url());
+        let nodes = [canary, other];
+        wait_connected(&nodes, true);
+        let addr = "198.51.100.120";
+        fail(&nodes[0], addr, 2 * MAXRETRY);
+        assert!(
+            nodes[0].wait_for_error_log("authban: would ban zone=fleet", Duration::from_secs(5)),
+            "{}",
+            nodes[0].log_tail()
+        );
+        thread::sleep(PROPAGATION);
+        assert!(passes(&nodes[1], addr), "the other node bans {addr}");
+        assert!(!api_banned(&nodes[1], addr));
+        assert_eq!(redis.keys("authban:fleet:*"), Vec::<String>::new());
+        assert_eq!(sync_counter(&nodes[0], "bans_sent"), 0);
+        assert_eq!(sync_counter(&nodes[0], "failures_sent"), 0);
+        assert_all_clean(&nodes);
+    });
+}
+
+/// Forged bans are checked against the zone's own policy: all of IPv4
+/// until 2106 is refused and counted; a flood of acceptable-looking ones
+/// writes a few lines a second, not one per message.
+#[test]
+fn forged_bans_are_held_to_the_zone_policy_and_their_lines_limited() {
+    with_timeout(120, || {
+        let redis = Redis::start();
+        let mock = Mock::start();
+        let nodes = start_nodes(&mock, &redis.url(), 2);
+        wait_connected(&nodes, true);
+        let channel = "authban:fleet:events";
+        for forged in [
+            "ban 1 0.0.0.0/0 0 4294967295 1 255".to_string(),
+            format!("ban 1 0.0.0.0/0 {0} {1} 1 1", now_secs(), now_secs() + 600),
+            format!("ban 1 192.0.2.77 {0} {1} 1 1", now_secs(), u32::MAX),
+            format!(
+                "ban 1 192.0.2.78 {0} {1} 1 1",
+                now_secs() + 3600,
+                now_secs() + 7200
+            ),
+        ] {
+            redis.cmd(&["PUBLISH", channel, &forged]).unwrap();
+        }
+        for (i, n) in nodes.iter().enumerate() {
+            assert!(
+                wait_until(Duration::from_secs(5), || sync_counter(
+                    n,
+                    "records_refused"
+                ) == 4),
+                "node {}: {:?}",
+                i + 1,
+                sync_state(n)
+            );
+            for addr in ["203.0.113.9", "192.0.2.77", "192.0.2.78"] {
+                assert!(passes(n, addr), "node {} refuses {addr}", i + 1);
+            }
+            let refused = lines_with(&n.error_log(), &["refused a ban from the fleet"]);
+            assert_eq!(refused.len(), 4, "{refused:#?}");
+            assert!(refused[0].contains("ends later than"), "{refused:#?}");
+            assert!(refused[1].contains("wider than"), "{refused:#?}");
+            assert!(refused[3].contains("starts in the future"), "{refused:#?}");
+        }
+
+        // 20,000 bans another node could have made, in one burst.
+        let before: Vec<usize> = nodes.iter().map(Nginx::error_log_len).collect();
+        let script = "for i = 0, 19999 do \
+             redis.call('PUBLISH', KEYS[1], string.format('ban 1 10.%d.%d.1 %s %s 1 1', \
+             math.floor(i / 256), i % 256, ARGV[1], ARGV[2])) end return 1";
+        let (since, until) = (now_secs().to_string(), (now_secs() + 600).to_string());
+        redis
+            .cmd(&["EVAL", script, "1", channel, &since, &until])
+            .unwrap();
+        for (i, n) in nodes.iter().enumerate() {
+            assert!(
+                wait_until(Duration::from_secs(20), || sync_counter(n, "bans_received")
+                    >= 20_004),
+                "node {}: {:?}",
+                i + 1,
+                sync_state(n)
+            );
+            assert!(refuses(n, "10.3.7.1"), "node {}", i + 1);
+            // One more line after a quiet second carries the summary.
+            thread::sleep(Duration::from_millis(1100));
+            redis
+                .cmd(&[
+                    "PUBLISH",
+                    channel,
+                    &format!("ban 1 10.99.0.1 {since} {until} 1 1"),
+                ])
+                .unwrap();
+            assert!(
+                n.wait_for_error_log("more \"by=sync\" lines in the last", Duration::from_secs(5))
+            );
+            let log = n.error_log_since(before[i]);
+            let lines = lines_with(&log, &["by=sync"]).len();
+            assert!(lines < 200, "node {}: {lines} by=sync lines", i + 1);
+            assert!(log.len() < 100_000, "node {}: {} bytes", i + 1, log.len());
+        }
+        assert_all_clean(&nodes);
+    });
+}
+
+/// A record no ban could be (17 MB) is skipped by every load, counted,
+/// and breaks nothing: the other records load, the link stays up, no
+/// "is down" line.
+#[test]
+fn an_oversized_record_is_skipped_not_fatal() {
+    with_timeout(120, || {
+        let redis = Redis::start();
+        let mock = Mock::start();
+        let until = now_secs() + 3600;
+        let huge = "x".repeat(17 << 20);
+        let score = until.to_string();
+        redis
+            .cmd(&["SET", "authban:fleet:ban:1.2.3.7", &huge])
+            .unwrap();
+        let good = format!("{} {until} 10 1", now_secs());
+        redis
+            .cmd(&["SET", "authban:fleet:ban:198.51.100.130", &good])
+            .unwrap();
+        for key in ["1.2.3.7", "198.51.100.130"] {
+            redis
+                .cmd(&["ZADD", "authban:fleet:index", &score, key])
+                .unwrap();
+        }
+        let n = start_node(&mock, &redis.url());
+        wait_connected(std::slice::from_ref(&n), true);
+        assert!(refuses(&n, "198.51.100.130"), "{}", n.log_tail());
+        assert!(passes(&n, "1.2.3.7"));
+        // The master's load and worker 0's each skipped it.
+        assert!(
+            sync_counter(&n, "records_skipped") >= 2,
+            "{:?}",
+            sync_state(&n)
+        );
+        assert!(
+            n.error_log().contains("loaded 1 bans from"),
+            "{}",
+            n.log_tail()
+        );
+        thread::sleep(Duration::from_secs(3));
+        assert!(sync_state(&n).bool("connected"));
+        assert!(!n.error_log().contains("is down"), "{}", n.log_tail());
+        n.assert_clean();
+    });
+}
+
+/// A Redis that trickles (a byte every 0.4 s), and one whose load never
+/// ends: nginx starts within about a second, and a reload too; the link is
+/// closed when its oldest owed reply is 2 s late, whatever trickles in;
+/// failures not sent are counted.
+#[test]
+fn a_trickling_or_endless_redis_holds_nothing() {
+    with_timeout(120, || {
+        let mock = Mock::start();
+        let trickle = FakeRedis::start(Duration::from_millis(400), Arc::new(redis_handshake));
+        let t0 = Instant::now();
+        let n = start_node(&mock, &trickle.url());
+        let started = t0.elapsed();
+        assert!(started < Duration::from_secs(3), "start took {started:?}");
+        assert!(n.wait_for_error_log(
+            "authban: zone=fleet could not load bans from",
+            Duration::from_secs(1)
+        ));
+        // The handshake's first reply trickles in, but never completes
+        // within 2 s: the link is dropped, once logged, and failures are
+        // counted as dropped.
+        let down = format!(
+            "authban: zone=fleet sync link to {} is down (no answer to the handshake",
+            trickle.shown_url()
+        );
+        assert!(
+            n.wait_for_error_log(&down, Duration::from_secs(6)),
+            "{}",
+            n.log_tail()
+        );
+        fail(&n, "198.51.100.140", 3);
+        assert!(
+            sync_counter(&n, "failures_dropped") >= 3,
+            "{:?}",
+            sync_state(&n)
+        );
+        assert!(!sync_state(&n).bool("connected"));
+        drop(n);
+
+        // SCAN answered "more" forever; the load's pages full forever.
+        let endless = FakeRedis::start(
+            Duration::ZERO,
+            Arc::new(|args: &[String]| match args[0].as_str() {
+                "SCAN" => Some(b"*2\r\n$1\r\n7\r\n*0\r\n".to_vec()),
+                "EVAL" => Some(format!("*3\r\n:0\r\n:{}\r\n*0\r\n", args[6]).into_bytes()),
+                _ => redis_handshake(args),
+            }),
+        );
+        let t0 = Instant::now();
+        let mut n = start_node(&mock, &endless.url());
+        let started = t0.elapsed();
+        assert!(started < Duration::from_secs(3), "start took {started:?}");
+        // A bigger zone is a new zone: the master loads again, as bounded.
+        let bigger = node_conf(&mock, &endless.url()).replace("zone=fleet:1m", "zone=fleet:2m");
+        let t0 = Instant::now();
+        n.reload_with(&bigger);
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "reload took {:?}",
+            t0.elapsed()
+        );
+        // Worker 0's load ends too (no more pages than the zone holds).
+        wait_connected(std::slice::from_ref(&n), true);
+        n.assert_clean();
+    });
+}
+
+/// `sync_key=FILE`: nodes sharing the key hear each other; an unsigned
+/// message or record (anyone who can write to Redis) is refused and
+/// counted, and so is a node signing with another key.
+#[test]
+fn with_a_sync_key_only_signed_bans_are_believed() {
+    with_timeout(120, || {
+        let redis = Redis::start();
+        let mock = Mock::start();
+        let dir = std::env::temp_dir().join(format!("authban-sync-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (key, other_key) = (dir.join("fleet.key"), dir.join("other.key"));
+        std::fs::write(&key, "correct horse battery staple\n").unwrap();
+        std::fs::write(&other_key, "another key, as long as that\n").unwrap();
+        let conf = |file: &std::path::Path| {
+            node_conf(&mock, &redis.url()).replacen(
+                &format!("sync={}", redis.url()),
+                &format!("sync={} sync_key={}", redis.url(), file.display()),
+                1,
+            )
+        };
+        // An unsigned record left in Redis before the nodes start.
+        let until = now_secs() + 3600;
+        redis
+            .cmd(&[
+                "SET",
+                "authban:fleet:ban:198.51.100.150",
+                &format!("{} {until} 9 1", now_secs()),
+            ])
+            .unwrap();
+        redis
+            .cmd(&[
+                "ZADD",
+                "authban:fleet:index",
+                &until.to_string(),
+                "198.51.100.150",
+            ])
+            .unwrap();
+        let nodes: Vec<Nginx> = [&key, &key, &other_key]
+            .iter()
+            .map(|k| Nginx::options().workers(2).start(&conf(k)))
+            .collect();
+        wait_connected(&nodes, true);
+        for n in &nodes {
+            assert!(passes(n, "198.51.100.150"), "{}", n.log_tail());
+            assert!(
+                sync_counter(n, "records_refused") >= 1,
+                "{:?}",
+                sync_state(n)
+            );
+        }
+
+        // Signed by node 1: node 2 applies it, node 3 (another key) refuses.
+        let addr = "198.51.100.151";
+        let refused_before = sync_counter(&nodes[2], "records_refused");
+        ban(&nodes[0], addr);
+        expect_refused(&nodes, 2, addr, PROPAGATION, "signed ban");
+        assert!(
+            wait_until(Duration::from_secs(5), || sync_counter(
+                &nodes[2],
+                "records_refused"
+            ) > refused_before
+                || refuses(&nodes[2], addr)),
+            "node 3 neither refused the message nor applied it"
+        );
+        assert!(
+            passes(&nodes[2], addr),
+            "node 3 applied a ban signed with another key"
+        );
+
+        // Forged on the channel: a ban, and an unban of the signed ban.
+        let before = sync_counter(&nodes[1], "records_refused");
+        let forged = format!(
+            "ban 1 198.51.100.152 {} {} 1 1",
+            now_secs(),
+            now_secs() + 600
+        );
+        redis
+            .cmd(&["PUBLISH", "authban:fleet:events", &forged])
+            .unwrap();
+        let unban = format!("unban 0000000000000001 {addr}");
+        redis
+            .cmd(&["PUBLISH", "authban:fleet:events", &unban])
+            .unwrap();
+        assert!(
+            wait_until(Duration::from_secs(5), || sync_counter(
+                &nodes[1],
+                "records_refused"
+            ) >= before + 2),
+            "{:?}",
+            sync_state(&nodes[1])
+        );
+        assert!(passes(&nodes[1], "198.51.100.152"));
+        assert!(refuses(&nodes[1], addr), "a forged unban lifted the ban");
+        assert!(nodes[1]
+            .error_log()
+            .contains("bans or unbans from the fleet: bad or missing signature"));
+        for n in &nodes {
+            n.assert_clean();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     });
 }

@@ -25,7 +25,7 @@ fuzz_target!(|input: (bool, u8, Vec<Vec<u8>>)| {
                 session.count_failure(&key, 600);
             }
             1 => {
-                session.load_bans();
+                session.load_bans(1000);
             }
             _ => {}
         }
@@ -34,12 +34,16 @@ fuzz_target!(|input: (bool, u8, Vec<Vec<u8>>)| {
             break;
         }
     }
+    // Whatever the peer sends, what is owed stays bounded.
+    assert!(session.owed() <= authban::engine::fleet::session::MAX_OWED + 8);
     for event in events {
         match event {
             // Only keys this node asked about come back counted.
             Event::FleetCount { key: counted, .. } => assert_eq!(counted, key),
             // Records and messages are checked before they are believed.
-            Event::Loaded(bans) => assert!(bans.iter().all(|b| b.since <= b.until)),
+            Event::Loaded { bans, .. } => {
+                assert!(bans.len() <= 1000 && bans.iter().all(|b| b.since <= b.until))
+            }
             Event::Ban(remote) => assert!(remote.ban.since <= remote.ban.until),
             // Other nodes' news reach only a subscriber.
             Event::Unban { .. } => assert!(subscriber),

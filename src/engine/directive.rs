@@ -28,6 +28,12 @@ pub struct ZoneSpec {
     pub state_interval: u32,
     /// The fleet's Redis, if the zone is shared.
     pub sync: Option<SyncUrl>,
+    /// Whether bans from the fleet may name networks wider than this zone
+    /// makes itself (`sync_wide=on`): an operator's API bans of wide
+    /// networks, trusted as far as Redis is.
+    pub sync_wide: bool,
+    /// `sync_key=FILE`: the key records and messages are signed with.
+    pub sync_key: Option<String>,
 }
 
 pub const DEFAULT_STATE_INTERVAL: u32 = 10;
@@ -83,6 +89,9 @@ pub enum DirectiveError {
         value: String,
         expected: Expected,
     },
+    /// `sync_wide=` and `sync_key=` mean nothing without a fleet.
+    #[error("\"{0}=\" without \"sync=\"")]
+    WithoutSync(&'static str),
     #[error("maxtime ({maxtime}s) is shorter than bantime ({bantime}s)")]
     MaxtimeBelowBantime { maxtime: u32, bantime: u32 },
     #[error("invalid address or network \"{0}\"")]
@@ -209,7 +218,7 @@ pub fn parse_time(text: &str) -> Option<u32> {
 /// `zone=NAME:SIZE [maxretry=N] [findtime=TIME] [bantime=TIME]
 /// [state=PATH] [state_interval=TIME] [increment=on|off] [factor=F]
 /// [maxtime=TIME] [history=TIME] [ipv4_prefix=N] [ipv6_prefix=N] [widen=K|off]
-/// [sync=redis://...]`.
+/// [sync=redis://...] [sync_wide=on|off] [sync_key=FILE]`.
 /// A zone must span at least [`MIN_ZONE_PAGES`] of `page_size` bytes
 /// (nginx's `ngx_pagesize`).
 pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, DirectiveError> {
@@ -218,6 +227,8 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
     let mut state = None;
     let mut state_interval = DEFAULT_STATE_INTERVAL;
     let mut sync = None;
+    let mut sync_wide = false;
+    let mut sync_key = None;
     let mut seen: Vec<&str> = Vec::new();
     for arg in args {
         let Some((name, value)) = arg.split_once('=') else {
@@ -302,10 +313,30 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
                         .ok_or_else(|| invalid("widen", value, Expected::Widen))?,
                 }
             }
+            "sync_key" => {
+                if value.is_empty() {
+                    return Err(invalid("sync_key", value, Expected::Path));
+                }
+                sync_key = Some(value.to_string());
+            }
+            "sync_wide" => {
+                sync_wide = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(invalid("sync_wide", value, Expected::OnOff)),
+                }
+            }
             _ => return Err(DirectiveError::InvalidParameter(arg.to_string())),
         }
     }
     let (name, size) = zone.ok_or(DirectiveError::MissingZone)?;
+    if sync.is_none() {
+        for param in ["sync_wide", "sync_key"] {
+            if seen.contains(&param) {
+                return Err(DirectiveError::WithoutSync(param));
+            }
+        }
+    }
     // The default cap on escalated bans follows a longer bantime; only a
     // maxtime given shorter than bantime is a contradiction.
     if !seen.contains(&"maxtime") {
@@ -324,6 +355,8 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
         state,
         state_interval,
         sync,
+        sync_wide,
+        sync_key,
     })
 }
 
@@ -634,6 +667,24 @@ mod tests {
         assert!(err(&["zone=cs:1m", "ipv6_prefix=129"]).contains("invalid ipv6_prefix"));
         assert!(err(&["zone=cs:1m", "ipv4_prefix=0"]).contains("invalid ipv4_prefix"));
         assert!(err(&["zone=cs:1m", "widen=1"]).contains("invalid widen"));
+        assert_eq!(
+            err(&["zone=cs:1m", "sync_key=/k"]),
+            "\"sync_key=\" without \"sync=\""
+        );
+        assert_eq!(
+            err(&["zone=cs:1m", "sync_wide=on"]),
+            "\"sync_wide=\" without \"sync=\""
+        );
+        assert!(
+            err(&["zone=cs:1m", "sync=redis://h", "sync_wide=yes"]).contains("must be on or off")
+        );
+        let spec = parse_zone(
+            &["zone=cs:1m", "sync=redis://h", "sync_wide=on", "sync_key=k"],
+            4096,
+        )
+        .unwrap();
+        assert!(spec.sync_wide);
+        assert_eq!(spec.sync_key.as_deref(), Some("k"));
         assert!(err(&["zone=cs:1m", "state="]).contains("invalid state"));
         assert!(err(&["zone=cs:1m", "state_interval=0"]).contains("invalid state_interval"));
         assert_eq!(

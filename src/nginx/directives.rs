@@ -17,6 +17,7 @@ use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigEr
 use ngx::ngx_conf_log_error;
 
 use crate::engine::directive;
+use crate::engine::fleet::Signer;
 use crate::nginx::api_handler::ApiLocation;
 use crate::nginx::fleet::Fleet;
 use crate::nginx::module::{self, Module};
@@ -305,7 +306,21 @@ pub extern "C" fn set_zone(
                 ));
             }
         }
-        let fleet = spec.sync.clone().map(Fleet::new).transpose()?;
+        let signer = match &spec.sync_key {
+            Some(file) => {
+                let path = std::path::Path::new(d.prefix).join(file);
+                let key = crate::engine::fleet::sign::read_key(&path)
+                    .map_err(|why| format!("invalid sync_key \"{}\": {why}", path.display()))?;
+                Some(Signer::new(&key, &spec.name).ok_or("invalid sync_key")?)
+            }
+            None => None,
+        };
+        let wide = spec.sync_wide;
+        let fleet = spec
+            .sync
+            .clone()
+            .map(|url| Fleet::new(url, wide, signer))
+            .transpose()?;
         let zone = Rc::new(Zone::new(spec, state, fleet, cycle));
         // Only ever read through shared references (see `Zone`).
         shm.data = Rc::as_ptr(&zone).cast_mut().cast();

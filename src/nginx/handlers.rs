@@ -293,21 +293,28 @@ fn count_failure(r: &Request) {
     let key = zone.policy.key_of(ip);
     let mut events = Events::default();
     let result = zone.with_table(|t| t.record_failure(&key, now(), &mut events));
+    // A dry-run location tells the fleet nothing: a canary trying a stricter
+    // policy must not make other nodes ban.
+    let dry_run = lcf.dry_run();
     match result {
         Some(Failure::Counted(failures)) => {
             log::debug_counted(log, &zone.name, &key, status, failures);
-            fleet::failure_counted(zone, &key);
+            if !dry_run {
+                fleet::failure_counted(zone, &key);
+            }
         }
         Some(Failure::Banned(ban)) => {
             log::debug_counted(log, &zone.name, &key, status, ban.failures);
-            let by = if lcf.dry_run() {
+            let by = if dry_run {
                 BanBy::DryRun
             } else {
                 BanBy::Failures
             };
             let bantime = zone.policy.ban_secs(ban.offence.saturating_sub(1));
             log::ban(log, lcf.log_level(), &zone.name, &ban, bantime, by);
-            fleet::ban_made(zone, &ban);
+            if !dry_run {
+                fleet::ban_made(zone, &ban);
+            }
         }
         Some(Failure::AlreadyBanned) => {
             log::debug_already_banned(log, &zone.name, &key, status);

@@ -29,7 +29,7 @@ use crate::engine::key::Key;
 use crate::engine::table::Ban;
 
 /// What made a ban, for the fields that follow `offence=`.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum BanBy {
     /// The maxretry-th failure: `authban: ban ...`.
     Failures,
@@ -165,35 +165,67 @@ pub fn sync_up(
 }
 
 /// `authban: zone=NAME loaded N bans from URL` (notice) at nginx start,
-/// or why not (warn).
+/// or, when the load stopped early, what it loaded and why (warn).
 pub fn sync_snapshot(
     log: *mut ngx_log_t,
     zone: &str,
     url: impl Display,
-    result: Result<usize, String>,
+    loaded: usize,
+    skipped: u64,
+    error: Option<&str>,
 ) {
-    match result {
-        Ok(n) => {
+    match error {
+        None => {
             ngx_log_error!(
                 NGX_LOG_NOTICE,
                 log,
-                "authban: zone={} loaded {} bans from {}",
+                "authban: zone={} loaded {} bans from {} ({} records skipped)",
                 zone,
-                n,
-                url
+                loaded,
+                url,
+                skipped
             );
         }
-        Err(why) => {
+        Some(why) => {
             ngx_log_error!(
                 NGX_LOG_WARN,
                 log,
-                "authban: zone={} could not load bans from {} ({}); starting with local state",
+                "authban: zone={} could not load bans from {} ({}); starting with {} loaded and local state",
                 zone,
                 url,
-                why
+                why,
+                loaded
             );
         }
     }
+}
+
+/// `authban: zone=NAME refused a ban from the fleet: addr=KEY until=T
+/// (WHY)` (warn): a record the zone's policy could not have made.
+pub fn sync_record_refused(log: *mut ngx_log_t, zone: &str, ban: &Ban, why: impl Display) {
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        log,
+        "authban: zone={} refused a ban from the fleet: addr={} since={} until={} ({})",
+        zone,
+        ban.key,
+        ban.since,
+        ban.until,
+        why
+    );
+}
+
+/// `authban: zone=NAME refused N bans or unbans from the fleet: bad or
+/// missing signature` (warn): `sync_key=` is set and they were not signed
+/// with it (or a signed unban came back late: a replay).
+pub fn sync_forged(log: *mut ngx_log_t, zone: &str, n: u32) {
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        log,
+        "authban: zone={} refused {} bans or unbans from the fleet: bad or missing signature",
+        zone,
+        n
+    );
 }
 
 /// `authban: zone=NAME sync error from URL: TEXT` (info): Redis refused a

@@ -8,7 +8,9 @@ use core::ptr::{self, NonNull};
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 
-use nginx_sys::{ngx_cycle_t, ngx_log_t, ngx_shm_zone_t, NGX_LOG_NOTICE, NGX_LOG_WARN};
+use nginx_sys::{
+    ngx_cycle_t, ngx_log_t, ngx_shm_zone_t, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN,
+};
 use ngx::allocator::Allocator;
 use ngx::core::SlabPool;
 use ngx::log::ngx_cycle_log;
@@ -236,6 +238,37 @@ struct LogLimits {
     expired: LogLimit,
     zone_full: LogLimit,
     trusted_proxy: LogLimit,
+    sync_ban: LogLimit,
+    sync_unban: LogLimit,
+    sync_error: LogLimit,
+    sync_refused: LogLimit,
+}
+
+/// Lines about what arrives from Redis: whoever writes to it can send them
+/// by the hundred thousand.
+#[derive(Clone, Copy)]
+pub enum SyncLine {
+    /// `ban ... by=sync`.
+    Ban,
+    /// `unban ... reason=sync`.
+    Unban,
+    /// `sync error from ...`.
+    Error,
+    /// `refused a ban from the fleet`.
+    Refused,
+}
+
+/// Whether to write a line about what Redis sent, a few a second (each
+/// kind its own limit, with a summary of what was dropped).
+pub fn admit_sync_line(zone: &Zone, line: SyncLine, log: *mut ngx_log_t) -> bool {
+    let limits = &zone.log_limits;
+    let (limit, kind, level) = match line {
+        SyncLine::Ban => (&limits.sync_ban, "by=sync", NGX_LOG_WARN),
+        SyncLine::Unban => (&limits.sync_unban, "reason=sync", NGX_LOG_NOTICE),
+        SyncLine::Error => (&limits.sync_error, "sync error", NGX_LOG_INFO),
+        SyncLine::Refused => (&limits.sync_refused, "refused from the fleet", NGX_LOG_WARN),
+    };
+    admit(zone, limit, kind, log, level as usize)
 }
 
 /// Whether to write a line limited by `limit`, after a summary of the lines

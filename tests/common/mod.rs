@@ -19,12 +19,15 @@
 //!   checked.
 //! - [`Json`]: a strict JSON reader (serde_json) with panicking accessors.
 //! - [`free_port`]: ports that never collide across threads or processes.
+//! - [`Redis`]: a real redis-server; [`FakeRedis`]: a hostile one (slow,
+//!   trickling, endless) answering as a test says.
 
 // Each test binary uses a different subset of the harness.
 #![allow(dead_code, unused_imports)]
 
 mod api;
 mod client;
+mod fake_redis;
 mod json;
 mod mock;
 mod nginx;
@@ -35,6 +38,7 @@ mod redis;
 
 pub use api::{api, api_err, api_ok, json_error, json_ok};
 pub use client::{get, get_from, http, http_at, http_from_ip, Conn, Reply, Response, HTTP_TIMEOUT};
+pub use fake_redis::{bulk, handshake as redis_handshake, FakeRedis};
 pub use json::Json;
 pub use mock::Mock;
 pub use nginx::{nginx_test_config, Nginx, NginxOptions};

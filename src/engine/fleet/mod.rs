@@ -7,6 +7,7 @@
 //! - `session`: one Redis connection's conversation (handshake, commands,
 //!   replies) as a byte-in, byte-out state machine; the nginx glue moves
 //!   the bytes over nginx's own connections, the master over a socket.
+//! - `sign`: `sync_key=`, HMAC-SHA256 over records and messages.
 //! - `snapshot`: every ban in Redis, read over a blocking socket (the
 //!   master, filling a new zone).
 //! - `stats`: the sync counters kept in the zone, for the API.
@@ -18,11 +19,13 @@
 
 pub mod names;
 pub mod session;
+pub mod sign;
 pub mod snapshot;
 pub mod stats;
 pub mod url;
 
 pub use names::{Names, RemoteBan};
 pub use session::{Event, Role, Session};
+pub use sign::Signer;
 pub use stats::SyncStats;
 pub use url::SyncUrl;

@@ -15,15 +15,24 @@ use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::encode::encode_borrowed;
 use redis_protocol::resp2::types::{BorrowedFrame, OwnedFrame};
 
-use super::names::{self, Message, Names, RemoteBan, COUNT_SCRIPT};
+use super::names::{
+    self, BadText, Message, Names, RemoteBan, COUNT_SCRIPT, LOAD_SCRIPT, MAX_RECORD_LEN,
+};
+use super::sign::Signer;
 use super::url::SyncUrl;
 use crate::engine::key::Key;
 use crate::engine::table::Ban;
 
-/// Keys asked for per SCAN step while loading bans.
-const SCAN_COUNT: &str = "500";
-/// A reply larger than this means the peer is not a Redis we can trust.
-const MAX_BUFFERED: usize = 16 << 20;
+/// Ban records asked for per page while loading.
+const LOAD_PAGE: u32 = 500;
+/// A reply larger than this means the peer is not a Redis we can trust:
+/// the largest one authban asks for is a page of short records (~70 KiB).
+const MAX_BUFFERED: usize = 1 << 20;
+/// Failures owed a reply beyond this are not sent (the caller counts them
+/// dropped): a Redis that answers slowly cannot grow a worker's memory.
+pub const MAX_OWED_FAILURES: usize = 4096;
+/// Any command beyond this is not sent, bans and unbans included.
+pub const MAX_OWED: usize = 2 * MAX_OWED_FAILURES;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -52,11 +61,18 @@ pub enum Event {
         node: u64,
         key: Key,
     },
-    /// A page of the bans stored in Redis, during a load.
-    Loaded(Vec<Ban>),
+    /// A page of the bans stored in Redis, during a load, and how many
+    /// records of it could not be read (too long, or not a ban record).
+    Loaded {
+        bans: Vec<Ban>,
+        skipped: u32,
+    },
     LoadDone,
     /// Redis answered a command with an error.
     CommandError(String),
+    /// Bans or unbans refused for a missing or wrong signature (the zone
+    /// has `sync_key=`), or a signed unban replayed late.
+    Forged(u32),
 }
 
 /// A protocol violation: the connection cannot be trusted any more.
@@ -73,10 +89,11 @@ enum Expect {
     /// The script again, after Redis forgot it (SCRIPT FLUSH).
     ScriptReload,
     Count(Key),
-    Scan,
-    Fetch {
-        keys: Vec<Key>,
-        last: bool,
+    /// A page of the ban index, from `offset`, of at most `limit` records
+    /// in all.
+    Load {
+        offset: u32,
+        limit: u32,
     },
     /// Replies whose content does not matter (SET, DEL, PUBLISH).
     Ack,
@@ -88,11 +105,17 @@ pub struct Session {
     node: u64,
     out: Vec<u8>,
     input: Vec<u8>,
-    pending: VecDeque<Expect>,
+    /// What each reply owed means, and when (the owner's clock, ms) its
+    /// command was queued: the oldest tells when the link is late.
+    pending: VecDeque<(u64, Expect)>,
+    /// The owner's clock, ms, as last told ([`Session::set_now`]).
+    now_ms: u64,
     ready: bool,
     script_sha: Option<String>,
     /// Makes every failure's member in a window unique.
     seq: u64,
+    /// `sync_key=`: what is written is signed, what is read verified.
+    signer: Option<Signer>,
 }
 
 impl Session {
@@ -105,9 +128,11 @@ impl Session {
             out: Vec::with_capacity(256),
             input: Vec::new(),
             pending: VecDeque::new(),
+            now_ms: 0,
             ready: false,
             script_sha: None,
             seq: 0,
+            signer: None,
         };
         if let Some(password) = &url.password {
             match &url.user {
@@ -137,6 +162,43 @@ impl Session {
         !self.pending.is_empty()
     }
 
+    /// The session as of `now_ms` on the owner's clock: the handshake
+    /// [`Session::new`] queued is owed from then.
+    pub fn at(mut self, now_ms: u64) -> Session {
+        self.now_ms = now_ms;
+        for (queued, _) in &mut self.pending {
+            *queued = now_ms;
+        }
+        self
+    }
+
+    /// The session signing and verifying with `signer` (`sync_key=`).
+    pub fn signed_with(mut self, signer: Option<Signer>) -> Session {
+        self.signer = signer;
+        self
+    }
+
+    fn now_secs(&self) -> u32 {
+        u32::try_from(self.now_ms / 1000).unwrap_or(u32::MAX)
+    }
+
+    /// The owner's clock (ms): commands queued from now on are stamped
+    /// with it.
+    pub fn set_now(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+    }
+
+    /// When the oldest command still owed a reply was queued: bytes that
+    /// trickle in without completing it do not make the link any younger.
+    pub fn oldest_owed_ms(&self) -> Option<u64> {
+        self.pending.front().map(|(queued, _)| *queued)
+    }
+
+    /// Replies owed now.
+    pub fn owed(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Bytes to send.
     pub fn output(&self) -> &[u8] {
         &self.out
@@ -158,13 +220,16 @@ impl Session {
         // The buffer was sized by the encoder itself, so it cannot fail.
         let written = encode_borrowed(&mut self.out[start..], &frame, false).unwrap_or(0);
         self.out.truncate(start + written);
-        self.pending.push_back(expect);
+        self.pending.push_back((self.now_ms, expect));
     }
 
     /// Counts one failure of `key` in the fleet's window; the reply comes
     /// back as [`Event::FleetCount`]. False (nothing sent) before the
     /// session is ready.
     pub fn count_failure(&mut self, key: &Key, findtime_secs: u32) -> bool {
+        if self.pending.len() >= MAX_OWED_FAILURES {
+            return false;
+        }
         let Some(sha) = self.script_sha.clone().filter(|_| self.ready) else {
             return false;
         };
@@ -182,13 +247,20 @@ impl Session {
     /// Stores and announces a ban; `keep_secs` after its end the record
     /// stays (the offence history). False before the session is ready.
     pub fn publish_ban(&mut self, ban: &Ban, keep_secs: u32) -> bool {
-        if !self.ready || self.role != Role::Commands {
+        if !self.can_send() {
             return false;
         }
-        let record = names::ban_record(ban);
+        let record = names::ban_record(ban, self.signer.as_ref());
         let expires = ban.until.saturating_add(keep_secs).max(1).to_string();
         let ban_key = self.names.ban_key(&ban.key);
         self.command(&["SET", &ban_key, &record, "EXAT", &expires], Expect::Ack);
+        // The index a load reads, newest ending first; records that expired
+        // leave it here (by the ban's start, which is about now).
+        let index = self.names.index_key();
+        let member = ban.key.to_string();
+        self.command(&["ZADD", &index, &expires, &member], Expect::Ack);
+        let gone = format!("({}", ban.since);
+        self.command(&["ZREMRANGEBYSCORE", &index, "-inf", &gone], Expect::Ack);
         let fail_key = self.names.fail_key(&ban.key);
         self.command(&["DEL", &fail_key], Expect::Ack);
         let message = Message::Ban(RemoteBan {
@@ -201,12 +273,14 @@ impl Session {
 
     /// Forgets a key fleet-wide: its ban record and its failures.
     pub fn publish_unban(&mut self, key: &Key) -> bool {
-        if !self.ready || self.role != Role::Commands {
+        if !self.can_send() {
             return false;
         }
         let ban_key = self.names.ban_key(key);
         let fail_key = self.names.fail_key(key);
         self.command(&["DEL", &ban_key, &fail_key], Expect::Ack);
+        let index = self.names.index_key();
+        self.command(&["ZREM", &index, &key.to_string()], Expect::Ack);
         self.publish(&Message::Unban {
             node: self.node,
             key: *key,
@@ -216,24 +290,46 @@ impl Session {
 
     fn publish(&mut self, message: &Message) {
         let channel = self.names.channel();
-        self.command(&["PUBLISH", &channel, &message.text()], Expect::Ack);
+        let text = message.text(self.signer.as_ref(), self.now_secs());
+        self.command(&["PUBLISH", &channel, &text], Expect::Ack);
     }
 
-    /// Reads every ban record of the zone: [`Event::Loaded`] pages, then
-    /// [`Event::LoadDone`].
-    pub fn load_bans(&mut self) -> bool {
-        if !self.ready || self.role != Role::Commands {
+    /// Whether a command may be queued: the session is ready for
+    /// commands, and what is owed stays bounded.
+    fn can_send(&self) -> bool {
+        self.ready && self.role == Role::Commands && self.pending.len() < MAX_OWED
+    }
+
+    /// Reads the zone's ban records, newest ending first, at most `limit`
+    /// of them (what the zone can hold): [`Event::Loaded`] pages, then
+    /// [`Event::LoadDone`]. Records are read through the zone's index, in
+    /// pages a script bounds on Redis's side (a record of any size is
+    /// skipped there, never sent).
+    pub fn load_bans(&mut self, limit: u32) -> bool {
+        if !self.can_send() {
             return false;
         }
-        self.scan("0");
+        self.load_page(0, limit.max(1));
         true
     }
 
-    fn scan(&mut self, cursor: &str) {
-        let pattern = self.names.ban_pattern();
+    fn load_page(&mut self, offset: u32, limit: u32) {
+        let index = self.names.index_key();
+        let prefix = self.names.ban_prefix();
+        let count = LOAD_PAGE.min(limit - offset).to_string();
+        let max_len = MAX_RECORD_LEN.to_string();
         self.command(
-            &["SCAN", cursor, "MATCH", &pattern, "COUNT", SCAN_COUNT],
-            Expect::Scan,
+            &[
+                "EVAL",
+                LOAD_SCRIPT,
+                "1",
+                &index,
+                &prefix,
+                &offset.to_string(),
+                &count,
+                &max_len,
+            ],
+            Expect::Load { offset, limit },
         );
     }
 
@@ -267,7 +363,7 @@ impl Session {
 
     fn reply(&mut self, frame: OwnedFrame, events: &mut Vec<Event>) -> Result<(), Broken> {
         if self.role == Role::Subscriber && self.ready {
-            if let Some(event) = pushed_message(&frame) {
+            if let Some(event) = self.pushed_message(&frame) {
                 events.extend(event);
                 return Ok(());
             }
@@ -276,11 +372,18 @@ impl Session {
             .pending
             .pop_front()
             .ok_or_else(|| Broken("a reply nobody asked for".into()))?;
+        let (_, expect) = expect;
         if let OwnedFrame::Error(text) = &frame {
             return match expect {
                 Expect::Handshake | Expect::HandshakeLast | Expect::ScriptLoad => {
                     events.push(Event::Refused(text.clone()));
                     Err(Broken(text.clone()))
+                }
+                Expect::Load { .. } => {
+                    // What was loaded stays; the node goes on without the rest.
+                    events.push(Event::CommandError(text.clone()));
+                    events.push(Event::LoadDone);
+                    Ok(())
                 }
                 Expect::Count(_) if text.starts_with("NOSCRIPT") => {
                     // This failure is lost; the next ones count again.
@@ -319,85 +422,95 @@ impl Session {
                     count: u32::try_from(n).unwrap_or(u32::MAX),
                 });
             }
-            Expect::Scan => self.scanned(frame, events)?,
-            Expect::Fetch { keys, last } => {
-                let OwnedFrame::Array(values) = frame else {
-                    return Err(Broken("bad MGET reply".into()));
-                };
-                let bans = keys
-                    .into_iter()
-                    .zip(values)
-                    .filter_map(|(key, value)| match value {
-                        OwnedFrame::BulkString(v) => names::parse_ban_record(key, &v),
-                        _ => None,
-                    })
-                    .collect();
-                events.push(Event::Loaded(bans));
-                if last {
-                    events.push(Event::LoadDone);
-                }
-            }
+            Expect::Load { offset, limit } => self.loaded(frame, offset, limit, events)?,
         }
         Ok(())
     }
 
-    /// A SCAN step's reply: fetch the records it named, then scan on.
-    fn scanned(&mut self, frame: OwnedFrame, events: &mut Vec<Event>) -> Result<(), Broken> {
-        let bad = || Broken("bad SCAN reply".into());
-        let OwnedFrame::Array(mut parts) = frame else {
+    /// A page of the load: `[skipped, listed, [KEY, RECORD, ...]]`.
+    fn loaded(
+        &mut self,
+        frame: OwnedFrame,
+        offset: u32,
+        limit: u32,
+        events: &mut Vec<Event>,
+    ) -> Result<(), Broken> {
+        let bad = || Broken("bad load reply".into());
+        let OwnedFrame::Array(parts) = frame else {
             return Err(bad());
         };
-        let (Some(OwnedFrame::Array(found)), Some(cursor)) = (parts.pop(), parts.pop()) else {
+        let [OwnedFrame::Integer(skipped), OwnedFrame::Integer(listed), OwnedFrame::Array(pairs)] =
+            parts.as_slice()
+        else {
             return Err(bad());
         };
-        let cursor = text_of(&cursor).ok_or_else(bad)?;
-        let last = cursor == "0";
-        let mut names_found = Vec::new();
-        let mut keys = Vec::new();
-        for name in found {
-            let OwnedFrame::BulkString(name) = name else {
-                return Err(bad());
+        let asked = LOAD_PAGE.min(limit - offset);
+        let listed = u32::try_from(*listed)
+            .ok()
+            .filter(|&n| n <= asked)
+            .ok_or_else(bad)?;
+        if pairs.len() % 2 != 0 || pairs.len() / 2 > listed as usize {
+            return Err(bad());
+        }
+        let mut skipped = u32::try_from(*skipped).unwrap_or(u32::MAX);
+        let mut forged = 0u32;
+        let mut bans = Vec::with_capacity(pairs.len() / 2);
+        for pair in pairs.chunks_exact(2) {
+            let ban = match pair {
+                [OwnedFrame::BulkString(name), OwnedFrame::BulkString(record)] => {
+                    core::str::from_utf8(name)
+                        .ok()
+                        .and_then(Key::parse)
+                        .ok_or(BadText::Malformed)
+                        .and_then(|key| names::parse_ban_record(key, record, self.signer.as_ref()))
+                }
+                _ => Err(BadText::Malformed),
             };
-            if let Some(key) = self.names.key_of_ban_record(&name) {
-                keys.push(key);
-                names_found.push(String::from_utf8_lossy(&name).into_owned());
+            match ban {
+                Ok(ban) => bans.push(ban),
+                Err(BadText::Malformed) => skipped = skipped.saturating_add(1),
+                Err(BadText::Forged) => forged += 1,
             }
         }
-        if keys.is_empty() {
-            if last {
-                events.push(Event::LoadDone);
-            }
+        events.push(Event::Loaded { bans, skipped });
+        if forged > 0 {
+            events.push(Event::Forged(forged));
+        }
+        let next = offset + listed;
+        if listed == asked && next < limit {
+            self.load_page(next, limit);
         } else {
-            let mut args = vec!["MGET"];
-            args.extend(names_found.iter().map(String::as_str));
-            self.command(&args, Expect::Fetch { keys, last });
-        }
-        if !last {
-            self.scan(&cursor);
+            events.push(Event::LoadDone);
         }
         Ok(())
     }
 }
 
-/// A message pushed to a subscriber: `None` if the frame is a reply.
-fn pushed_message(frame: &OwnedFrame) -> Option<Option<Event>> {
-    let OwnedFrame::Array(parts) = frame else {
-        return None;
-    };
-    let [kind, _channel, payload] = parts.as_slice() else {
-        return None;
-    };
-    if text_of(kind).as_deref() != Some("message") {
-        return None;
+impl Session {
+    /// A message pushed to a subscriber: `None` if the frame is a reply.
+    fn pushed_message(&self, frame: &OwnedFrame) -> Option<Option<Event>> {
+        let OwnedFrame::Array(parts) = frame else {
+            return None;
+        };
+        let [kind, _channel, payload] = parts.as_slice() else {
+            return None;
+        };
+        if text_of(kind).as_deref() != Some("message") {
+            return None;
+        }
+        let OwnedFrame::BulkString(payload) = payload else {
+            return Some(None);
+        };
+        // A message we cannot read is ignored: another version's, or noise.
+        Some(
+            match Message::parse(payload, self.signer.as_ref(), self.now_secs()) {
+                Ok(Message::Ban(ban)) => Some(Event::Ban(ban)),
+                Ok(Message::Unban { node, key }) => Some(Event::Unban { node, key }),
+                Err(BadText::Malformed) => None,
+                Err(BadText::Forged) => Some(Event::Forged(1)),
+            },
+        )
     }
-    let OwnedFrame::BulkString(payload) = payload else {
-        return Some(None);
-    };
-    // A message we cannot read is ignored: another version's, or noise.
-    Some(Message::parse(payload).map(|m| match m {
-        Message::Ban(ban) => Event::Ban(ban),
-        Message::Unban { node, key } => Event::Unban { node, key },
-    }))
 }
 
 fn text_of(frame: &OwnedFrame) -> Option<String> {

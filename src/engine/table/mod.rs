@@ -75,6 +75,7 @@ pub use filter::{may_be_banned, may_be_banned_within};
 pub use layout::{
     capacity_for, header_len, stored_len, LayoutError, BYTES_PER_ADDRESS, LAYOUT_VERSION,
 };
+pub use remote::{Unacceptable, MAX_CLOCK_SKEW};
 pub use types::{
     wider_prefix, Ban, Event, Events, Failure, KeyStatus, Now, Policy, Record, Stats, Verdict,
     MAX_BAN_SECS,

@@ -4,9 +4,79 @@
 
 use super::index::list_of;
 use super::layout::SlotKind;
-use super::types::{Ban, Events, Now};
+use super::types::{Ban, Events, Now, Policy, MAX_BAN_SECS};
 use super::Table;
 use crate::engine::key::Key;
+
+/// How far ahead of this node's clock another node's ban may start.
+pub const MAX_CLOCK_SKEW: u32 = 60;
+
+/// Why a ban from the fleet (Redis) is not applied: it says more than this
+/// zone's own policy could ever have made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unacceptable {
+    #[error("ends later than the longest ban the zone allows")]
+    EndsTooLate,
+    #[error("starts in the future")]
+    StartsLater,
+    #[error("names a network wider than the zone bans")]
+    TooWide,
+}
+
+impl Policy {
+    /// The longest ban this zone can make, by failures or by the API.
+    pub fn longest_ban(&self) -> u32 {
+        let by_failures = if self.increment {
+            self.maxtime.max(self.bantime)
+        } else {
+            self.bantime
+        };
+        by_failures.max(MAX_BAN_SECS)
+    }
+
+    /// The widest network (shortest prefix, in IPv6 bits as keys hold it)
+    /// this zone bans by itself in `key`'s family: its own prefix, or the
+    /// network `widen` folds into.
+    fn widest_own_prefix(&self, key: &Key) -> u8 {
+        let (own, widened) = if key.is_ipv4() {
+            (96 + self.ipv4_prefix.min(32), 120)
+        } else {
+            (self.ipv6_prefix.min(128), 48)
+        };
+        if self.widen > 0 {
+            own.min(widened)
+        } else {
+            own
+        }
+    }
+
+    /// Whether a ban another node (or whoever writes to Redis) sent is one
+    /// this zone could have made: it ends within the longest ban from now,
+    /// does not start in the future, and names no network wider than the
+    /// zone bans, unless `any_network` (`sync_wide=on`).
+    pub fn admits_remote(
+        &self,
+        ban: &Ban,
+        now: Now,
+        any_network: bool,
+    ) -> Result<(), Unacceptable> {
+        let secs = now.secs();
+        if ban.until
+            > secs
+                .saturating_add(self.longest_ban())
+                .saturating_add(MAX_CLOCK_SKEW)
+        {
+            return Err(Unacceptable::EndsTooLate);
+        }
+        if ban.since > secs.saturating_add(MAX_CLOCK_SKEW) {
+            return Err(Unacceptable::StartsLater);
+        }
+        if !any_network && ban.key.raw_prefix() < self.widest_own_prefix(&ban.key) {
+            return Err(Unacceptable::TooWide);
+        }
+        Ok(())
+    }
+}
 
 impl Table<'_> {
     /// Applies a ban made elsewhere (a message, or a record loaded from
@@ -110,6 +180,74 @@ mod tests {
             let ended = remote("192.0.2.2", NOW.secs(), 1);
             assert_eq!(t.apply_remote_ban(&ended, NOW, &mut ev), None);
         });
+    }
+
+    #[test]
+    fn what_the_zone_could_not_have_made_is_not_admitted() {
+        let policy = Policy::default();
+        let now = NOW.secs();
+        let ok = remote("192.0.2.1", now + 600, 1);
+        assert_eq!(policy.admits_remote(&ok, NOW, false), Ok(()));
+        // The forged ban of all of IPv4 until 2106.
+        let all = Ban {
+            key: key("0.0.0.0/0"),
+            since: 0,
+            until: u32::MAX,
+            failures: 1,
+            offence: 255,
+        };
+        assert_eq!(
+            policy.admits_remote(&all, NOW, true),
+            Err(Unacceptable::EndsTooLate)
+        );
+        let wide = Ban {
+            until: now + 60,
+            ..all
+        };
+        assert_eq!(
+            policy.admits_remote(&wide, NOW, false),
+            Err(Unacceptable::TooWide)
+        );
+        assert_eq!(policy.admits_remote(&wide, NOW, true), Ok(()));
+        // The API's longest ban, a year, passes; a second more does not.
+        let year = remote("192.0.2.1", now + MAX_BAN_SECS + MAX_CLOCK_SKEW, 1);
+        assert_eq!(policy.admits_remote(&year, NOW, false), Ok(()));
+        let more = Ban {
+            until: year.until + 1,
+            ..year
+        };
+        assert_eq!(
+            policy.admits_remote(&more, NOW, false),
+            Err(Unacceptable::EndsTooLate)
+        );
+        let later = Ban {
+            since: now + MAX_CLOCK_SKEW + 1,
+            ..ok
+        };
+        assert_eq!(
+            policy.admits_remote(&later, NOW, false),
+            Err(Unacceptable::StartsLater)
+        );
+        // A /24 only where the zone widens to it, or counts /24s itself.
+        let net = remote("192.0.2.0/24", now + 60, 1);
+        assert_eq!(
+            policy.admits_remote(&net, NOW, false),
+            Err(Unacceptable::TooWide)
+        );
+        let widening = Policy { widen: 3, ..policy };
+        assert_eq!(widening.admits_remote(&net, NOW, false), Ok(()));
+        let per_24 = Policy {
+            ipv4_prefix: 24,
+            ..policy
+        };
+        assert_eq!(per_24.admits_remote(&net, NOW, false), Ok(()));
+        let v6 = remote("2001:db8::/48", now + 60, 1);
+        assert_eq!(widening.admits_remote(&v6, NOW, false), Ok(()));
+        let v6 = remote("2001:db8::/40", now + 60, 1);
+        assert_eq!(
+            widening.admits_remote(&v6, NOW, false),
+            Err(Unacceptable::TooWide)
+        );
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! A healthy idle link holds no timer, so requests never pay for one in
 //! nginx's timer tree: the kernel watches it (TCP keepalive every second,
 //! and a 2 s limit on unacknowledged data), and a timer runs only while a
-//! reply is owed (2 s, for a Redis that accepts but never answers) or the
-//! link is down (a new connection every second).
+//! reply is owed (the oldest owed reply 2 s late closes the link, however
+//! many bytes trickle in meanwhile) or the link is down (a new connection
+//! after 1 s, then 2 s, then every 3 s, each ±25 % so that a fleet's links
+//! do not come back in lockstep).
 //!
 //! What the conversation means is the engine's ([`Session`]); what the
 //! events it reports do to the zone is the fleet's (`super`).
@@ -30,10 +32,12 @@ use crate::engine::fleet::{Event, Role, Session};
 use crate::nginx::guard;
 use crate::nginx::zone::Zone;
 
-/// Between reconnection attempts.
+/// Before the first reconnection attempt; each next one waits twice as
+/// long, up to [`RECONNECT_MAX_MS`].
 const RECONNECT_MS: usize = 1000;
-/// A link that owes a reply for this long is dead (a partition, a hung
-/// Redis): it is closed and made again.
+const RECONNECT_MAX_MS: usize = 3000;
+/// A link whose oldest owed reply is this late is dead (a partition, a hung
+/// or trickling Redis): it is closed and made again.
 const REPLY_TIMEOUT_MS: usize = 2000;
 /// Commands queued beyond this while Redis is slow are dropped, so a stuck
 /// link cannot grow a worker's memory.
@@ -104,6 +108,16 @@ pub struct Link {
     read_buf: Box<[u8]>,
     /// Set once the link has been reported down, until it is up again.
     pub down_reported: bool,
+    /// Connections closed since the link was last ready: the backoff.
+    failed_tries: u32,
+    /// Jitter's state (xorshift), seeded per link.
+    jitter: u64,
+}
+
+/// nginx's cached clock, ms.
+fn now_ms() -> u64 {
+    // SAFETY: nginx's clock, updated by the worker's own event loop.
+    unsafe { nginx_sys::ngx_current_msec as u64 }
 }
 
 impl Link {
@@ -132,6 +146,8 @@ impl Link {
             tick: unsafe { core::mem::zeroed() },
             read_buf: vec![0; 16 * 1024].into_boxed_slice(),
             down_reported: false,
+            failed_tries: 0,
+            jitter: crate::nginx::zone::random_seed()[0] | 1,
         }));
         // SAFETY: just allocated and leaked: lives until the worker exits.
         let l = unsafe { &mut *link };
@@ -162,6 +178,7 @@ impl Link {
         if session.output().len() > MAX_QUEUED {
             return false;
         }
+        session.set_now(now_ms());
         let owed = session.awaiting_reply();
         if !f(session) {
             return false;
@@ -171,6 +188,35 @@ impl Link {
         }
         self.flush();
         true
+    }
+
+    /// The deadline follows the oldest reply still owed: re-armed for it,
+    /// gone when none is owed. False if it has passed already.
+    fn follow_deadline(&mut self) -> bool {
+        let Some(oldest) = self.session.as_ref().and_then(Session::oldest_owed_ms) else {
+            self.disarm();
+            return true;
+        };
+        let due = oldest + REPLY_TIMEOUT_MS as u64;
+        let now = now_ms();
+        if now >= due {
+            return false;
+        }
+        self.arm((due - now) as usize);
+        true
+    }
+
+    /// The wait before the next connection: 1 s, 2 s, then 3 s, ±25 %.
+    fn backoff_ms(&mut self) -> usize {
+        let base = (RECONNECT_MS << self.failed_tries.min(4)).min(RECONNECT_MAX_MS);
+        self.failed_tries = self.failed_tries.saturating_add(1);
+        let mut x = self.jitter;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.jitter = x;
+        let quarter = base / 4;
+        base - quarter + (x % (2 * quarter as u64 + 1)) as usize
     }
 
     /// (Re)arms the link's one timer.
@@ -203,10 +249,15 @@ impl Link {
             .and_then(|()| sockopt::set_tcp_keepintvl(fd, second))
             .and_then(|()| sockopt::set_tcp_keepcnt(fd, 2))
             .and_then(|()| sockopt::set_tcp_user_timeout(fd, REPLY_TIMEOUT_MS as u32));
+        // Commands are small and a reply is waited for: no Nagle delay.
+        let _ = sockopt::set_tcp_nodelay(fd, true);
     }
 
     fn connect(&mut self) {
-        let session = Session::new(self.role, &self.zone.name, self.node(), self.url());
+        let signer = self.zone.fleet.as_ref().and_then(|f| f.signer.clone());
+        let session = Session::new(self.role, &self.zone.name, self.node(), self.url())
+            .signed_with(signer)
+            .at(now_ms());
         let (sockaddr, socklen) = self.addr.as_ptr_len();
         // SAFETY: all-zero is a valid peer (null pointers, no callbacks),
         // which is how nginx's own callers start one.
@@ -316,12 +367,15 @@ impl Link {
             let Some(session) = self.session.as_mut() else {
                 return;
             };
+            session.set_now(now_ms());
             let fed = session.feed(&self.read_buf[..n as usize], &mut events);
-            // Progress: the deadline starts again, or goes.
-            if session.awaiting_reply() {
-                self.arm(REPLY_TIMEOUT_MS);
-            } else {
-                self.disarm();
+            if session.is_ready() {
+                self.failed_tries = 0;
+            }
+            // Only completed replies move the deadline, to the next owed.
+            if fed.is_ok() && !self.follow_deadline() {
+                self.closed(&self.late(), false);
+                break;
             }
             let refused = events.iter().find_map(|e| match e {
                 Event::Refused(text) => Some(text.clone()),
@@ -357,7 +411,8 @@ impl Link {
             self.conn = ptr::null_mut();
         }
         self.session = None;
-        self.arm(RECONNECT_MS);
+        let wait = self.backoff_ms();
+        self.arm(wait);
         super::on_down(self, reason, refused);
     }
 
@@ -368,14 +423,19 @@ impl Link {
         }
         if self.conn.is_null() {
             self.connect();
-        } else if self.session.as_ref().is_some_and(Session::awaiting_reply) {
-            let what = if self.is_ready() {
-                "reply"
-            } else {
-                "answer to the handshake"
-            };
-            self.closed(&format!("no {what} from Redis within 2s"), false);
+        } else if !self.follow_deadline() {
+            self.closed(&self.late(), false);
         }
+    }
+
+    /// Why a link whose oldest owed reply is late is closed.
+    fn late(&self) -> String {
+        let what = if self.is_ready() {
+            "reply"
+        } else {
+            "answer to the handshake"
+        };
+        format!("no {what} from Redis within 2s")
     }
 
     /// At worker exit: the connection goes, the timer with it.

@@ -20,15 +20,15 @@ use nginx_sys::{ngx_cycle_t, ngx_int_t, ngx_log_t, NGX_OK};
 use ngx::http::HttpModuleMainConf;
 use ngx::log::ngx_cycle_log;
 
-use crate::engine::fleet::{Event, Role, SyncUrl};
+use crate::engine::fleet::{Event, Role, Signer, SyncUrl};
 use crate::engine::key::Key;
-use crate::engine::table::{Ban, Events, Table};
+use crate::engine::table::{Ban, Events, Now, Table, Unacceptable};
 use crate::nginx::clock::now;
 use crate::nginx::directives::DEFAULT_LOG_LEVEL;
 use crate::nginx::log::{self, BanBy};
 use crate::nginx::module::Module;
 use crate::nginx::process::{is_worker_zero, serves_requests};
-use crate::nginx::zone::{self, Zone};
+use crate::nginx::zone::{self, SyncLine, Zone};
 use link::Link;
 
 /// A zone's fleet: where its Redis is, and this process's links to it.
@@ -38,10 +38,18 @@ pub struct Fleet {
     /// Marks this node's messages, so it skips its own. Made by the master
     /// at configuration, shared by its workers.
     pub node: u64,
+    /// `sync_wide=on`: bans of networks wider than the zone's own are
+    /// accepted from the fleet.
+    pub wide: bool,
+    /// `sync_key=`: records and messages are signed and verified.
+    pub signer: Option<Signer>,
     commands: Cell<*mut Link>,
     subscriber: Cell<*mut Link>,
     /// Worker 0: whether the node's link was last reported up.
     reported_up: Cell<bool>,
+    /// Worker 0: the drop since then is logged (one line per drop, however
+    /// often the link is made again and fails before it is up).
+    down_logged: Cell<bool>,
     /// Worker 0: bans loaded in the running load.
     loaded: Cell<usize>,
     /// Worker 0: outage bans published before the running load.
@@ -51,7 +59,7 @@ pub struct Fleet {
 impl Fleet {
     /// The fleet of a zone: its Redis host is resolved now, as nginx
     /// resolves upstream servers when it reads the configuration.
-    pub fn new(url: SyncUrl) -> Result<Fleet, String> {
+    pub fn new(url: SyncUrl, wide: bool, signer: Option<Signer>) -> Result<Fleet, String> {
         let addr = (url.host.as_str(), url.port)
             .to_socket_addrs()
             .ok()
@@ -62,9 +70,12 @@ impl Fleet {
             addr,
             // Two independent random words, of which one is enough here.
             node: zone::random_seed()[0],
+            wide,
+            signer,
             commands: Cell::new(ptr::null_mut()),
             subscriber: Cell::new(ptr::null_mut()),
             reported_up: Cell::new(false),
+            down_logged: Cell::new(false),
             loaded: Cell::new(0),
             published: Cell::new(0),
         })
@@ -135,7 +146,8 @@ fn count(zone: &Zone, f: impl FnOnce(&mut crate::engine::fleet::SyncStats)) {
     zone.with_table(|t| f(t.sync_stats_mut()));
 }
 
-/// A failure counted here: the fleet counts it too.
+/// A failure counted here: the fleet counts it too, or it is counted as
+/// dropped (the link is down, or owes Redis too many replies).
 pub fn failure_counted(zone: &Zone, key: &Key) {
     // SAFETY: called from the request's log phase or header filter.
     let Some(link) = (unsafe { commands(zone) }) else {
@@ -144,6 +156,8 @@ pub fn failure_counted(zone: &Zone, key: &Key) {
     let findtime = zone.policy.findtime;
     if link.with_session(|s| s.count_failure(key, findtime)) {
         count(zone, |s| s.failures_sent += 1);
+    } else {
+        count(zone, |s| s.failures_dropped += 1);
     }
 }
 
@@ -184,10 +198,42 @@ fn log() -> *mut ngx_log_t {
 }
 
 /// A ban no location made (the fleet's count, another node): logged at the
-/// default level, with the length it was given.
+/// default level, with the length it was given. Lines for other nodes'
+/// bans are rate-limited: whoever writes to Redis can multiply them.
 fn log_ban(zone: &Zone, ban: &Ban, by: BanBy) {
+    if by == BanBy::Sync && !zone::admit_sync_line(zone, SyncLine::Ban, log()) {
+        return;
+    }
     let bantime = ban.until - ban.since;
     log::ban(log(), DEFAULT_LOG_LEVEL, &zone.name, ban, bantime, by);
+}
+
+/// Applies a ban from the fleet if the zone's own policy could have made
+/// it; a refused one is counted and logged (rate-limited). Answers the ban
+/// now held, if this changed it.
+fn apply_remote(
+    zone: &Zone,
+    fleet: &Fleet,
+    t: &mut Table<'_>,
+    ban: &Ban,
+    now: Now,
+    events: &mut Events,
+    refused: &mut Vec<(Ban, Unacceptable)>,
+) -> Option<Ban> {
+    if let Err(why) = zone.policy.admits_remote(ban, now, fleet.wide) {
+        t.sync_stats_mut().records_refused += 1;
+        refused.push((*ban, why));
+        return None;
+    }
+    t.apply_remote_ban(ban, now, events)
+}
+
+fn log_refused(zone: &Zone, refused: &[(Ban, Unacceptable)]) {
+    for (ban, why) in refused {
+        if zone::admit_sync_line(zone, SyncLine::Refused, log()) {
+            log::sync_record_refused(log(), &zone.name, ban, why);
+        }
+    }
 }
 
 /// What a link's session reported.
@@ -217,13 +263,23 @@ fn on_event(link: &mut Link, event: Event) {
         }
         Event::Ban(remote) if remote.node != fleet.node => {
             let mut events = Events::default();
+            let mut refused = Vec::new();
             let applied = zone.with_table(|t| {
                 t.sync_stats_mut().bans_received += 1;
-                t.apply_remote_ban(&remote.ban, now(), &mut events)
+                apply_remote(
+                    zone,
+                    fleet,
+                    t,
+                    &remote.ban,
+                    now(),
+                    &mut events,
+                    &mut refused,
+                )
             });
             if let Some(Some(ban)) = applied {
                 log_ban(zone, &ban, BanBy::Sync);
             }
+            log_refused(zone, &refused);
             zone::log_events(zone, &events, log(), DEFAULT_LOG_LEVEL);
         }
         Event::Unban { node, key } if node != fleet.node => {
@@ -232,17 +288,27 @@ fn on_event(link: &mut Link, event: Event) {
                 t.unban(&key, now())
             });
             if let Some(Some(_)) = known {
-                log::unban_sync(log(), &zone.name, &key);
+                if zone::admit_sync_line(zone, SyncLine::Unban, log()) {
+                    log::unban_sync(log(), &zone.name, &key);
+                }
             }
         }
         Event::Ban(_) | Event::Unban { .. } => {}
-        Event::Loaded(bans) => {
-            let applied = zone.with_table(|t| apply_loaded(t, &bans)).unwrap_or(0);
+        Event::Loaded { bans, skipped } => {
+            let applied = apply_loaded(zone, &bans, u64::from(skipped));
             fleet.loaded.set(fleet.loaded.get() + applied);
         }
         Event::LoadDone => finish_load(link),
+        Event::Forged(n) => {
+            count(zone, |s| s.records_refused += u64::from(n));
+            if zone::admit_sync_line(zone, SyncLine::Refused, log()) {
+                log::sync_forged(log(), &zone.name, n);
+            }
+        }
         Event::CommandError(text) => {
-            log::sync_command_error(log(), &zone.name, &fleet.url, &text);
+            if zone::admit_sync_line(zone, SyncLine::Error, log()) {
+                log::sync_command_error(log(), &zone.name, &fleet.url, &text);
+            }
             count(zone, |s| s.record_error(&text));
         }
         // The link closes on a refusal and reports it through `on_down`.
@@ -250,26 +316,35 @@ fn on_event(link: &mut Link, event: Event) {
     }
 }
 
-/// Bans in force go in as the fleet has them; ended ones leave their
-/// offence history, for escalation.
-pub(crate) fn apply_loaded(t: &mut Table<'_>, bans: &[Ban]) -> usize {
+/// Loaded records the zone's policy admits go in: bans in force as the
+/// fleet has them, ended ones as offence history, for escalation. The
+/// others, and `skipped` records the load could not read, are counted.
+pub(crate) fn apply_loaded(zone: &Zone, bans: &[Ban], skipped: u64) -> usize {
+    let Some(fleet) = &zone.fleet else { return 0 };
     let now = now();
     let mut events = Events::default();
-    let mut applied = 0;
-    for ban in bans {
-        if ban.until > now.secs() {
-            applied += usize::from(t.apply_remote_ban(ban, now, &mut events).is_some());
-        } else {
-            let record = crate::engine::table::Record {
-                key: ban.key,
-                offences: ban.offence,
-                last_ban_end: ban.until,
-                ban: None,
-            };
-            t.restore(&record, now, &mut events);
+    let mut refused = Vec::new();
+    let applied = zone.with_table(|t| {
+        t.sync_stats_mut().records_skipped += skipped;
+        let mut applied = 0;
+        for ban in bans {
+            if ban.until > now.secs() {
+                let held = apply_remote(zone, fleet, t, ban, now, &mut events, &mut refused);
+                applied += usize::from(held.is_some());
+            } else if zone.policy.admits_remote(ban, now, fleet.wide).is_ok() {
+                let record = crate::engine::table::Record {
+                    key: ban.key,
+                    offences: ban.offence,
+                    last_ban_end: ban.until,
+                    ban: None,
+                };
+                t.restore(&record, now, &mut events);
+            }
         }
-    }
-    applied
+        applied
+    });
+    log_refused(zone, &refused);
+    applied.unwrap_or(0)
 }
 
 /// Worker 0, once both its links are ready: publish the bans made here
@@ -316,7 +391,8 @@ fn start_load(ready: &mut Link) {
         .filter(|ban| publish_ban(zone, commands, ban))
         .count();
     fleet.published.set(published);
-    let started = commands.with_session(|s| s.load_bans());
+    let capacity = zone.with_table(|t| t.capacity()).unwrap_or(0);
+    let started = commands.with_session(|s| s.load_bans(capacity));
     if !started {
         on_down(commands, "cannot start loading bans", false);
     }
@@ -331,6 +407,7 @@ fn finish_load(link: &mut Link) {
         s.connected = 1;
         s.down_since = 0;
     });
+    fleet.down_logged.set(false);
     let published = fleet.published.get();
     if !fleet.reported_up.replace(true) || published > 0 {
         log::sync_up(log(), &zone.name, &fleet.url, fleet.loaded.get(), published);
@@ -360,14 +437,10 @@ fn on_down(link: &mut Link, reason: &str, refused: bool) {
     if !reporter {
         return;
     }
-    // One line per drop for the node, whichever of worker 0's links saw it.
-    let was_up = fleet.reported_up.replace(false);
-    let other_reported = [fleet.commands.get(), fleet.subscriber.get()]
-        .into_iter()
-        .filter(|&p| p != ptr::from_mut(link))
-        // SAFETY: links are never freed; the other one is not borrowed.
-        .any(|p| unsafe { p.as_ref() }.is_some_and(|l| l.down_reported));
-    if !was_up && other_reported {
+    // One line per drop for the node, whichever of worker 0's links saw
+    // it, however often the link is made again before it is up.
+    fleet.reported_up.set(false);
+    if fleet.down_logged.replace(true) {
         return;
     }
     if refused {

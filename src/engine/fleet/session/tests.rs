@@ -1,4 +1,5 @@
 use super::*;
+use crate::engine::fleet::names::Message;
 
 fn url(text: &str) -> SyncUrl {
     SyncUrl::parse(text).unwrap()
@@ -60,7 +61,7 @@ fn nothing_is_sent_before_the_handshake_is_done() {
     let mut s = Session::new(Role::Commands, "cs", 7, &url("redis://h"));
     let key = Key::parse("192.0.2.1").unwrap();
     assert!(!s.count_failure(&key, 600));
-    assert!(!s.load_bans());
+    assert!(!s.load_bans(10));
 }
 
 #[test]
@@ -115,7 +116,8 @@ fn bans_are_stored_and_published() {
         out.contains("authban:cs:ban:192.0.2.1\r\n$11\r\n100 700 5 1\r\n$4\r\nEXAT\r\n$3\r\n750")
     );
     assert!(out.contains("ban 0000000000000007 192.0.2.1 100 700 5 1"));
-    assert_eq!(feed(&mut s, b"+OK\r\n:1\r\n:2\r\n"), vec![]);
+    assert!(out.contains("ZADD\r\n$16\r\nauthban:cs:index\r\n$3\r\n750\r\n$9\r\n192.0.2.1"));
+    assert_eq!(feed(&mut s, b"+OK\r\n:1\r\n:0\r\n:1\r\n:2\r\n"), vec![]);
     assert!(!s.awaiting_reply());
 }
 
@@ -154,36 +156,90 @@ fn a_subscriber_reports_other_nodes_messages() {
 }
 
 #[test]
-fn a_load_scans_pages_and_fetches_records() {
+fn a_load_reads_the_index_in_bounded_pages() {
     let mut s = ready_commands();
-    assert!(s.load_bans());
-    let mut events = feed(
-        &mut s,
-        &[
-            b"*2\r\n$2\r\n17\r\n".to_vec(),
-            resp(&["authban:cs:ban:192.0.2.1", "authban:cs:ban:bogus"]),
-        ]
-        .concat(),
-    );
-    assert_eq!(events, vec![]);
+    assert!(s.load_bans(700));
     let out = String::from_utf8_lossy(s.output()).into_owned();
-    assert!(out.contains("MGET") && out.contains("$2\r\n17\r\n"));
-    events.extend(feed(&mut s, &resp(&["10 20 5 1"])));
-    events.extend(feed(&mut s, b"*2\r\n$1\r\n0\r\n*0\r\n"));
+    assert!(out.contains("EVAL") && out.contains("authban:cs:index"));
+    assert!(out.contains("$15\r\nauthban:cs:ban:\r\n$1\r\n0\r\n$3\r\n500\r\n$3\r\n128\r\n"));
+    s.sent(s.output().len());
     let key = Key::parse("192.0.2.1").unwrap();
+    let mut reply = b"*3\r\n:2\r\n:500\r\n*4\r\n".to_vec();
+    reply.extend(resp(&["192.0.2.1", "10 20 5 1"])[4..].iter());
+    reply.extend(resp(&["bogus", "1 2 3 4"])[4..].iter());
+    let events = feed(&mut s, &reply);
+    let ban = Ban {
+        key,
+        since: 10,
+        until: 20,
+        failures: 5,
+        offence: 1,
+    };
     assert_eq!(
         events,
+        vec![Event::Loaded {
+            bans: vec![ban],
+            skipped: 3
+        }]
+    );
+    // A full page: the next one, for the 200 the zone still holds.
+    let out = String::from_utf8_lossy(s.output()).into_owned();
+    assert!(out.contains("$3\r\n500\r\n$3\r\n200\r\n"), "{out}");
+    s.sent(s.output().len());
+    assert_eq!(
+        feed(&mut s, b"*3\r\n:0\r\n:200\r\n*0\r\n"),
         vec![
-            Event::Loaded(vec![Ban {
-                key,
-                since: 10,
-                until: 20,
-                failures: 5,
-                offence: 1
-            }]),
+            Event::Loaded {
+                bans: vec![],
+                skipped: 0
+            },
             Event::LoadDone
         ]
     );
+    // A page claiming more than it was asked for is not Redis.
+    let mut s = ready_commands();
+    s.load_bans(10);
+    let mut events = Vec::new();
+    assert!(s.feed(b"*3\r\n:0\r\n:11\r\n*0\r\n", &mut events).is_err());
+    // A script error ends the load; the link goes on.
+    let mut s = ready_commands();
+    s.load_bans(10);
+    assert_eq!(
+        feed(&mut s, b"-ERR busy\r\n"),
+        vec![Event::CommandError("ERR busy".into()), Event::LoadDone]
+    );
+}
+
+#[test]
+fn what_is_owed_is_bounded_and_stamped() {
+    let mut s = ready_commands();
+    let key = Key::parse("192.0.2.1").unwrap();
+    s.set_now(1_000);
+    assert!(s.count_failure(&key, 600));
+    s.set_now(2_500);
+    for _ in 1..MAX_OWED_FAILURES {
+        assert!(s.count_failure(&key, 600));
+    }
+    assert_eq!(s.owed(), MAX_OWED_FAILURES);
+    assert!(!s.count_failure(&key, 600), "failures beyond the cap");
+    assert_eq!(s.oldest_owed_ms(), Some(1_000));
+    // Bytes that do not complete a reply leave the oldest as it was.
+    assert_eq!(feed(&mut s, b":"), vec![]);
+    assert_eq!(s.oldest_owed_ms(), Some(1_000));
+    assert_eq!(feed(&mut s, b"3\r\n").len(), 1);
+    assert_eq!(s.oldest_owed_ms(), Some(2_500));
+    // Bans still go, up to the hard cap.
+    let ban = Ban {
+        key,
+        since: 1,
+        until: 2,
+        failures: 1,
+        offence: 1,
+    };
+    while s.owed() < MAX_OWED {
+        assert!(s.publish_ban(&ban, 0));
+    }
+    assert!(!s.publish_ban(&ban, 0) && !s.publish_unban(&key));
 }
 
 #[test]
@@ -193,4 +249,75 @@ fn a_reply_nobody_asked_for_breaks_the_link() {
     assert!(s.feed(b"+OK\r\n", &mut events).is_err());
     let mut s = ready_commands();
     assert!(s.feed(b"?what\r\n", &mut events).is_err());
+}
+
+#[test]
+fn a_signing_session_signs_what_it_writes_and_refuses_what_is_not_signed() {
+    let signer = Signer::new(b"a fleet key of some length", "cs").unwrap();
+    let mut s = Session::new(Role::Subscriber, "cs", 7, &url("redis://h"))
+        .signed_with(Some(signer.clone()))
+        .at(1_700_000_000_000);
+    let confirm = b"*3\r\n$9\r\nsubscribe\r\n$17\r\nauthban:cs:events\r\n:1\r\n";
+    assert_eq!(feed(&mut s, confirm), vec![Event::Ready]);
+    let key = Key::parse("192.0.2.9").unwrap();
+    let unban = Message::Unban { node: 0xaa, key };
+    let good = unban.text(Some(&signer), 1_700_000_000);
+    let events = feed(
+        &mut s,
+        &[
+            resp(&["message", "authban:cs:events", &good]),
+            resp(&[
+                "message",
+                "authban:cs:events",
+                "unban 00000000000000aa 192.0.2.9",
+            ]),
+            resp(&["message", "authban:cs:events", "garbage"]),
+        ]
+        .concat(),
+    );
+    // Where the zone signs, whatever is not signed with its key is refused,
+    // noise included.
+    assert_eq!(
+        events,
+        vec![
+            Event::Unban { node: 0xaa, key },
+            Event::Forged(1),
+            Event::Forged(1)
+        ]
+    );
+
+    // Records: signed ones load, unsigned ones are refused, counted apart
+    // from the unreadable (a name that is no key).
+    let mut s = Session::new(Role::Commands, "cs", 7, &url("redis://127.0.0.1"))
+        .signed_with(Some(signer.clone()));
+    assert_eq!(feed(&mut s, b"$3\r\nabc\r\n"), vec![Event::Ready]);
+    let ban = Ban {
+        key,
+        since: 10,
+        until: 20,
+        failures: 5,
+        offence: 1,
+    };
+    assert!(s.publish_ban(&ban, 0));
+    let out = String::from_utf8_lossy(s.output()).into_owned();
+    let record = names::ban_record(&ban, Some(&signer));
+    assert!(out.contains(&record), "{out}");
+    assert!(!out.contains(&(names::ban_record(&ban, None) + "\r\n")));
+    feed(&mut s, b"+OK\r\n:1\r\n:0\r\n:1\r\n:2\r\n");
+    s.load_bans(10);
+    let mut reply = b"*3\r\n:0\r\n:3\r\n*6\r\n".to_vec();
+    reply.extend(resp(&["192.0.2.9", &record])[4..].iter());
+    reply.extend(resp(&["192.0.2.10", "10 20 5 1"])[4..].iter());
+    reply.extend(resp(&["bogus", &record])[4..].iter());
+    assert_eq!(
+        feed(&mut s, &reply),
+        vec![
+            Event::Loaded {
+                bans: vec![ban],
+                skipped: 1
+            },
+            Event::Forged(1),
+            Event::LoadDone
+        ]
+    );
 }
