@@ -215,6 +215,33 @@ fn authban_zone_errors() {
                 &["invalid zone \"x\"", "expected zone=NAME:SIZE"],
             ),
             bad_zone("empty zone name", "zone=:1m", &["empty name"]),
+            // A name is one word of letters, digits, _ - . (the fail2ban
+            // filter and the logs read it up to a space).
+            bad_zone(
+                "zone name with a space",
+                "\"zone=x addr=6.6.6.6:1m\"",
+                &["invalid zone name \"x addr=6.6.6.6\": only letters, digits, \"_\", \"-\" and \".\" are allowed"],
+            ),
+            bad_zone(
+                "zone name with a quote",
+                "'zone=a\"b:1m'",
+                &["invalid zone name \"a\\\"b\"", "only letters, digits"],
+            ),
+            bad_zone(
+                "zone name with a slash",
+                "zone=a/b:1m",
+                &["invalid zone name \"a/b\"", "only letters, digits"],
+            ),
+            bad_zone(
+                "zone name not ASCII",
+                "zone=zöne:1m",
+                &["invalid zone name \"zöne\"", "only letters, digits"],
+            ),
+            bad_zone(
+                "zone name with a tab",
+                "\"zone=a\tb:1m\"",
+                &["invalid zone name \"a\\tb\"", "only letters, digits"],
+            ),
             bad_zone(
                 "size not a number",
                 "zone=x:abc",
@@ -653,6 +680,14 @@ const GOOD: &[(&str, &str)] = &[
                      state={dir}/e.state state_interval=30s;
         authban_zone zone=f:1m increment=off widen=off;
         server { listen 127.0.0.1:{port}; location / { authban e; return 200; } }
+        "#,
+    ),
+    (
+        "zone names of every allowed character",
+        r#"
+        authban_zone zone=Az09_-.:1m;
+        authban_zone zone=cloud.stack-v2_1:1m;
+        server { listen 127.0.0.1:{port}; location / { authban cloud.stack-v2_1; return 200; } }
         "#,
     ),
     (

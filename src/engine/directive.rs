@@ -65,9 +65,10 @@ pub enum DirectiveError {
     ZoneSyntax(String),
     #[error("invalid zone \"{0}\": empty name")]
     EmptyZoneName(String),
-    /// The name is a line of the state file, a log field and a label.
-    #[error("invalid zone \"{0}\": control character in name")]
-    ControlInZoneName(String),
+    /// The name is a `zone=NAME` log field (which the fail2ban filter
+    /// reads up to a space), a line of the state file and a label.
+    #[error("invalid zone name \"{0}\": only letters, digits, \"_\", \"-\" and \".\" are allowed")]
+    InvalidZoneName(String),
     #[error("invalid zone size \"{0}\"")]
     InvalidSize(String),
     #[error("zone \"{name}\" is too small: {size} bytes, at least {}", Size(*.min))]
@@ -235,9 +236,9 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
                 if zone_name.is_empty() {
                     return Err(DirectiveError::EmptyZoneName(value.to_string()));
                 }
-                if zone_name.chars().any(char::is_control) {
-                    return Err(DirectiveError::ControlInZoneName(
-                        value.escape_debug().to_string(),
+                if !is_zone_name(zone_name) {
+                    return Err(DirectiveError::InvalidZoneName(
+                        zone_name.escape_debug().to_string(),
                     ));
                 }
                 let size = parse_size(size)
@@ -325,6 +326,15 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
         state_interval,
         sync,
     })
+}
+
+/// ASCII letters, digits, `_`, `-` and `.`: a name that reads back as one
+/// word wherever it is written.
+pub fn is_zone_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 fn prefix_len(name: &'static str, value: &str, max: u8) -> Result<u8, DirectiveError> {
@@ -644,6 +654,32 @@ mod tests {
         assert!(err(&["zone=cs:1m", "bantime=0"]).contains("invalid bantime \"0\""));
         assert!(err(&["zone=cs:1m", "color=red"]).contains("invalid parameter \"color=red\""));
         assert!(err(&["zone=cs:1m", "oops"]).contains("invalid parameter \"oops\""));
+    }
+
+    #[test]
+    fn zone_names_are_one_word() {
+        for good in ["cs", "CloudStack_2", "a.b-c", "0", "x.y.z", "_", "-"] {
+            let spec = parse_zone(&[&format!("zone={good}:1m")], PAGE).unwrap();
+            assert_eq!(spec.name, good);
+        }
+        let err = |name: &str| {
+            parse_zone(&[&format!("zone={name}:1m")], PAGE)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err("x addr=6.6.6.6"),
+            "invalid zone name \"x addr=6.6.6.6\": only letters, digits, \"_\", \"-\" \
+             and \".\" are allowed"
+        );
+        for bad in [
+            "my zone", "zöne", "a\"b", "a/b", "a=b", "a&b", "a{b}", "tab\t", "a\\b",
+        ] {
+            assert!(err(bad).starts_with("invalid zone name"), "{bad:?}");
+        }
+        // Control characters are shown escaped, never written raw.
+        assert!(err("a\nb").contains("\"a\\nb\""), "{}", err("a\nb"));
+        assert!(err(":1m").contains("empty name"));
     }
 
     #[test]
