@@ -384,6 +384,12 @@ fn authban_zone_errors() {
                 "zone=x:1m state_interval=500ms",
                 &["invalid state_interval \"500ms\""],
             ),
+            // A malformed sync= value is echoed without its credentials.
+            bad_zone(
+                "malformed sync with a password",
+                "zone=x:1m sync=redis://:hunter2@127.0.0.1:notaport",
+                &["invalid sync \"redis://***@127.0.0.1:notaport\"", "expected redis://"],
+            ),
             bad(
                 "one state file for two zones",
                 &format!(
@@ -618,6 +624,44 @@ fn zone_name_clash_with_limit_req_zone() {
                 && l.contains("\"x\"")),
             "{out}"
         );
+    });
+}
+
+/// A malformed `sync=` value's password is never in `nginx -t`'s output,
+/// wherever its malformation is: what lies between `://` and the last `@`
+/// is hidden.
+#[test]
+fn malformed_sync_values_hide_the_password() {
+    with_timeout(60, || {
+        for (value, shown) in [
+            (
+                "redis://:hunter2@127.0.0.1:notaport",
+                "redis://***@127.0.0.1:notaport",
+            ),
+            ("redis://authban:hunter2@h/x", "redis://***@h/x"),
+            ("redis://hunter2@h", "redis://***@h"),
+            ("redis://:hun@ter2@h:1:2", "redis://***@h:1:2"),
+            ("redis://:hunter2@", "redis://***@"),
+            ("redis:/:hunter2@h", "***@h"),
+            ("rediss://:hunter2@h", "rediss://***@h"),
+            ("redis://:%zzhunter2@h", "redis://***@h"),
+        ] {
+            let (ok, out) = nginx_test_config(&format!("authban_zone zone=z:1m sync={value};\n"));
+            assert!(!ok, "sync={value:?} accepted:\n{out}");
+            assert!(
+                out.lines().any(|l| l.contains("[emerg]")
+                    && l.contains("authban_zone")
+                    && l.contains(&format!("invalid sync \"{shown}\""))),
+                "sync={value:?}: no {shown:?} in\n{out}"
+            );
+            for secret in ["hunter2", "ter2", "hun@"] {
+                assert!(
+                    !out.contains(secret),
+                    "sync={value:?} shows {secret:?}:\n{out}"
+                );
+            }
+            check_no_crash(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+        }
     });
 }
 

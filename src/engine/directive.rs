@@ -105,6 +105,21 @@ fn invalid(name: &'static str, value: &str, expected: Expected) -> DirectiveErro
     }
 }
 
+/// A URL for an error message with its credentials hidden: what lies
+/// between `://` (else the start) and the last `@` becomes `***`. A
+/// malformed value may not say where its password ends, so all of it goes.
+pub fn masked_url(value: &str) -> String {
+    let Some(at) = value.rfind('@') else {
+        return value.to_string();
+    };
+    let start = value
+        .find("://")
+        .map(|i| i + 3)
+        .filter(|&i| i <= at)
+        .unwrap_or(0);
+    format!("{}***{}", &value[..start], &value[at..])
+}
+
 /// A size as nginx writes one: `32k` when a whole number of KiB or MiB.
 struct Size(usize);
 
@@ -274,7 +289,7 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
             "sync" => {
                 sync = Some(
                     SyncUrl::parse(value)
-                        .ok_or_else(|| invalid("sync", value, Expected::SyncUrl))?,
+                        .ok_or_else(|| invalid("sync", &masked_url(value), Expected::SyncUrl))?,
                 );
             }
             "increment" => {
@@ -712,6 +727,43 @@ mod tests {
         // Shorter than /96 is an IPv6 network, which no IPv4 client is in.
         assert_eq!(net("::/0"), "::/0");
         assert_eq!(net("2001:db8::/32"), "2001:db8::/32");
+    }
+
+    #[test]
+    fn malformed_sync_values_never_show_a_password() {
+        let err = |value: &str| {
+            parse_zone(&["zone=cs:1m", &format!("sync={value}")], PAGE)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err("redis://:hunter2@h:notaport"),
+            "invalid sync \"redis://***@h:notaport\": expected redis://[:PASSWORD@]HOST[:PORT][/DB]"
+        );
+        for (value, shown) in [
+            ("redis://u:hunter2@h/x", "redis://***@h/x"),
+            ("redis://hunter2@h", "redis://***@h"),
+            ("redis://:hun@ter2@h:1:2", "redis://***@h:1:2"),
+            ("redis://:hunter2@", "redis://***@"),
+            ("redis:/:hunter2@h", "***@h"),
+            ("http://:hunter2@h", "http://***@h"),
+            (":hunter2@h:1", "***@h:1"),
+            ("hunter2@redis://h x", "***@redis://h x"),
+            ("redis://:%zzhunter2@h", "redis://***@h"),
+            ("redis://h:x", "redis://h:x"),
+        ] {
+            let message = err(value);
+            assert!(
+                message.contains(&format!("\"{shown}\"")),
+                "{value}: {message}"
+            );
+            if value.contains('@') {
+                assert!(
+                    !message.contains("hunter2") && !message.contains("ter2"),
+                    "{message}"
+                );
+            }
+        }
     }
 
     #[test]
