@@ -852,6 +852,71 @@ fn timed_ban_ends_on_its_own() {
     });
 }
 
+/// `authban_active_bans{zone="ZONE"}` in a Prometheus answer.
+fn active_bans_sample(body: &str, zone: &str) -> String {
+    let name = format!("authban_active_bans{{zone=\"{zone}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&name))
+        .unwrap_or_else(|| panic!("no {name:?} in\n{body}"))
+        .to_string()
+}
+
+/// Bans that ended while no request came are not counted as bans by any
+/// report: the JSON zone list, one zone, and both Prometheus answers. Each
+/// round's answer is the first request after its bans ended.
+#[test]
+fn ended_bans_are_not_reported_without_traffic() {
+    with_timeout(60, || {
+        let n = start(2);
+        let ban_and_wait = |round: u32, k: u32| {
+            for i in 0..k {
+                api_ok(
+                    &n,
+                    "POST",
+                    &format!("?zone=api&addr=198.51.{round}.{i}&time=1s"),
+                );
+            }
+            assert_eq!(counts(&n, "api").active, u64::from(k));
+            thread::sleep(Duration::from_millis(2500));
+        };
+        // More than one buffer of expiry events at once (8).
+        ban_and_wait(1, 10);
+        let all = api(&n, "GET", "?format=prometheus");
+        assert_eq!(all.status(), Some(200), "{all:?}");
+        assert_eq!(active_bans_sample(&all.text(), "api"), "0");
+
+        ban_and_wait(2, 3);
+        let one = api(&n, "GET", "?zone=api&format=prometheus");
+        assert_eq!(one.status(), Some(200), "{one:?}");
+        assert_eq!(active_bans_sample(&one.text(), "api"), "0");
+
+        ban_and_wait(3, 3);
+        let detail = api_ok(&n, "GET", "?zone=api");
+        assert_eq!(detail.u64("bans"), 0, "{detail:?}");
+        assert!(detail.arr("ban_list").is_empty(), "{detail:?}");
+
+        ban_and_wait(4, 2);
+        let c = counts(&n, "api");
+        assert_eq!((c.active, c.bans, c.expired), (0, 18, 18), "{c:?}");
+        // Ended as any ban ends: logged (rate-limited) as expired.
+        let expired = n.error_log();
+        assert!(
+            expired
+                .lines()
+                .any(|l| l.contains("authban: unban zone=api addr=198.51.1.")
+                    && l.contains("reason=expired")),
+            "{}",
+            n.log_tail()
+        );
+        // A ban in force is still counted and listed.
+        api_ok(&n, "POST", "?zone=api&addr=198.51.5.1&time=1h");
+        let detail = api_ok(&n, "GET", "?zone=api");
+        assert_eq!(detail.u64("bans"), 1, "{detail:?}");
+        assert_eq!(detail.arr("ban_list").len(), 1, "{detail:?}");
+        n.assert_clean();
+    });
+}
+
 /// Parses a Prometheus exposition with the reference client library;
 /// returns (family name -> type) and the samples as
 /// (family, sample name, labels, value).
@@ -1200,6 +1265,39 @@ fn bad_requests_are_rejected_and_change_nothing() {
                 None,
                 400,
                 "invalid time \"0\"*",
+            ),
+            // Longer than a year: refused, not clamped.
+            (
+                "POST",
+                "?zone=api&addr=192.0.2.50&time=100y",
+                none,
+                None,
+                400,
+                "invalid time \"100y\": at most 1y",
+            ),
+            (
+                "POST",
+                "?zone=api&addr=192.0.2.50&time=4294967295",
+                none,
+                None,
+                400,
+                "invalid time \"4294967295\": at most 1y",
+            ),
+            (
+                "POST",
+                "?zone=api&addr=192.0.2.50&time=31536001",
+                none,
+                None,
+                400,
+                "invalid time \"31536001\": at most 1y",
+            ),
+            (
+                "POST",
+                "?zone=api&addr=192.0.2.50&time=1y1s",
+                none,
+                None,
+                400,
+                "invalid time \"1y1s\": at most 1y",
             ),
             (
                 "GET",

@@ -215,6 +215,33 @@ fn authban_zone_errors() {
                 &["invalid zone \"x\"", "expected zone=NAME:SIZE"],
             ),
             bad_zone("empty zone name", "zone=:1m", &["empty name"]),
+            // A name is one word of letters, digits, _ - . (the fail2ban
+            // filter and the logs read it up to a space).
+            bad_zone(
+                "zone name with a space",
+                "\"zone=x addr=6.6.6.6:1m\"",
+                &["invalid zone name \"x addr=6.6.6.6\": only letters, digits, \"_\", \"-\" and \".\" are allowed"],
+            ),
+            bad_zone(
+                "zone name with a quote",
+                "'zone=a\"b:1m'",
+                &["invalid zone name \"a\\\"b\"", "only letters, digits"],
+            ),
+            bad_zone(
+                "zone name with a slash",
+                "zone=a/b:1m",
+                &["invalid zone name \"a/b\"", "only letters, digits"],
+            ),
+            bad_zone(
+                "zone name not ASCII",
+                "zone=zöne:1m",
+                &["invalid zone name \"zöne\"", "only letters, digits"],
+            ),
+            bad_zone(
+                "zone name with a tab",
+                "\"zone=a\tb:1m\"",
+                &["invalid zone name \"a\\tb\"", "only letters, digits"],
+            ),
             bad_zone(
                 "size not a number",
                 "zone=x:abc",
@@ -356,6 +383,12 @@ fn authban_zone_errors() {
                 "state_interval in milliseconds",
                 "zone=x:1m state_interval=500ms",
                 &["invalid state_interval \"500ms\""],
+            ),
+            // A malformed sync= value is echoed without its credentials.
+            bad_zone(
+                "malformed sync with a password",
+                "zone=x:1m sync=redis://:hunter2@127.0.0.1:notaport",
+                &["invalid sync \"redis://***@127.0.0.1:notaport\"", "expected redis://"],
             ),
             bad(
                 "one state file for two zones",
@@ -594,6 +627,44 @@ fn zone_name_clash_with_limit_req_zone() {
     });
 }
 
+/// A malformed `sync=` value's password is never in `nginx -t`'s output,
+/// wherever its malformation is: what lies between `://` and the last `@`
+/// is hidden.
+#[test]
+fn malformed_sync_values_hide_the_password() {
+    with_timeout(60, || {
+        for (value, shown) in [
+            (
+                "redis://:hunter2@127.0.0.1:notaport",
+                "redis://***@127.0.0.1:notaport",
+            ),
+            ("redis://authban:hunter2@h/x", "redis://***@h/x"),
+            ("redis://hunter2@h", "redis://***@h"),
+            ("redis://:hun@ter2@h:1:2", "redis://***@h:1:2"),
+            ("redis://:hunter2@", "redis://***@"),
+            ("redis:/:hunter2@h", "***@h"),
+            ("rediss://:hunter2@h", "rediss://***@h"),
+            ("redis://:%zzhunter2@h", "redis://***@h"),
+        ] {
+            let (ok, out) = nginx_test_config(&format!("authban_zone zone=z:1m sync={value};\n"));
+            assert!(!ok, "sync={value:?} accepted:\n{out}");
+            assert!(
+                out.lines().any(|l| l.contains("[emerg]")
+                    && l.contains("authban_zone")
+                    && l.contains(&format!("invalid sync \"{shown}\""))),
+                "sync={value:?}: no {shown:?} in\n{out}"
+            );
+            for secret in ["hunter2", "ter2", "hun@"] {
+                assert!(
+                    !out.contains(secret),
+                    "sync={value:?} shows {secret:?}:\n{out}"
+                );
+            }
+            check_no_crash(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+        }
+    });
+}
+
 const GOOD: &[(&str, &str)] = &[
     (
         "zone used before it is declared later in the file",
@@ -653,6 +724,14 @@ const GOOD: &[(&str, &str)] = &[
                      state={dir}/e.state state_interval=30s;
         authban_zone zone=f:1m increment=off widen=off;
         server { listen 127.0.0.1:{port}; location / { authban e; return 200; } }
+        "#,
+    ),
+    (
+        "zone names of every allowed character",
+        r#"
+        authban_zone zone=Az09_-.:1m;
+        authban_zone zone=cloud.stack-v2_1:1m;
+        server { listen 127.0.0.1:{port}; location / { authban cloud.stack-v2_1; return 200; } }
         "#,
     ),
     (

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use authban::engine::api::{self, Action, ApiError, Format, Method, Target, MAX_LIMIT, MAX_OFFSET};
 use authban::engine::key::Key;
-use authban::engine::table::{Ban, KeyStatus, Policy, Stats};
+use authban::engine::table::{Ban, KeyStatus, Policy, Stats, MAX_BAN_SECS};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(offset as u64 <= MAX_OFFSET);
     }
     if let Some(time) = query.time {
-        assert!(time > 0);
+        assert!(time > 0 && time <= MAX_BAN_SECS, "{time}");
     }
     if let Some(addr) = query.addr {
         // What the endpoint prints of an address names the same key again.

@@ -71,9 +71,10 @@ pub enum DirectiveError {
     ZoneSyntax(String),
     #[error("invalid zone \"{0}\": empty name")]
     EmptyZoneName(String),
-    /// The name is a line of the state file, a log field and a label.
-    #[error("invalid zone \"{0}\": control character in name")]
-    ControlInZoneName(String),
+    /// The name is a `zone=NAME` log field (which the fail2ban filter
+    /// reads up to a space), a line of the state file and a label.
+    #[error("invalid zone name \"{0}\": only letters, digits, \"_\", \"-\" and \".\" are allowed")]
+    InvalidZoneName(String),
     #[error("invalid zone size \"{0}\"")]
     InvalidSize(String),
     #[error("zone \"{name}\" is too small: {size} bytes, at least {}", Size(*.min))]
@@ -111,6 +112,21 @@ fn invalid(name: &'static str, value: &str, expected: Expected) -> DirectiveErro
         value: value.to_string(),
         expected,
     }
+}
+
+/// A URL for an error message with its credentials hidden: what lies
+/// between `://` (else the start) and the last `@` becomes `***`. A
+/// malformed value may not say where its password ends, so all of it goes.
+pub fn masked_url(value: &str) -> String {
+    let Some(at) = value.rfind('@') else {
+        return value.to_string();
+    };
+    let start = value
+        .find("://")
+        .map(|i| i + 3)
+        .filter(|&i| i <= at)
+        .unwrap_or(0);
+    format!("{}***{}", &value[..start], &value[at..])
 }
 
 /// A size as nginx writes one: `32k` when a whole number of KiB or MiB.
@@ -246,9 +262,9 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
                 if zone_name.is_empty() {
                     return Err(DirectiveError::EmptyZoneName(value.to_string()));
                 }
-                if zone_name.chars().any(char::is_control) {
-                    return Err(DirectiveError::ControlInZoneName(
-                        value.escape_debug().to_string(),
+                if !is_zone_name(zone_name) {
+                    return Err(DirectiveError::InvalidZoneName(
+                        zone_name.escape_debug().to_string(),
                     ));
                 }
                 let size = parse_size(size)
@@ -284,7 +300,7 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
             "sync" => {
                 sync = Some(
                     SyncUrl::parse(value)
-                        .ok_or_else(|| invalid("sync", value, Expected::SyncUrl))?,
+                        .ok_or_else(|| invalid("sync", &masked_url(value), Expected::SyncUrl))?,
                 );
             }
             "increment" => {
@@ -358,6 +374,15 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
         sync_wide,
         sync_key,
     })
+}
+
+/// ASCII letters, digits, `_`, `-` and `.`: a name that reads back as one
+/// word wherever it is written.
+pub fn is_zone_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 fn prefix_len(name: &'static str, value: &str, max: u8) -> Result<u8, DirectiveError> {
@@ -698,6 +723,32 @@ mod tests {
     }
 
     #[test]
+    fn zone_names_are_one_word() {
+        for good in ["cs", "CloudStack_2", "a.b-c", "0", "x.y.z", "_", "-"] {
+            let spec = parse_zone(&[&format!("zone={good}:1m")], PAGE).unwrap();
+            assert_eq!(spec.name, good);
+        }
+        let err = |name: &str| {
+            parse_zone(&[&format!("zone={name}:1m")], PAGE)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err("x addr=6.6.6.6"),
+            "invalid zone name \"x addr=6.6.6.6\": only letters, digits, \"_\", \"-\" \
+             and \".\" are allowed"
+        );
+        for bad in [
+            "my zone", "zöne", "a\"b", "a/b", "a=b", "a&b", "a{b}", "tab\t", "a\\b",
+        ] {
+            assert!(err(bad).starts_with("invalid zone name"), "{bad:?}");
+        }
+        // Control characters are shown escaped, never written raw.
+        assert!(err("a\nb").contains("\"a\\nb\""), "{}", err("a\nb"));
+        assert!(err(":1m").contains("empty name"));
+    }
+
+    #[test]
     fn default_maxtime_follows_a_longer_bantime() {
         let spec = parse_zone(&["zone=cs:1m", "bantime=30d"], PAGE).unwrap();
         assert_eq!(
@@ -727,6 +778,43 @@ mod tests {
         // Shorter than /96 is an IPv6 network, which no IPv4 client is in.
         assert_eq!(net("::/0"), "::/0");
         assert_eq!(net("2001:db8::/32"), "2001:db8::/32");
+    }
+
+    #[test]
+    fn malformed_sync_values_never_show_a_password() {
+        let err = |value: &str| {
+            parse_zone(&["zone=cs:1m", &format!("sync={value}")], PAGE)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err("redis://:hunter2@h:notaport"),
+            "invalid sync \"redis://***@h:notaport\": expected redis://[:PASSWORD@]HOST[:PORT][/DB]"
+        );
+        for (value, shown) in [
+            ("redis://u:hunter2@h/x", "redis://***@h/x"),
+            ("redis://hunter2@h", "redis://***@h"),
+            ("redis://:hun@ter2@h:1:2", "redis://***@h:1:2"),
+            ("redis://:hunter2@", "redis://***@"),
+            ("redis:/:hunter2@h", "***@h"),
+            ("http://:hunter2@h", "http://***@h"),
+            (":hunter2@h:1", "***@h:1"),
+            ("hunter2@redis://h x", "***@redis://h x"),
+            ("redis://:%zzhunter2@h", "redis://***@h"),
+            ("redis://h:x", "redis://h:x"),
+        ] {
+            let message = err(value);
+            assert!(
+                message.contains(&format!("\"{shown}\"")),
+                "{value}: {message}"
+            );
+            if value.contains('@') {
+                assert!(
+                    !message.contains("hunter2") && !message.contains("ter2"),
+                    "{message}"
+                );
+            }
+        }
     }
 
     #[test]

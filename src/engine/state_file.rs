@@ -197,6 +197,12 @@ pub fn permits(mode: u32, owner: u32, group: u32, uid: u32, groups: &[u32], want
     granted & want & 0o7 == want & 0o7
 }
 
+/// Whether a directory of `mode` lets every user create files in it (a
+/// sticky bit too: it only keeps them from removing others' files).
+pub fn writable_by_others(mode: u32) -> bool {
+    mode & 0o002 != 0
+}
+
 /// The directory a state file lives in (`.` for a bare name).
 pub fn dir_of(path: &Path) -> &Path {
     path.parent()
@@ -517,6 +523,16 @@ mod tests {
         assert!(!permits(0o40570, 7, 7, 7, &[7], 0o2));
         assert!(permits(0o40777, 0, 0, 65534, &[], 0o3));
         assert!(permits(0o41733, 0, 0, 65534, &[], 0o3), "sticky /tmp");
+    }
+
+    #[test]
+    fn directories_every_user_can_write_into() {
+        for mode in [0o40777, 0o41777, 0o1777, 0o0703, 0o0002] {
+            assert!(writable_by_others(mode), "{mode:o}");
+        }
+        for mode in [0o40755, 0o40775, 0o0700, 0o1755, 0o0005] {
+            assert!(!writable_by_others(mode), "{mode:o}");
+        }
     }
 
     #[test]

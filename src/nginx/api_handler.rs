@@ -8,8 +8,8 @@ use std::net::IpAddr;
 
 use nginx_sys::{
     ngx_chain_t, ngx_command_t, ngx_conf_t, ngx_http_core_loc_conf_t, ngx_http_finalize_request,
-    ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t, ngx_str_t, NGX_DONE,
-    NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SPECIAL_RESPONSE, NGX_OK,
+    ngx_http_read_client_request_body, ngx_http_request_t, ngx_int_t, ngx_log_t, ngx_str_t,
+    NGX_DONE, NGX_ERROR, NGX_HTTP_INTERNAL_SERVER_ERROR, NGX_HTTP_SPECIAL_RESPONSE, NGX_OK,
 };
 use ngx::core::{Buffer, Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{
@@ -19,7 +19,7 @@ use ngx::http::{
 
 use crate::engine::api::{self, Action, ApiError, Format, Method, SyncView, Target, ZoneView};
 use crate::engine::key::Key;
-use crate::engine::table::{AddressState, Events, Verdict};
+use crate::engine::table::{AddressState, Events, Now, Table, Verdict};
 use crate::nginx::clock::now;
 use crate::nginx::directives::{self, LocConf};
 use crate::nginx::fleet;
@@ -228,8 +228,36 @@ fn find_zone(r: &Request, name: &str) -> Result<&'static Zone, ApiError> {
         .ok_or_else(|| ApiError::UnknownZone(name.to_string()))
 }
 
-fn view(zone: &Zone) -> Option<ZoneView> {
-    zone.with_table(|t| view_of(zone, t))
+/// Runs `f` on the zone's table once every ban whose time is up is ended
+/// and logged, so that what it reports (`bans`) counts bans in force.
+/// Ending is done a buffer of events per lock hold, `f` in the last one.
+fn in_force<R>(
+    zone: &Zone,
+    log: *mut ngx_log_t,
+    level: usize,
+    mut f: impl FnMut(&Table<'_>, Now) -> R,
+) -> Option<R> {
+    let now = now();
+    // Each round but the last ends a full buffer, so the zone's capacity
+    // bounds the rounds; the bound is taken in the first.
+    let mut rounds_left: Option<u32> = None;
+    loop {
+        let mut events = Events::default();
+        let done = zone.with_table(|t| {
+            let left = rounds_left.get_or_insert(t.capacity());
+            *left = left.saturating_sub(1);
+            let more = *left > 0 && t.end_ended_bans(now, &mut events);
+            (!more).then(|| f(t, now))
+        })?;
+        zone::log_events(zone, &events, log, level);
+        if done.is_some() {
+            return done;
+        }
+    }
+}
+
+fn view(zone: &Zone, log: *mut ngx_log_t, level: usize) -> Option<ZoneView> {
+    in_force(zone, log, level, |t, _| view_of(zone, t))
 }
 
 fn unavailable(zone: &Zone) -> ApiError {
@@ -244,7 +272,10 @@ fn act(r: &Request, action: Action) -> Result<Reply, ApiError> {
     );
     match action {
         Action::ListZones(format) => {
-            let views: Vec<ZoneView> = zones(r).into_iter().filter_map(view).collect();
+            let views: Vec<ZoneView> = zones(r)
+                .into_iter()
+                .filter_map(|z| view(z, log, log_level))
+                .collect();
             Ok(match format {
                 Format::Json => json(api::zones_json(&views)),
                 Format::Prometheus => Reply {
@@ -256,7 +287,7 @@ fn act(r: &Request, action: Action) -> Result<Reply, ApiError> {
         }
         Action::ZoneMetrics(name) => {
             let zone = find_zone(r, &name)?;
-            let view = view(zone).ok_or_else(|| unavailable(zone))?;
+            let view = view(zone, log, log_level).ok_or_else(|| unavailable(zone))?;
             Ok(Reply {
                 status: 200,
                 content_type: PROMETHEUS,
@@ -269,13 +300,10 @@ fn act(r: &Request, action: Action) -> Result<Reply, ApiError> {
             limit,
         } => {
             let zone = find_zone(r, &zone)?;
-            let now = now();
-            let (view, bans) = zone
-                .with_table(|t| {
-                    let bans = t.bans_page(now, offset, limit);
-                    (view_of(zone, t), bans)
-                })
-                .ok_or_else(|| unavailable(zone))?;
+            let (view, bans) = in_force(zone, log, log_level, |t, now| {
+                (view_of(zone, t), t.bans_page(now, offset, limit))
+            })
+            .ok_or_else(|| unavailable(zone))?;
             Ok(json(api::zone_json(&view, &bans, offset, limit)))
         }
         Action::ShowAddress { zone, addr } => {
@@ -368,7 +396,7 @@ fn untracked(zone: &Zone, key: &Key) -> ApiError {
     }
 }
 
-fn view_of(zone: &Zone, t: &crate::engine::table::Table<'_>) -> ZoneView {
+fn view_of(zone: &Zone, t: &Table<'_>) -> ZoneView {
     ZoneView {
         name: zone.name.clone(),
         size: zone.size,

@@ -397,6 +397,26 @@ pub fn state_dir_not_writable(
     );
 }
 
+/// `authban: zone "NAME": directory "DIR" of state file "PATH" is writable
+/// by other users: ...` (warn).
+pub fn state_dir_shared(log: *mut ngx_log_t, zone: &str, dir: &Path, path: &Path, sticky: bool) {
+    let risk = if sticky {
+        "another user can create the file first, so bans are not saved"
+    } else {
+        "another user can replace or delete the file"
+    };
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        log,
+        "authban: zone \"{}\": directory \"{}\" of state file \"{}\" is writable by \
+         other users: {}; use a directory only the workers' user can write",
+        zone,
+        dir.display(),
+        path.display(),
+        risk
+    );
+}
+
 /// `authban: zone "NAME": cannot write state file "PATH": ERROR` (warn).
 pub fn state_file_unwritable(log: *mut ngx_log_t, zone: &str, path: &Path, err: impl Display) {
     ngx_log_error!(

@@ -162,23 +162,33 @@ fn user_name(uid: u32) -> Option<CString> {
 
 /// At configuration (`nginx -t`, start, reload), in the master: the
 /// directory of the zone's state file must exist (else the configuration
-/// fails), and the workers' user should be able to write into it (else a
-/// warning: ACLs and capabilities, which the mode bits do not show, may
-/// still allow it, so this cannot be certain enough to refuse nginx).
+/// fails), should not be writable by every user (else a warning), and the
+/// workers' user should be able to write into it (else a warning: ACLs and
+/// capabilities, which the mode bits do not show, may still allow it, so
+/// this cannot be certain enough to refuse nginx).
 pub fn check_state_dir(zone: &Zone, log: *mut ngx_log_t) -> Result<(), ()> {
     let Some(path) = &zone.state else {
         return Ok(());
     };
     let dir = state_file::dir_of(path);
-    let problem = match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() => None,
-        Ok(_) => Some("is not a directory".to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("does not exist".to_string()),
-        Err(e) => Some(format!("cannot be used ({e})")),
+    let mode = match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(m.mode()),
+        Ok(_) => Err("is not a directory".to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("does not exist".to_string()),
+        Err(e) => Err(format!("cannot be used ({e})")),
     };
-    if let Some(problem) = problem {
-        log::state_dir_unusable(log, &zone.name, dir, path, &problem);
-        return Err(());
+    let mode = match mode {
+        Ok(mode) => mode,
+        Err(problem) => {
+            log::state_dir_unusable(log, &zone.name, dir, path, &problem);
+            return Err(());
+        }
+    };
+    // Anyone may create the file there before the worker first does (even
+    // in a sticky /tmp): the file is then refused and never replaced.
+    if state_file::writable_by_others(mode) {
+        let sticky = mode & 0o1000 != 0;
+        log::state_dir_shared(log, &zone.name, dir, path, sticky);
     }
     let writer = Writer::of(cycle_of(zone));
     if !writer.can_write_into(dir) {

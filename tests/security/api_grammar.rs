@@ -151,6 +151,12 @@ fn numbers_and_escapes_are_strict() {
         let len = ban.u64("until") - ban.u64("since");
         // 5400 exactly once until_is_since_plus_bantime passes.
         assert!((5400..=5401).contains(&len), "{ban:?}");
+        // The longest ban: a year, however written.
+        for time in ["1y", "31536000", "52w1d"] {
+            let ban = api_ok(&n, "POST", &format!("?zone=g&addr=192.0.2.10&time={time}"));
+            let len = ban.u64("until") - ban.u64("since");
+            assert!((31_536_000..=31_536_001).contains(&len), "{time}: {ban:?}");
+        }
         n.assert_clean();
     });
 }

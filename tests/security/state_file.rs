@@ -475,6 +475,63 @@ fn unwritable_state_dir_is_reported_with_the_user() {
     });
 }
 
+/// A state directory every user can write into (a sticky one like /tmp
+/// too) lets another user create the file before the workers do: `nginx
+/// -t` and start warn, naming the zone, the directory and the file. A
+/// directory only its owner can write into is not warned about.
+#[test]
+fn state_dir_writable_by_others_is_warned_about() {
+    with_timeout(60, || {
+        let dir = StateDir::new();
+        let path = dir.file("z.state");
+        let conf = config(&path, "");
+        let warning = |out: &str| -> Option<String> {
+            out.lines()
+                .find(|l| l.contains("is writable by other users"))
+                .map(str::to_string)
+        };
+        let check = |line: &str, sticky: bool| {
+            assert!(line.contains("[warn]"), "{line}");
+            assert!(line.contains("zone \"z\""), "{line}");
+            assert!(
+                line.contains(&format!(
+                    "directory \"{}\" of state file \"{}\"",
+                    dir.0.display(),
+                    path.display()
+                )),
+                "{line}"
+            );
+            let risk = if sticky {
+                "create the file first"
+            } else {
+                "replace or delete the file"
+            };
+            assert!(line.contains(risk), "{line}");
+        };
+        for (mode, sticky) in [(0o1777, true), (0o777, false), (0o1773, true)] {
+            fs::set_permissions(&dir.0, fs::Permissions::from_mode(mode)).unwrap();
+            let (ok, out) = opts().test_config(&conf);
+            assert!(ok, "{mode:o}: {out}");
+            let line = warning(&out).unwrap_or_else(|| panic!("{mode:o}: no warning:\n{out}"));
+            check(&line, sticky);
+        }
+        // At start too.
+        fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o1777)).unwrap();
+        let n = opts().start(&conf);
+        let line = warning(&n.error_log()).unwrap_or_else(|| panic!("{}", n.diagnostics()));
+        check(&line, true);
+        n.assert_clean();
+        drop(n);
+        // Not for a directory others cannot write into.
+        for mode in [0o755, 0o775, 0o700] {
+            fs::set_permissions(&dir.0, fs::Permissions::from_mode(mode)).unwrap();
+            let (ok, out) = opts().test_config(&conf);
+            assert!(ok && warning(&out).is_none(), "{mode:o}: {out}");
+            assert!(!out.contains("[warn]"), "{mode:o}: {out}");
+        }
+    });
+}
+
 /// Two zones whose state paths name one file through `..` or a symlinked
 /// directory are refused like the same literal path.
 #[test]

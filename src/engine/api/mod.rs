@@ -51,6 +51,9 @@ pub enum ApiError {
     InvalidAddr { value: String, why: AddrError },
     #[error("invalid time \"{0}\": expected an nginx time such as 30m")]
     InvalidTime(String),
+    /// Longer than [`crate::engine::table::MAX_BAN_SECS`].
+    #[error("invalid time \"{0}\": at most 1y")]
+    TimeTooLong(String),
     #[error("invalid format \"{0}\": expected json or prometheus")]
     InvalidFormat(String),
     #[error("invalid limit \"{0}\": expected 1 to {MAX_LIMIT}")]

@@ -8,6 +8,7 @@ use ipnet::IpNet;
 use super::{AddrError, ApiError};
 use crate::engine::directive::{fold_mapped, net_key, parse_time};
 use crate::engine::key::Key;
+use crate::engine::table::MAX_BAN_SECS;
 
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
@@ -103,7 +104,11 @@ pub fn parse_query(raw: &[u8]) -> Result<Query, ApiError> {
                 once(&mut query.addr, target, &name)?;
             }
             "time" => {
-                let secs = strict_time(&value).ok_or(ApiError::InvalidTime(value))?;
+                let secs = match strict_time(&value) {
+                    Ok(secs) => secs,
+                    Err(TimeError::Invalid) => return Err(ApiError::InvalidTime(value)),
+                    Err(TimeError::TooLong) => return Err(ApiError::TimeTooLong(value)),
+                };
                 once(&mut query.time, secs, &name)?;
             }
             "format" => {
@@ -145,14 +150,47 @@ fn number(text: &str) -> Option<u64> {
     text.parse().ok()
 }
 
+enum TimeError {
+    Invalid,
+    TooLong,
+}
+
 /// An nginx time ("90", "30m", "1h30m", "1h 30m") whose numbers follow
-/// [`number`]'s rule, not zero.
-fn strict_time(text: &str) -> Option<u32> {
+/// [`number`]'s rule, not zero, at most [`MAX_BAN_SECS`]: a longer one is
+/// refused, not clamped, so the caller learns that it was not applied.
+fn strict_time(text: &str) -> Result<u32, TimeError> {
+    // Spelled as [`number`] wants, however large (a run is all digits).
     let strict = text
         .split(|c: char| !c.is_ascii_digit())
-        .filter(|run| !run.is_empty())
-        .all(|run| number(run).is_some());
-    parse_time(text).filter(|&t| strict && t > 0)
+        .all(|run| run.len() < 2 || !run.starts_with('0'));
+    if !strict {
+        return Err(TimeError::Invalid);
+    }
+    match parse_time(text) {
+        Some(0) => Err(TimeError::Invalid),
+        Some(secs) if secs > MAX_BAN_SECS => Err(TimeError::TooLong),
+        Some(secs) => Ok(secs),
+        // Well formed but past 32 bits: the same text with every number 1
+        // parses.
+        None if parse_time(&ones(text)).is_some() => Err(TimeError::TooLong),
+        None => Err(TimeError::Invalid),
+    }
+}
+
+/// `text` with each run of digits replaced by `1`.
+fn ones(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_digits = false;
+    for c in text.chars() {
+        let digit = c.is_ascii_digit();
+        if !digit {
+            out.push(c);
+        } else if !in_digits {
+            out.push('1');
+        }
+        in_digits = digit;
+    }
+    out
 }
 
 /// `ADDR` or `ADDR/LEN`. IPv4-mapped IPv6 folds to IPv4 as client
@@ -490,6 +528,43 @@ mod tests {
             (Method::Get, "limit=3"),
         ] {
             assert_eq!(r(m, raw).unwrap_err().status(), 400, "{m:?} {raw}");
+        }
+    }
+
+    /// Longer than a year is refused with its reason, never clamped.
+    #[test]
+    fn times_past_a_year_are_refused() {
+        assert_eq!(parse_time("1y"), Some(MAX_BAN_SECS));
+        assert_eq!(query("time=1y").unwrap().time, Some(MAX_BAN_SECS));
+        assert_eq!(query("time=31536000").unwrap().time, Some(MAX_BAN_SECS));
+        assert_eq!(query("time=52w1d").unwrap().time, Some(MAX_BAN_SECS));
+        for raw in [
+            "time=31536001",
+            "time=1y1s",
+            "time=53w",
+            "time=100y",
+            "time=4294967295",
+            "time=4294967296",
+            "time=99999999999999999999999",
+            "time=137y",
+            "time=1y+1s",
+        ] {
+            let err = query(raw).unwrap_err();
+            assert_eq!(err.status(), 400, "{raw}");
+            let value = raw.strip_prefix("time=").unwrap().replace('+', " ");
+            assert_eq!(
+                err.reason(),
+                format!("invalid time \"{value}\": at most 1y"),
+                "{raw}"
+            );
+        }
+        // Malformed stays malformed, however large its numbers.
+        for raw in ["time=99999999999999999999ms", "time=05y", "time=1y1y"] {
+            let reason = query(raw).unwrap_err().reason();
+            assert!(
+                reason.ends_with("expected an nginx time such as 30m"),
+                "{raw}: {reason}"
+            );
         }
     }
 

@@ -259,6 +259,28 @@ impl Table<'_> {
         }
     }
 
+    /// Ends bans whose time is up, soonest ending first, until the first
+    /// ban left is in force or `events` is full (each ending is an event
+    /// to log), at most the zone's capacity. For reporting the bans in
+    /// force: [`Table::bans`] counts bans nobody ended yet. Returns whether
+    /// ended bans are left, for the caller to log the events and call
+    /// again.
+    pub fn end_ended_bans(&mut self, now: Now, events: &mut Events) -> bool {
+        let secs = now.secs();
+        let mut steps = self.steps();
+        loop {
+            let head = self.hdr.lists[BANNED].head;
+            // A failed step marks the table damaged, which its user repairs.
+            if head == NIL || !self.step(&mut steps, head) || self.slots[head as usize].t1 > secs {
+                return false;
+            }
+            if events.is_full() {
+                return true;
+            }
+            self.end_ban(head, events);
+        }
+    }
+
     /// Whether slot `i` is banned now. A ban whose time is up but that
     /// nobody noticed yet is ended here.
     pub(super) fn ban_in_force(&mut self, i: u32, now: Now, events: &mut Events) -> bool {

@@ -238,6 +238,51 @@ fn expired_bans_are_reported_even_if_the_address_never_returns() {
     check_invariants(&t);
 }
 
+/// What the endpoint reports counts only bans in force: every ended one is
+/// ended first, a buffer of events at a time, each one reported.
+#[test]
+fn ending_every_ended_ban_leaves_the_count_of_bans_in_force() {
+    let mut region = Region::new(64 * 1024);
+    let mut t = region.table(POLICY);
+    let mut ev = Events::default();
+    // 20 bans ending at 110..=129, one more ending at 1100.
+    for n in 0..20u32 {
+        t.ban(&v4(n), at(100), 10 + n, &mut ev);
+    }
+    t.ban(&v4(99), at(100), 1000, &mut ev);
+    assert_eq!(t.bans(), 21);
+    // Nothing ended yet: nothing to do.
+    let mut ev = Events::default();
+    assert!(!t.end_ended_bans(at(105), &mut ev));
+    assert!(ev.is_empty());
+    // At 125, 16 have ended: two buffers of 8, then nothing left.
+    let mut ended = Vec::new();
+    let mut calls = 0;
+    loop {
+        let mut ev = Events::default();
+        let more = t.end_ended_bans(at(125), &mut ev);
+        ended.extend(ev.iter());
+        calls += 1;
+        if !more {
+            break;
+        }
+        assert!(ev.is_full());
+    }
+    assert_eq!(calls, 2);
+    let want: Vec<Event> = (0..16).map(|n| Event::Expired(v4(n))).collect();
+    assert_eq!(ended, want);
+    assert_eq!(t.bans(), 5);
+    assert_eq!(t.bans_page(at(125), 0, 100).len(), 5);
+    assert_eq!(t.stats().expired, 16);
+    check_invariants(&t);
+    // Long after: only the long ban is left.
+    let mut ev = Events::default();
+    assert!(!t.end_ended_bans(at(1099), &mut ev));
+    assert_eq!(ev.iter().count(), 4);
+    assert_eq!(t.bans(), 1);
+    check_invariants(&t);
+}
+
 #[test]
 fn a_full_table_forgets_the_least_recently_failing_and_keeps_bans() {
     let mut region = Region::new(16 * 1024);

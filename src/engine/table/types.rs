@@ -175,6 +175,11 @@ impl Events {
         self.len == 0
     }
 
+    /// Whether another event would be lost.
+    pub fn is_full(&self) -> bool {
+        self.len == self.items.len()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = Event> + '_ {
         self.items[..self.len].iter().flatten().copied()
     }
