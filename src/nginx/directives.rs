@@ -4,6 +4,7 @@
 
 use core::cell::OnceCell;
 use core::ffi::{c_char, c_void};
+use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
 use std::rc::Rc;
 
@@ -13,7 +14,9 @@ use nginx_sys::{
     NGX_LOG_WARN,
 };
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError};
+use ngx::http::{
+    HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError, NgxHttpCoreModule,
+};
 use ngx::ngx_conf_log_error;
 
 use crate::engine::directive;
@@ -281,12 +284,6 @@ pub extern "C" fn set_zone(
             .ok_or("no zone")?;
         let name = &arg["zone=".len()..][..spec.name.len()];
         let cycle = d.cf.cycle;
-        let Some(shm) = add_shared_zone(d.cf, name, spec.size) else {
-            return Err(format!("cannot add zone \"{}\"", spec.name));
-        };
-        if !shm.data.is_null() {
-            return Err(format!("duplicate zone \"{}\"", spec.name));
-        }
         // Relative paths are relative to nginx's prefix, as elsewhere.
         let state = spec
             .state
@@ -316,11 +313,27 @@ pub extern "C" fn set_zone(
             None => None,
         };
         let wide = spec.sync_wide;
+        let http_core =
+            ptr::from_ref(NgxHttpCoreModule::location_conf(d.cf).ok_or("no http block")?);
         let fleet = spec
             .sync
             .clone()
-            .map(|url| Fleet::new(url, wide, signer))
-            .transpose()?;
+            .map(|url| Fleet::new(url, wide, signer, http_core));
+        if let Some(f) = fleet.as_ref().filter(|f| f.addr.is_none()) {
+            ngx_conf_log_error!(
+                NGX_LOG_WARN,
+                d.cf,
+                "authban_zone: host not found in sync \"{}\": zone \"{}\" runs alone until it resolves (with a \"resolver\" at the http level, or at the next reload)",
+                f.url,
+                spec.name
+            );
+        }
+        let Some(shm) = add_shared_zone(d.cf, name, spec.size) else {
+            return Err(format!("cannot add zone \"{}\"", spec.name));
+        };
+        if !shm.data.is_null() {
+            return Err(format!("duplicate zone \"{}\"", spec.name));
+        }
         let zone = Rc::new(Zone::new(spec, state, fleet, cycle));
         // Only ever read through shared references (see `Zone`).
         shm.data = Rc::as_ptr(&zone).cast_mut().cast();

@@ -27,6 +27,7 @@
 
 mod api;
 mod client;
+mod fake_dns;
 mod fake_redis;
 mod json;
 mod mock;
@@ -38,6 +39,7 @@ mod redis;
 
 pub use api::{api, api_err, api_ok, json_error, json_ok};
 pub use client::{get, get_from, http, http_at, http_from_ip, Conn, Reply, Response, HTTP_TIMEOUT};
+pub use fake_dns::FakeDns;
 pub use fake_redis::{bulk, handshake as redis_handshake, FakeRedis};
 pub use json::Json;
 pub use mock::Mock;

@@ -28,6 +28,7 @@ use nginx_sys::{
 
 use rustix::net::sockopt;
 
+use super::resolve::{Outcome, Resolution, Resolver};
 use crate::engine::fleet::{Event, Role, Session};
 use crate::nginx::guard;
 use crate::nginx::zone::Zone;
@@ -93,9 +94,15 @@ pub struct Link {
     pub role: Role,
     session: Option<Session>,
     conn: *mut ngx_connection_t,
-    addr: RawAddr,
+    /// Where Redis is: as resolved at configuration, or since (`None`:
+    /// the host name did not resolve yet).
+    addr: Option<RawAddr>,
+    /// `HOST:PORT`, nginx's name for the peer.
     name: ngx_str_t,
     name_text: String,
+    /// The host name, for the resolver.
+    host: ngx_str_t,
+    resolution: Option<Box<Resolution>>,
     /// Our own copy of the cycle's log, quieter: nginx's connect and recv
     /// errors on this connection would be logged every retry; the fleet
     /// logs one line per change of the link's state instead.
@@ -125,21 +132,28 @@ impl Link {
     pub fn start(
         zone: &'static Zone,
         role: Role,
-        addr: SocketAddr,
+        addr: Option<SocketAddr>,
         log: *mut ngx_log_t,
     ) -> *mut Link {
         // SAFETY: `log` is the cycle's log, alive for the worker.
         let mut quiet_log = unsafe { *log };
         quiet_log.log_level = NGX_LOG_CRIT as usize;
-        let name_text = addr.to_string();
+        let url = &zone.fleet.as_ref().expect("a link's zone has sync").url;
+        let name_text = format!("{}:{}", url.host, url.port);
+        let host = ngx_str_t {
+            len: url.host.len(),
+            data: url.host.as_ptr().cast_mut(),
+        };
         let link = Box::into_raw(Box::new(Link {
             zone,
             role,
             session: None,
             conn: ptr::null_mut(),
-            addr: RawAddr::of(addr),
+            addr: addr.map(RawAddr::of),
             name: ngx_str_t::default(),
             name_text,
+            host,
+            resolution: None,
             quiet_log,
             // SAFETY: an all-zero event is an idle one, as nginx's
             // ngx_pcalloc'ed events are.
@@ -155,6 +169,7 @@ impl Link {
             len: l.name_text.len(),
             data: l.name_text.as_ptr().cast_mut(),
         };
+        l.resolution = Some(Resolution::new(link.cast(), on_resolved));
         l.tick.handler = Some(on_tick);
         l.tick.data = link.cast::<c_void>();
         l.tick.log = log;
@@ -258,7 +273,11 @@ impl Link {
         let session = Session::new(self.role, &self.zone.name, self.node(), self.url())
             .signed_with(signer)
             .at(now_ms());
-        let (sockaddr, socklen) = self.addr.as_ptr_len();
+        let Some(addr) = self.addr.as_mut() else {
+            self.closed("host not found", false);
+            return;
+        };
+        let (sockaddr, socklen) = addr.as_ptr_len();
         // SAFETY: all-zero is a valid peer (null pointers, no callbacks),
         // which is how nginx's own callers start one.
         let mut peer: ngx_peer_connection_t = unsafe { core::mem::zeroed() };
@@ -422,9 +441,50 @@ impl Link {
             return;
         }
         if self.conn.is_null() {
-            self.connect();
+            self.reconnect();
         } else if !self.follow_deadline() {
             self.closed(&self.late(), false);
+        }
+    }
+
+    /// A new connection; a host name is resolved again first when nginx
+    /// has a `resolver` (a Redis that moved), or must be because it never
+    /// resolved.
+    fn reconnect(&mut self) {
+        let Some(fleet) = self.zone.fleet.as_ref() else {
+            return;
+        };
+        let literal = fleet.url.host.parse::<std::net::IpAddr>().is_ok();
+        // SAFETY: the http level's configuration of this cycle.
+        let resolver = unsafe { Resolver::of(fleet.http_core) };
+        if literal || (self.addr.is_some() && (self.failed_tries == 0 || resolver.is_none())) {
+            return self.connect();
+        }
+        let Some(resolver) = resolver else {
+            self.closed("host not found, and no resolver defined to find it", false);
+            return;
+        };
+        let Some(resolution) = self.resolution.as_ref() else {
+            return;
+        };
+        if let Err(why) = resolution.start(resolver, self.host) {
+            return self.closed(&why, false);
+        }
+        // nginx may have had the answer at once.
+        if let Some(outcome) = resolution.take() {
+            self.resolved(outcome);
+        }
+    }
+
+    /// The resolver answered: connect to the address, or wait and retry.
+    fn resolved(&mut self, outcome: Outcome) {
+        match outcome {
+            Ok(ip) => {
+                let port = self.zone.fleet.as_ref().map_or(0, |f| f.url.port);
+                self.addr = Some(RawAddr::of(SocketAddr::new(ip, port)));
+                self.connect();
+            }
+            Err(why) => self.closed(&why, false),
         }
     }
 
@@ -441,6 +501,9 @@ impl Link {
     /// At worker exit: the connection goes, the timer with it.
     pub fn stop(&mut self) {
         self.disarm();
+        if let Some(resolution) = &self.resolution {
+            resolution.cancel();
+        }
         if !self.conn.is_null() {
             // SAFETY: our live connection.
             unsafe { ngx_close_connection(self.conn) };
@@ -475,6 +538,20 @@ unsafe extern "C" fn on_write(ev: *mut ngx_event_t) {
     let link = unsafe { link_of_conn(ev) };
     let log = link.tick.log;
     guard::catch(log, "fleet link write", (), || link.flush());
+}
+
+/// A resolution's late answer, for the link that asked.
+fn on_resolved(owner: *mut c_void) {
+    // SAFETY: the owner is the link that started the resolution, never
+    // freed while the worker runs; nginx calls back from its event loop,
+    // with no handler of the link on the stack.
+    let link = unsafe { &mut *owner.cast::<Link>() };
+    let log = link.tick.log;
+    guard::catch(log, "fleet link resolver", (), || {
+        if let Some(outcome) = link.resolution.as_ref().and_then(|r| r.take()) {
+            link.resolved(outcome);
+        }
+    });
 }
 
 unsafe extern "C" fn on_tick(ev: *mut ngx_event_t) {

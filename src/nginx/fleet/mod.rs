@@ -10,13 +10,14 @@
 //! made here while the link was down.
 
 mod link;
+mod resolve;
 pub mod snapshot;
 
 use core::cell::Cell;
 use core::ptr;
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use nginx_sys::{ngx_cycle_t, ngx_int_t, ngx_log_t, NGX_OK};
+use nginx_sys::{ngx_cycle_t, ngx_http_core_loc_conf_t, ngx_int_t, ngx_log_t, NGX_OK};
 use ngx::http::HttpModuleMainConf;
 use ngx::log::ngx_cycle_log;
 
@@ -34,7 +35,12 @@ use link::Link;
 /// A zone's fleet: where its Redis is, and this process's links to it.
 pub struct Fleet {
     pub url: SyncUrl,
-    pub addr: SocketAddr,
+    /// Where Redis was found when the configuration was read; `None` if
+    /// its name did not resolve (the zone runs alone until it does).
+    pub addr: Option<SocketAddr>,
+    /// The http level's core configuration: its `resolver`, if any, finds
+    /// the host again while nginx runs.
+    pub http_core: *const ngx_http_core_loc_conf_t,
     /// Marks this node's messages, so it skips its own. Made by the master
     /// at configuration, shared by its workers.
     pub node: u64,
@@ -58,16 +64,22 @@ pub struct Fleet {
 
 impl Fleet {
     /// The fleet of a zone: its Redis host is resolved now, as nginx
-    /// resolves upstream servers when it reads the configuration.
-    pub fn new(url: SyncUrl, wide: bool, signer: Option<Signer>) -> Result<Fleet, String> {
+    /// resolves upstream servers when it reads the configuration; a name
+    /// that does not resolve leaves `addr` empty (the caller warns).
+    pub fn new(
+        url: SyncUrl,
+        wide: bool,
+        signer: Option<Signer>,
+        http_core: *const ngx_http_core_loc_conf_t,
+    ) -> Fleet {
         let addr = (url.host.as_str(), url.port)
             .to_socket_addrs()
             .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| format!("host not found in sync \"{url}\""))?;
-        Ok(Fleet {
+            .and_then(|mut addrs| addrs.next());
+        Fleet {
             url,
             addr,
+            http_core,
             // Two independent random words, of which one is enough here.
             node: zone::random_seed()[0],
             wide,
@@ -78,7 +90,7 @@ impl Fleet {
             down_logged: Cell::new(false),
             loaded: Cell::new(0),
             published: Cell::new(0),
-        })
+        }
     }
 }
 

@@ -68,7 +68,13 @@ pub fn fill_new_zone(zone: &Zone, log: *mut ngx_log_t) {
 
 fn load(zone: &str, fleet: &Fleet, limit: u32) -> Snapshot {
     let deadline = Instant::now() + DEADLINE;
-    match TcpStream::connect_timeout(&fleet.addr, DEADLINE) {
+    let Some(addr) = fleet.addr else {
+        return Snapshot {
+            error: Some("host not found".into()),
+            ..Snapshot::default()
+        };
+    };
+    match TcpStream::connect_timeout(&addr, DEADLINE) {
         Ok(stream) => {
             let _ = stream.set_nodelay(true);
             let signer = fleet.signer.as_ref();
