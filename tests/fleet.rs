@@ -824,6 +824,46 @@ fn bad_sync_values_are_refused_by_nginx_t() {
             let (ok, out) = nginx_test_config(&format!("authban_zone zone=z:1m sync={value};\n"));
             assert!(ok, "sync={value:?} refused:\n{out}");
         }
+        // TLS and the key: what each needs, and files that cannot be read.
+        let dir = std::env::temp_dir().join(format!("authban-bad-sync-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let short = dir.join("short.key");
+        std::fs::write(&short, "too short\n").unwrap();
+        for (params, want) in [
+            (
+                "sync=rediss://127.0.0.1".to_string(),
+                "\"sync=rediss://\" needs \"sync_ca=\"".to_string(),
+            ),
+            (
+                "sync=redis://127.0.0.1 sync_ca=/ca.pem".into(),
+                "\"sync_ca=\" without \"sync=rediss://\"".into(),
+            ),
+            (
+                "sync=rediss://127.0.0.1 sync_ca=/nonexistent/ca.pem".into(),
+                "/nonexistent/ca.pem".into(),
+            ),
+            (
+                "sync=redis://127.0.0.1 sync_key=/nonexistent/fleet.key".into(),
+                "invalid sync_key \"/nonexistent/fleet.key\"".into(),
+            ),
+            (
+                format!("sync=redis://127.0.0.1 sync_key={}", short.display()),
+                "shorter than 16 bytes".into(),
+            ),
+            (
+                "sync_key=/k".into(),
+                "\"sync_key=\" without \"sync=\"".into(),
+            ),
+        ] {
+            let (ok, out) = nginx_test_config(&format!("authban_zone zone=z:1m {params};\n"));
+            assert!(!ok, "{params:?} accepted:\n{out}");
+            assert!(
+                out.contains("[emerg]") && out.contains(&want),
+                "{params}: no {want:?} in\n{out}"
+            );
+            assert!(!out.contains("panicked"), "{out}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     });
 }
 
@@ -1368,6 +1408,104 @@ fn a_sync_host_not_found_at_start_is_found_later_by_the_resolver() {
             alone.log_tail()
         );
         for n in nodes.iter().chain([&alone]) {
+            n.assert_clean();
+        }
+    });
+}
+
+/// `sync=rediss://`: the links and the master's load speak TLS, and accept
+/// a Redis only if its certificate verifies against `sync_ca=` and names
+/// the host; a client certificate is presented when Redis asks for one.
+#[test]
+fn rediss_verifies_the_server_and_carries_the_fleet() {
+    with_timeout(120, || {
+        let certs = Certs::make();
+        let redis = Redis::start_tls(
+            &certs.path("server.crt"),
+            &certs.path("server.key"),
+            &certs.path("ca.crt"),
+            true,
+        );
+        let mock = Mock::start();
+        let conf = |host: &str, ca: &str, client_cert: bool| {
+            let url = redis.tls_url(host);
+            let mut params = format!("sync={url} sync_ca={}", certs.path(ca).display());
+            if client_cert {
+                params += &format!(
+                    " sync_cert={} sync_cert_key={}",
+                    certs.path("client.crt").display(),
+                    certs.path("client.key").display()
+                );
+            }
+            node_conf(&mock, &url).replacen(&format!("sync={url}"), &params, 1)
+        };
+        // A ban already in Redis: the master's load reads it over TLS.
+        let (seeded, until) = ("198.51.100.170", now_secs() + 3600);
+        let record = format!("{} {until} 10 1", now_secs());
+        redis
+            .cmd(&["SET", &format!("authban:fleet:ban:{seeded}"), &record])
+            .unwrap();
+        redis
+            .cmd(&["ZADD", "authban:fleet:index", &until.to_string(), seeded])
+            .unwrap();
+        let nodes: Vec<Nginx> = (0..2)
+            .map(|_| {
+                Nginx::options()
+                    .workers(2)
+                    .start(&conf("127.0.0.1", "ca.crt", true))
+            })
+            .collect();
+        for n in &nodes {
+            let loaded = format!("loaded 1 bans from {}/0", redis.tls_url("127.0.0.1"));
+            assert!(n.error_log().contains(&loaded), "{}", n.log_tail());
+            assert!(refuses(n, seeded));
+        }
+        wait_connected(&nodes, true);
+        let addr = "198.51.100.171";
+        ban(&nodes[0], addr);
+        expect_refused(&nodes, 2, addr, PROPAGATION, "over TLS");
+
+        // Another CA, an address the certificate does not name, no client
+        // certificate: never connected, and the first two say why.
+        for (host, ca, client_cert, why) in [
+            (
+                "127.0.0.1",
+                "other-ca.crt",
+                true,
+                Some("certificate verify failed"),
+            ),
+            (
+                "127.0.0.2",
+                "ca.crt",
+                true,
+                Some("certificate verify failed"),
+            ),
+            ("127.0.0.1", "ca.crt", false, None),
+        ] {
+            let n = Nginx::options()
+                .workers(2)
+                .start(&conf(host, ca, client_cert));
+            if let Some(why) = why {
+                let refused = format!(
+                    "authban: zone=fleet sync to {}/0 refused: {why}",
+                    redis.tls_url(host)
+                );
+                assert!(
+                    n.wait_for_error_log(&refused, Duration::from_secs(5)),
+                    "{host} {ca}: no {refused:?}\n{}",
+                    n.log_tail()
+                );
+            }
+            thread::sleep(Duration::from_secs(2));
+            let s = sync_state(&n);
+            assert!(!s.bool("connected"), "{host} {ca} {client_cert}: {s:?}");
+            assert!(
+                passes(&n, addr),
+                "{host} {ca} {client_cert}: got the fleet's ban"
+            );
+            n.assert_clean();
+        }
+        for n in &nodes {
             n.assert_clean();
         }
     });

@@ -34,6 +34,12 @@ pub struct ZoneSpec {
     pub sync_wide: bool,
     /// `sync_key=FILE`: the key records and messages are signed with.
     pub sync_key: Option<String>,
+    /// `rediss://`: the CA file the server's certificate is verified
+    /// against (`sync_ca=`), and the client's certificate and key, if
+    /// Redis asks for one (`sync_cert=`, `sync_cert_key=`).
+    pub sync_ca: Option<String>,
+    pub sync_cert: Option<String>,
+    pub sync_cert_key: Option<String>,
 }
 
 pub const DEFAULT_STATE_INTERVAL: u32 = 10;
@@ -54,7 +60,7 @@ pub enum Expected {
     Path,
     #[error("must be info, notice, warn or error")]
     Level,
-    #[error("expected redis://[:PASSWORD@]HOST[:PORT][/DB]")]
+    #[error("expected redis://[:PASSWORD@]HOST[:PORT][/DB] (rediss:// for TLS)")]
     SyncUrl,
 }
 
@@ -93,6 +99,15 @@ pub enum DirectiveError {
     /// `sync_wide=` and `sync_key=` mean nothing without a fleet.
     #[error("\"{0}=\" without \"sync=\"")]
     WithoutSync(&'static str),
+    #[error("\"{0}=\" without \"sync=rediss://\"")]
+    WithoutTls(&'static str),
+    /// A certificate is only worth its verification.
+    #[error(
+        "\"sync=rediss://\" needs \"sync_ca=\", the CA file its certificate is verified against"
+    )]
+    TlsWithoutCa,
+    #[error("\"sync_cert=\" and \"sync_cert_key=\" go together")]
+    CertWithoutKey,
     #[error("maxtime ({maxtime}s) is shorter than bantime ({bantime}s)")]
     MaxtimeBelowBantime { maxtime: u32, bantime: u32 },
     #[error("invalid address or network \"{0}\"")]
@@ -234,7 +249,8 @@ pub fn parse_time(text: &str) -> Option<u32> {
 /// `zone=NAME:SIZE [maxretry=N] [findtime=TIME] [bantime=TIME]
 /// [state=PATH] [state_interval=TIME] [increment=on|off] [factor=F]
 /// [maxtime=TIME] [history=TIME] [ipv4_prefix=N] [ipv6_prefix=N] [widen=K|off]
-/// [sync=redis://...] [sync_wide=on|off] [sync_key=FILE]`.
+/// [sync=redis[s]://...] [sync_wide=on|off] [sync_key=FILE] [sync_ca=FILE]
+/// [sync_cert=FILE sync_cert_key=FILE]`.
 /// A zone must span at least [`MIN_ZONE_PAGES`] of `page_size` bytes
 /// (nginx's `ngx_pagesize`).
 pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, DirectiveError> {
@@ -245,6 +261,9 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
     let mut sync = None;
     let mut sync_wide = false;
     let mut sync_key = None;
+    let mut sync_ca = None;
+    let mut sync_cert = None;
+    let mut sync_cert_key = None;
     let mut seen: Vec<&str> = Vec::new();
     for arg in args {
         let Some((name, value)) = arg.split_once('=') else {
@@ -329,11 +348,17 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
                         .ok_or_else(|| invalid("widen", value, Expected::Widen))?,
                 }
             }
-            "sync_key" => {
+            "sync_key" | "sync_ca" | "sync_cert" | "sync_cert_key" => {
+                let param = match name {
+                    "sync_key" => ("sync_key", &mut sync_key),
+                    "sync_ca" => ("sync_ca", &mut sync_ca),
+                    "sync_cert" => ("sync_cert", &mut sync_cert),
+                    _ => ("sync_cert_key", &mut sync_cert_key),
+                };
                 if value.is_empty() {
-                    return Err(invalid("sync_key", value, Expected::Path));
+                    return Err(invalid(param.0, value, Expected::Path));
                 }
-                sync_key = Some(value.to_string());
+                *param.1 = Some(value.to_string());
             }
             "sync_wide" => {
                 sync_wide = match value {
@@ -352,6 +377,20 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
                 return Err(DirectiveError::WithoutSync(param));
             }
         }
+    }
+    let tls = sync.as_ref().is_some_and(|u| u.tls);
+    if !tls {
+        for param in ["sync_ca", "sync_cert", "sync_cert_key"] {
+            if seen.contains(&param) {
+                return Err(DirectiveError::WithoutTls(param));
+            }
+        }
+    }
+    if tls && sync_ca.is_none() {
+        return Err(DirectiveError::TlsWithoutCa);
+    }
+    if sync_cert.is_some() != sync_cert_key.is_some() {
+        return Err(DirectiveError::CertWithoutKey);
     }
     // The default cap on escalated bans follows a longer bantime; only a
     // maxtime given shorter than bantime is a contradiction.
@@ -373,6 +412,9 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
         sync,
         sync_wide,
         sync_key,
+        sync_ca,
+        sync_cert,
+        sync_cert_key,
     })
 }
 
@@ -710,11 +752,42 @@ mod tests {
         .unwrap();
         assert!(spec.sync_wide);
         assert_eq!(spec.sync_key.as_deref(), Some("k"));
+        assert_eq!(
+            err(&["zone=cs:1m", "sync=redis://h", "sync_ca=/ca"]),
+            "\"sync_ca=\" without \"sync=rediss://\""
+        );
+        assert!(err(&["zone=cs:1m", "sync=rediss://h"]).contains("needs \"sync_ca=\""));
+        assert!(err(&[
+            "zone=cs:1m",
+            "sync=rediss://h",
+            "sync_ca=/ca",
+            "sync_cert=/c"
+        ])
+        .contains("go together"));
+        let tls = parse_zone(
+            &[
+                "zone=cs:1m",
+                "sync=rediss://h",
+                "sync_ca=/ca",
+                "sync_cert=/c",
+                "sync_cert_key=/k",
+            ],
+            4096,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                tls.sync_ca.as_deref(),
+                tls.sync_cert.as_deref(),
+                tls.sync_cert_key.as_deref()
+            ),
+            (Some("/ca"), Some("/c"), Some("/k"))
+        );
         assert!(err(&["zone=cs:1m", "state="]).contains("invalid state"));
         assert!(err(&["zone=cs:1m", "state_interval=0"]).contains("invalid state_interval"));
         assert_eq!(
             err(&["zone=cs:1m", "sync=redis:/h"]),
-            "invalid sync \"redis:/h\": expected redis://[:PASSWORD@]HOST[:PORT][/DB]"
+            "invalid sync \"redis:/h\": expected redis://[:PASSWORD@]HOST[:PORT][/DB] (rediss:// for TLS)"
         );
         assert!(err(&["zone=cs:1m", "bantime=1d", "maxtime=1h"]).contains("shorter than bantime"));
         assert!(err(&["zone=cs:1m", "bantime=0"]).contains("invalid bantime \"0\""));
@@ -789,7 +862,7 @@ mod tests {
         };
         assert_eq!(
             err("redis://:hunter2@h:notaport"),
-            "invalid sync \"redis://***@h:notaport\": expected redis://[:PASSWORD@]HOST[:PORT][/DB]"
+            "invalid sync \"redis://***@h:notaport\": expected redis://[:PASSWORD@]HOST[:PORT][/DB] (rediss:// for TLS)"
         );
         for (value, shown) in [
             ("redis://u:hunter2@h/x", "redis://***@h/x"),

@@ -22,6 +22,7 @@ use ngx::ngx_conf_log_error;
 use crate::engine::directive;
 use crate::engine::fleet::Signer;
 use crate::nginx::api_handler::ApiLocation;
+use crate::nginx::fleet::tls::Tls;
 use crate::nginx::fleet::Fleet;
 use crate::nginx::module::{self, Module};
 use crate::nginx::zone::Zone;
@@ -181,6 +182,9 @@ pub struct Directive<'a> {
     words: &'static [ngx_str_t],
     /// nginx's prefix, which relative paths are relative to.
     pub prefix: &'a str,
+    /// The configuration's directory, which nginx's own key and
+    /// certificate files are relative to.
+    pub conf_prefix: &'a str,
     /// Where the directive is: the configuration file and the line.
     pub file: String,
     pub line: usize,
@@ -200,20 +204,22 @@ pub fn handle(
         // allocated from cf->pool and outlive the cycle's configuration;
         // cf->cycle is the cycle being configured, and cf->conf_file the
         // file being read (set while a file is parsed). Only the cycle's
-        // prefix and the file's name and line are kept past this block.
-        let (cf, words, prefix, (file, line)) = unsafe {
+        // prefixes and the file's name and line are kept past this block.
+        let (cf, words, prefix, conf_prefix, (file, line)) = unsafe {
             let cf = &mut *cf;
             let words: &'static [ngx_str_t] = (*cf.args).as_slice();
             let prefix: &[u8] = (*cf.cycle).prefix.as_bytes();
+            let conf_prefix: &[u8] = (*cf.cycle).conf_prefix.as_bytes();
             let position = cf.conf_file.as_ref().map_or((String::from("?"), 0), |f| {
                 (f.file.name.to_str().unwrap_or("?").to_string(), f.line)
             });
-            (cf, words, prefix, position)
+            (cf, words, prefix, conf_prefix, position)
         };
         body(Directive {
             cf,
             words,
             prefix: core::str::from_utf8(prefix).unwrap_or(""),
+            conf_prefix: core::str::from_utf8(conf_prefix).unwrap_or(""),
             file,
             line,
         })
@@ -305,7 +311,7 @@ pub extern "C" fn set_zone(
         }
         let signer = match &spec.sync_key {
             Some(file) => {
-                let path = std::path::Path::new(d.prefix).join(file);
+                let path = std::path::Path::new(d.conf_prefix).join(file);
                 let key = crate::engine::fleet::sign::read_key(&path)
                     .map_err(|why| format!("invalid sync_key \"{}\": {why}", path.display()))?;
                 Some(Signer::new(&key, &spec.name).ok_or("invalid sync_key")?)
@@ -315,10 +321,17 @@ pub extern "C" fn set_zone(
         let wide = spec.sync_wide;
         let http_core =
             ptr::from_ref(NgxHttpCoreModule::location_conf(d.cf).ok_or("no http block")?);
+        let tls = match (&spec.sync, &spec.sync_ca) {
+            (Some(url), Some(ca)) if url.tls => {
+                let cert = spec.sync_cert.as_deref().zip(spec.sync_cert_key.as_deref());
+                Some(Tls::new(d.cf, ca, cert)?)
+            }
+            _ => None,
+        };
         let fleet = spec
             .sync
             .clone()
-            .map(|url| Fleet::new(url, wide, signer, http_core));
+            .map(|url| Fleet::new(url, wide, signer, tls, http_core));
         if let Some(f) = fleet.as_ref().filter(|f| f.addr.is_none()) {
             ngx_conf_log_error!(
                 NGX_LOG_WARN,

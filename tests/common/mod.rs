@@ -26,6 +26,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod api;
+mod certs;
 mod client;
 mod fake_dns;
 mod fake_redis;
@@ -38,6 +39,7 @@ mod process;
 mod redis;
 
 pub use api::{api, api_err, api_ok, json_error, json_ok};
+pub use certs::Certs;
 pub use client::{get, get_from, http, http_at, http_from_ip, Conn, Reply, Response, HTTP_TIMEOUT};
 pub use fake_dns::FakeDns;
 pub use fake_redis::{bulk, handshake as redis_handshake, FakeRedis};

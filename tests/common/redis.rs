@@ -55,6 +55,9 @@ pub struct Redis {
     port: u16,
     password: Option<String>,
     dir: PathBuf,
+    /// A TLS port beside the plain one (which the harness's own commands
+    /// use), and redis-server's `--tls-*` arguments.
+    tls: Option<(u16, Vec<String>)>,
 }
 
 impl Redis {
@@ -68,13 +71,38 @@ impl Redis {
         Redis::launch(Some(password.to_string()))
     }
 
+    /// Starts redis-server with a TLS port too: `cert` and `key` its
+    /// certificate, `ca` what client certificates must verify against
+    /// when `client_certs` (`--tls-auth-clients yes`).
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path, client_certs: bool) -> Redis {
+        let args = [
+            ("--tls-cert-file", cert.display().to_string()),
+            ("--tls-key-file", key.display().to_string()),
+            ("--tls-ca-cert-file", ca.display().to_string()),
+            (
+                "--tls-auth-clients",
+                if client_certs { "yes" } else { "no" }.to_string(),
+            ),
+        ];
+        let args = args
+            .into_iter()
+            .flat_map(|(k, v)| [k.to_string(), v])
+            .collect();
+        Redis::launch_with(None, Some((free_port(), args)))
+    }
+
     fn launch(password: Option<String>) -> Redis {
+        Redis::launch_with(password, None)
+    }
+
+    fn launch_with(password: Option<String>, tls: Option<(u16, Vec<String>)>) -> Redis {
         let mut redis = Redis {
             child: None,
             tracked: None,
             port: 0,
             password,
             dir: fresh_dir("redis"),
+            tls,
         };
         // A port taken by something outside the harness: try another.
         let mut last = String::new();
@@ -112,6 +140,13 @@ impl Redis {
         ];
         if let Some(pw) = &self.password {
             args.extend(["--requirepass", pw]);
+        }
+        let tls_port = self.tls.as_ref().map(|(p, _)| p.to_string());
+        if let (Some((_, tls_args)), Some(tls_port)) = (&self.tls, &tls_port) {
+            // 127.0.0.2 too: an address its certificate does not name.
+            args.insert(4, "127.0.0.2");
+            args.extend(["--tls-port", tls_port]);
+            args.extend(tls_args.iter().map(String::as_str));
         }
         let out = File::create(self.dir.join("stdout.log")).expect("create redis stdout.log");
         let child = Command::new(&bin)
@@ -162,6 +197,12 @@ impl Redis {
             Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.port),
             None => format!("redis://127.0.0.1:{}", self.port),
         }
+    }
+
+    /// `rediss://HOST:TLS_PORT`, for a Redis started with [`Redis::start_tls`].
+    pub fn tls_url(&self, host: &str) -> String {
+        let (port, _) = self.tls.as_ref().expect("started with start_tls");
+        format!("rediss://{host}:{port}")
     }
 
     /// The URL as authban shows it (API, logs): no password, DB spelled out.

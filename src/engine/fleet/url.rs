@@ -1,4 +1,4 @@
-//! `sync=redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`.
+//! `sync=redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]`.
 
 use core::fmt;
 
@@ -12,16 +12,21 @@ pub struct SyncUrl {
     /// Redis 6 ACL user; `None` authenticates with the password alone.
     pub user: Option<String>,
     pub password: Option<String>,
+    /// `rediss://`: TLS, the server's certificate verified.
+    pub tls: bool,
 }
 
 pub const DEFAULT_PORT: u16 = 6379;
 
 /// What the value must look like, as `nginx -t` says it.
-pub const SYNTAX: &str = "redis://[:PASSWORD@]HOST[:PORT][/DB]";
+pub const SYNTAX: &str = "redis[s]://[:PASSWORD@]HOST[:PORT][/DB]";
 
 impl SyncUrl {
     pub fn parse(text: &str) -> Option<SyncUrl> {
-        let rest = text.strip_prefix("redis://")?;
+        let (tls, rest) = match text.strip_prefix("rediss://") {
+            Some(rest) => (true, rest),
+            None => (false, text.strip_prefix("redis://")?),
+        };
         let (auth, hostport) = match rest.rsplit_once('@') {
             Some((auth, hostport)) => (Some(auth), hostport),
             None => (None, rest),
@@ -66,6 +71,7 @@ impl SyncUrl {
             db,
             user,
             password,
+            tls,
         })
     }
 }
@@ -78,7 +84,8 @@ impl fmt::Display for SyncUrl {
         } else {
             self.host.clone()
         };
-        write!(f, "redis://{}:{}/{}", host, self.port, self.db)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        write!(f, "{scheme}://{}:{}/{}", host, self.port, self.db)
     }
 }
 
@@ -135,6 +142,10 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port), ("::1", 7000));
         assert_eq!(u.password.as_deref(), Some("s@cret"));
         assert_eq!(u.to_string(), "redis://[::1]:7000/0");
+        let u = url("rediss://:pw@redis.example:6380");
+        assert!(u.tls);
+        assert_eq!(u.to_string(), "rediss://redis.example:6380/0");
+        assert!(!url("redis://h").tls);
         let u = url("redis://authban:pw@10.0.0.5");
         assert_eq!(
             (u.user.as_deref(), u.password.as_deref()),
@@ -155,7 +166,6 @@ mod tests {
             "",
             "redis://",
             "http://h:1",
-            "rediss://h",
             "redis://h:0",
             "redis://h:65536",
             "redis://h:x",

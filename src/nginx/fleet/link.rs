@@ -21,14 +21,16 @@ use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 
 use nginx_sys::{
-    ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_del_timer, ngx_event_connect_peer,
-    ngx_event_get_peer, ngx_event_t, ngx_exiting, ngx_handle_read_event, ngx_handle_write_event,
-    ngx_log_t, ngx_peer_connection_t, ngx_str_t, NGX_AGAIN, NGX_LOG_CRIT, NGX_OK,
+    ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_create_pool, ngx_del_timer,
+    ngx_destroy_pool, ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t, ngx_exiting,
+    ngx_handle_read_event, ngx_handle_write_event, ngx_log_t, ngx_peer_connection_t, ngx_str_t,
+    NGX_AGAIN, NGX_LOG_ALERT, NGX_OK,
 };
 
 use rustix::net::sockopt;
 
 use super::resolve::{Outcome, Resolution, Resolver};
+use super::tls::Tls;
 use crate::engine::fleet::{Event, Role, Session};
 use crate::nginx::guard;
 use crate::nginx::zone::Zone;
@@ -137,7 +139,7 @@ impl Link {
     ) -> *mut Link {
         // SAFETY: `log` is the cycle's log, alive for the worker.
         let mut quiet_log = unsafe { *log };
-        quiet_log.log_level = NGX_LOG_CRIT as usize;
+        quiet_log.log_level = NGX_LOG_ALERT as usize;
         let url = &zone.fleet.as_ref().expect("a link's zone has sync").url;
         let name_text = format!("{}:{}", url.host, url.port);
         let host = ngx_str_t {
@@ -301,14 +303,76 @@ impl Link {
         // The handshake is owed a reply, as any command.
         self.arm(REPLY_TIMEOUT_MS);
         let me = ptr::from_mut(self).cast::<c_void>();
+        let tls = self.zone.fleet.as_ref().is_some_and(|f| f.tls.is_some());
         // SAFETY: nginx returned a live connection with its two events.
         unsafe {
             let c = &mut *self.conn;
             c.data = me;
+            if tls {
+                // TLS starts once the connection is made.
+                (*c.read).handler = Some(on_tls_connect);
+                (*c.write).handler = Some(on_tls_connect);
+            } else {
+                (*c.read).handler = Some(on_read);
+                (*c.write).handler = Some(on_write);
+            }
+        }
+        if !tls {
+            self.flush();
+        } else if rc == NGX_OK as isize {
+            self.start_tls();
+        }
+    }
+
+    /// The connection is made: the TLS handshake starts (once; nginx's
+    /// handshake handler takes the events over while it runs).
+    fn start_tls(&mut self) {
+        let Some(tls) = self.zone.fleet.as_ref().and_then(|f| f.tls.as_ref()) else {
+            return;
+        };
+        // SAFETY: our live connection.
+        if self.conn.is_null() || unsafe { !(*self.conn).ssl.is_null() } {
+            return;
+        }
+        // TLS state lives in the connection's pool, which a peer
+        // connection does not have: made here, destroyed with the
+        // connection.
+        // SAFETY: our live connection; its log is the link's.
+        unsafe {
+            let c = &mut *self.conn;
+            c.pool = ngx_create_pool(512, c.log);
+            if c.pool.is_null() {
+                return self.closed("out of memory", false);
+            }
+        }
+        // SAFETY: a live, connected client connection of this worker; the
+        // host name lives in the zone's configuration.
+        match unsafe { tls.start(self.conn, &self.host) } {
+            Err(why) => self.closed(&why, false),
+            Ok(true) => self.tls_done(),
+            // SAFETY: `start` gave the connection its TLS state.
+            Ok(false) => unsafe { (*(*self.conn).ssl).handler = Some(on_tls_handshake) },
+        }
+    }
+
+    /// The handshake ended: a Redis whose certificate does not verify is
+    /// refused (a configuration problem, logged as such); a verified one
+    /// gets the session's bytes.
+    fn tls_done(&mut self) {
+        // SAFETY: the connection `start_tls` started TLS on.
+        if let Err(why) = unsafe { Tls::verified(self.conn) } {
+            let refused = why.starts_with("certificate");
+            self.closed(&why, refused);
+            return;
+        }
+        // SAFETY: a live connection with its two events.
+        unsafe {
+            let c = &mut *self.conn;
             (*c.read).handler = Some(on_read);
             (*c.write).handler = Some(on_write);
         }
         self.flush();
+        self.read();
     }
 
     fn node(&self) -> u64 {
@@ -424,11 +488,7 @@ impl Link {
     /// Closes the connection (if any) and reports why; the timer makes a
     /// new one. `refused`: Redis refused the handshake.
     fn closed(&mut self, reason: &str, refused: bool) {
-        if !self.conn.is_null() {
-            // SAFETY: our live connection; nothing refers to it afterwards.
-            unsafe { ngx_close_connection(self.conn) };
-            self.conn = ptr::null_mut();
-        }
+        self.close_connection();
         self.session = None;
         let wait = self.backoff_ms();
         self.arm(wait);
@@ -504,12 +564,25 @@ impl Link {
         if let Some(resolution) = &self.resolution {
             resolution.cancel();
         }
-        if !self.conn.is_null() {
-            // SAFETY: our live connection.
-            unsafe { ngx_close_connection(self.conn) };
-            self.conn = ptr::null_mut();
-        }
+        self.close_connection();
         self.session = None;
+    }
+
+    fn close_connection(&mut self) {
+        if self.conn.is_null() {
+            return;
+        }
+        // SAFETY: our live connection; nothing refers to it afterwards, nor
+        // to its pool (ours, made for TLS).
+        unsafe {
+            Tls::shutdown(self.conn);
+            let pool = (*self.conn).pool;
+            ngx_close_connection(self.conn);
+            if !pool.is_null() {
+                ngx_destroy_pool(pool);
+            }
+        }
+        self.conn = ptr::null_mut();
     }
 }
 
@@ -552,6 +625,20 @@ fn on_resolved(owner: *mut c_void) {
             link.resolved(outcome);
         }
     });
+}
+
+unsafe extern "C" fn on_tls_connect(ev: *mut ngx_event_t) {
+    // SAFETY: nginx calls this for our connection's events.
+    let link = unsafe { link_of_conn(ev) };
+    let log = link.tick.log;
+    guard::catch(log, "fleet link connect", (), || link.start_tls());
+}
+
+unsafe extern "C" fn on_tls_handshake(c: *mut ngx_connection_t) {
+    // SAFETY: nginx calls this for our connection, whose data is its link.
+    let link = unsafe { &mut *(*c).data.cast::<Link>() };
+    let log = link.tick.log;
+    guard::catch(log, "fleet link TLS handshake", (), || link.tls_done());
 }
 
 unsafe extern "C" fn on_tick(ev: *mut ngx_event_t) {

@@ -12,6 +12,8 @@
 mod link;
 mod resolve;
 pub mod snapshot;
+#[cfg_attr(not(ngx_feature = "ssl"), path = "tls_none.rs")]
+pub mod tls;
 
 use core::cell::Cell;
 use core::ptr;
@@ -31,6 +33,7 @@ use crate::nginx::module::Module;
 use crate::nginx::process::{is_worker_zero, serves_requests};
 use crate::nginx::zone::{self, SyncLine, Zone};
 use link::Link;
+use tls::Tls;
 
 /// A zone's fleet: where its Redis is, and this process's links to it.
 pub struct Fleet {
@@ -49,6 +52,8 @@ pub struct Fleet {
     pub wide: bool,
     /// `sync_key=`: records and messages are signed and verified.
     pub signer: Option<Signer>,
+    /// `rediss://`: the links' TLS context.
+    pub tls: Option<Tls>,
     commands: Cell<*mut Link>,
     subscriber: Cell<*mut Link>,
     /// Worker 0: whether the node's link was last reported up.
@@ -70,6 +75,7 @@ impl Fleet {
         url: SyncUrl,
         wide: bool,
         signer: Option<Signer>,
+        tls: Option<Tls>,
         http_core: *const ngx_http_core_loc_conf_t,
     ) -> Fleet {
         let addr = (url.host.as_str(), url.port)
@@ -84,6 +90,7 @@ impl Fleet {
             node: zone::random_seed()[0],
             wide,
             signer,
+            tls,
             commands: Cell::new(ptr::null_mut()),
             subscriber: Cell::new(ptr::null_mut()),
             reported_up: Cell::new(false),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use nginx_sys::{ngx_log_t, ngx_test_config};
 
+use super::tls::BlockingTls;
 use super::{apply_loaded, Fleet};
 use crate::engine::fleet::snapshot::{self, Snapshot, Timed};
 use crate::nginx::log;
@@ -18,28 +19,42 @@ use crate::nginx::zone::Zone;
 /// trickling or endless holds nginx's start (or a reload) no longer.
 const DEADLINE: Duration = Duration::from_secs(1);
 
-/// The stream's own timeouts follow what is left of the deadline.
-struct Deadlined(TcpStream);
+/// The connection a load reads over, its socket's timeouts following what
+/// is left of the deadline.
+enum Stream {
+    Plain(TcpStream),
+    Tls(BlockingTls),
+}
 
-impl Read for Deadlined {
+impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
     }
 }
 
-impl Write for Deadlined {
+impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        Ok(())
     }
 }
 
-impl Timed for Deadlined {
+impl Timed for Stream {
     fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        self.0.set_read_timeout(Some(timeout))?;
-        self.0.set_write_timeout(Some(timeout))
+        let socket = match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.socket(),
+        };
+        socket.set_read_timeout(Some(timeout))?;
+        socket.set_write_timeout(Some(timeout))
     }
 }
 
@@ -68,22 +83,33 @@ pub fn fill_new_zone(zone: &Zone, log: *mut ngx_log_t) {
 
 fn load(zone: &str, fleet: &Fleet, limit: u32) -> Snapshot {
     let deadline = Instant::now() + DEADLINE;
-    let Some(addr) = fleet.addr else {
-        return Snapshot {
-            error: Some("host not found".into()),
-            ..Snapshot::default()
-        };
-    };
-    match TcpStream::connect_timeout(&addr, DEADLINE) {
-        Ok(stream) => {
-            let _ = stream.set_nodelay(true);
+    let connected = connect(fleet, deadline);
+    match connected {
+        Ok(mut stream) => {
             let signer = fleet.signer.as_ref();
-            let mut stream = Deadlined(stream);
             snapshot::load(&mut stream, zone, &fleet.url, signer, limit, deadline)
         }
         Err(e) => Snapshot {
-            error: Some(e.to_string()),
+            error: Some(e),
             ..Snapshot::default()
         },
+    }
+}
+
+/// A connection to the fleet's Redis, TLS verified for `rediss://`.
+fn connect(fleet: &Fleet, deadline: Instant) -> Result<Stream, String> {
+    let addr = fleet.addr.ok_or("host not found")?;
+    let socket = TcpStream::connect_timeout(&addr, DEADLINE).map_err(|e| e.to_string())?;
+    let _ = socket.set_nodelay(true);
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    socket
+        .set_read_timeout(Some(left))
+        .and_then(|()| socket.set_write_timeout(Some(left)))
+        .map_err(|e| e.to_string())?;
+    match &fleet.tls {
+        Some(tls) => Ok(Stream::Tls(tls.connect_blocking(socket, &fleet.url.host)?)),
+        None => Ok(Stream::Plain(socket)),
     }
 }
