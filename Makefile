@@ -17,7 +17,7 @@ run: build
 
 # Unit, property and integration tests (real nginx, worker_processes >= 2).
 test: build
-	@scripts/deps.sh python3 python3-prometheus-client
+	@scripts/deps.sh python3 python3-prometheus-client openssl
 	@scripts/deps-redis.sh
 	@scripts/fetch-fail2ban.sh
 	timeout 1800 cargo test --release --workspace -- --test-threads=4
@@ -28,7 +28,7 @@ test: build
 # Debian's nginx with `make module`, `make install-module`, the
 # --add-dynamic-module build, and the .deb installed and purged.
 test-deploy: build
-	@scripts/deps.sh python3 python3-prometheus-client
+	@scripts/deps.sh python3 python3-prometheus-client openssl
 	@scripts/deps-redis.sh
 	@scripts/fetch-fail2ban.sh
 	timeout 1800 tests/deploy.sh
@@ -53,7 +53,7 @@ fuzz: deps
 # nginx built with AddressSanitizer (target/asan/build/), the module
 # against it, and the integration suite run on it. scripts/asan.sh.
 asan: deps
-	@scripts/deps.sh python3 python3-prometheus-client
+	@scripts/deps.sh python3 python3-prometheus-client openssl
 	@scripts/deps-redis.sh
 	@scripts/fetch-fail2ban.sh
 	@scripts/asan.sh
