@@ -643,7 +643,7 @@ fn malformed_sync_values_hide_the_password() {
             ("redis://:hun@ter2@h:1:2", "redis://***@h:1:2"),
             ("redis://:hunter2@", "redis://***@"),
             ("redis:/:hunter2@h", "***@h"),
-            ("rediss://:hunter2@h", "rediss://***@h"),
+            ("rediss://:hunter2@h:0", "rediss://***@h:0"),
             ("redis://:%zzhunter2@h", "redis://***@h"),
         ] {
             let (ok, out) = nginx_test_config(&format!("authban_zone zone=z:1m sync={value};\n"));
