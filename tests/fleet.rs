@@ -1229,6 +1229,30 @@ fn a_trickling_or_endless_redis_holds_nothing() {
         assert!(!sync_state(&n).bool("connected"));
         drop(n);
 
+        // A handshake that succeeds, then every reply trickled (a byte
+        // every 0.3 s): the bytes do not keep the link alive; it is closed
+        // when its oldest owed reply is 2 s late.
+        let slow = FakeRedis::start_paced_after(
+            1,
+            Duration::from_millis(300),
+            Arc::new(|args: &[String]| match args[0].as_str() {
+                "EVAL" => Some(b"*3\r\n:0\r\n:0\r\n*0\r\n".to_vec()),
+                "EVALSHA" => Some(b":1\r\n".to_vec()),
+                _ => redis_handshake(args),
+            }),
+        );
+        let n = start_node(&mock, &slow.url());
+        let late = format!(
+            "authban: zone=fleet sync link to {} is down (no reply from Redis within 2s)",
+            slow.shown_url()
+        );
+        assert!(
+            n.wait_for_error_log(&late, Duration::from_secs(6)),
+            "{}",
+            n.log_tail()
+        );
+        drop(n);
+
         // SCAN answered "more" forever; the load's pages full forever.
         let endless = FakeRedis::start(
             Duration::ZERO,

@@ -28,6 +28,13 @@ impl FakeRedis {
     /// Listens on a free loopback port; every connection gets its own
     /// thread, answering with `answer`, one byte per `pace` (zero: at once).
     pub fn start(pace: Duration, answer: Arc<Answer>) -> FakeRedis {
+        FakeRedis::start_paced_after(0, pace, answer)
+    }
+
+    /// As [`FakeRedis::start`], the first `quick` commands of each
+    /// connection answered at once (a handshake that succeeds), the rest
+    /// paced.
+    pub fn start_paced_after(quick: usize, pace: Duration, answer: Arc<Answer>) -> FakeRedis {
         let port = free_port();
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind fake redis");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -46,7 +53,9 @@ impl FakeRedis {
                                 .push(stream.try_clone().expect("clone"));
                             let (stop, commands, answer) =
                                 (stop.clone(), commands.clone(), answer.clone());
-                            thread::spawn(move || serve(stream, pace, &*answer, &stop, &commands));
+                            thread::spawn(move || {
+                                serve(stream, quick, pace, &*answer, &stop, &commands)
+                            });
                         }
                         Err(_) => thread::sleep(Duration::from_millis(10)),
                     }
@@ -91,6 +100,7 @@ impl Drop for FakeRedis {
 
 fn serve(
     stream: TcpStream,
+    quick: usize,
     pace: Duration,
     answer: &Answer,
     stop: &AtomicBool,
@@ -98,13 +108,15 @@ fn serve(
 ) {
     let mut writer = stream.try_clone().expect("clone");
     let mut reader = BufReader::new(stream);
+    let mut served = 0;
     while !stop.load(Ordering::Relaxed) {
         let Some(args) = read_command(&mut reader) else {
             return;
         };
         commands.fetch_add(1, Ordering::Relaxed);
+        served += 1;
         let Some(reply) = answer(&args) else { continue };
-        if pace.is_zero() {
+        if pace.is_zero() || served <= quick {
             if writer.write_all(&reply).is_err() {
                 return;
             }
