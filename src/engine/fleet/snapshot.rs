@@ -184,15 +184,20 @@ mod tests {
         out
     }
 
+    /// A page listing `n` good records and sending them, keys `10.NET.x.y`.
+    fn full_page(net: u8, n: u32) -> String {
+        let records: Vec<(String, &str)> = (0..n)
+            .map(|i| (format!("10.{net}.{}.{}", i / 256, i % 256), "10 20 30 1"))
+            .collect();
+        let pairs: Vec<(&str, &str)> = records.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        page(0, n, &pairs)
+    }
+
     #[test]
     fn loads_through_the_index_in_pages() {
-        let big: Vec<(String, String)> = (0..500)
-            .map(|i| (format!("10.0.{}.{}", i / 256, i % 256), "10 20 30 1".into()))
-            .collect();
-        let big: Vec<(&str, &str)> = big.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let replies = format!(
             "+OK\r\n$2\r\nab\r\n{}{}",
-            page(1, 500, &big),
+            full_page(0, 500).replacen(":0\r\n", ":1\r\n", 1),
             page(2, 3, &[("1.2.3.5", "10 20 3 2"), ("bogus", "1 2 3 4")]),
         );
         let (snapshot, sent) = run(&replies, 10_000);
@@ -209,16 +214,12 @@ mod tests {
 
     #[test]
     fn a_redis_that_always_has_more_is_read_no_further_than_the_zone_holds() {
-        let full: Vec<(String, String)> = (0..500)
-            .map(|i| (format!("10.1.{}.{}", i / 256, i % 256), "10 20 30 1".into()))
-            .collect();
-        let full: Vec<(&str, &str)> = full.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         // Three full pages ready; a zone of 600 asks for two (500 + 100).
         let replies = format!(
             "+OK\r\n$2\r\nab\r\n{}{}{}",
-            page(0, 500, &full),
-            page(0, 100, &full[..100]),
-            page(0, 500, &full),
+            full_page(1, 500),
+            full_page(2, 100),
+            full_page(3, 500),
         );
         let (snapshot, sent) = run(&replies, 600);
         assert_eq!(snapshot.error, None);
