@@ -74,6 +74,11 @@ impl Names {
         }
     }
 
+    /// `authban:ZONE:`, which every name starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     pub fn fail_key(&self, key: &Key) -> String {
         format!("{}fail:{key}", self.prefix)
     }

@@ -112,8 +112,10 @@ pub struct Session {
     now_ms: u64,
     ready: bool,
     script_sha: Option<String>,
-    /// Makes every failure's member in a window unique.
+    /// Makes every failure's member in a window unique, after
+    /// `member_prefix` (`NODE:PID:`).
     seq: u64,
+    member_prefix: String,
     /// `sync_key=`: what is written is signed, what is read verified.
     signer: Option<Signer>,
 }
@@ -132,6 +134,7 @@ impl Session {
             ready: false,
             script_sha: None,
             seq: 0,
+            member_prefix: format!("{node:016x}:{}:", std::process::id()),
             signer: None,
         };
         if let Some(password) = &url.password {
@@ -214,12 +217,7 @@ impl Session {
             .iter()
             .map(|a| BorrowedFrame::BulkString(a.as_bytes()))
             .collect();
-        let frame = BorrowedFrame::Array(&frames);
-        let start = self.out.len();
-        self.out.resize(start + frame.encode_len(false), 0);
-        // The buffer was sized by the encoder itself, so it cannot fail.
-        let written = encode_borrowed(&mut self.out[start..], &frame, false).unwrap_or(0);
-        self.out.truncate(start + written);
+        encode_into(&mut self.out, &frames);
         self.pending.push_back((self.now_ms, expect));
     }
 
@@ -230,17 +228,40 @@ impl Session {
         if self.pending.len() >= MAX_OWED_FAILURES {
             return false;
         }
-        let Some(sha) = self.script_sha.clone().filter(|_| self.ready) else {
+        let Some(sha) = self.script_sha.as_deref().filter(|_| self.ready) else {
             return false;
         };
         self.seq += 1;
-        let member = format!("{:016x}:{}:{}", self.node, std::process::id(), self.seq);
-        let window = self.names.fail_key(key);
-        let findtime_ms = (u64::from(findtime_secs) * 1000).to_string();
-        self.command(
-            &["EVALSHA", &sha, "1", &window, &findtime_ms, &member],
-            Expect::Count(*key),
-        );
+        // The hot command: its arguments are formatted on the stack and
+        // encoded straight into the output, with no allocation.
+        let mut text = StackText::<320>::new();
+        let window = text.push(format_args!("{}fail:{key}", self.names.prefix()));
+        let findtime = text.push(format_args!("{}", u64::from(findtime_secs) * 1000));
+        let member = text.push(format_args!("{}{}", self.member_prefix, self.seq));
+        let (Some(window), Some(findtime), Some(member)) = (window, findtime, member) else {
+            // A zone name too long for the stack: the general way.
+            let args = [
+                "EVALSHA".to_string(),
+                sha.to_string(),
+                "1".into(),
+                self.names.fail_key(key),
+                (u64::from(findtime_secs) * 1000).to_string(),
+                format!("{}{}", self.member_prefix, self.seq),
+            ];
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.command(&args, Expect::Count(*key));
+            return true;
+        };
+        let frames = [
+            BorrowedFrame::BulkString(b"EVALSHA"),
+            BorrowedFrame::BulkString(sha.as_bytes()),
+            BorrowedFrame::BulkString(b"1"),
+            BorrowedFrame::BulkString(text.get(window)),
+            BorrowedFrame::BulkString(text.get(findtime)),
+            BorrowedFrame::BulkString(text.get(member)),
+        ];
+        encode_into(&mut self.out, &frames);
+        self.pending.push_back((self.now_ms, Expect::Count(*key)));
         true
     }
 
@@ -482,6 +503,54 @@ impl Session {
         } else {
             events.push(Event::LoadDone);
         }
+        Ok(())
+    }
+}
+
+/// Encodes a command (an array of bulk strings) at the end of `out`.
+fn encode_into(out: &mut Vec<u8>, args: &[BorrowedFrame<'_>]) {
+    let frame = BorrowedFrame::Array(args);
+    let start = out.len();
+    out.resize(start + frame.encode_len(false), 0);
+    // The buffer was sized by the encoder itself, so it cannot fail.
+    let written = encode_borrowed(&mut out[start..], &frame, false).unwrap_or(0);
+    out.truncate(start + written);
+}
+
+/// Text formatted into a buffer on the stack, piece after piece.
+struct StackText<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> StackText<N> {
+    fn new() -> Self {
+        StackText {
+            buf: [0; N],
+            len: 0,
+        }
+    }
+
+    /// Appends `args`; the range it took, or `None` if it did not fit.
+    fn push(&mut self, args: core::fmt::Arguments<'_>) -> Option<core::ops::Range<usize>> {
+        let start = self.len;
+        match core::fmt::write(self, args) {
+            Ok(()) => Some(start..self.len),
+            Err(_) => None,
+        }
+    }
+
+    fn get(&self, range: core::ops::Range<usize>) -> &[u8] {
+        &self.buf[range]
+    }
+}
+
+impl<const N: usize> core::fmt::Write for StackText<N> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.len + s.len();
+        let room = self.buf.get_mut(self.len..end).ok_or(core::fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
         Ok(())
     }
 }

@@ -23,8 +23,8 @@ use std::os::fd::BorrowedFd;
 use nginx_sys::{
     ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_create_pool, ngx_del_timer,
     ngx_destroy_pool, ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t, ngx_exiting,
-    ngx_handle_read_event, ngx_handle_write_event, ngx_log_t, ngx_peer_connection_t, ngx_str_t,
-    NGX_AGAIN, NGX_LOG_ALERT, NGX_OK,
+    ngx_handle_read_event, ngx_handle_write_event, ngx_log_t, ngx_peer_connection_t,
+    ngx_post_event, ngx_posted_events, ngx_str_t, NGX_AGAIN, NGX_LOG_ALERT, NGX_OK,
 };
 
 use rustix::net::sockopt;
@@ -203,8 +203,20 @@ impl Link {
         if !owed {
             self.arm(REPLY_TIMEOUT_MS);
         }
-        self.flush();
+        self.post_flush();
         true
+    }
+
+    /// One send per pass of the event loop for everything queued in it:
+    /// the connection's write event is posted (once), and nginx runs it
+    /// after this pass's other events.
+    fn post_flush(&mut self) {
+        if self.conn.is_null() {
+            return;
+        }
+        // SAFETY: a live connection's write event, from its own worker;
+        // nginx's posted queue, which closing the connection leaves.
+        unsafe { ngx_post_event((*self.conn).write, ptr::addr_of_mut!(ngx_posted_events)) };
     }
 
     /// The deadline follows the oldest reply still owed: re-armed for it,

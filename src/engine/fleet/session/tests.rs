@@ -321,3 +321,34 @@ fn a_signing_session_signs_what_it_writes_and_refuses_what_is_not_signed() {
         ]
     );
 }
+
+/// The failure command, encoded on the stack, is the same RESP as the
+/// general way writes; a zone name too long for the stack takes that way.
+#[test]
+fn a_failure_is_the_same_command_however_it_is_encoded() {
+    let key = Key::parse("2001:db8::/64").unwrap();
+    for zone in ["cs".to_string(), "z".repeat(400)] {
+        let mut s = Session::new(Role::Commands, &zone, 7, &url("redis://h"));
+        assert_eq!(feed(&mut s, b"$3\r\nabc\r\n"), vec![Event::Ready]);
+        s.sent(s.output().len());
+        assert!(s.count_failure(&key, 600));
+        let mut want = Vec::new();
+        let member = format!("{:016x}:{}:1", 7, std::process::id());
+        let window = format!("authban:{zone}:fail:2001:db8::/64");
+        let args = ["EVALSHA", "abc", "1", &window, "600000", &member];
+        want.extend(format!("*{}\r\n", args.len()).bytes());
+        for a in args {
+            want.extend(format!("${}\r\n{a}\r\n", a.len()).bytes());
+        }
+        assert_eq!(
+            String::from_utf8_lossy(s.output()),
+            String::from_utf8_lossy(&want),
+            "zone of {} bytes",
+            zone.len()
+        );
+        assert_eq!(
+            feed(&mut s, b":1\r\n"),
+            vec![Event::FleetCount { key, count: 1 }]
+        );
+    }
+}
