@@ -193,18 +193,27 @@ fn flood_keys(redis: &Redis) -> (u64, u64) {
     (n("fail"), n("ban"))
 }
 
-/// Waits until the store's key count holds still for 500 ms (every reply
-/// owed to the node has come back), at most 10 s.
+/// Waits until the store's key count and used memory hold still for
+/// 500 ms (every command the node had sent is done: a failure added to an
+/// existing count adds no key), at most 10 s; then 3 s more, by which Redis
+/// has freed the query buffers of clients idle for 2 s and finished
+/// rehashing a keyspace table that grew (until then it holds the old table
+/// and the new one, up to 24 bytes a key more).
 fn settle(redis: &Redis) {
-    let dbsize = || match redis.cmd(&["DBSIZE"]) {
-        Ok(Resp::Int(n)) => n,
+    settle_commands(redis);
+    thread::sleep(Duration::from_secs(3));
+}
+
+fn settle_commands(redis: &Redis) {
+    let state = || match redis.cmd(&["DBSIZE"]) {
+        Ok(Resp::Int(n)) => (n, used_memory(redis)),
         other => panic!("DBSIZE: {other:?}"),
     };
     let until = Instant::now() + Duration::from_secs(10);
-    let mut last = dbsize();
+    let mut last = state();
     while Instant::now() < until {
         thread::sleep(Duration::from_millis(500));
-        let now = dbsize();
+        let now = state();
         if now == last {
             return;
         }
@@ -324,8 +333,7 @@ fn store_memory(cfg: &Config, s: &mut Section, redis: &Redis) {
         .map_or(0, Json::as_u64)
         - dropped_before;
     // Failures the store holds for these addresses (the link may have
-    // dropped some): the cost per address is scaled to maxretry - 1 by the
-    // cost per failure, the slope between the two runs.
+    // dropped some), and their memory as `used_memory` saw it.
     let members = match redis.cmd(&[
         "EVAL",
         "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do \
@@ -338,22 +346,49 @@ fn store_memory(cfg: &Config, s: &mut Section, redis: &Redis) {
     };
     let mean = members / NEAR_BAN as f64;
     let held = (near_after - flooded) / NEAR_BAN as f64;
-    let per_failure = if mean > 1.0 {
+    // The cost of a failure, from the counts themselves: `MEMORY USAGE` (the
+    // key, its value and its entries) of counts of maxretry - 1 failures
+    // and of 1 (the flood's), 200 of each, the difference over
+    // maxretry - 2; whatever the link dropped, and whatever Redis's tables
+    // did meanwhile.
+    let usage = |pattern: &str, failures: u64| -> Samples {
+        let mut x = Samples::new();
+        for key in redis.keys(pattern) {
+            if x.len() >= 200 {
+                break;
+            }
+            if redis.cmd(&["ZCARD", &key]) != Ok(Resp::Int(failures as i64)) {
+                continue;
+            }
+            if let Ok(Resp::Int(bytes)) = redis.cmd(&["MEMORY", "USAGE", &key, "SAMPLES", "0"]) {
+                x.push(bytes as f64);
+            }
+        }
+        x
+    };
+    let one = usage(&format!("authban:{FLOOD_ZONE}:fail:10.*"), 1);
+    let full = usage(&format!("authban:{FLOOD_ZONE}:fail:172.16.*"), MAXRETRY - 1);
+    let per_failure = if one.len() > 0 && full.len() > 0 {
+        (full.median() - one.median()) / (MAXRETRY - 2) as f64
+    } else if mean > 1.0 {
         (held - per_address) / (mean - 1.0)
     } else {
         0.0
     };
     let per_near = per_address + (MAXRETRY - 2) as f64 * per_failure;
+    let usage_shown = |x: &Samples| {
+        if x.len() == 0 {
+            "none".to_string()
+        } else {
+            format!("{:.0} bytes ({} keys)", x.median(), x.len())
+        }
+    };
     s.info(
         &format!(
             "store memory per address at maxretry - 1 = {} failures",
             MAXRETRY - 1
         ),
-        format!(
-            "{per_near:.0} bytes ({} addresses held {mean:.1} failures each: {held:.0} \
-             bytes; {per_failure:.0} bytes a failure)",
-            thousands(NEAR_BAN as f64)
-        ),
+        format!("{per_near:.0} bytes ({per_failure:.1} bytes a failure beyond the first)",),
     );
 
     // 3. Bans through the API: a record and an index member each.
@@ -393,7 +428,9 @@ fn store_memory(cfg: &Config, s: &mut Section, redis: &Redis) {
         "Store memory: one more node (2 workers) with zone `{FLOOD_ZONE}:64m maxretry={MAXRETRY} \
          findtime=10m bantime=1h sync=` to the same redis-server, emptied first \
          (`FLUSHALL`); `INFO memory` `used_memory` before and after each run, once the \
-         store's key count has held still for 500 ms. Flood: wrk, 32 connections, {secs} s \
+         store's key count and used memory have held still for 500 ms, and 3 s more \
+         (Redis frees idle clients' query buffers and ends a rehash of its keyspace \
+         tables by then). Flood: wrk, 32 connections, {secs} s \
          of `GET /fail` (auth_basic's 401) each from a new address (IPv4 and IPv6 in \
          turn, `X-Forwarded-For`), {} answered of {} sent ({:.0}/s, {} statuses >= 400); {} addresses \
          counted in Redis (`authban:{FLOOD_ZONE}:fail:*`, {banned} bans), {per_address:.0} \
@@ -407,8 +444,10 @@ fn store_memory(cfg: &Config, s: &mut Section, redis: &Redis) {
          failures each (16 keep-alive clients, one request at a time each; statuses \
          {statuses:?}; failures_dropped +{dropped_near}): the store held {members:.0} of \
          their failures ({mean:.1} an address; {counted_near} counts, {banned_near} bans in \
-         Redis), {held:.0} bytes an address, so {per_failure:.0} bytes a failure beyond \
-         the first and {per_near:.0} bytes for an address at {} failures. Then {} bans through \
+         Redis), `used_memory` +{held:.0} bytes an address. `MEMORY USAGE KEY SAMPLES 0` \
+         of a count (median): {} with 1 failure, {} with {}; so {per_failure:.1} bytes a \
+         failure beyond the first, and {per_near:.0} bytes for an address at {} failures \
+         (the flood's figure plus {} such failures). Then {} bans through \
          the API (`time=1h`): {per_ban:.0} bytes each (the record \
          `authban:{FLOOD_ZONE}:ban:KEY` and its member of `authban:{FLOOD_ZONE}:index`, \
          {bans} records, {index} members). failures_dropped at the end: {dropped_end}. \
@@ -421,7 +460,11 @@ fn store_memory(cfg: &Config, s: &mut Section, redis: &Redis) {
         thousands(counted as f64),
         thousands(NEAR_BAN as f64),
         MAXRETRY - 1,
+        usage_shown(&one),
+        usage_shown(&full),
         MAXRETRY - 1,
+        MAXRETRY - 1,
+        MAXRETRY - 2,
         thousands(MEMORY_BANS as f64),
         MAXRETRY - 1,
         sized / 2.0,
