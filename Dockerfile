@@ -4,6 +4,8 @@
 #   docker build --target mock-cloudstack -t mock-cloudstack . the mock API on 8080
 #   docker build --target redis -t authban-redis .             Debian's redis-server on 6379,
 #                                                              for a fleet (sync=, README)
+#   docker build --target valkey -t authban-valkey .           Debian's valkey-server instead
+#                                                              (trixie and later)
 #   docker build --build-arg DEBIAN=bookworm ...               another Debian (README: Docker)
 #
 # The module is built exactly as `make module NGINX=/usr/sbin/nginx` builds
@@ -98,6 +100,35 @@ COPY docker/redis-entrypoint.sh /redis-entrypoint.sh
 RUN chmod 755 /redis-entrypoint.sh
 USER redis
 WORKDIR /var/lib/redis
+EXPOSE 6379
+HEALTHCHECK --interval=10s --timeout=3s --start-period=2s \
+    CMD if [ -n "${REDIS_PASSWORD:-}" ]; then export REDISCLI_AUTH="$REDIS_PASSWORD"; fi; \
+        redis-cli ping | grep -q PONG || exit 1
+ENTRYPOINT ["/redis-entrypoint.sh"]
+
+# ---- Valkey instead of Redis (the same entrypoint, the same use) ----------
+# Debian's valkey-server (Debian 13 trixie and later; bookworm has none) as
+# the valkey user, in /var/lib/valkey. Debian has no valkey-redis-compat:
+# the links redis-server and redis-cli (to valkey-server and valkey-cli) and
+# /var/lib/redis (to /var/lib/valkey) let the redis target's entrypoint and
+# healthcheck run it unchanged (REDIS_PASSWORD, arguments passed on).
+#   docker run -d --name valkey --network fleet -e REDIS_PASSWORD=... authban-valkey
+FROM debian:${DEBIAN}-slim AS valkey
+ENV DEBIAN_FRONTEND=noninteractive
+RUN printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends valkey-server \
+ && rm -f /usr/sbin/policy-rc.d \
+ && rm -rf /var/lib/apt/lists/* \
+ && install -d -o valkey -g valkey -m 750 /var/lib/valkey \
+ && ln -s /var/lib/valkey /var/lib/redis \
+ && ln -s /usr/bin/valkey-server /usr/local/bin/redis-server \
+ && ln -s /usr/bin/valkey-cli /usr/local/bin/redis-cli \
+ && valkey-server --version && redis-server --version && redis-cli --version
+COPY docker/redis-entrypoint.sh /redis-entrypoint.sh
+RUN chmod 755 /redis-entrypoint.sh
+USER valkey
+WORKDIR /var/lib/valkey
 EXPOSE 6379
 HEALTHCHECK --interval=10s --timeout=3s --start-period=2s \
     CMD if [ -n "${REDIS_PASSWORD:-}" ]; then export REDISCLI_AUTH="$REDIS_PASSWORD"; fi; \

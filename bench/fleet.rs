@@ -28,6 +28,7 @@ use crate::callgrind;
 use crate::common::{get, http, wait_until, Conn, Json, Mock, Nginx, Redis, Resp};
 use crate::report::Section;
 use crate::stats::{millis, percent, thousands, Samples};
+use crate::wrk::{self, Load};
 use crate::Config;
 
 const ZONE: &str = "fleet";
@@ -165,8 +166,310 @@ pub fn run(cfg: &Config) -> Section {
     drop(nodes);
     drop(mock);
 
+    store_memory(cfg, &mut s, &redis);
     instructions(cfg, &mut s, &redis);
     s
+}
+
+/// Zone of the memory runs: large enough that the node forgets none of the
+/// flood's addresses.
+const FLOOD_ZONE: &str = "flood";
+/// Addresses of the run that brings each to maxretry - 1 failures.
+const NEAR_BAN: u64 = 2_000;
+/// Bans of the per-ban run.
+const MEMORY_BANS: u64 = 5_000;
+
+/// `INFO memory` `used_memory` of the store, in bytes.
+fn used_memory(redis: &Redis) -> f64 {
+    redis
+        .info("memory", "used_memory")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("INFO memory: no used_memory"))
+}
+
+/// Keys of the flood zone in Redis: (addresses counted, bans).
+fn flood_keys(redis: &Redis) -> (u64, u64) {
+    let n = |what: &str| redis.keys(&format!("authban:{FLOOD_ZONE}:{what}:*")).len() as u64;
+    (n("fail"), n("ban"))
+}
+
+/// Waits until the store's key count and used memory hold still for
+/// 500 ms (every command the node had sent is done: a failure added to an
+/// existing count adds no key), at most 10 s; then 3 s more, by which Redis
+/// has freed the query buffers of clients idle for 2 s and finished
+/// rehashing a keyspace table that grew (until then it holds the old table
+/// and the new one, up to 24 bytes a key more).
+fn settle(redis: &Redis) {
+    settle_commands(redis);
+    thread::sleep(Duration::from_secs(3));
+}
+
+fn settle_commands(redis: &Redis) {
+    let state = || match redis.cmd(&["DBSIZE"]) {
+        Ok(Resp::Int(n)) => (n, used_memory(redis)),
+        other => panic!("DBSIZE: {other:?}"),
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut last = state();
+    while Instant::now() < until {
+        thread::sleep(Duration::from_millis(500));
+        let now = state();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+/// `requests` GETs of `/fail` per address, `addrs` addresses, over 16
+/// keep-alive clients; returns the statuses seen.
+fn fail_each(port: u16, addrs: &[String], requests: u64) -> BTreeMap<u16, u64> {
+    let chunks: Vec<Vec<String>> = addrs
+        .chunks(addrs.len().div_ceil(16))
+        .map(<[String]>::to_vec)
+        .collect();
+    let threads: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            thread::spawn(move || {
+                let mut conn = Conn::open(port);
+                let mut statuses = BTreeMap::new();
+                for _ in 0..requests {
+                    for addr in &chunk {
+                        if conn.is_closed() {
+                            conn = Conn::open(port);
+                        }
+                        let status = conn.get_from("/fail", addr).status().unwrap_or(0);
+                        *statuses.entry(status).or_insert(0) += 1;
+                    }
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut statuses = BTreeMap::new();
+    for t in threads {
+        for (k, v) in t.join().expect("fail thread") {
+            *statuses.entry(k).or_insert(0) += v;
+        }
+    }
+    statuses
+}
+
+/// What the store holds per address under a flood, per address at
+/// maxretry - 1 failures, and per ban; and what the node's link dropped.
+fn store_memory(cfg: &Config, s: &mut Section, redis: &Redis) {
+    assert_eq!(
+        redis.cmd(&["FLUSHALL"]),
+        Ok(Resp::Simple("OK".into())),
+        "FLUSHALL"
+    );
+    let block = format!(
+        "authban_zone zone={FLOOD_ZONE}:64m maxretry={MAXRETRY} findtime=10m bantime=1h sync={};
+    {REALIP}
+    server {{
+        listen 127.0.0.1:{{port}};
+        access_log off;
+        location /fail {{
+            authban {FLOOD_ZONE};
+            auth_basic bench;
+            auth_basic_user_file {{dir}}/htpasswd;
+        }}
+        location = /authban {{ authban_api; }}
+    }}",
+        redis.url()
+    );
+    let node = Nginx::options()
+        .workers(2)
+        .error_log_level("notice")
+        .start(&block);
+    let ok = wait_until(Duration::from_secs(10), || {
+        sync_state(node.port(), FLOOD_ZONE).bool("connected")
+    });
+    assert!(
+        ok,
+        "flood node not connected to Redis: {}",
+        node.diagnostics()
+    );
+    let port = node.port();
+    let base = used_memory(redis);
+
+    // 1. The flood: wrk, 32 connections, every request from a new address.
+    let secs = if cfg.quick { 2 } else { 5 };
+    let t = wrk::run(&Load::new(format!("http://127.0.0.1:{port}/fail"), secs).addresses(0));
+    settle(redis);
+    let flooded = used_memory(redis);
+    let (counted, banned) = flood_keys(redis);
+    let sync = sync_state(port, FLOOD_ZONE);
+    let n = |k: &str| sync.opt(k).map_or(0, Json::as_u64);
+    let (sent, dropped, errors) = (n("failures_sent"), n("failures_dropped"), n("errors"));
+    let per_address = (flooded - base) / counted.max(1) as f64;
+    s.info(
+        "store memory per address counted, flood of distinct addresses (1 failure each)",
+        format!(
+            "{per_address:.0} bytes ({} addresses, used_memory +{:.1} MB)",
+            thousands(counted as f64),
+            (flooded - base) / 1e6
+        ),
+    );
+    s.info(
+        "same flood: failures sent to Redis / dropped by the link (failures_dropped)",
+        format!("{} / {}", thousands(sent as f64), thousands(dropped as f64)),
+    );
+
+    // 2. Addresses at maxretry - 1 failures each: the largest a count gets.
+    let near: Vec<String> = (0..NEAR_BAN)
+        .map(|i| format!("172.16.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    let dropped_before = sync_state(port, FLOOD_ZONE)
+        .opt("failures_dropped")
+        .map_or(0, Json::as_u64);
+    let statuses = fail_each(port, &near, MAXRETRY - 1);
+    settle(redis);
+    let near_after = used_memory(redis);
+    let (counted_near, banned_near) = flood_keys(redis);
+    let dropped_near = sync_state(port, FLOOD_ZONE)
+        .opt("failures_dropped")
+        .map_or(0, Json::as_u64)
+        - dropped_before;
+    // Failures the store holds for these addresses (the link may have
+    // dropped some), and their memory as `used_memory` saw it.
+    let members = match redis.cmd(&[
+        "EVAL",
+        "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do \
+         n = n + redis.call('ZCARD', k) end return n",
+        "0",
+        &format!("authban:{FLOOD_ZONE}:fail:172.16.*"),
+    ]) {
+        Ok(Resp::Int(n)) => n as f64,
+        other => panic!("EVAL (failures held): {other:?}"),
+    };
+    let mean = members / NEAR_BAN as f64;
+    let held = (near_after - flooded) / NEAR_BAN as f64;
+    // The cost of a failure, from the counts themselves: `MEMORY USAGE` (the
+    // key, its value and its entries) of counts of maxretry - 1 failures
+    // and of 1 (the flood's), 200 of each, the difference over
+    // maxretry - 2; whatever the link dropped, and whatever Redis's tables
+    // did meanwhile.
+    let usage = |pattern: &str, failures: u64| -> Samples {
+        let mut x = Samples::new();
+        for key in redis.keys(pattern) {
+            if x.len() >= 200 {
+                break;
+            }
+            if redis.cmd(&["ZCARD", &key]) != Ok(Resp::Int(failures as i64)) {
+                continue;
+            }
+            if let Ok(Resp::Int(bytes)) = redis.cmd(&["MEMORY", "USAGE", &key, "SAMPLES", "0"]) {
+                x.push(bytes as f64);
+            }
+        }
+        x
+    };
+    let one = usage(&format!("authban:{FLOOD_ZONE}:fail:10.*"), 1);
+    let full = usage(&format!("authban:{FLOOD_ZONE}:fail:172.16.*"), MAXRETRY - 1);
+    let per_failure = if one.len() > 0 && full.len() > 0 {
+        (full.median() - one.median()) / (MAXRETRY - 2) as f64
+    } else if mean > 1.0 {
+        (held - per_address) / (mean - 1.0)
+    } else {
+        0.0
+    };
+    let per_near = per_address + (MAXRETRY - 2) as f64 * per_failure;
+    let usage_shown = |x: &Samples| {
+        if x.len() == 0 {
+            "none".to_string()
+        } else {
+            format!("{:.0} bytes ({} keys)", x.median(), x.len())
+        }
+    };
+    s.info(
+        &format!(
+            "store memory per address at maxretry - 1 = {} failures",
+            MAXRETRY - 1
+        ),
+        format!("{per_near:.0} bytes ({per_failure:.1} bytes a failure beyond the first)",),
+    );
+
+    // 3. Bans through the API: a record and an index member each.
+    let mut api = Conn::open(port);
+    for i in 0..MEMORY_BANS {
+        let path = format!(
+            "/authban?zone={FLOOD_ZONE}&addr=198.19.{}.{}&time=1h",
+            i / 250,
+            i % 250 + 1
+        );
+        if api.is_closed() {
+            api = Conn::open(port);
+        }
+        let reply = api.request("POST", &path, &[], Some(b""));
+        assert_eq!(reply.status(), Some(200), "POST {path}: {reply:?}");
+    }
+    settle(redis);
+    let banned_after = used_memory(redis);
+    let (_, bans) = flood_keys(redis);
+    let index = match redis.cmd(&["ZCARD", &format!("authban:{FLOOD_ZONE}:index")]) {
+        Ok(Resp::Int(n)) => n,
+        other => panic!("ZCARD: {other:?}"),
+    };
+    let per_ban = (banned_after - near_after) / MEMORY_BANS as f64;
+    s.info(
+        "store memory per ban (record + index member)",
+        format!(
+            "{per_ban:.0} bytes ({} bans)",
+            thousands(MEMORY_BANS as f64)
+        ),
+    );
+    let sync = sync_state(port, FLOOD_ZONE);
+    let dropped_end = sync.opt("failures_dropped").map_or(0, Json::as_u64);
+    // maxmemory for 100,000 addresses at maxretry - 1 and 10,000 bans, doubled.
+    let sized = 2.0 * (100_000.0 * per_near + 10_000.0 * per_ban) / (1 << 20) as f64;
+    s.note(format!(
+        "Store memory: one more node (2 workers) with zone `{FLOOD_ZONE}:64m maxretry={MAXRETRY} \
+         findtime=10m bantime=1h sync=` to the same redis-server, emptied first \
+         (`FLUSHALL`); `INFO memory` `used_memory` before and after each run, once the \
+         store's key count and used memory have held still for 500 ms, and 3 s more \
+         (Redis frees idle clients' query buffers and ends a rehash of its keyspace \
+         tables by then). Flood: wrk, 32 connections, {secs} s \
+         of `GET /fail` (auth_basic's 401) each from a new address (IPv4 and IPv6 in \
+         turn, `X-Forwarded-For`), {} answered of {} sent ({:.0}/s, {} statuses >= 400); {} addresses \
+         counted in Redis (`authban:{FLOOD_ZONE}:fail:*`, {banned} bans), {per_address:.0} \
+         bytes each (everything Redis allocated, its dictionaries and expiry entries \
+         included, over the addresses). The node's link: failures_sent {sent}, \
+         failures_dropped {dropped}, errors {errors}: a worker's link sends a failure \
+         only while it owes Redis fewer than 4,096 replies, so failures that come faster \
+         than Redis answers them (one `EVALSHA` each; here Redis, nginx and wrk share the \
+         2 cores) are counted by the node alone, and in failures_dropped. Then {} \
+         addresses with {} \
+         failures each (16 keep-alive clients, one request at a time each; statuses \
+         {statuses:?}; failures_dropped +{dropped_near}): the store held {members:.0} of \
+         their failures ({mean:.1} an address; {counted_near} counts, {banned_near} bans in \
+         Redis), `used_memory` +{held:.0} bytes an address. `MEMORY USAGE KEY SAMPLES 0` \
+         of a count (median): {} with 1 failure, {} with {}; so {per_failure:.1} bytes a \
+         failure beyond the first, and {per_near:.0} bytes for an address at {} failures \
+         (the flood's figure plus {} such failures). Then {} bans through \
+         the API (`time=1h`): {per_ban:.0} bytes each (the record \
+         `authban:{FLOOD_ZONE}:ban:KEY` and its member of `authban:{FLOOD_ZONE}:index`, \
+         {bans} records, {index} members). failures_dropped at the end: {dropped_end}. \
+         So 100,000 addresses counted at {} failures and 10,000 bans take {:.0} MiB; \
+         `maxmemory` at twice that ({sized:.0} MiB) leaves room for Redis's own buffers.",
+        thousands(t.requests as f64),
+        thousands(t.generated as f64),
+        t.rps(),
+        thousands(t.status_errors as f64),
+        thousands(counted as f64),
+        thousands(NEAR_BAN as f64),
+        MAXRETRY - 1,
+        usage_shown(&one),
+        usage_shown(&full),
+        MAXRETRY - 1,
+        MAXRETRY - 1,
+        MAXRETRY - 2,
+        thousands(MEMORY_BANS as f64),
+        MAXRETRY - 1,
+        sized / 2.0,
+    ));
+    drop(node);
 }
 
 fn redis_version(redis: &Redis) -> String {

@@ -1,16 +1,26 @@
 # shellcheck shell=bash
 # The fleet scenario of the docker test harness (issue 12: sync=redis://),
-# sourced by tests/docker/run.sh, whose helpers, images ($img_ab, $img_mock,
-# $img_redis), counters and clean-up (every container, network and volume
-# named $run-*) it uses.
+# sourced by tests/docker/run.sh, once per store it names in $fleet_store
+# (redis: Debian's redis-server, image $img_redis; valkey: Debian's
+# valkey-server, image $img_valkey), whose helpers, images, counters and
+# clean-up (every container, network and volume named $run-*) it uses. It
+# removes what it made when it ends, so that the next store's run starts
+# from nothing.
 #
 # Two private networks: "ff" (front) holds the attacker and the other
 # clients, the mock CloudStack and the three nodes; "fs" (sync) holds the
-# Redis (with a password) and the three nodes. Cutting a node off the sync
-# network (docker network disconnect) partitions it from Redis while the
+# store (with a password) and the three nodes. Cutting a node off the sync
+# network (docker network disconnect) partitions it from the store while the
 # clients and the mock still reach it, so every check is a real request.
 
-say "scenario fleet: three nodes sharing one zone through Redis (sync=), a partition, a reconnect"
+fleet_store=${fleet_store:-redis}
+case $fleet_store in
+redis) fleet_store_img=$img_redis fleet_cli=redis-cli ;;
+valkey) fleet_store_img=$img_valkey fleet_cli=valkey-cli ;;
+*) die "unknown fleet store $fleet_store (redis or valkey)" ;;
+esac
+fl="fleet[$fleet_store]"
+say "scenario fleet[$fleet_store]: three nodes sharing one zone through $fleet_store (sync=), a partition, a reconnect"
 fleet_start=$SECONDS
 
 fleet_nodes=(fl1 fl2 fl3)
@@ -92,7 +102,7 @@ settled_mock_failures() {
     done
     printf '%s' "$last"
 }
-redis_cli() { docker exec -e REDISCLI_AUTH="$fleet_pass" "$fleet_redis" redis-cli "$@"; }
+redis_cli() { docker exec -e REDISCLI_AUTH="$fleet_pass" "$fleet_redis" "$fleet_cli" "$@"; }
 logs_count() { # logs_count CONTAINER ERE: lines of its docker logs matching ERE
     docker logs "$run-$1" 2>&1 | grep -cE -- "$2" || true
 }
@@ -116,21 +126,30 @@ grep -q '^ *authban_api;' "$tmp/fleet.template" || die "cannot make the fleet te
 # ---- the networks, Redis, the mock, the three nodes --------------------------
 docker network create "$run-ff" >/dev/null
 docker network create "$run-fs" >/dev/null
-docker run -d --name "$fleet_redis" --network "$run-fs" -e "REDIS_PASSWORD=$fleet_pass" "$img_redis" >/dev/null ||
-    die "redis did not start"
+docker run -d --name "$fleet_redis" --network "$run-fs" -e "REDIS_PASSWORD=$fleet_pass" "$fleet_store_img" >/dev/null ||
+    die "$fleet_store did not start"
 for i in $(seq 50); do
     [ "$(redis_cli ping 2>/dev/null)" = PONG ] && break
     sleep 0.2
 done
-check "fleet: redis answers PING with the password" expect_eq ping "$(redis_cli ping 2>&1)" PONG
-check "fleet: redis refuses a client without the password" \
-    bash -c "docker exec '$fleet_redis' redis-cli ping 2>&1 | grep -E '^(NOAUTH|.*Authentication required)' >/dev/null"
+check "$fl: the store answers PING with the password" expect_eq ping "$(redis_cli ping 2>&1)" PONG
+# The server really is the one named: Valkey's INFO has valkey_version (and a
+# redis_version for compatibility), Redis's has no valkey_version.
+fleet_info=$(redis_cli info server 2>&1 | tr -d '\r')
+case $fleet_store in
+valkey) check "$fl: the store is Valkey ($(grep -E '^valkey_version:' <<<"$fleet_info"))" \
+    grep -Eq '^(server_name:valkey|valkey_version:[0-9])' <<<"$fleet_info" ;;
+redis) check "$fl: the store is Redis ($(grep -E '^redis_version:' <<<"$fleet_info"))" \
+    bash -c '! grep -Eq "^valkey_version:" <<<"$1" && grep -Eq "^redis_version:[0-9]" <<<"$1"' _ "$fleet_info" ;;
+esac
+check "$fl: the store refuses a client without the password" \
+    bash -c "docker exec '$fleet_redis' $fleet_cli ping 2>&1 | grep -E '^(NOAUTH|.*Authentication required)' >/dev/null"
 
 # A bad sync= is refused by nginx -t, with the contract's message.
 bad_out=$(docker run --rm --name "$run-badsync" -e CLOUDSTACK_UPSTREAM=127.0.0.1:8080 \
     -e AUTHBAN_SYNC=redis:/nohost "$img_ab" nginx -t 2>&1)
 bad_rc=$?
-check "fleet: AUTHBAN_SYNC=redis:/nohost fails nginx -t (invalid sync ...)" \
+check "$fl: AUTHBAN_SYNC=redis:/nohost fails nginx -t (invalid sync ...)" \
     bash -c '[ "$1" -ne 0 ] && printf "%s\n" "$2" | grep -F "invalid sync \"redis:/nohost\": expected redis://" >/dev/null || { printf "  rc=%s: %s\n" "$1" "$2" | tail -n 3; exit 1; }' _ "$bad_rc" "$bad_out"
 
 mock mock-f ff
@@ -138,17 +157,17 @@ for n in "${fleet_nodes[@]}"; do
     fleet_node "$n" || die "nginx+authban ($n) did not start"
 done
 for n in "${fleet_nodes[@]}"; do
-    check "fleet: $n's sync link is up (API sync.connected)" within 10 is_sync "$n" connected true
+    check "$fl: $n's sync link is up (API sync.connected)" within 10 is_sync "$n" connected true
 done
 client att-f ff
 client vic-f ff
 client legit-f ff "$img_mock"
 att_f=$(addr att-f ff)
 vic_f=$(addr vic-f ff)
-say "fleet: nodes $(for n in "${fleet_nodes[@]}"; do printf '%s ' "$(addr "$n" ff)"; done)attacker $att_f, victim $vic_f"
+say "$fl: nodes $(for n in "${fleet_nodes[@]}"; do printf '%s ' "$(addr "$n" ff)"; done)attacker $att_f, victim $vic_f"
 
 url_fl1=$(sync_field fl1 url)
-check "fleet: API sync.url is redis://HOST:6379/0, no password" \
+check "$fl: API sync.url is redis://HOST:6379/0, no password" \
     bash -c '[[ $1 =~ ^\"redis://[^@/]+:6379/0\"$ ]] || { echo "  url: $1"; exit 1; }' _ "$url_fl1"
 
 # ---- a brute force spread round-robin over the three nodes -------------------
@@ -161,21 +180,21 @@ for i in $(seq 36); do
 done
 rr=${rr% }
 read -r -a st <<<"$rr"
-say "fleet: round-robin statuses: $rr"
-check "fleet: round-robin attacker gets 25 x 401 first (failures below maxretry pass)" \
+say "$fl: round-robin statuses: $rr"
+check "$fl: round-robin attacker gets 25 x 401 first (failures below maxretry pass)" \
     expect_eq first-25 "${st[*]:0:25}" "$(repeat 401 25)"
-check "fleet: round-robin attacker refused (403) from request 28 on" \
+check "$fl: round-robin attacker refused (403) from request 28 on" \
     expect_eq from-28 "${st[*]:27}" "$(repeat 403 9)"
 fails=$(settled_mock_failures mock-f "$att_f")
-check "fleet: failures reaching the mock from $att_f: $fails, within maxretry..maxretry+2 (25..27)" \
+check "$fl: failures reaching the mock from $att_f: $fails, within maxretry..maxretry+2 (25..27)" \
     test "$fails" -ge 25 -a "$fails" -le 27
 for n in "${fleet_nodes[@]}"; do
-    check "fleet: $n refuses $att_f within 1 s" within 1 refused att-f "$n"
+    check "$fl: $n refuses $att_f within 1 s" within 1 refused att-f "$n"
 done
 signed_f=$(docker exec "$run-legit-f" mock-cloudstack sign 'command=listZones&response=json')
 legit_st=""
 for n in "${fleet_nodes[@]}"; do legit_st+="$(req legit-f "http://$run-$n:8000$api?$signed_f") "; done
-check "fleet: a legitimate client is served by every node" expect_eq legit "${legit_st% }" "200 200 200"
+check "$fl: a legitimate client is served by every node" expect_eq legit "${legit_st% }" "200 200 200"
 
 # Who banned: the node of the 25th failure, by the fleet's count; the
 # others received it.
@@ -186,20 +205,20 @@ for n in "${fleet_nodes[@]}"; do
     fi
 done
 fleet_banner=${fleet_banner% }
-check "fleet: one node logs the ban by the fleet's count (failures=25 ... by=fleet): [$fleet_banner]" \
+check "$fl: one node logs the ban by the fleet's count (failures=25 ... by=fleet): [$fleet_banner]" \
     test "$(wc -w <<<"$fleet_banner")" -eq 1
 for n in "${fleet_nodes[@]}"; do
     [ "$n" = "$fleet_banner" ] && continue
-    check "fleet: $n logs the ban it received (addr=$att_f ... by=sync)" \
+    check "$fl: $n logs the ban it received (addr=$att_f ... by=sync)" \
         logs_have "$n" "authban: ban zone=cloudstack addr=$att_f "
-    check "fleet: $n's ban line for $att_f says by=sync" \
+    check "$fl: $n's ban line for $att_f says by=sync" \
         bash -c "docker logs '$run-$n' 2>&1 | grep -E 'authban: ban zone=cloudstack addr=$att_f .*by=sync' >/dev/null"
 done
 if [ -n "$fleet_banner" ]; then
-    check "fleet: $fleet_banner counts the ban it sent (sync.bans_sent >= 1)" field_ge "$fleet_banner" bans_sent 1
+    check "$fl: $fleet_banner counts the ban it sent (sync.bans_sent >= 1)" field_ge "$fleet_banner" bans_sent 1
     for n in "${fleet_nodes[@]}"; do
         [ "$n" = "$fleet_banner" ] && continue
-        check "fleet: $n counts the ban it received (sync.bans_received >= 1)" field_ge "$n" bans_received 1
+        check "$fl: $n counts the ban it received (sync.bans_received >= 1)" field_ge "$n" bans_received 1
     done
 fi
 sent_total=0
@@ -208,60 +227,71 @@ for n in "${fleet_nodes[@]}"; do
     [[ $s =~ ^[0-9]+$ ]] || s=0
     sent_total=$((sent_total + s))
 done
-check "fleet: failures sent to Redis by the three nodes ($sent_total) = failures counted ($fails)" \
+check "$fl: failures sent to the store by the three nodes ($sent_total) = failures counted ($fails)" \
     test "$sent_total" -eq "$fails"
 ttl=$(redis_cli ttl "authban:cloudstack:ban:$att_f" 2>&1)
-check "fleet: Redis holds authban:cloudstack:ban:$att_f expiring within bantime (ttl $ttl)" \
+check "$fl: the store holds authban:cloudstack:ban:$att_f expiring within bantime (ttl $ttl)" \
     test "$ttl" -gt 0 -a "$ttl" -le 3600
-check "fleet: Redis no longer holds authban:cloudstack:fail:$att_f (deleted at the ban)" \
+check "$fl: the store no longer holds authban:cloudstack:fail:$att_f (deleted at the ban)" \
     expect_eq exists "$(redis_cli exists "authban:cloudstack:fail:$att_f" 2>&1)" 0
+idx=$(redis_cli zscore authban:cloudstack:index "$att_f" 2>&1)
+check "$fl: the store's index authban:cloudstack:index holds $att_f (score $idx)" \
+    bash -c '[[ $1 =~ ^[0-9]+(\.[0-9]+)?$ ]]' _ "$idx"
 
 # ---- a partition: fl3 cut off Redis, bans on both sides, then a reconnect -----
-say "fleet: docker network disconnect $run-fs $run-fl3"
+say "$fl: docker network disconnect $run-fs $run-fl3"
 down_before=$(logs_count fl3 'sync link to redis://[^ ]+ is down')
-check "fleet: fl3's logs have no link-down line before the partition" expect_eq down-lines "$down_before" 0
+check "$fl: fl3's logs have no link-down line before the partition" expect_eq down-lines "$down_before" 0
 docker network disconnect "$run-fs" "$run-fl3" || die "cannot disconnect fl3"
-check "fleet: fl3 sees its sync link down within 5 s (sync.connected false)" within 5 is_sync fl3 connected false
+check "$fl: fl3 sees its sync link down within 5 s (sync.connected false)" within 5 is_sync fl3 connected false
 api fl1 POST "zone=cloudstack&addr=$vic_f" >/dev/null
-check "fleet: a ban of $vic_f made through fl1's API is refused by fl2 within 1 s" within 1 refused vic-f fl2
-check "fleet: fl1 refuses $vic_f" refused vic-f fl1
-check "fleet: partitioned fl3 does not have the ban: $vic_f still served (401 from the mock)" \
+check "$fl: a ban of $vic_f made through fl1's API is refused by fl2 within 1 s" within 1 refused vic-f fl2
+check "$fl: fl1 refuses $vic_f" refused vic-f fl1
+check "$fl: partitioned fl3 does not have the ban: $vic_f still served (401 from the mock)" \
     refused vic-f fl3 401
 w_addr=198.51.100.7
 api fl3 POST "zone=cloudstack&addr=$w_addr" >/dev/null
-check "fleet: partitioned fl3 bans $w_addr locally (its API)" banned_on fl3 "$w_addr"
-check "fleet: fl3 keeps refusing $att_f while partitioned" refused att-f fl3
+check "$fl: partitioned fl3 bans $w_addr locally (its API)" banned_on fl3 "$w_addr"
+check "$fl: fl3 keeps refusing $att_f while partitioned" refused att-f fl3
 sleep 2 # a few more reconnection attempts while cut off: still one warn line
-say "fleet: docker network connect $run-fs $run-fl3"
+say "$fl: docker network connect $run-fs $run-fl3"
 docker network connect "$run-fs" "$run-fl3" || die "cannot reconnect fl3"
-check "fleet: reconnected fl3 refuses $vic_f (banned during the partition) within 5 s" within 5 refused vic-f fl3
-check "fleet: reconnected fl3's sync link is up (sync.connected true)" within 5 is_sync fl3 connected true
-check "fleet: the ban fl3 made while partitioned ($w_addr) reaches fl1 within 5 s" within 5 banned_on fl1 "$w_addr"
-check "fleet: ... and fl2" within 2 banned_on fl2 "$w_addr"
-check "fleet: fl3's docker logs show the link-down warn (sync link to redis://... is down (...); banning locally)" \
+check "$fl: reconnected fl3 refuses $vic_f (banned during the partition) within 5 s" within 5 refused vic-f fl3
+check "$fl: reconnected fl3's sync link is up (sync.connected true)" within 5 is_sync fl3 connected true
+check "$fl: the ban fl3 made while partitioned ($w_addr) reaches fl1 within 5 s" within 5 banned_on fl1 "$w_addr"
+check "$fl: ... and fl2" within 2 banned_on fl2 "$w_addr"
+check "$fl: fl3's docker logs show the link-down warn (sync link to redis://... is down (...); banning locally)" \
     bash -c "docker logs '$run-fl3' 2>&1 | grep -E 'authban: zone=cloudstack sync link to redis://[^ @]+:6379/0 is down \(.+\); banning locally' >/dev/null"
-check "fleet: one link-down line for the one drop (not one per retry or request)" \
+check "$fl: one link-down line for the one drop (not one per retry or request)" \
     expect_eq down-lines "$(logs_count fl3 'sync link to redis://[^ ]+ is down')" 1
-check "fleet: fl3's docker logs show the link-up notice after the drop" \
+check "$fl: fl3's docker logs show the link-up notice after the drop" \
     bash -c "docker logs '$run-fl3' 2>&1 | grep -E 'sync link to redis://[^ ]+ is (down|up)' | tail -n 1 | grep -E 'authban: zone=cloudstack sync link to redis://[^ @]+:6379/0 is up' >/dev/null"
-check "fleet: fl1 and fl2 logged no link drop" \
+check "$fl: fl1 and fl2 logged no link drop" \
     expect_eq down-lines "$(($(logs_count fl1 'sync link to redis://[^ ]+ is down') + $(logs_count fl2 'sync link to redis://[^ ]+ is down')))" 0
 
 # ---- a wrong password: a clear error, local-only operation -------------------
 fleet_node flbad "redis://:wrong-$fleet_pass@$fleet_redis:6379" || die "nginx+authban (flbad) did not start"
-check "fleet: a node with a wrong password logs the refusal (sync to ... refused: ...)" \
+check "$fl: a node with a wrong password logs the refusal (sync to ... refused: ...)" \
     within 5 bash -c "docker logs '$run-flbad' 2>&1 | grep -E 'authban: zone=cloudstack sync to redis://[^ @]+:6379/0 refused: (WRONGPASS|NOAUTH|ERR)' >/dev/null"
-check "fleet: ... its sync link counts as down (sync.connected false)" is_sync flbad connected false
-check "fleet: ... and it serves: the attacker's fleet ban is not there, its failures reach the mock (401)" \
+check "$fl: ... its sync link counts as down (sync.connected false)" is_sync flbad connected false
+check "$fl: ... and it serves: the attacker's fleet ban is not there, its failures reach the mock (401)" \
     refused att-f flbad 401
 
 for n in "${fleet_nodes[@]}" flbad; do
     if docker logs "$run-$n" 2>&1 | grep -F -- "$fleet_pass" >/dev/null; then
-        check "fleet: $n's docker logs never show the Redis password" false
+        check "$fl: $n's docker logs never show the store's password" false
         continue
     fi
-    check "fleet: $n's docker logs never show the Redis password" true
+    check "$fl: $n's docker logs never show the store's password" true
 done
-check "fleet: the API never shows the Redis password" \
+check "$fl: the API never shows the store's password" \
     bash -c "! docker exec '$run-fl1' curl -s http://127.0.0.1:8000/authban | grep -F -- '$fleet_pass' >/dev/null"
-say "fleet: scenario took $((SECONDS - fleet_start)) s"
+say "$fl: scenario took $((SECONDS - fleet_start)) s"
+
+# What this run made, removed (the harness's clean-up removes it too, at
+# exit): the next store's run uses the same names.
+for c in fl1 fl2 fl3 flbad mock-f att-f vic-f legit-f redis; do
+    docker rm -f "$run-$c" >/dev/null 2>&1
+done
+for c in fl1 fl2 fl3 flbad; do docker volume rm "$run-$c-state" >/dev/null 2>&1; done
+docker network rm "$run-ff" "$run-fs" >/dev/null 2>&1

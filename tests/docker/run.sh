@@ -7,7 +7,9 @@
 #
 # Environment: DEBIAN (default trixie, the Dockerfile's ARG),
 # AUTHBAN_DOCKER_TIMEOUT (seconds for the build, default 1500),
-# AUTHBAN_DOCKER_ONLY=fleet (only the fleet scenario, tests/docker/fleet.sh).
+# AUTHBAN_DOCKER_ONLY=fleet (only the fleet scenario, tests/docker/fleet.sh),
+# AUTHBAN_DOCKER_STORES (the fleet's stores, each a run of the fleet
+# scenario: default "redis valkey", Debian's redis-server and valkey-server).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
@@ -22,6 +24,11 @@ run=authban-t$$-$RANDOM
 img_ab=authban-test:$debian
 img_mock=authban-test-mock:$debian
 img_redis=authban-test-redis:$debian
+img_valkey=authban-test-valkey:$debian
+stores=${AUTHBAN_DOCKER_STORES:-redis valkey}
+for s in $stores; do
+    case $s in redis | valkey) ;; *) die "AUTHBAN_DOCKER_STORES: unknown store $s (redis, valkey)" ;; esac
+done
 tmp=$(mktemp -d)
 passed=0
 failed=0
@@ -54,7 +61,7 @@ expect_eq() { # expect_eq WHAT GOT WANT
     return 1
 }
 
-# ---- base images and the two images, once ---------------------------------
+# ---- base images and the images, once --------------------------------------
 scripts/docker-base.sh "$debian" || die "cannot make the base image debian:$debian-slim"
 
 # BuildKit (RUN --mount): buildx if there is one; else a Docker CLI older
@@ -78,7 +85,11 @@ build_args=(--network host --build-arg "DEBIAN=$debian")
 # A TLS-inspecting proxy's CA for cargo, as a build secret (never in an image).
 [ -f /etc/ssl/certs/ca-certificates.crt ] && build_args+=(--secret id=cacert,src=/etc/ssl/certs/ca-certificates.crt)
 build_timeout=${AUTHBAN_DOCKER_TIMEOUT:-1500}
-for target in authban:"$img_ab" mock-cloudstack:"$img_mock" redis:"$img_redis"; do
+targets=(authban:"$img_ab" mock-cloudstack:"$img_mock")
+for s in $stores; do
+    if [ "$s" = redis ]; then targets+=(redis:"$img_redis"); else targets+=(valkey:"$img_valkey"); fi
+done
+for target in "${targets[@]}"; do
     start=$SECONDS
     say "building --target ${target%%:*} -> ${target#*:} (${builder[*]})"
     if ! timeout "$build_timeout" "${builder[@]}" "${build_args[@]}" --target "${target%%:*}" -t "${target#*:}" . >"$tmp/build.log" 2>&1; then
@@ -164,8 +175,13 @@ summary() {
     printf 'docker: %d passed, %d failed\n' "$passed" "$failed"
     [ "$failed" -eq 0 ]
 }
+fleets() { # the fleet scenario once per store
+    for fleet_store in $stores; do
+        . tests/docker/fleet.sh
+    done
+}
 if [ "${AUTHBAN_DOCKER_ONLY:-}" = fleet ]; then
-    . tests/docker/fleet.sh
+    fleets
     summary
     exit
 fi
@@ -289,7 +305,7 @@ check "lb: the balancer $lb_back is never banned" \
     bash -c "! docker logs '$run-ng-lb' 2>&1 | grep -q 'authban: ban zone=cloudstack addr=$lb_back '"
 check "lb: the mock saw exactly 25 failures from $att_lb" expect_eq failures "$(mock_failures_from mock-lb "$att_lb")" 25
 
-# ---- scenario 6: a fleet of three nodes sharing one zone through Redis ------
-. tests/docker/fleet.sh
+# ---- scenario 6: a fleet of three nodes sharing one zone, through Redis, then Valkey
+fleets
 
 summary
