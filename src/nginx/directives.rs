@@ -72,6 +72,9 @@ pub struct MainConf {
     /// The locations given `authban_api`, checked once the http block is
     /// read (`api_handler::check_locations`).
     pub api_locations: Vec<ApiLocation>,
+    /// The index of the request variable holding authban's record (set in
+    /// preconfiguration; per configuration, as variable indexes are).
+    pub record_index: Option<usize>,
 }
 
 impl MainConf {

@@ -52,7 +52,7 @@ fn is_api_location(r: &Request) -> bool {
 /// may rewrite it in every request of a keep-alive connection. IPv4-mapped
 /// IPv6 (a dual-stack listener) is folded to IPv4, for keys and ignore
 /// lists alike.
-fn client_ip(r: &Request) -> Option<IpAddr> {
+pub fn client_ip(r: &Request) -> Option<IpAddr> {
     // SAFETY: a live request has a connection whose sockaddr (if any) is
     // the struct its family names.
     unsafe {
@@ -115,43 +115,53 @@ ngx::http_request_handler!(precontent_handler, |r: &mut Request| {
 });
 
 fn access(r: &Request) -> Decision {
+    let record = RequestRecord::find(r);
+    let lcf = loc_conf(r);
+    let zone = lcf.and_then(LocConf::zone);
+    // Where authban is off and nothing was decided before: done.
+    if record.is_none() && zone.is_none() {
+        return Decision::Decline;
+    }
     if is_api_location(r) {
         return Decision::Decline;
     }
-    let record = RequestRecord::find(r);
-    if let Some(status) = record.and_then(|rec| rec.refused_with.get()) {
+    if let Some(status) = record.and_then(RequestRecord::refused_with) {
         log::debug_refused_again(r.log(), status, false);
         return Decision::Refuse(status);
+    }
+    let (Some(lcf), Some(zone)) = (lcf, zone) else {
+        return Decision::Decline;
+    };
+    // The common case: the zone holds no ban at all. The request is
+    // recorded as passed (one store) for the response to be judged by this
+    // location, and nothing else is done: the address, the ignore list and
+    // realip's trust are looked at only when a response fails or a ban
+    // exists.
+    if record.is_none() && !zone.holds_bans() && !log::debug_enabled(r.log()) {
+        RequestRecord::attach(r, lcf, Outcome::Passed);
+        return Decision::Decline;
     }
     let Some(checked) = decide(r, Check::Access) else {
         return Decision::Decline;
     };
-    let Checked {
-        outcome, lcf, ip, ..
-    } = checked;
+    let Checked { outcome, lcf, .. } = checked;
     let record = match record {
         Some(record) => {
             // The first check's location keeps judging the response; a
             // later location's zone can still refuse.
             if outcome == Outcome::Banned {
-                record.outcome.set(outcome);
+                record.set_outcome(outcome);
             }
             Some(record)
         }
-        None => RequestRecord::attach(
-            r,
-            lcf,
-            ip,
-            realip::is_trusted_proxy(r.as_ref(), ip),
-            outcome,
-        ),
+        None => RequestRecord::attach(r, lcf, outcome),
     };
     if outcome != Outcome::Banned {
         return Decision::Decline;
     }
     let status = lcf.refuse_status();
     if let Some(record) = record {
-        record.refused_with.set(Some(status));
+        record.set_refused_with(status);
     }
     Decision::Refuse(status)
 }
@@ -160,7 +170,7 @@ fn subrequest_access(r: &Request) -> Decision {
     if is_api_location(r) {
         return Decision::Decline;
     }
-    if let Some(status) = RequestRecord::find(r).and_then(|rec| rec.refused_with.get()) {
+    if let Some(status) = RequestRecord::find(r).and_then(RequestRecord::refused_with) {
         log::debug_refused_again(r.log(), status, true);
         return Decision::Refuse(status);
     }
@@ -262,46 +272,52 @@ fn count_failure(r: &Request) {
             if is_api_location(r) {
                 return;
             }
-            let Some(ip) = client_ip(r) else { return };
-            let trusted = realip::is_trusted_proxy(r.as_ref(), ip);
-            let Some(record) = RequestRecord::attach(r, lcf, ip, trusted, Outcome::Passed) else {
+            let Some(record) = RequestRecord::attach(r, lcf, Outcome::Passed) else {
                 return;
             };
             record
         }
     };
-    let lcf = record.lcf;
+    let lcf = record.lcf();
     let Some(zone) = lcf.zone() else { return };
     let status = final_status(r.as_ref());
-    if record.counted.get()
-        || record.refused_with.get().is_some()
+    if record.counted()
+        || record.refused_with().is_some()
         || !lcf.fail_status().iter().any(|&s| usize::from(s) == status)
     {
         return;
     }
-    record.counted.set(true);
-    let ip = record.ip;
+    record.set_counted();
+    // The address as realip left it, which an internal redirect keeps.
+    let Some(ip) = client_ip(r) else { return };
     if lcf.is_ignored(ip) {
         return;
     }
     let log = r.log();
-    if record.trusted_proxy {
+    if realip::is_trusted_proxy(r.as_ref(), ip) {
         log::debug_trusted_proxy(log, &zone.name, ip, status);
         zone::log_trusted_proxy_failure(zone, ip, log);
         return;
     }
     let key = zone.policy.key_of(ip);
-    let mut events = Events::default();
-    let result = zone.with_table(|t| t.record_failure(&key, now(), &mut events));
     // A dry-run location tells the fleet nothing: a canary trying a stricter
-    // policy must not make other nodes ban.
+    // policy must not make other nodes ban. Otherwise the fleet counts the
+    // failure too (it is only queued), noted under the one lock that
+    // counts it here.
     let dry_run = lcf.dry_run();
+    let sent = (!dry_run)
+        .then(|| fleet::send_failure(zone, &key))
+        .flatten();
+    let mut events = Events::default();
+    let result = zone.with_table(|t| {
+        if let Some(sent) = sent {
+            fleet::note_failure(t, sent);
+        }
+        t.record_failure(&key, now(), &mut events)
+    });
     match result {
         Some(Failure::Counted(failures)) => {
             log::debug_counted(log, &zone.name, &key, status, failures);
-            if !dry_run {
-                fleet::failure_counted(zone, &key);
-            }
         }
         Some(Failure::Banned(ban)) => {
             log::debug_counted(log, &zone.name, &key, status, ban.failures);

@@ -4,19 +4,23 @@
 //! nginx zeroes every module's request context on an internal redirect
 //! (`try_files` to a named location, `error_page`, `X-Accel-Redirect`), so a
 //! record there would be lost and the response judged by a location without
-//! authban. The record lives in the request pool's cleanup list instead, as
-//! realip keeps the original address: found again by its handler and the
-//! main request it belongs to. Subrequests share the main request's pool,
-//! so they find it too.
+//! authban. It keeps `r->variables`, though: allocated (zeroed) once per
+//! main request, kept across internal redirects and named locations, and
+//! shared by its subrequests. The record is one slot of it, the value of a
+//! variable authban declares for itself (never in the variables' hash, so
+//! no configuration finds it by name at run time): the deciding location's
+//! configuration in its `data`, and the decision in the bits nginx keeps a
+//! value's length in. No allocation, a few loads and one store a request.
+//!
+//! A configuration that names the variable anyway cannot forge it (`set`,
+//! `map` and the like refuse a variable that is not changeable) nor read
+//! it: nginx asks its handler, which says "not found" and leaves the
+//! record as it is.
 
-use core::cell::Cell;
-use core::ffi::c_void;
-use core::mem::size_of;
 use core::ptr;
-use std::net::IpAddr;
 
-use nginx_sys::{ngx_http_request_t, ngx_pool_cleanup_add};
-use ngx::http::{HttpModule, Request};
+use nginx_sys::{ngx_http_request_t, ngx_http_variable_value_t};
+use ngx::http::{HttpModuleMainConf, Request};
 
 use crate::nginx::directives::LocConf;
 use crate::nginx::module::Module;
@@ -39,108 +43,112 @@ impl Outcome {
             Outcome::DryRun => "DRY_RUN",
         }
     }
+
+    const ALL: [Outcome; 4] = [
+        Outcome::Passed,
+        Outcome::Banned,
+        Outcome::Ignored,
+        Outcome::DryRun,
+    ];
 }
 
+/// The record's bits, in the 28 bits of a value's length (the 4 bits above
+/// are nginx's flags, left alone).
+const RECORDED: u32 = 1;
+const OUTCOME_SHIFT: u32 = 1;
+const OUTCOME_MASK: u32 = 0b11 << OUTCOME_SHIFT;
+const COUNTED: u32 = 1 << 3;
+const REFUSED_SHIFT: u32 = 4;
+/// Ten bits: any HTTP status.
+const REFUSED_MASK: u32 = 0x3ff << REFUSED_SHIFT;
+const FLAGS: u32 = 0xf << 28;
+
+/// A request's record: its slot in the main request's variables.
+#[derive(Clone, Copy)]
 pub struct RequestRecord {
-    main: *const ngx_http_request_t,
-    /// The location whose check took the request: its zone, failure
-    /// statuses, ignore list and log level judge the final response.
-    pub lcf: &'static LocConf,
-    pub ip: IpAddr,
-    /// The address is a proxy realip trusts: it found no client address.
-    pub trusted_proxy: bool,
-    pub outcome: Cell<Outcome>,
-    /// The status authban refused the request with: it is refused again in
-    /// any location it is redirected to.
-    pub refused_with: Cell<Option<u16>>,
-    /// The final status was counted (header filter or log phase, once).
-    pub counted: Cell<bool>,
+    slot: *mut ngx_http_variable_value_t,
 }
 
-/// The cleanup handler that marks our records; it frees nothing (the pool
-/// does), it only tells them from other modules' cleanups.
-extern "C" fn record_marker(_data: *mut c_void) {}
-
-/// One stored copy of the marker's address: a function's address taken in
-/// two places may differ (codegen units, merged functions), this cannot.
-static RECORD_MARKER: extern "C" fn(*mut c_void) = record_marker;
-
-fn is_marker(handler: nginx_sys::ngx_pool_cleanup_pt) -> bool {
-    handler.is_some_and(|h| ptr::eq(h as *const (), RECORD_MARKER as *const ()))
-}
-
-/// The main request of `r` (`r` itself unless it is a subrequest).
-pub fn main_of(r: &Request) -> &Request {
-    // SAFETY: every request's `main` is its main request (itself, for a
-    // main request), which outlives its subrequests.
-    unsafe { &*r.as_ref().main.cast::<Request>() }
+/// The slot of `r`'s record: the same for the main request, after any
+/// internal redirect, and for every subrequest.
+fn slot_of(r: &Request) -> Option<*mut ngx_http_variable_value_t> {
+    let index = Module::main_conf(r.as_ref())?.record_index?;
+    let req: &ngx_http_request_t = r.as_ref();
+    // SAFETY: `variables` holds one value per indexed variable of the
+    // request's cycle, ours among them (its index is that cycle's).
+    (!req.variables.is_null()).then(|| unsafe { req.variables.add(index) })
 }
 
 impl RequestRecord {
-    /// The record of `r`'s main request, if a check made one.
-    pub fn find(r: &Request) -> Option<&RequestRecord> {
-        let main = main_of(r);
-        // Our context slot is null or one of our records (set below, on the
-        // main request only); nginx zeroes it on an internal redirect.
-        if let Some(record) = main.get_module_ctx::<RequestRecord>(Module::module()) {
-            return Some(record);
+    /// The bits of the slot's length word.
+    fn bits(self) -> u32 {
+        // SAFETY: a live request's variable value; its bitfield word is a
+        // 4-byte aligned u32 (the struct's alignment field says so).
+        unsafe { ptr::addr_of!((*self.slot)._bitfield_1).cast::<u32>().read() & !FLAGS }
+    }
+
+    fn set_bits(self, bits: u32) {
+        // SAFETY: as in `bits`; nginx's flags are kept as they are.
+        unsafe {
+            let word = ptr::addr_of_mut!((*self.slot)._bitfield_1).cast::<u32>();
+            word.write((word.read() & FLAGS) | (bits & !FLAGS));
         }
-        let main_ptr: *const ngx_http_request_t = main.as_ref();
-        // SAFETY: the pool's cleanup list is a null-terminated list that
-        // only nginx and its modules append to; our entries carry a
-        // RequestRecord as their data (see `attach`), in the main
-        // request's pool, which its subrequests share.
-        let record = unsafe {
-            let mut c = (*r.as_ref().pool).cleanup;
-            loop {
-                let Some(cleanup) = c.as_ref() else {
-                    break None;
-                };
-                let record = cleanup.data.cast::<RequestRecord>();
-                if is_marker(cleanup.handler) && (*record).main == main_ptr {
-                    break record.as_ref();
-                }
-                c = cleanup.next;
-            }
-        }?;
-        main.set_module_ctx(ptr::from_ref(record).cast_mut().cast(), Module::module());
-        Some(record)
+    }
+
+    /// The record a check made for `r`'s main request, if any.
+    #[inline]
+    pub fn find(r: &Request) -> Option<RequestRecord> {
+        let record = RequestRecord { slot: slot_of(r)? };
+        (record.bits() & RECORDED != 0).then_some(record)
     }
 
     /// Makes the record of `r`'s main request (none may exist yet).
-    pub fn attach<'r>(
-        r: &'r Request,
-        lcf: &'static LocConf,
-        ip: IpAddr,
-        trusted_proxy: bool,
-        outcome: Outcome,
-    ) -> Option<&'r RequestRecord> {
-        let main = main_of(r);
-        let value = RequestRecord {
-            main: main.as_ref(),
-            lcf,
-            ip,
-            trusted_proxy,
-            outcome: Cell::new(outcome),
-            refused_with: Cell::new(None),
-            counted: Cell::new(false),
-        };
-        // SAFETY: the request's pool (shared with its subrequests) is live;
-        // the cleanup's data is null or fresh, suitably aligned pool memory
-        // of the record's size, living as long as the pool. It is written
-        // before the marker makes it findable.
-        let record = unsafe {
-            let cleanup =
-                ngx_pool_cleanup_add(r.pool().as_ptr(), size_of::<RequestRecord>()).as_mut()?;
-            let record = cleanup.data.cast::<RequestRecord>();
-            if record.is_null() {
-                return None;
-            }
-            ptr::write(record, value);
-            cleanup.handler = Some(RECORD_MARKER);
-            &*record
-        };
-        main.set_module_ctx(ptr::from_ref(record).cast_mut().cast(), Module::module());
+    #[inline]
+    pub fn attach(r: &Request, lcf: &'static LocConf, outcome: Outcome) -> Option<RequestRecord> {
+        let record = RequestRecord { slot: slot_of(r)? };
+        // SAFETY: the slot is live for the request; the configuration
+        // lives as long as the cycle.
+        unsafe { (*record.slot).data = ptr::from_ref(lcf).cast_mut().cast() };
+        record.set_bits(RECORDED | (outcome as u32) << OUTCOME_SHIFT);
         Some(record)
+    }
+
+    /// The location whose check took the request: its zone, failure
+    /// statuses, ignore list and log level judge the final response.
+    pub fn lcf(self) -> &'static LocConf {
+        // SAFETY: `attach` stored a configuration of the running cycle
+        // before setting RECORDED, which `find` checks.
+        unsafe { &*(*self.slot).data.cast::<LocConf>() }
+    }
+
+    pub fn outcome(self) -> Outcome {
+        Outcome::ALL[((self.bits() & OUTCOME_MASK) >> OUTCOME_SHIFT) as usize]
+    }
+
+    pub fn set_outcome(self, outcome: Outcome) {
+        self.set_bits((self.bits() & !OUTCOME_MASK) | (outcome as u32) << OUTCOME_SHIFT);
+    }
+
+    /// The status authban refused the request with: it is refused again in
+    /// any location it is redirected to.
+    pub fn refused_with(self) -> Option<u16> {
+        match (self.bits() & REFUSED_MASK) >> REFUSED_SHIFT {
+            0 => None,
+            status => Some(status as u16),
+        }
+    }
+
+    pub fn set_refused_with(self, status: u16) {
+        let status = (u32::from(status) << REFUSED_SHIFT) & REFUSED_MASK;
+        self.set_bits((self.bits() & !REFUSED_MASK) | status);
+    }
+
+    /// The final status was counted (header filter or log phase, once).
+    pub fn counted(self) -> bool {
+        self.bits() & COUNTED != 0
+    }
+
+    pub fn set_counted(self) {
+        self.set_bits(self.bits() | COUNTED);
     }
 }

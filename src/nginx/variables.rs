@@ -1,17 +1,25 @@
-//! `$authban_status`: what authban decided for the request.
+//! `$authban_status`: what authban decided for the request; and the
+//! internal variable whose slot keeps that decision (`request_record`).
 
 use nginx_sys::{
-    ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_http_variable_value_t, ngx_int_t,
-    NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE, NGX_OK,
+    ngx_conf_t, ngx_http_add_variable, ngx_http_get_variable_index, ngx_http_request_t,
+    ngx_http_variable_value_t, ngx_int_t, ngx_str_t, NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE,
+    NGX_HTTP_VAR_NOHASH, NGX_OK,
 };
-use ngx::http::Request;
+use ngx::http::{HttpModuleMainConf, Request};
 use ngx::ngx_string;
 
 use crate::nginx::guard;
-use crate::nginx::handlers::{decide, Check};
+use crate::nginx::handlers::{client_ip, decide, Check};
+use crate::nginx::module::Module;
 use crate::nginx::request_record::{Outcome, RequestRecord};
 
-/// Declares the variables (preconfiguration).
+/// The variable whose per-request slot holds authban's record
+/// (`request_record`): internal, never in the hash of names.
+const RECORD_VARIABLE: &str = "authban_internal_record";
+
+/// Declares the variables (preconfiguration), and finds the index of the
+/// record's slot for this configuration's requests.
 pub fn add_variables(cf: &mut ngx_conf_t) -> ngx_int_t {
     // nginx copies the name.
     let mut name = ngx_string!("authban_status");
@@ -24,6 +32,38 @@ pub fn add_variables(cf: &mut ngx_conf_t) -> ngx_int_t {
     };
     var.get_handler = Some(status_variable);
     var.data = 0;
+    let mut record = ngx_str_t {
+        len: RECORD_VARIABLE.len(),
+        data: RECORD_VARIABLE.as_ptr().cast_mut(),
+    };
+    // SAFETY: as above; nginx copies the name in both calls.
+    let (var, index) = unsafe {
+        let flags = NGX_HTTP_VAR_NOHASH | NGX_HTTP_VAR_NOCACHEABLE;
+        let var = ngx_http_add_variable(cf, &mut record, flags as _).as_mut();
+        (var, ngx_http_get_variable_index(cf, &mut record))
+    };
+    let (Some(var), Ok(index), Some(main)) =
+        (var, usize::try_from(index), Module::main_conf_mut(&*cf))
+    else {
+        return NGX_ERROR as _;
+    };
+    var.get_handler = Some(record_variable);
+    main.record_index = Some(index);
+    NGX_OK as _
+}
+
+/// The record's variable, named by a configuration: never found, and the
+/// record in the slot left as it is (only nginx's "not found" flag is set).
+///
+/// # Safety
+/// `v` is the request's value to fill, as nginx passes it.
+unsafe extern "C" fn record_variable(
+    _r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
+    // SAFETY: nginx passes the request's value for this variable.
+    unsafe { (*v).set_not_found(1) };
     NGX_OK as _
 }
 
@@ -54,7 +94,15 @@ unsafe extern "C" fn status_variable(
 fn outcome(r: &Request) -> Option<Outcome> {
     if r.is_main() {
         if let Some(record) = RequestRecord::find(r) {
-            return Some(record.outcome.get());
+            // A request passed while no ban existed was not looked at
+            // further: whether its address is ignored is told now.
+            let ignored = record.outcome() == Outcome::Passed
+                && client_ip(r).is_some_and(|ip| record.lcf().is_ignored(ip));
+            return Some(if ignored {
+                Outcome::Ignored
+            } else {
+                record.outcome()
+            });
         }
     }
     decide(r, Check::Variable).map(|checked| checked.outcome)

@@ -79,6 +79,17 @@ impl Zone {
         }
     }
 
+    /// Whether the zone holds any ban, without taking the lock: a passing
+    /// request while none does costs one load.
+    #[inline]
+    pub fn holds_bans(&self) -> bool {
+        let Some(m) = self.mapped.get() else {
+            return false;
+        };
+        // SAFETY: as in `may_be_banned`.
+        unsafe { table::holds_bans(m.region) }
+    }
+
     /// Whether `key` may be banned, without taking the lock: the fast path
     /// for the common case of a client the zone does not ban.
     pub fn may_be_banned(&self, host: &Key, net: &Key) -> bool {

@@ -600,3 +600,72 @@ fn a_zone_full_of_bans_keeps_the_ban_widen_has_no_room_to_count() {
         n.assert_clean();
     });
 }
+
+/// The variable whose per-request slot keeps authban's decision through
+/// internal redirects cannot be forged from the configuration (`set` and
+/// `map` refuse it) nor read (it is never found, and reading it leaves the
+/// decision intact: the client is still banned and refused again after an
+/// internal redirect).
+#[test]
+fn the_decision_slot_cannot_be_forged_or_read_from_the_configuration() {
+    with_timeout(60, || {
+        for forge in [
+            "set $authban_internal_record \"x\";",
+            "set $authban_internal_record $uri;",
+        ] {
+            let (ok, out) = nginx_test_config(&format!(
+                "authban_zone zone=c:1m maxretry=2;\nserver {{ listen 127.0.0.1:{{port}}; location / {{ authban c; {forge} }} }}"
+            ));
+            assert!(!ok, "{forge} accepted:\n{out}");
+            assert!(out.contains("authban_internal_record"), "{out}");
+        }
+        let (ok, out) = nginx_test_config(
+            "authban_zone zone=c:1m;\nmap $uri $authban_internal_record { default x; }\nserver { listen 127.0.0.1:{port}; }",
+        );
+        assert!(!ok, "map accepted:\n{out}");
+
+        let n = start(
+            r#"
+            authban_zone zone=c:1m maxretry=2 bantime=1h;
+            log_format slot 'addr=$remote_addr slot=[$authban_internal_record] status=$status';
+            server {
+                listen 127.0.0.1:{port};
+                access_log {dir}/slot.log slot;
+                root {dir}/www;
+                location / {
+                    authban c;
+                    add_header X-Slot "[$authban_internal_record]" always;
+                    try_files /nonexistent @app;
+                }
+                location @app {
+                    add_header X-Slot "[$authban_internal_record]" always;
+                    proxy_pass UP;
+                }
+            }
+            "#,
+        );
+        let addr = "198.51.100.99";
+        // try_files sends each request to @app (no authban there), whose
+        // upstream answers 401: counted by the location that checked it,
+        // whatever the slot's readers did.
+        for _ in 0..2 {
+            let reply = get_from(n.port(), "/x", addr);
+            assert_eq!(reply.status(), Some(401), "{}", n.log_tail());
+            assert_eq!(reply.header("X-Slot"), Some("[]"));
+        }
+        let reply = get_from(n.port(), "/x", addr);
+        assert_eq!(reply.status(), Some(403), "{}", n.log_tail());
+        let log = settled_count(|| {
+            fs::read_to_string(n.dir().join("slot.log"))
+                .unwrap_or_default()
+                .lines()
+                .count()
+        });
+        assert_eq!(log, 3);
+        let log = fs::read_to_string(n.dir().join("slot.log")).unwrap_or_default();
+        for line in log.lines() {
+            assert!(line.contains("slot=[-]"), "the slot was read: {line}");
+        }
+        n.assert_clean();
+    });
+}

@@ -49,6 +49,17 @@ pub unsafe fn may_be_banned_within(region: *const u8, host: &Key, net: &Key) -> 
     shared.may_be_banned_within(host, net)
 }
 
+/// Whether the zone holds any ban at all: one atomic load, the cost of a
+/// passing request while no ban is in force.
+///
+/// # Safety
+/// As for [`may_be_banned_within`].
+pub unsafe fn holds_bans(region: *const u8) -> bool {
+    // SAFETY: as for `may_be_banned_within`.
+    let shared = unsafe { &*region.add(layout::SHARED_AT).cast::<SharedCounters>() };
+    shared.banned.load(Ordering::Acquire) != 0
+}
+
 impl SharedCounters {
     fn may_be_banned_within(&self, host: &Key, net: &Key) -> bool {
         if self.banned.load(Ordering::Acquire) == 0 {

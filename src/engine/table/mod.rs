@@ -71,7 +71,7 @@ mod layout;
 mod remote;
 mod types;
 
-pub use filter::{may_be_banned, may_be_banned_within};
+pub use filter::{holds_bans, may_be_banned, may_be_banned_within};
 pub use layout::{
     capacity_for, header_len, stored_len, LayoutError, BYTES_PER_ADDRESS, LAYOUT_VERSION,
 };

@@ -165,18 +165,36 @@ fn count(zone: &Zone, f: impl FnOnce(&mut crate::engine::fleet::SyncStats)) {
     zone.with_table(|t| f(t.sync_stats_mut()));
 }
 
-/// A failure counted here: the fleet counts it too, or it is counted as
-/// dropped (the link is down, or owes Redis too many replies).
-pub fn failure_counted(zone: &Zone, key: &Key) {
+/// What became of a failure the fleet should count.
+#[derive(Clone, Copy)]
+pub enum FailureSent {
+    /// Queued on the link.
+    Sent,
+    /// Not sent: the link is down, or owes Redis too many replies.
+    Dropped,
+}
+
+/// Sends a failure to the fleet's count: `None` if the zone has no sync.
+/// The caller records the outcome ([`note_failure`]) under the lock it
+/// takes anyway to count the failure locally.
+pub fn send_failure(zone: &Zone, key: &Key) -> Option<FailureSent> {
     // SAFETY: called from the request's log phase or header filter.
-    let Some(link) = (unsafe { commands(zone) }) else {
-        return;
-    };
+    let link = unsafe { commands(zone) }?;
     let findtime = zone.policy.findtime;
-    if link.with_session(|s| s.count_failure(key, findtime)) {
-        count(zone, |s| s.failures_sent += 1);
-    } else {
-        count(zone, |s| s.failures_dropped += 1);
+    Some(
+        match link.with_session(|s| s.count_failure(key, findtime)) {
+            true => FailureSent::Sent,
+            false => FailureSent::Dropped,
+        },
+    )
+}
+
+/// Counts a [`send_failure`] outcome in the zone's sync counters.
+pub fn note_failure(t: &mut Table<'_>, sent: FailureSent) {
+    let s = t.sync_stats_mut();
+    match sent {
+        FailureSent::Sent => s.failures_sent += 1,
+        FailureSent::Dropped => s.failures_dropped += 1,
     }
 }
 
