@@ -127,7 +127,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 assert!(!escaped, "{line:?}");
             }
-            assert_eq!(samples, 9);
+            assert_eq!(samples, 10);
         }
         Action::ShowAddress { zone, addr } => {
             assert_eq!(method, Method::Get);
