@@ -180,10 +180,30 @@ pub fn run(cfg: &Config) -> Section {
     s
 }
 
-/// Callgrind: (a), (b), and (b) with bans, each with N1 and N2 requests.
+/// (b)'s nginx with `authban off` in the location: the module loaded,
+/// the same zones, no check.
+fn start_off() -> Nginx {
+    let block = authban_block().replacen(
+        "location / { authban z; empty_gif; }",
+        "location / { authban off; empty_gif; }",
+        1,
+    );
+    assert!(block.contains("authban off;"), "{block}");
+    let nginx = pinned_nginx().start(&block);
+    assert_eq!(
+        get(nginx.port(), "/").status(),
+        Some(200),
+        "GET / on the bench nginx"
+    );
+    nginx
+}
+
+/// Callgrind: (a), (b) with `authban off`, (b), and (b) with bans, each
+/// with N1 and N2 requests.
 fn instructions(cfg: &Config, s: &mut Section) {
     let (warm_up, measured) = cfg.callgrind_requests();
     let a = callgrind::setup("a", start(false));
+    let off = callgrind::setup("off", start_off());
     let b = callgrind::setup("b", start(true));
     let b_bans = callgrind::setup("b-bans", start(true));
     let plan = |prepare| callgrind::Plan {
@@ -195,10 +215,26 @@ fn instructions(cfg: &Config, s: &mut Section) {
         client: None,
     };
     let ca = callgrind::count(&a, &plan(&|_| {}));
+    let coff = callgrind::count(&off, &plan(&|_| {}));
     let cb = callgrind::count(&b, &plan(&|_| {}));
     let cd = callgrind::count(&b_bans, &plan(&ban_others));
     let over = |x: f64| x / ca.per_request - 1.0;
     s.info("instructions/request (a)", thousands(ca.per_request));
+    let over_off = cb.per_request / coff.per_request - 1.0;
+    s.info(
+        "instructions/request (b), `authban off` in the location",
+        format!(
+            "{} ({} vs (a))",
+            thousands(coff.per_request),
+            percent(over(coff.per_request))
+        ),
+    );
+    s.check(
+        "instructions/request (b) vs the same nginx with `authban off`",
+        format!("{} ({})", thousands(cb.per_request), percent(over_off)),
+        "<= +1 %",
+        over_off <= 0.01,
+    );
     s.check(
         "instructions/request (b) vs (a)",
         format!(

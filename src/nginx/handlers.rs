@@ -81,6 +81,10 @@ enum Decision {
 
 // nginx calls phase handlers with a live request.
 ngx::http_request_handler!(access_handler, |r: &mut Request| {
+    // The common cases cost no guard: they cannot panic.
+    if passes_at_once(r) {
+        return Status(NGX_DECLINED as _);
+    }
     let decision = guard::catch(r.log(), "access handler", Decision::Decline, || access(r));
     Status(match decision {
         Decision::Decline => NGX_DECLINED as _,
@@ -114,6 +118,29 @@ ngx::http_request_handler!(precontent_handler, |r: &mut Request| {
     })
 });
 
+/// Whether the access check is done at once: nothing was decided for the
+/// request and authban is off here, or its zone holds no ban at all (the
+/// request is then recorded as passed, one store, for the response to be
+/// judged by this location). The address, the ignore list and realip's
+/// trust are looked at only when a response fails or a ban exists. Loads,
+/// compares and a store: nothing here can panic.
+#[inline(always)]
+fn passes_at_once(r: &Request) -> bool {
+    if RequestRecord::find(r).is_some() {
+        return false;
+    }
+    let Some(lcf) = loc_conf(r) else {
+        return true;
+    };
+    let Some(zone) = lcf.zone() else {
+        return true;
+    };
+    if zone.holds_bans() || log::debug_enabled(r.log()) || is_api_location(r) {
+        return false;
+    }
+    RequestRecord::attach(r, lcf, Outcome::Passed).is_some()
+}
+
 fn access(r: &Request) -> Decision {
     let record = RequestRecord::find(r);
     let lcf = loc_conf(r);
@@ -129,16 +156,7 @@ fn access(r: &Request) -> Decision {
         log::debug_refused_again(r.log(), status, false);
         return Decision::Refuse(status);
     }
-    let (Some(lcf), Some(zone)) = (lcf, zone) else {
-        return Decision::Decline;
-    };
-    // The common case: the zone holds no ban at all. The request is
-    // recorded as passed (one store) for the response to be judged by this
-    // location, and nothing else is done: the address, the ignore list and
-    // realip's trust are looked at only when a response fails or a ban
-    // exists.
-    if record.is_none() && !zone.holds_bans() && !log::debug_enabled(r.log()) {
-        RequestRecord::attach(r, lcf, Outcome::Passed);
+    if zone.is_none() {
         return Decision::Decline;
     }
     let Some(checked) = decide(r, Check::Access) else {
