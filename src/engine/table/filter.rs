@@ -10,14 +10,10 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::index::hash;
+use super::hash::{hash, FILTER_SLOTS};
 use super::layout::{self, SharedCounters};
 use super::Table;
 use crate::engine::key::Key;
-
-/// Counters in the ban filter (a power of two): 4 KiB of header, so that
-/// with up to a few hundred bans most checks need no lock.
-pub(super) const FILTER_SLOTS: usize = 2048;
 
 /// Whether `key` may be banned, read without the lock: false when the zone
 /// bans nobody, or when neither the key's filter counter nor any banned

@@ -7,6 +7,7 @@
 //! either rule marks the table damaged ([`Table::damaged`]) and ends the
 //! walk instead of spinning, or indexing out of bounds, with the lock held.
 
+use super::hash::hash;
 use super::layout::{Slot, SlotKind, BANNED, COUNTED, NIL, REMEMBERED};
 use super::types::{Event, Events};
 use super::Table;
@@ -20,19 +21,6 @@ pub(super) fn list_of(kind: u8) -> usize {
         SlotKind::REMEMBERED => REMEMBERED,
         _ => COUNTED,
     }
-}
-
-pub(super) fn hash(seed: [u64; 2], key: &Key) -> u64 {
-    let addr = key.raw_addr();
-    let hi = u64::from_le_bytes(addr[..8].try_into().unwrap_or_default());
-    let lo = u64::from_le_bytes(addr[8..].try_into().unwrap_or_default());
-    let h = fold_mul(hi ^ seed[0], lo ^ seed[1] ^ u64::from(key.raw_prefix()));
-    fold_mul(h, 0x9e37_79b9_7f4a_7c15 ^ seed[0])
-}
-
-fn fold_mul(a: u64, b: u64) -> u64 {
-    let product = u128::from(a) * u128::from(b);
-    (product as u64) ^ ((product >> 64) as u64)
 }
 
 /// What is left of one walk along links read from shared memory.

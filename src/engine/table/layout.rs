@@ -20,7 +20,7 @@ use core::mem::{align_of, size_of};
 use core::ptr;
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
-use super::filter::FILTER_SLOTS;
+use super::hash::FILTER_SLOTS;
 use super::types::{Ban, Policy, Stats};
 use super::Table;
 use crate::engine::fleet::SyncStats;

@@ -20,6 +20,8 @@
 //! - `layout`: the region's layout and versioning (header, magic,
 //!   [`LAYOUT_VERSION`], `format`, `attach`, [`stored_len`]); the header is
 //!   split into the part used under the lock and the atomics read without.
+//! - `hash`: the key hash and the filter's size, shared by `index`,
+//!   `filter` and `layout` (below all three).
 //! - `index`: the hash index and the intrusive lists, every walk bounded.
 //! - `filter`: the lock-free ban filter ([`may_be_banned`], the counting
 //!   filter, the mask of banned network lengths).
@@ -65,6 +67,7 @@ use core::cell::Cell;
 use core::sync::atomic::Ordering;
 
 mod filter;
+mod hash;
 mod index;
 mod jail;
 mod layout;

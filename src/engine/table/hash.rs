@@ -1,0 +1,23 @@
+//! The key hash the index and the ban filter share, and the filter's size
+//! (the header's layout holds the filter): below the three files that use
+//! them, so none of them imports another in a circle.
+
+use crate::engine::key::Key;
+
+/// Counters in the ban filter (a power of two): 4 KiB of header, so that
+/// with up to a few hundred bans most checks need no lock.
+pub(super) const FILTER_SLOTS: usize = 2048;
+
+/// A key's hash under the zone's seed.
+pub(super) fn hash(seed: [u64; 2], key: &Key) -> u64 {
+    let addr = key.raw_addr();
+    let hi = u64::from_le_bytes(addr[..8].try_into().unwrap_or_default());
+    let lo = u64::from_le_bytes(addr[8..].try_into().unwrap_or_default());
+    let h = fold_mul(hi ^ seed[0], lo ^ seed[1] ^ u64::from(key.raw_prefix()));
+    fold_mul(h, 0x9e37_79b9_7f4a_7c15 ^ seed[0])
+}
+
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    (product as u64) ^ ((product >> 64) as u64)
+}
