@@ -218,7 +218,7 @@ pub fn sync_record_refused(log: *mut ngx_log_t, zone: &str, ban: &Ban, why: impl
 /// `authban: zone=NAME refused N bans or unbans from the fleet: bad or
 /// missing signature` (warn): `sync_key=` is set and they were not signed
 /// with it (or a signed unban came back late: a replay).
-pub fn sync_forged(log: *mut ngx_log_t, zone: &str, n: u32) {
+pub fn sync_forged(log: *mut ngx_log_t, zone: &str, n: u64) {
     ngx_log_error!(
         NGX_LOG_WARN,
         log,

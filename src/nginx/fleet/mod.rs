@@ -265,6 +265,15 @@ fn apply_remote(
     t.apply_remote_ban(ban, now, events)
 }
 
+/// Bans or unbans refused for a bad or missing signature (`sync_key=`):
+/// counted, and logged (rate-limited), by a link or by the master's load.
+pub(crate) fn refused_forged(zone: &Zone, n: u64, log: *mut ngx_log_t) {
+    count(zone, |s| s.records_refused += n);
+    if zone::admit_sync_line(zone, SyncLine::Refused, log) {
+        log::sync_forged(log, &zone.name, n);
+    }
+}
+
 fn log_refused(zone: &Zone, refused: &[(Ban, Unacceptable)]) {
     for (ban, why) in refused {
         if zone::admit_sync_line(zone, SyncLine::Refused, log()) {
@@ -336,12 +345,7 @@ fn on_event(link: &mut Link, event: Event) {
             fleet.loaded.set(fleet.loaded.get() + applied);
         }
         Event::LoadDone => finish_load(link),
-        Event::Forged(n) => {
-            count(zone, |s| s.records_refused += u64::from(n));
-            if zone::admit_sync_line(zone, SyncLine::Refused, log()) {
-                log::sync_forged(log(), &zone.name, n);
-            }
-        }
+        Event::Forged(n) => refused_forged(zone, u64::from(n), log()),
         Event::CommandError(text) => {
             if zone::admit_sync_line(zone, SyncLine::Error, log()) {
                 log::sync_command_error(log(), &zone.name, &fleet.url, &text);

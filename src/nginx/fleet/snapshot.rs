@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nginx_sys::{ngx_log_t, ngx_test_config};
 
 use super::tls::BlockingTls;
-use super::{apply_loaded, Fleet};
+use super::{apply_loaded, refused_forged, Fleet};
 use crate::engine::fleet::snapshot::{self, Snapshot, Timed};
 use crate::nginx::log;
 use crate::nginx::zone::Zone;
@@ -68,8 +68,7 @@ pub fn fill_new_zone(zone: &Zone, log: *mut ngx_log_t) {
     let snapshot = load(&zone.name, fleet, limit);
     let loaded = apply_loaded(zone, &snapshot.bans, snapshot.skipped);
     if snapshot.forged > 0 {
-        zone.with_table(|t| t.sync_stats_mut().records_refused += snapshot.forged);
-        log::sync_forged(log, &zone.name, snapshot.forged as u32);
+        refused_forged(zone, snapshot.forged, log);
     }
     log::sync_snapshot(
         log,
