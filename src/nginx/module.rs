@@ -1,5 +1,6 @@
-//! The module as nginx sees it: directives, configuration hooks and the
-//! phase handlers it installs.
+//! The module as nginx sees it: directives, configuration hooks, the phase
+//! handlers it installs, and the process hooks. The top of the glue:
+//! nothing imports this file (`conf::accessor` declares the module object).
 
 use core::ffi::{c_char, c_void};
 use core::ptr;
@@ -12,49 +13,47 @@ use nginx_sys::{
     NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
 };
 use ngx::core::Status;
-use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::http::{HttpModule, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 
-use crate::nginx::directives::{self as conf, LocConf, MainConf};
-use crate::nginx::{
-    api_handler as api, fleet, guard, handlers, realip, state_file as persist, variables,
-};
+use crate::nginx::base::guard;
+use crate::nginx::conf::accessor::Module;
+use crate::nginx::conf::directives as conf;
+use crate::nginx::conf::main::MainConf;
+use crate::nginx::fleet::node::{self as fleet, Fleet};
+use crate::nginx::http::{access, api, realip, variables};
+use crate::nginx::state::state_file as persist;
+use crate::nginx::state::zone::Zone;
 
-pub struct Module;
-
-/// The tag nginx compares when it reuses a zone across reloads.
-pub fn tag() -> *mut c_void {
-    ptr::addr_of_mut!(ngx_http_authban_module).cast()
+/// nginx calls this before the http block is read.
+///
+/// # Safety
+/// `cf` is the configuration being read, as nginx passes it.
+unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+    // SAFETY: nginx passes the configuration being read.
+    let cf = unsafe { &mut *cf };
+    guard::catch(cf.log, "preconfiguration", Status::NGX_ERROR.into(), || {
+        variables::add_variables(cf)
+    })
 }
 
-impl HttpModule for Module {
-    fn module() -> &'static ngx_module_t {
-        // SAFETY: the module object is only written by nginx while loading.
-        unsafe { &*ptr::addr_of!(ngx_http_authban_module) }
-    }
-
-    unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-        // SAFETY: nginx passes the configuration being read.
-        let cf = unsafe { &mut *cf };
-        guard::catch(cf.log, "preconfiguration", Status::NGX_ERROR.into(), || {
-            variables::add_variables(cf)
-        })
-    }
-
-    unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-        // SAFETY: nginx passes the configuration being read.
-        let cf = unsafe { &mut *cf };
-        guard::catch(
-            cf.log,
-            "postconfiguration",
-            Status::NGX_ERROR.into(),
-            || {
-                postconfigure(cf)
-                    .map_or(Status::NGX_ERROR, |()| Status::NGX_OK)
-                    .into()
-            },
-        )
-    }
+/// nginx calls this once the http block is read.
+///
+/// # Safety
+/// `cf` is the configuration being read, as nginx passes it.
+unsafe extern "C" fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+    // SAFETY: nginx passes the configuration being read.
+    let cf = unsafe { &mut *cf };
+    guard::catch(
+        cf.log,
+        "postconfiguration",
+        Status::NGX_ERROR.into(),
+        || {
+            postconfigure(cf)
+                .map_or(Status::NGX_ERROR, |()| Status::NGX_OK)
+                .into()
+        },
+    )
 }
 
 /// After the http block is read: the references to zones and the API
@@ -68,16 +67,16 @@ fn postconfigure(cf: &mut ngx_conf_t) -> Result<(), ()> {
     let phases: [(_, ngx_http_handler_pt); 3] = [
         (
             ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
-            handlers::ACCESS_HANDLER,
+            access::ACCESS_HANDLER,
         ),
         // Installed last, it runs before try_files and mirror.
         (
             ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE,
-            handlers::PRECONTENT_HANDLER,
+            access::PRECONTENT_HANDLER,
         ),
-        (ngx_http_phases_NGX_HTTP_LOG_PHASE, handlers::LOG_HANDLER),
+        (ngx_http_phases_NGX_HTTP_LOG_PHASE, access::LOG_HANDLER),
     ];
-    handlers::install_header_filter();
+    access::install_header_filter();
     realip::find_module(cf);
     for (phase, handler) in phases {
         let handlers = &mut cmcf.phases[phase as usize].handlers;
@@ -92,16 +91,6 @@ fn postconfigure(cf: &mut ngx_conf_t) -> Result<(), ()> {
         *slot.ok_or(())? = handler;
     }
     Ok(())
-}
-
-// SAFETY: MainConf is what create_main_conf allocates for this module.
-unsafe impl HttpModuleMainConf for Module {
-    type MainConf = MainConf;
-}
-
-// SAFETY: LocConf is what create_loc_conf allocates for this module.
-unsafe impl HttpModuleLocationConf for Module {
-    type LocationConf = LocConf;
 }
 
 const ANY_LEVEL: ngx_uint_t = (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF) as _;
@@ -175,8 +164,8 @@ static mut COMMANDS: [ngx_command_t; 9] = [
 ];
 
 static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
-    preconfiguration: Some(Module::preconfiguration),
-    postconfiguration: Some(Module::postconfiguration),
+    preconfiguration: Some(preconfiguration),
+    postconfiguration: Some(postconfiguration),
     create_main_conf: Some(Module::create_main_conf),
     init_main_conf: None,
     create_srv_conf: None,
@@ -185,39 +174,56 @@ static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     merge_loc_conf: Some(Module::merge_loc_conf),
 };
 
+/// The running configuration's http block, if it has one.
+fn main_conf(cycle: &ngx_cycle_t) -> Option<&'static MainConf> {
+    Module::main_conf(cycle)
+}
+
+fn zones(cycle: &ngx_cycle_t) -> impl Iterator<Item = &'static Zone> {
+    main_conf(cycle)
+        .into_iter()
+        .flat_map(MainConf::declared_zones)
+}
+
+fn fleets(cycle: &ngx_cycle_t) -> impl Iterator<Item = &'static Fleet> {
+    main_conf(cycle).into_iter().flat_map(MainConf::fleets)
+}
+
 /// Each worker starts its state file timer (worker 0) and its fleet links.
 ///
 /// # Safety
 /// `cycle` is the running cycle, as nginx passes it.
 unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     // SAFETY: nginx passes the running cycle.
-    let rc = unsafe { persist::init_process(cycle) };
-    // SAFETY: as above.
     let Some(cycle) = (unsafe { cycle.as_ref() }) else {
-        return rc;
+        return Status::NGX_OK.into();
     };
+    let rc = persist::init_process(cycle, zones(cycle));
     if rc != ngx_int_t::from(Status::NGX_OK) {
         return rc;
     }
     guard::catch(cycle.log, "init_process", Status::NGX_ERROR.into(), || {
-        fleet::init_process(cycle)
+        fleet::init_process(cycle, fleets(cycle))
     })
 }
 
 /// # Safety
 /// `cycle` is the running cycle, as nginx passes it.
 unsafe extern "C" fn exit_process(cycle: *mut ngx_cycle_t) {
-    // SAFETY: nginx passes the running cycle.
-    unsafe { persist::exit_process(cycle) };
-    // SAFETY: as above.
+    // SAFETY: nginx passes the running cycle, alive while its processes exit.
     if let Some(cycle) = unsafe { cycle.as_ref() } {
-        guard::catch(cycle.log, "exit_process", (), || fleet::exit_process(cycle));
+        persist::exit_process(cycle, zones(cycle));
+        guard::catch(cycle.log, "exit_process", (), || {
+            fleet::exit_process(fleets(cycle));
+        });
     }
 }
 
 ngx::ngx_modules!(ngx_http_authban_module);
 
+// Exported by name: `conf::accessor` declares it.
 #[used]
+#[no_mangle]
 #[allow(non_upper_case_globals)]
 pub static mut ngx_http_authban_module: ngx_module_t = ngx_module_t {
     ctx: ptr::addr_of!(MODULE_CTX) as _,

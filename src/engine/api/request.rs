@@ -5,15 +5,10 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::{AddrError, ApiError};
+use crate::engine::api::error::{AddrError, ApiError, DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET};
 use crate::engine::directive::{fold_mapped, net_key, parse_time};
 use crate::engine::key::Key;
 use crate::engine::table::MAX_BAN_SECS;
-
-pub const DEFAULT_LIMIT: usize = 100;
-pub const MAX_LIMIT: usize = 1000;
-/// A zone holds fewer than 2^32 bans.
-pub const MAX_OFFSET: u64 = u32::MAX as u64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {

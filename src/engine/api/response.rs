@@ -9,9 +9,9 @@ use core::fmt::{Display, Write};
 use serde::{Serialize, Serializer};
 use serde_json::ser::CharEscape;
 
-use super::ApiError;
-use crate::engine::fleet::SyncStats;
+use crate::engine::api::error::ApiError;
 use crate::engine::key::Key;
+use crate::engine::table::SyncStats;
 use crate::engine::table::{AddressState, Ban, Policy, Stats};
 
 /// A zone as the endpoint reports it.

@@ -10,7 +10,6 @@
 //! - `sign`: `sync_key=`, HMAC-SHA256 over records and messages.
 //! - `snapshot`: every ban in Redis, read over a blocking socket (the
 //!   master, filling a new zone).
-//! - `stats`: the sync counters kept in the zone, for the API.
 //!
 //! What is shared: failures (a sliding findtime window per key in Redis,
 //! on Redis's clock), bans (records with a TTL, and a message to every
@@ -21,11 +20,9 @@ pub mod names;
 pub mod session;
 pub mod sign;
 pub mod snapshot;
-pub mod stats;
 pub mod url;
 
 pub use names::{Names, RemoteBan};
 pub use session::{Event, Role, Session};
 pub use sign::Signer;
-pub use stats::SyncStats;
 pub use url::SyncUrl;

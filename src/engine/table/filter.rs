@@ -10,9 +10,9 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use super::handle::Table;
 use super::hash::{hash, FILTER_SLOTS};
 use super::layout::{self, SharedCounters};
-use super::Table;
 use crate::engine::key::Key;
 
 /// Whether `key` may be banned, read without the lock: false when the zone

@@ -7,10 +7,10 @@
 //! either rule marks the table damaged ([`Table::damaged`]) and ends the
 //! walk instead of spinning, or indexing out of bounds, with the lock held.
 
+use super::handle::Table;
 use super::hash::hash;
 use super::layout::{Slot, SlotKind, BANNED, COUNTED, NIL, REMEMBERED};
 use super::types::{Event, Events};
-use super::Table;
 use crate::engine::key::Key;
 use crate::engine::window::Window;
 

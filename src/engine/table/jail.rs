@@ -6,10 +6,10 @@
 //! ([`Table::policy`]), never one stored in shared memory.
 
 use super::filter::{load_mask, shorter_prefixes};
+use super::handle::Table;
 use super::index::list_of;
 use super::layout::{SlotKind, BANNED, COUNTED, NIL, REMEMBERED};
 use super::types::{wider_prefix, Ban, Event, Events, Failure, KeyStatus, Now, Record, Verdict};
-use super::Table;
 use crate::engine::key::Key;
 use crate::engine::window::Window;
 

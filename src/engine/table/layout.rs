@@ -15,17 +15,15 @@
 //! `&SharedCounters` (atomics only), and the lock-free pre-check forms
 //! nothing but `&SharedCounters`.
 
-use core::cell::Cell;
 use core::mem::{align_of, size_of};
 use core::ptr;
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use super::hash::FILTER_SLOTS;
-use super::types::{Ban, Policy, Stats};
-use super::Table;
-use crate::engine::fleet::SyncStats;
+use super::sync_stats::SyncStats;
+use super::types::{Ban, Stats};
 use crate::engine::key::Key;
-use crate::engine::window::{self, Window, BUCKETS};
+use crate::engine::window::{Window, BUCKETS};
 
 /// Bumped whenever the region's layout changes, so a reload with a new
 /// module never adopts a zone it cannot read. 2: the policy left the
@@ -45,7 +43,7 @@ pub(super) const SHARED_AT: usize =
 /// Bytes of both parts of the header.
 pub(super) const HEADER_LEN: usize = SHARED_AT + size_of::<SharedCounters>();
 /// The alignment a region must have.
-const REGION_ALIGN: usize = max(
+pub(super) const REGION_ALIGN: usize = max(
     max(align_of::<LockedHeader>(), align_of::<SharedCounters>()),
     align_of::<Slot>(),
 );
@@ -70,7 +68,7 @@ pub(super) struct List {
 }
 
 impl List {
-    const EMPTY: List = List {
+    pub(super) const EMPTY: List = List {
         head: NIL,
         tail: NIL,
     };
@@ -133,7 +131,7 @@ impl SharedCounters {
 
     /// An empty table's counters. Stores, never a plain write: a worker's
     /// pre-check may be reading them when a damaged zone is reset.
-    fn reset(&self, seed: [u64; 2]) {
+    pub(super) fn reset(&self, seed: [u64; 2]) {
         self.banned.store(0, Ordering::Release);
         for half in &self.net_mask {
             half.store(0, Ordering::Release);
@@ -227,8 +225,8 @@ pub enum LayoutError {
 pub(super) struct Layout {
     pub(super) capacity: u32,
     pub(super) nbuckets: u32,
-    buckets_at: usize,
-    slots_at: usize,
+    pub(super) buckets_at: usize,
+    pub(super) slots_at: usize,
 }
 
 impl Layout {
@@ -252,7 +250,7 @@ impl Layout {
     }
 
     /// The largest table that fits `len` bytes.
-    fn fitting(len: usize) -> Option<Layout> {
+    pub(super) fn fitting(len: usize) -> Option<Layout> {
         let estimate = len.saturating_sub(HEADER_LEN) / BYTES_PER_ADDRESS;
         let mut capacity = u32::try_from(estimate).unwrap_or(NIL - 1);
         loop {
@@ -299,154 +297,4 @@ pub unsafe fn stored_len(region: *const u8) -> usize {
 /// Bytes of the header: a region shorter than this is never a table.
 pub const fn header_len() -> usize {
     HEADER_LEN
-}
-
-impl<'a> Table<'a> {
-    /// Lays out an empty table over `region`, to be used with `policy`
-    /// (whose findtime sets the window step).
-    pub fn format(
-        region: &'a mut [u8],
-        policy: &Policy,
-        seed: [u64; 2],
-    ) -> Result<Self, LayoutError> {
-        // SAFETY: an exclusive borrow of initialised bytes for 'a.
-        unsafe { Self::format_raw(region.as_mut_ptr(), region.len(), policy, seed) }
-    }
-
-    /// [`Table::format`] over raw memory, such as a shared zone's.
-    ///
-    /// # Safety
-    /// `base` must point to `len` initialised bytes, readable and writable
-    /// for `'a`, that nothing else reads or writes for `'a` but the shared
-    /// counters' atomics (the lock-free pre-check of other workers): in
-    /// shared memory, the caller holds the zone's lock for `'a`.
-    pub unsafe fn format_raw(
-        base: *mut u8,
-        len: usize,
-        policy: &Policy,
-        seed: [u64; 2],
-    ) -> Result<Self, LayoutError> {
-        let layout = Layout::fitting(len).ok_or(LayoutError::TooSmall)?;
-        // SAFETY: as guaranteed by the caller; `layout` fits `len`.
-        let table = unsafe { Self::split(base, len, &layout, policy)? };
-        *table.hdr = LockedHeader {
-            magic: MAGIC,
-            layout: LAYOUT_VERSION,
-            capacity: layout.capacity,
-            nbuckets: layout.nbuckets,
-            bucket_secs: window::bucket_secs(policy.findtime),
-            region_len: len as u64,
-            free: NIL,
-            high_water: 0,
-            in_use: 0,
-            lists: [List::EMPTY; 3],
-            stats: Stats::default(),
-            net_bans: [0; 129],
-            sync: SyncStats::EMPTY,
-        };
-        table.shared.reset(seed);
-        table.buckets.fill(NIL);
-        Ok(table)
-    }
-
-    /// Opens a table formatted earlier (by this or another process), to be
-    /// used with `policy`. What the policy changes, and what it cannot,
-    /// is in the module documentation's reload rules.
-    pub fn attach(region: &'a mut [u8], policy: &Policy) -> Result<Self, LayoutError> {
-        // SAFETY: an exclusive borrow of initialised bytes for 'a.
-        unsafe { Self::attach_raw(region.as_mut_ptr(), region.len(), policy) }
-    }
-
-    /// [`Table::attach`] over raw memory, such as a shared zone's. The
-    /// header must say it is a table of this layout and of exactly `len`
-    /// bytes (else `Foreign`), and must not contradict itself (else
-    /// `Damaged`).
-    ///
-    /// # Safety
-    /// As for [`Table::format_raw`].
-    pub unsafe fn attach_raw(
-        base: *mut u8,
-        len: usize,
-        policy: &Policy,
-    ) -> Result<Self, LayoutError> {
-        if len < HEADER_LEN {
-            return Err(LayoutError::TooSmall);
-        }
-        if base.align_offset(REGION_ALIGN) != 0 {
-            return Err(LayoutError::Misaligned);
-        }
-        // SAFETY: size and alignment were checked just above, and nobody
-        // else touches the locked header meanwhile (the caller's promise).
-        let hdr = unsafe { &*base.cast::<LockedHeader>() };
-        if hdr.magic != MAGIC || hdr.layout != LAYOUT_VERSION || hdr.region_len != len as u64 {
-            return Err(LayoutError::Foreign);
-        }
-        let layout = Layout::for_capacity(hdr.capacity);
-        if layout.nbuckets != hdr.nbuckets || layout.end() > len {
-            return Err(LayoutError::Foreign);
-        }
-        // SAFETY: as guaranteed by the caller; `layout` fits `len`.
-        let table = unsafe { Self::split(base, len, &layout, policy)? };
-        table.check_header()?;
-        Ok(table)
-    }
-
-    /// Indices and counters the header holds must point inside the slots
-    /// used so far, and the window step must not be zero: nothing read from
-    /// shared memory is trusted to index or divide unchecked.
-    fn check_header(&self) -> Result<(), LayoutError> {
-        let hdr = &*self.hdr;
-        let used = hdr.high_water;
-        let index_ok = |i: u32| i == NIL || i < used;
-        let lists_ok = hdr
-            .lists
-            .iter()
-            .all(|l| index_ok(l.head) && index_ok(l.tail) && (l.head == NIL) == (l.tail == NIL));
-        let ok = hdr.bucket_secs > 0
-            && used <= hdr.capacity
-            && hdr.in_use <= used
-            && index_ok(hdr.free)
-            && lists_ok;
-        ok.then_some(()).ok_or(LayoutError::Damaged)
-    }
-
-    /// The table's parts over `base`, none overlapping another.
-    ///
-    /// # Safety
-    /// As for [`Table::format_raw`].
-    unsafe fn split(
-        base: *mut u8,
-        len: usize,
-        layout: &Layout,
-        policy: &Policy,
-    ) -> Result<Self, LayoutError> {
-        if layout.end() > len {
-            return Err(LayoutError::TooSmall);
-        }
-        if base.align_offset(REGION_ALIGN) != 0 {
-            return Err(LayoutError::Misaligned);
-        }
-        // SAFETY: the four parts are disjoint, in bounds (checked against
-        // `layout.end()`), and aligned: the region is aligned for all of
-        // them and each offset is rounded up to its part's alignment. Every
-        // field is an integer or an atomic, valid for any bits. Only the
-        // shared counters, all atomics, are touched by other processes
-        // without the lock, and they are only ever borrowed shared.
-        unsafe {
-            Ok(Table {
-                hdr: &mut *base.cast::<LockedHeader>(),
-                shared: &*base.add(SHARED_AT).cast::<SharedCounters>(),
-                buckets: core::slice::from_raw_parts_mut(
-                    base.add(layout.buckets_at).cast::<u32>(),
-                    layout.nbuckets as usize,
-                ),
-                slots: core::slice::from_raw_parts_mut(
-                    base.add(layout.slots_at).cast::<Slot>(),
-                    layout.capacity as usize,
-                ),
-                policy: *policy,
-                damaged: Cell::new(false),
-            })
-        }
-    }
 }

@@ -27,6 +27,8 @@
 //!   filter, the mask of banned network lengths).
 //! - `jail`: counting, banning, escalation, widening, expiry.
 //! - `remote`: what other nodes of a fleet decided (fleet sync).
+//! - `sync_stats`: the fleet sync counters the zone keeps in its header, so
+//!   that the API answers the same from every worker.
 //! - `types`: what callers give and get (policy, time, verdicts, bans...).
 //!
 //! # Policy and reload
@@ -63,22 +65,24 @@
 //! ([`Table::damaged`]); the caller then discards the results and formats
 //! the region again rather than trusting it.
 
-use core::cell::Cell;
-use core::sync::atomic::Ordering;
-
+mod attach;
 mod filter;
+mod handle;
 mod hash;
 mod index;
 mod jail;
 mod layout;
 mod remote;
+pub mod sync_stats;
 mod types;
 
 pub use filter::{holds_bans, may_be_banned, may_be_banned_within};
+pub use handle::Table;
 pub use layout::{
     capacity_for, header_len, stored_len, LayoutError, BYTES_PER_ADDRESS, LAYOUT_VERSION,
 };
 pub use remote::{Unacceptable, MAX_CLOCK_SKEW};
+pub use sync_stats::SyncStats;
 pub use types::{
     wider_prefix, Ban, Event, Events, Failure, KeyStatus, Now, Policy, Record, Stats, Verdict,
     MAX_BAN_SECS,
@@ -86,82 +90,6 @@ pub use types::{
 
 /// The former name of [`KeyStatus`], kept while callers move to it.
 pub type AddressState = KeyStatus;
-
-use crate::engine::fleet::SyncStats;
-use crate::engine::window::{self, Window};
-use layout::{LockedHeader, SharedCounters, Slot, SlotKind};
-
-/// A table over a region, attached with the policy its operations apply.
-/// Only one exists at a time per region: the zone's lock (or an exclusive
-/// borrow) guarantees it.
-pub struct Table<'a> {
-    hdr: &'a mut LockedHeader,
-    shared: &'a SharedCounters,
-    buckets: &'a mut [u32],
-    slots: &'a mut [Slot],
-    policy: Policy,
-    /// Set when a walk met a cycle or a link out of range.
-    damaged: Cell<bool>,
-}
-
-impl Table<'_> {
-    pub fn capacity(&self) -> u32 {
-        self.hdr.capacity
-    }
-
-    /// The policy this table applies: the one it was attached with.
-    pub fn policy(&self) -> Policy {
-        self.policy
-    }
-
-    /// Addresses held: counted or banned.
-    pub fn tracked(&self) -> u32 {
-        self.hdr.in_use
-    }
-
-    pub fn bans(&self) -> u32 {
-        self.shared.banned.load(Ordering::Relaxed)
-    }
-
-    pub fn stats(&self) -> Stats {
-        self.hdr.stats
-    }
-
-    /// The zone's fleet sync counters and link state.
-    pub fn sync_stats(&self) -> &SyncStats {
-        &self.hdr.sync
-    }
-
-    pub fn sync_stats_mut(&mut self) -> &mut SyncStats {
-        &mut self.hdr.sync
-    }
-
-    /// Whether an operation found the region damaged (a list that loops, a
-    /// link out of range). Its results mean nothing then, and the region
-    /// should be formatted again.
-    pub fn damaged(&self) -> bool {
-        self.damaged.get()
-    }
-
-    /// Makes the policy's findtime the window step of the shared counts,
-    /// as a reload does once (see the reload rules above). A new step
-    /// restarts every running count, as counts of another step cannot be
-    /// converted; bans and offence histories are kept. True if it did.
-    pub fn apply_findtime(&mut self) -> bool {
-        let step = window::bucket_secs(self.policy.findtime);
-        if step == self.hdr.bucket_secs {
-            return false;
-        }
-        let used = self.hdr.high_water as usize;
-        for slot in self.slots[..used].iter_mut() {
-            if matches!(slot.kind, SlotKind::COUNTED | SlotKind::REMEMBERED) {
-                slot.set_window(Window::default());
-            }
-        }
-        self.hdr.bucket_secs = step;
-        true
-    }
-}
 
 #[cfg(test)]
 mod tests;

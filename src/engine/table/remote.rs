@@ -2,10 +2,10 @@
 //! this zone, and bans this node makes because the fleet's failures, not
 //! only its own, reached maxretry.
 
+use super::handle::Table;
 use super::index::list_of;
 use super::layout::SlotKind;
 use super::types::{Ban, Events, Now, Policy, MAX_BAN_SECS};
-use super::Table;
 use crate::engine::key::Key;
 
 /// How far ahead of this node's clock another node's ban may start.

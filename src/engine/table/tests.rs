@@ -1,8 +1,10 @@
 use super::filter::load_mask;
 use super::index::list_of;
-use super::layout::{BANNED, COUNTED, NIL, REMEMBERED};
+use super::layout::{SlotKind, BANNED, COUNTED, NIL, REMEMBERED};
 use super::*;
 use crate::engine::key::Key;
+use crate::engine::window;
+use core::sync::atomic::Ordering;
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -12,7 +12,7 @@
 //! do not come back in lockstep).
 //!
 //! What the conversation means is the engine's ([`Session`]); what the
-//! events it reports do to the zone is the fleet's (`super`).
+//! events it reports do to the zone is its owner's (`node`).
 
 use core::ffi::c_void;
 use core::ptr;
@@ -29,11 +29,23 @@ use nginx_sys::{
 
 use rustix::net::sockopt;
 
-use super::resolve::{Outcome, Resolution, Resolver};
-use super::tls::Tls;
 use crate::engine::fleet::{Event, Role, Session};
-use crate::nginx::guard;
-use crate::nginx::zone::Zone;
+use crate::nginx::base::guard;
+use crate::nginx::fleet::conf::FleetConf;
+use crate::nginx::fleet::resolve::{Outcome, Resolution, Resolver};
+use crate::nginx::fleet::tls::Tls;
+use crate::nginx::state::zone::{self, Zone};
+
+/// What a link belongs to and reports to: its fleet (`node`, above this
+/// file), which applies what the link's session reports to the zone.
+pub trait LinkOwner {
+    fn zone(&self) -> &Zone;
+    fn conf(&self) -> &FleetConf;
+    /// What the session reported.
+    fn on_event(&self, link: &mut Link, event: Event);
+    /// The link closed (`refused`: Redis refused the handshake).
+    fn on_down(&self, link: &mut Link, reason: &str, refused: bool);
+}
 
 /// Before the first reconnection attempt; each next one waits twice as
 /// long, up to [`RECONNECT_MAX_MS`].
@@ -93,6 +105,8 @@ impl RawAddr {
 /// events point at it.
 pub struct Link {
     pub zone: &'static Zone,
+    fleet: &'static FleetConf,
+    owner: &'static dyn LinkOwner,
     pub role: Role,
     session: Option<Session>,
     conn: *mut ngx_connection_t,
@@ -130,9 +144,9 @@ fn now_ms() -> u64 {
 }
 
 impl Link {
-    /// A link for `zone`, its timer armed to connect at once.
+    /// A link for `owner`'s zone, its timer armed to connect at once.
     pub fn start(
-        zone: &'static Zone,
+        owner: &'static dyn LinkOwner,
         role: Role,
         addr: Option<SocketAddr>,
         log: *mut ngx_log_t,
@@ -140,7 +154,8 @@ impl Link {
         // SAFETY: `log` is the cycle's log, alive for the worker.
         let mut quiet_log = unsafe { *log };
         quiet_log.log_level = NGX_LOG_ALERT as usize;
-        let url = &zone.fleet.as_ref().expect("a link's zone has sync").url;
+        let (zone, fleet) = (owner.zone(), owner.conf());
+        let url = &fleet.url;
         let name_text = format!("{}:{}", url.host, url.port);
         let host = ngx_str_t {
             len: url.host.len(),
@@ -148,6 +163,8 @@ impl Link {
         };
         let link = Box::into_raw(Box::new(Link {
             zone,
+            fleet,
+            owner,
             role,
             session: None,
             conn: ptr::null_mut(),
@@ -163,7 +180,7 @@ impl Link {
             read_buf: vec![0; 16 * 1024].into_boxed_slice(),
             down_reported: false,
             failed_tries: 0,
-            jitter: crate::nginx::zone::random_seed()[0] | 1,
+            jitter: zone::random_seed()[0] | 1,
         }));
         // SAFETY: just allocated and leaked: lives until the worker exits.
         let l = unsafe { &mut *link };
@@ -283,7 +300,7 @@ impl Link {
     }
 
     fn connect(&mut self) {
-        let signer = self.zone.fleet.as_ref().and_then(|f| f.signer.clone());
+        let signer = self.fleet.signer.clone();
         let session = Session::new(self.role, &self.zone.name, self.node(), self.url())
             .signed_with(signer)
             .at(now_ms());
@@ -315,7 +332,7 @@ impl Link {
         // The handshake is owed a reply, as any command.
         self.arm(REPLY_TIMEOUT_MS);
         let me = ptr::from_mut(self).cast::<c_void>();
-        let tls = self.zone.fleet.as_ref().is_some_and(|f| f.tls.is_some());
+        let tls = self.fleet.tls.is_some();
         // SAFETY: nginx returned a live connection with its two events.
         unsafe {
             let c = &mut *self.conn;
@@ -339,7 +356,7 @@ impl Link {
     /// The connection is made: the TLS handshake starts (once; nginx's
     /// handshake handler takes the events over while it runs).
     fn start_tls(&mut self) {
-        let Some(tls) = self.zone.fleet.as_ref().and_then(|f| f.tls.as_ref()) else {
+        let Some(tls) = self.fleet.tls.as_ref() else {
             return;
         };
         // SAFETY: our live connection.
@@ -388,16 +405,11 @@ impl Link {
     }
 
     fn node(&self) -> u64 {
-        self.zone.fleet.as_ref().map_or(0, |f| f.node)
+        self.fleet.node
     }
 
     fn url(&self) -> &crate::engine::fleet::SyncUrl {
-        &self
-            .zone
-            .fleet
-            .as_ref()
-            .expect("a link's zone has sync")
-            .url
+        &self.fleet.url
     }
 
     /// Sends what the session queued, as far as the socket takes it.
@@ -479,7 +491,7 @@ impl Link {
             // Events first: a reply before the breakage still counts.
             for event in events.drain(..) {
                 if !matches!(event, Event::Refused(_)) {
-                    super::on_event(self, event);
+                    self.owner.on_event(self, event);
                 }
             }
             if let Err(broken) = fed {
@@ -504,7 +516,7 @@ impl Link {
         self.session = None;
         let wait = self.backoff_ms();
         self.arm(wait);
-        super::on_down(self, reason, refused);
+        self.owner.on_down(self, reason, refused);
     }
 
     fn on_tick(&mut self) {
@@ -523,9 +535,7 @@ impl Link {
     /// has a `resolver` (a Redis that moved), or must be because it never
     /// resolved.
     fn reconnect(&mut self) {
-        let Some(fleet) = self.zone.fleet.as_ref() else {
-            return;
-        };
+        let fleet = self.fleet;
         let literal = fleet.url.host.parse::<std::net::IpAddr>().is_ok();
         // SAFETY: the http level's configuration of this cycle.
         let resolver = unsafe { Resolver::of(fleet.http_core) };
@@ -552,7 +562,7 @@ impl Link {
     fn resolved(&mut self, outcome: Outcome) {
         match outcome {
             Ok(ip) => {
-                let port = self.zone.fleet.as_ref().map_or(0, |f| f.url.port);
+                let port = self.fleet.url.port;
                 self.addr = Some(RawAddr::of(SocketAddr::new(ip, port)));
                 self.connect();
             }

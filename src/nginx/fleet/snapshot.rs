@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use nginx_sys::{ngx_log_t, ngx_test_config};
 
-use super::tls::BlockingTls;
-use super::{apply_loaded, refused_forged, Fleet};
 use crate::engine::fleet::snapshot::{self, Snapshot, Timed};
-use crate::nginx::log;
-use crate::nginx::zone::Zone;
+use crate::nginx::base::log;
+use crate::nginx::fleet::conf::FleetConf;
+use crate::nginx::fleet::node::{apply_loaded, refused_forged, Fleet};
+use crate::nginx::fleet::tls::BlockingTls;
 
 /// The whole load, connection included: a Redis that is down, black-holed,
 /// trickling or endless holds nginx's start (or a reload) no longer.
@@ -58,15 +58,15 @@ impl Timed for Stream {
     }
 }
 
-pub fn fill_new_zone(zone: &Zone, log: *mut ngx_log_t) {
-    let Some(fleet) = &zone.fleet else { return };
+pub fn fill_new_zone(fleet: &Fleet, log: *mut ngx_log_t) {
+    let zone = &*fleet.zone;
     // SAFETY: a process global, set before the configuration is read.
     if unsafe { ngx_test_config } != 0 {
         return;
     }
     let limit = zone.with_table(|t| t.capacity()).unwrap_or(0);
     let snapshot = load(&zone.name, fleet, limit);
-    let loaded = apply_loaded(zone, &snapshot.bans, snapshot.skipped);
+    let loaded = apply_loaded(fleet, &snapshot.bans, snapshot.skipped);
     if snapshot.forged > 0 {
         refused_forged(zone, snapshot.forged, log);
     }
@@ -80,7 +80,7 @@ pub fn fill_new_zone(zone: &Zone, log: *mut ngx_log_t) {
     );
 }
 
-fn load(zone: &str, fleet: &Fleet, limit: u32) -> Snapshot {
+fn load(zone: &str, fleet: &FleetConf, limit: u32) -> Snapshot {
     let deadline = Instant::now() + DEADLINE;
     let connected = connect(fleet, deadline);
     match connected {
@@ -96,7 +96,7 @@ fn load(zone: &str, fleet: &Fleet, limit: u32) -> Snapshot {
 }
 
 /// A connection to the fleet's Redis, TLS verified for `rediss://`.
-fn connect(fleet: &Fleet, deadline: Instant) -> Result<Stream, String> {
+fn connect(fleet: &FleetConf, deadline: Instant) -> Result<Stream, String> {
     let addr = fleet.addr.ok_or("host not found")?;
     let socket = TcpStream::connect_timeout(&addr, DEADLINE).map_err(|e| e.to_string())?;
     let _ = socket.set_nodelay(true);

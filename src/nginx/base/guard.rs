@@ -15,7 +15,7 @@ use nginx_sys::{ngx_conf_t, ngx_log_t};
 use ngx::core::NGX_CONF_ERROR;
 use ngx::log::ngx_cycle_log;
 
-use crate::nginx::log;
+use crate::nginx::base::log;
 
 /// The panic's message: what `panic!` was given, if it was text.
 fn message(payload: &(dyn Any + Send)) -> &str {

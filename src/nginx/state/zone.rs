@@ -19,8 +19,7 @@ use crate::engine::directive::ZoneSpec;
 use crate::engine::key::Key;
 use crate::engine::log_limit::{Admit, LogLimit};
 use crate::engine::table::{self, Events, LayoutError, Policy, Table};
-use crate::nginx::fleet::Fleet;
-use crate::nginx::log::{self, BanBy};
+use crate::nginx::base::log::{self, BanBy};
 
 /// One `authban_zone`: its policy from the configuration and, once nginx
 /// has mapped the memory, where its table lives.
@@ -46,8 +45,6 @@ pub struct Zone {
     pub cycle: *mut ngx_cycle_t,
     /// Set by [`init`] once nginx has mapped the zone.
     mapped: OnceCell<Mapped>,
-    /// `sync=`: the fleet this zone is part of.
-    pub fleet: Option<Fleet>,
 }
 
 /// Where a zone's table lives: a region of its slab pool, whose mutex
@@ -59,12 +56,7 @@ struct Mapped {
 }
 
 impl Zone {
-    pub fn new(
-        spec: ZoneSpec,
-        state: Option<PathBuf>,
-        fleet: Option<Fleet>,
-        cycle: *mut ngx_cycle_t,
-    ) -> Zone {
+    pub fn new(spec: ZoneSpec, state: Option<PathBuf>, cycle: *mut ngx_cycle_t) -> Zone {
         Zone {
             name: spec.name,
             size: spec.size,
@@ -75,7 +67,6 @@ impl Zone {
             log_limits: LogLimits::default(),
             cycle,
             mapped: OnceCell::new(),
-            fleet,
         }
     }
 
@@ -162,7 +153,7 @@ pub enum Init {
 /// reuses it (same name, size and tag) and it is ours, else a new one.
 ///
 /// # Safety
-/// `shm_zone` is a zone nginx created and mapped, and `zone` its data.
+/// `shm_zone` is a zone nginx created and mapped for `zone`.
 pub unsafe fn init(
     zone: &Zone,
     shm_zone: &ngx_shm_zone_t,
@@ -285,7 +276,7 @@ pub fn admit_sync_line(zone: &Zone, line: SyncLine, log: *mut ngx_log_t) -> bool
 /// Whether to write a line limited by `limit`, after a summary of the lines
 /// of its kind that were dropped.
 fn admit(zone: &Zone, limit: &LogLimit, kind: &str, log: *mut ngx_log_t, level: usize) -> bool {
-    match limit.admit(crate::nginx::clock::now().secs()) {
+    match limit.admit(crate::nginx::base::clock::now().secs()) {
         Admit::Drop => false,
         Admit::Write {
             suppressed,

@@ -1,5 +1,5 @@
 //! `$authban_status`: what authban decided for the request; and the
-//! internal variable whose slot keeps that decision (`request_record`).
+//! internal variable whose slot keeps that decision (`record`).
 
 use nginx_sys::{
     ngx_conf_t, ngx_http_add_variable, ngx_http_get_variable_index, ngx_http_request_t,
@@ -9,13 +9,13 @@ use nginx_sys::{
 use ngx::http::{HttpModuleMainConf, Request};
 use ngx::ngx_string;
 
-use crate::nginx::guard;
-use crate::nginx::handlers::{client_ip, decide, Check};
-use crate::nginx::module::Module;
-use crate::nginx::request_record::{Outcome, RequestRecord};
+use crate::nginx::base::guard;
+use crate::nginx::conf::accessor::Module;
+use crate::nginx::http::access::{client_ip, decide, Check};
+use crate::nginx::http::record::{Outcome, RequestRecord};
 
 /// The variable whose per-request slot holds authban's record
-/// (`request_record`): internal, never in the hash of names.
+/// (`record`): internal, never in the hash of names.
 const RECORD_VARIABLE: &str = "authban_internal_record";
 
 /// Declares the variables (preconfiguration), and finds the index of the

@@ -22,8 +22,8 @@ use core::ptr;
 use nginx_sys::{ngx_http_request_t, ngx_http_variable_value_t};
 use ngx::http::{HttpModuleMainConf, Request};
 
-use crate::nginx::directives::LocConf;
-use crate::nginx::module::Module;
+use crate::nginx::conf::accessor::Module;
+use crate::nginx::conf::loc::LocConf;
 
 /// What authban did with a request, for `$authban_status`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

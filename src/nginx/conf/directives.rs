@@ -1,168 +1,31 @@
-//! Configuration: the per-context settings and the directive handlers that
-//! fill them. Parsing itself lives in `parse`; this file turns its results
-//! into nginx configuration and reports errors the nginx way.
+//! The directive handlers that fill the configuration. Parsing itself
+//! lives in `engine::directive`; this file turns its results into nginx
+//! configuration and reports errors the nginx way.
 
-use core::cell::OnceCell;
 use core::ffi::{c_char, c_void};
 use core::ptr;
-use core::sync::atomic::{AtomicU64, Ordering};
 use std::rc::Rc;
 
-use ipnet::IpNet;
 use nginx_sys::{
     ngx_command_t, ngx_conf_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_str_t, NGX_LOG_EMERG,
     NGX_LOG_WARN,
 };
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
-use ngx::http::{
-    HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError, NgxHttpCoreModule,
-};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_conf_log_error;
 
 use crate::engine::directive;
 use crate::engine::fleet::Signer;
-use crate::nginx::api_handler::ApiLocation;
+use crate::nginx::base::{guard, log};
+use crate::nginx::conf::accessor::{self, Module};
+use crate::nginx::conf::declared::{DeclaredZone, ZoneSlot};
+use crate::nginx::conf::loc::{note_fail_status, LocConf, ZoneChoice};
+use crate::nginx::conf::main::{MainConf, ZoneReference};
+use crate::nginx::conf::zone_init;
+use crate::nginx::fleet::conf::FleetConf;
+use crate::nginx::fleet::node::Fleet;
 use crate::nginx::fleet::tls::Tls;
-use crate::nginx::fleet::Fleet;
-use crate::nginx::module::{self, Module};
-use crate::nginx::zone::Zone;
-use crate::nginx::zone_init;
-use crate::nginx::{guard, log};
-
-pub const DEFAULT_FAIL_STATUS: &[u16] = &[401];
-
-/// Every status some location counts as a failure (the default's 401 and
-/// every `authban_fail_status` read), one bit each: the header filter and
-/// the log phase, which run for every response, skip all others at once.
-/// Set while configuration is read, in one thread; a code a reload no
-/// longer uses only costs that response the full check.
-static FAIL_STATUSES: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
-
-fn note_fail_status(code: u16) {
-    let code = usize::from(code);
-    if let Some(word) = FAIL_STATUSES.get(code / 64) {
-        word.fetch_or(1 << (code % 64), Ordering::Relaxed);
-    }
-}
-
-/// Whether any location may count `status` as a failure.
-pub fn may_be_fail_status(status: usize) -> bool {
-    if DEFAULT_FAIL_STATUS
-        .iter()
-        .any(|&s| usize::from(s) == status)
-    {
-        return true;
-    }
-    FAIL_STATUSES
-        .get(status / 64)
-        .is_some_and(|word| word.load(Ordering::Relaxed) & (1 << (status % 64)) != 0)
-}
-pub const DEFAULT_REFUSE_STATUS: u16 = 403;
-pub const DEFAULT_LOG_LEVEL: usize = 5; // warn
-
-#[derive(Default)]
-pub struct MainConf {
-    /// Every `authban NAME` seen, to name the unknown ones once all
-    /// `authban_zone` directives are read (they may come later).
-    pub references: Vec<ZoneReference>,
-    /// The zones `authban_zone` declared, owned by the configuration (its
-    /// pool drops the main conf): nginx's shared memory entries point to
-    /// them, and `authban NAME` finds them by name.
-    pub zones: Vec<Rc<Zone>>,
-    /// The locations given `authban_api`, checked once the http block is
-    /// read (`api_handler::check_locations`).
-    pub api_locations: Vec<ApiLocation>,
-    /// The index of the request variable holding authban's record (set in
-    /// preconfiguration; per configuration, as variable indexes are).
-    pub record_index: Option<usize>,
-}
-
-impl MainConf {
-    /// The zones `authban_zone` declared, in the order it did.
-    pub fn declared_zones(&self) -> impl Iterator<Item = &Zone> {
-        self.zones.iter().map(|z| &**z)
-    }
-}
-
-/// The zone `authban NAME` names, found once the http block is read (its
-/// `authban_zone` may come later).
-type ZoneSlot = OnceCell<Rc<Zone>>;
-
-pub struct ZoneReference {
-    pub name: String,
-    pub file: String,
-    pub line: usize,
-    slot: Rc<ZoneSlot>,
-}
-
-/// Where `authban` is set: unset (inherit), off, or the zone it names.
-#[derive(Clone, Default)]
-pub enum ZoneChoice {
-    #[default]
-    Unset,
-    Off,
-    Zone(Rc<ZoneSlot>),
-}
-
-#[derive(Default)]
-pub struct LocConf {
-    pub zone: ZoneChoice,
-    pub fail_status: Option<Vec<u16>>,
-    pub refuse_status: Option<u16>,
-    pub ignore: Option<Vec<IpNet>>,
-    pub dry_run: Option<bool>,
-    pub log_level: Option<usize>,
-}
-
-impl LocConf {
-    pub fn zone(&self) -> Option<&Zone> {
-        match &self.zone {
-            // Found in postconfiguration, before any request.
-            ZoneChoice::Zone(slot) => slot.get().map(|z| &**z),
-            _ => None,
-        }
-    }
-
-    pub fn fail_status(&self) -> &[u16] {
-        self.fail_status.as_deref().unwrap_or(DEFAULT_FAIL_STATUS)
-    }
-
-    pub fn refuse_status(&self) -> u16 {
-        self.refuse_status.unwrap_or(DEFAULT_REFUSE_STATUS)
-    }
-
-    pub fn dry_run(&self) -> bool {
-        self.dry_run.unwrap_or(false)
-    }
-
-    pub fn log_level(&self) -> usize {
-        self.log_level.unwrap_or(DEFAULT_LOG_LEVEL)
-    }
-
-    pub fn is_ignored(&self, ip: std::net::IpAddr) -> bool {
-        self.ignore
-            .as_deref()
-            .is_some_and(|nets| nets.iter().any(|net| net.contains(&ip)))
-    }
-}
-
-impl Merge for LocConf {
-    fn merge(&mut self, prev: &LocConf) -> Result<(), MergeConfigError> {
-        if let ZoneChoice::Unset = self.zone {
-            self.zone.clone_from(&prev.zone);
-        }
-        if self.fail_status.is_none() {
-            self.fail_status.clone_from(&prev.fail_status);
-        }
-        self.refuse_status = self.refuse_status.or(prev.refuse_status);
-        if self.ignore.is_none() {
-            self.ignore.clone_from(&prev.ignore);
-        }
-        self.dry_run = self.dry_run.or(prev.dry_run);
-        self.log_level = self.log_level.or(prev.log_level);
-        Ok(())
-    }
-}
+use crate::nginx::state::zone::Zone;
 
 /// The directive's arguments after its name, as UTF-8. They live in the
 /// cycle's pool (nginx reads configuration words into cf->pool), so they
@@ -264,7 +127,7 @@ fn add_shared_zone<'cf>(
     // SAFETY: cf is the configuration being read; the tag is this module,
     // so nginx reuses the zone on reload only for us, and only with the
     // same name and size. The entry is null or lives in the cycle.
-    unsafe { ngx_shared_memory_add(cf, &mut name, size, module::tag()).as_mut() }
+    unsafe { ngx_shared_memory_add(cf, &mut name, size, accessor::tag()).as_mut() }
 }
 
 /// The location (or server, or http) level configuration being set.
@@ -334,7 +197,7 @@ pub extern "C" fn set_zone(
         let fleet = spec
             .sync
             .clone()
-            .map(|url| Fleet::new(url, wide, signer, tls, http_core));
+            .map(|url| FleetConf::new(url, wide, signer, tls, http_core));
         if let Some(f) = fleet.as_ref().filter(|f| f.addr.is_none()) {
             ngx_conf_log_error!(
                 NGX_LOG_WARN,
@@ -350,11 +213,13 @@ pub extern "C" fn set_zone(
         if !shm.data.is_null() {
             return Err(format!("duplicate zone \"{}\"", spec.name));
         }
-        let zone = Rc::new(Zone::new(spec, state, fleet, cycle));
+        let zone = Rc::new(Zone::new(spec, state, cycle));
+        let fleet = fleet.map(|conf| Fleet::new(conf, Rc::clone(&zone)));
+        let declared = Rc::new(DeclaredZone { zone, fleet });
         // Only ever read through shared references (see `Zone`).
-        shm.data = Rc::as_ptr(&zone).cast_mut().cast();
+        shm.data = Rc::as_ptr(&declared).cast_mut().cast();
         shm.init = Some(zone_init::init_zone);
-        main.zones.push(zone);
+        main.zones.push(declared);
         Ok(())
     })
 }
@@ -493,7 +358,7 @@ pub fn check_references(cf: &ngx_conf_t) -> Result<(), ()> {
         return Ok(());
     };
     for r in &main.references {
-        let Some(zone) = main.zones.iter().find(|z| z.name == r.name) else {
+        let Some(zone) = main.zones.iter().find(|z| z.zone.name == r.name) else {
             // Not ngx_conf_log_error: it would add the position nginx reads
             // now (the end of the http block) instead of the directive's.
             log::unknown_zone(cf.log, &r.name, &r.file, r.line);

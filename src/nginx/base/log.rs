@@ -28,6 +28,10 @@ use ngx::{ngx_conf_log_error, ngx_log_error};
 use crate::engine::key::Key;
 use crate::engine::table::Ban;
 
+/// `authban_log_level`'s default: warn. Lines outside any location (the
+/// fleet's, a timer's) are written at it.
+pub const DEFAULT_LOG_LEVEL: usize = 5;
+
 /// What made a ban, for the fields that follow `offence=`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum BanBy {

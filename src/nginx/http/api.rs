@@ -20,13 +20,16 @@ use ngx::http::{
 use crate::engine::api::{self, Action, ApiError, Format, Method, SyncView, Target, ZoneView};
 use crate::engine::key::Key;
 use crate::engine::table::{AddressState, Events, Now, Table, Verdict};
-use crate::nginx::clock::now;
-use crate::nginx::directives::{self, LocConf};
-use crate::nginx::fleet;
-use crate::nginx::guard::guarded;
-use crate::nginx::log::{self, BanBy};
-use crate::nginx::module::Module;
-use crate::nginx::zone::{self, Zone};
+use crate::nginx::base::clock::now;
+use crate::nginx::base::guard::guarded;
+use crate::nginx::base::log::{self, BanBy, DEFAULT_LOG_LEVEL};
+use crate::nginx::conf::accessor::Module;
+use crate::nginx::conf::declared::DeclaredZone;
+use crate::nginx::conf::directives;
+use crate::nginx::conf::loc::LocConf;
+use crate::nginx::conf::main::ApiLocation;
+use crate::nginx::fleet::node as fleet;
+use crate::nginx::state::zone::{self, Zone};
 
 const JSON: &str = "application/json";
 const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -37,16 +40,6 @@ const ALLOW: &str = "GET, HEAD, POST, DELETE";
 /// nginx prints `"authban_api" directive <this> in FILE:LINE`.
 const COMBINED: &core::ffi::CStr = c"cannot be combined with another content handler \
     (proxy_pass, fastcgi_pass, ...) in one location";
-
-/// A location given `authban_api`, kept in the http block's main
-/// configuration until [`check_locations`] has seen that no later directive
-/// replaced the handler. The configuration (and so this entry) lives in the
-/// pool the location configuration was made in.
-pub struct ApiLocation {
-    clcf: *const ngx_http_core_loc_conf_t,
-    file: String,
-    line: usize,
-}
 
 fn is_api_handler(clcf: &ngx_http_core_loc_conf_t) -> bool {
     clcf.handler
@@ -110,7 +103,7 @@ fn check_locations_of(cf: &ngx_conf_t) -> Result<(), ()> {
     Ok(())
 }
 
-/// The content handler, stored once so that `handlers` can tell an API
+/// The content handler, stored once so that `access` can tell an API
 /// location by it (a function's address taken twice may differ).
 pub(crate) static API_HANDLER: unsafe extern "C" fn(*mut ngx_http_request_t) -> ngx_int_t =
     api_handler;
@@ -214,17 +207,17 @@ fn answer(r: &mut Request, method: Method) -> ngx_int_t {
     send(r, reply)
 }
 
-fn zones(r: &Request) -> Vec<&'static Zone> {
+fn zones(r: &Request) -> Vec<&'static DeclaredZone> {
     let Some(main) = Module::main_conf(r) else {
         return Vec::new();
     };
-    main.declared_zones().collect()
+    main.zones.iter().map(|z| &**z).collect()
 }
 
-fn find_zone(r: &Request, name: &str) -> Result<&'static Zone, ApiError> {
+fn find_zone(r: &Request, name: &str) -> Result<&'static DeclaredZone, ApiError> {
     zones(r)
         .into_iter()
-        .find(|z| z.name == name)
+        .find(|z| z.zone.name == name)
         .ok_or_else(|| ApiError::UnknownZone(name.to_string()))
 }
 
@@ -256,8 +249,8 @@ fn in_force<R>(
     }
 }
 
-fn view(zone: &Zone, log: *mut ngx_log_t, level: usize) -> Option<ZoneView> {
-    in_force(zone, log, level, |t, _| view_of(zone, t))
+fn view(declared: &DeclaredZone, log: *mut ngx_log_t, level: usize) -> Option<ZoneView> {
+    in_force(&declared.zone, log, level, |t, _| view_of(declared, t))
 }
 
 fn unavailable(zone: &Zone) -> ApiError {
@@ -266,10 +259,7 @@ fn unavailable(zone: &Zone) -> ApiError {
 
 fn act(r: &Request, action: Action) -> Result<Reply, ApiError> {
     let log = r.log();
-    let log_level = Module::location_conf(r).map_or(
-        crate::nginx::directives::DEFAULT_LOG_LEVEL,
-        LocConf::log_level,
-    );
+    let log_level = Module::location_conf(r).map_or(DEFAULT_LOG_LEVEL, LocConf::log_level);
     match action {
         Action::ListZones(format) => {
             let views: Vec<ZoneView> = zones(r)
@@ -286,8 +276,8 @@ fn act(r: &Request, action: Action) -> Result<Reply, ApiError> {
             })
         }
         Action::ZoneMetrics(name) => {
-            let zone = find_zone(r, &name)?;
-            let view = view(zone, log, log_level).ok_or_else(|| unavailable(zone))?;
+            let declared = find_zone(r, &name)?;
+            let view = view(declared, log, log_level).ok_or_else(|| unavailable(&declared.zone))?;
             Ok(Reply {
                 status: 200,
                 content_type: PROMETHEUS,
@@ -299,15 +289,16 @@ fn act(r: &Request, action: Action) -> Result<Reply, ApiError> {
             offset,
             limit,
         } => {
-            let zone = find_zone(r, &zone)?;
+            let declared = find_zone(r, &zone)?;
+            let zone = &*declared.zone;
             let (view, bans) = in_force(zone, log, log_level, |t, now| {
-                (view_of(zone, t), t.bans_page(now, offset, limit))
+                (view_of(declared, t), t.bans_page(now, offset, limit))
             })
             .ok_or_else(|| unavailable(zone))?;
             Ok(json(api::zone_json(&view, &bans, offset, limit)))
         }
         Action::ShowAddress { zone, addr } => {
-            let zone = find_zone(r, &zone)?;
+            let zone = &*find_zone(r, &zone)?.zone;
             let key = zone_key(zone, addr);
             let now = now();
             let mut events = Events::default();
@@ -347,7 +338,8 @@ fn act(r: &Request, action: Action) -> Result<Reply, ApiError> {
             )))
         }
         Action::Ban { zone, addr, time } => {
-            let zone = find_zone(r, &zone)?;
+            let declared = find_zone(r, &zone)?;
+            let zone = &*declared.zone;
             let addr = zone_key(zone, addr);
             let secs = time.unwrap_or(zone.policy.bantime);
             let mut events = Events::default();
@@ -355,12 +347,15 @@ fn act(r: &Request, action: Action) -> Result<Reply, ApiError> {
                 .with_table(|t| t.ban(&addr, now(), secs, &mut events))
                 .ok_or_else(|| unavailable(zone))?;
             log::ban(log, log_level, &zone.name, &ban, secs, BanBy::Api);
-            fleet::ban_made(zone, &ban);
+            if let Some(f) = &declared.fleet {
+                fleet::ban_made(f, &ban);
+            }
             zone::log_events(zone, &events, log, log_level);
             Ok(json(api::ban_json(&zone.name, &ban)))
         }
         Action::Unban { zone, addr } => {
-            let zone = find_zone(r, &zone)?;
+            let declared = find_zone(r, &zone)?;
+            let zone = &*declared.zone;
             let addr = zone_key(zone, addr);
             let state = zone
                 .with_table(|t| t.unban(&addr, now()))
@@ -369,7 +364,9 @@ fn act(r: &Request, action: Action) -> Result<Reply, ApiError> {
             if state.ban.is_some() {
                 log::unban_api(log, &zone.name, &addr);
             }
-            fleet::unban_made(zone, &addr);
+            if let Some(f) = &declared.fleet {
+                fleet::unban_made(f, &addr);
+            }
             Ok(json(api::unban_json(&zone.name, &addr, &state)))
         }
     }
@@ -396,7 +393,8 @@ fn untracked(zone: &Zone, key: &Key) -> ApiError {
     }
 }
 
-fn view_of(zone: &Zone, t: &Table<'_>) -> ZoneView {
+fn view_of(declared: &DeclaredZone, t: &Table<'_>) -> ZoneView {
+    let zone = &*declared.zone;
     ZoneView {
         name: zone.name.clone(),
         size: zone.size,
@@ -405,7 +403,7 @@ fn view_of(zone: &Zone, t: &Table<'_>) -> ZoneView {
         tracked: t.tracked(),
         bans: t.bans(),
         stats: t.stats(),
-        sync: zone.fleet.as_ref().map(|f| SyncView {
+        sync: declared.fleet.as_ref().map(|f| SyncView {
             url: f.url.to_string(),
             stats: *t.sync_stats(),
         }),

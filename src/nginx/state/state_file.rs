@@ -20,15 +20,13 @@ use nginx_sys::{
     NGX_ERROR, NGX_OK,
 };
 use ngx::core::{CoreModuleMainConf, NgxCoreModule};
-use ngx::http::{HttpModule, HttpModuleMainConf};
 
 use crate::engine::state_file;
 use crate::engine::table::{Events, Record};
-use crate::nginx::clock::now;
-use crate::nginx::module::Module;
-use crate::nginx::process::is_worker_zero;
-use crate::nginx::zone::Zone;
-use crate::nginx::{guard, log};
+use crate::nginx::base::clock::now;
+use crate::nginx::base::process::is_worker_zero;
+use crate::nginx::base::{guard, log};
+use crate::nginx::state::zone::Zone;
 
 /// The cycle a zone is configured in.
 fn cycle_of(zone: &Zone) -> Option<&ngx_cycle_t> {
@@ -37,10 +35,12 @@ fn cycle_of(zone: &Zone) -> Option<&ngx_cycle_t> {
     unsafe { zone.cycle.as_ref() }
 }
 
-/// Called in the master right after a new (not reused) zone is formatted.
-pub fn fill_new_zone(zone: &Zone, log: *mut ngx_log_t) {
+/// Called in the master right after a new (not reused) zone is formatted:
+/// `previous` is the zone of the same name in the cycle being replaced, if
+/// it was not reused (its size changed).
+pub fn fill_new_zone(zone: &Zone, previous: Option<&Zone>, log: *mut ngx_log_t) {
     let now = now();
-    let (records, source) = match previous_zone(zone) {
+    let (records, source) = match previous {
         Some(old) => match old.with_table(|t| t.records(now)) {
             Some(records) => (records, "the previous zone".to_string()),
             None => return,
@@ -209,31 +209,6 @@ fn restore(zone: &Zone, records: &[Record]) -> usize {
     .unwrap_or(0)
 }
 
-/// During a reload, the cycle being replaced (the new cycle's `old_cycle`)
-/// may hold a zone of this name that was not reused because its size
-/// changed. At start-up the old cycle is nginx's bare initial one.
-fn previous_zone(zone: &Zone) -> Option<&'static Zone> {
-    let old = cycle_of(zone)?.old_cycle;
-    // SAFETY: in the master, while the new cycle initialises, its old cycle
-    // is the running one (or the initial one), intact; its module list is
-    // null or null-terminated, its configuration null or complete.
-    let old = unsafe {
-        let old = old.as_ref()?;
-        if old.conf_ctx.is_null() || old.modules.is_null() {
-            return None;
-        }
-        core::slice::from_raw_parts(old.modules, old.modules_n)
-            .iter()
-            .any(|&m| ptr::eq(m, Module::module()))
-            .then_some(old)?
-    };
-    // With the module in the old cycle too, nginx kept its ctx_index, so
-    // the old http configuration has our main conf at the same place.
-    Module::main_conf(old)?
-        .declared_zones()
-        .find(|z| z.name == zone.name)
-}
-
 /// Writes one zone's state file now.
 pub fn save(zone: &Zone, log: *mut ngx_log_t) {
     let Some(path) = &zone.state else { return };
@@ -249,34 +224,20 @@ pub fn save(zone: &Zone, log: *mut ngx_log_t) {
     }
 }
 
-fn zones_with_state(cycle: &ngx_cycle_t) -> impl Iterator<Item = &'static Zone> {
-    Module::main_conf(cycle)
-        .into_iter()
-        .flat_map(|main| main.declared_zones())
-        .filter(|z| z.state.is_some())
-}
-
 /// Worker 0 (or nginx without a master) starts one timer per zone with a
 /// state file.
-///
-/// # Safety
-/// `cycle` is the running cycle, as nginx passes it.
-pub unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
-    // SAFETY: nginx passes the running cycle.
-    let Some(cycle) = (unsafe { cycle.as_ref() }) else {
-        return NGX_OK as _;
-    };
+pub fn init_process(cycle: &ngx_cycle_t, zones: impl Iterator<Item = &'static Zone>) -> ngx_int_t {
     guard::catch(cycle.log, "init_process", NGX_ERROR as _, || {
         if is_worker_zero() {
-            start_timers(cycle)
+            start_timers(cycle, zones)
         } else {
             NGX_OK as _
         }
     })
 }
 
-fn start_timers(cycle: &ngx_cycle_t) -> ngx_int_t {
-    for zone in zones_with_state(cycle) {
+fn start_timers(cycle: &ngx_cycle_t, zones: impl Iterator<Item = &'static Zone>) -> ngx_int_t {
+    for zone in zones.filter(|z| z.state.is_some()) {
         // SAFETY: the cycle's pool outlives the worker's timers; the event
         // is null or zeroed, which is a valid event.
         let ev = unsafe {
@@ -323,19 +284,12 @@ unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
 }
 
 /// The writer saves every zone's state file as it exits.
-///
-/// # Safety
-/// `cycle` is the running cycle, as nginx passes it.
-pub unsafe extern "C" fn exit_process(cycle: *mut ngx_cycle_t) {
-    // SAFETY: the cycle is still alive while its processes exit.
-    let Some(cycle) = (unsafe { cycle.as_ref() }) else {
-        return;
-    };
+pub fn exit_process(cycle: &ngx_cycle_t, zones: impl Iterator<Item = &'static Zone>) {
     guard::catch(cycle.log, "exit_process", (), || {
         if !is_worker_zero() {
             return;
         }
-        for zone in zones_with_state(cycle) {
+        for zone in zones.filter(|z| z.state.is_some()) {
             // One zone's failure does not keep the others unsaved.
             guard::catch(cycle.log, "exit_process", (), || save(zone, cycle.log));
         }

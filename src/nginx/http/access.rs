@@ -4,7 +4,7 @@
 //! `variables`).
 //!
 //! What a check decided travels with the request across internal redirects
-//! (`request_record`): the location that checked a request judges its final
+//! (`record`): the location that checked a request judges its final
 //! response, and a refused request is refused again wherever it is sent.
 
 use core::ptr;
@@ -20,14 +20,16 @@ use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule, Request};
 
 use crate::engine::key::Key;
 use crate::engine::table::{Events, Failure, Verdict};
-use crate::nginx::clock::now;
-use crate::nginx::directives::{self, LocConf};
-use crate::nginx::log::{self, BanBy};
-use crate::nginx::module::Module;
-use crate::nginx::realip;
-use crate::nginx::request_record::{Outcome, RequestRecord};
-use crate::nginx::zone::{self, Zone};
-use crate::nginx::{fleet, guard};
+use crate::nginx::base::clock::now;
+use crate::nginx::base::guard;
+use crate::nginx::base::log::{self, BanBy, DEFAULT_LOG_LEVEL};
+use crate::nginx::conf::accessor::Module;
+use crate::nginx::conf::loc::{self, LocConf};
+use crate::nginx::fleet::node as fleet;
+use crate::nginx::http::api::API_HANDLER;
+use crate::nginx::http::realip;
+use crate::nginx::http::record::{Outcome, RequestRecord};
+use crate::nginx::state::zone::{self, Zone};
 
 /// The request's location configuration, which lives as long as the
 /// cycle, so it can be held while the request itself is changed.
@@ -40,12 +42,7 @@ fn loc_conf(r: &Request) -> Option<&'static LocConf> {
 fn is_api_location(r: &Request) -> bool {
     NgxHttpCoreModule::location_conf(r.as_ref())
         .and_then(|clcf| clcf.handler)
-        .is_some_and(|h| {
-            ptr::eq(
-                h as *const (),
-                crate::nginx::api_handler::API_HANDLER as *const (),
-            )
-        })
+        .is_some_and(|h| ptr::eq(h as *const (), API_HANDLER as *const ()))
 }
 
 /// The client address after the realip module, read per request: realip
@@ -218,7 +215,7 @@ fn check(zone: &Zone, ip: IpAddr, refusing: bool, log: *mut nginx_sys::ngx_log_t
     let verdict = zone
         .with_table(|t| t.check(&host, now(), refusing, &mut events))
         .unwrap_or(Verdict::Clear);
-    zone::log_events(zone, &events, log, directives::DEFAULT_LOG_LEVEL);
+    zone::log_events(zone, &events, log, DEFAULT_LOG_LEVEL);
     verdict
 }
 
@@ -272,7 +269,7 @@ fn final_status(r: &ngx_http_request_t) -> usize {
 /// Whether the response may be a failure to count: most are of a status
 /// no location counts, and are done with here, before any other work.
 fn may_count(r: &Request) -> bool {
-    r.is_main() && directives::may_be_fail_status(final_status(r.as_ref()))
+    r.is_main() && loc::may_be_fail_status(final_status(r.as_ref()))
 }
 
 /// Counts the main request's final status once. Subrequests never count:
@@ -323,9 +320,10 @@ fn count_failure(r: &Request) {
     // failure too (it is only queued), noted under the one lock that
     // counts it here.
     let dry_run = lcf.dry_run();
-    let sent = (!dry_run)
-        .then(|| fleet::send_failure(zone, &key))
-        .flatten();
+    let sent = lcf
+        .fleet()
+        .filter(|_| !dry_run)
+        .and_then(|f| fleet::send_failure(f, &key));
     let mut events = Events::default();
     let result = zone.with_table(|t| {
         if let Some(sent) = sent {
@@ -346,8 +344,8 @@ fn count_failure(r: &Request) {
             };
             let bantime = zone.policy.ban_secs(ban.offence.saturating_sub(1));
             log::ban(log, lcf.log_level(), &zone.name, &ban, bantime, by);
-            if !dry_run {
-                fleet::ban_made(zone, &ban);
+            if let Some(f) = lcf.fleet().filter(|_| !dry_run) {
+                fleet::ban_made(f, &ban);
             }
         }
         Some(Failure::AlreadyBanned) => {

@@ -1,0 +1,84 @@
+//! The [`Table`] itself: a handle over a formatted region, holding the
+//! locked header, the shared counters, the buckets and the slots, and the
+//! policy it applies. Its operations are split by concern across the
+//! files beside this one.
+
+use core::cell::Cell;
+use core::sync::atomic::Ordering;
+
+use super::layout::{LockedHeader, SharedCounters, Slot, SlotKind};
+use super::sync_stats::SyncStats;
+use super::types::{Policy, Stats};
+use crate::engine::window::{self, Window};
+
+/// A table over a region, attached with the policy its operations apply.
+/// Only one exists at a time per region: the zone's lock (or an exclusive
+/// borrow) guarantees it.
+pub struct Table<'a> {
+    pub(super) hdr: &'a mut LockedHeader,
+    pub(super) shared: &'a SharedCounters,
+    pub(super) buckets: &'a mut [u32],
+    pub(super) slots: &'a mut [Slot],
+    pub(super) policy: Policy,
+    /// Set when a walk met a cycle or a link out of range.
+    pub(super) damaged: Cell<bool>,
+}
+
+impl Table<'_> {
+    pub fn capacity(&self) -> u32 {
+        self.hdr.capacity
+    }
+
+    /// The policy this table applies: the one it was attached with.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Addresses held: counted or banned.
+    pub fn tracked(&self) -> u32 {
+        self.hdr.in_use
+    }
+
+    pub fn bans(&self) -> u32 {
+        self.shared.banned.load(Ordering::Relaxed)
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.hdr.stats
+    }
+
+    /// The zone's fleet sync counters and link state.
+    pub fn sync_stats(&self) -> &SyncStats {
+        &self.hdr.sync
+    }
+
+    pub fn sync_stats_mut(&mut self) -> &mut SyncStats {
+        &mut self.hdr.sync
+    }
+
+    /// Whether an operation found the region damaged (a list that loops, a
+    /// link out of range). Its results mean nothing then, and the region
+    /// should be formatted again.
+    pub fn damaged(&self) -> bool {
+        self.damaged.get()
+    }
+
+    /// Makes the policy's findtime the window step of the shared counts,
+    /// as a reload does once (see the reload rules above). A new step
+    /// restarts every running count, as counts of another step cannot be
+    /// converted; bans and offence histories are kept. True if it did.
+    pub fn apply_findtime(&mut self) -> bool {
+        let step = window::bucket_secs(self.policy.findtime);
+        if step == self.hdr.bucket_secs {
+            return false;
+        }
+        let used = self.hdr.high_water as usize;
+        for slot in self.slots[..used].iter_mut() {
+            if matches!(slot.kind, SlotKind::COUNTED | SlotKind::REMEMBERED) {
+                slot.set_window(Window::default());
+            }
+        }
+        self.hdr.bucket_secs = step;
+        true
+    }
+}
