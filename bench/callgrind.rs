@@ -343,11 +343,11 @@ pub fn module_work(count: &Count) -> Option<f64> {
 }
 
 /// The module's entry points: nginx calls these per request.
-const ACCESS: &str = "authban::nginx::handlers::access_handler";
-const HEADER_FILTER: &str = "authban::nginx::handlers::header_filter";
-const LOG: &str = "authban::nginx::handlers::log_handler";
-const COUNT: &str = "authban::nginx::handlers::count_failure";
-const PRECONTENT: &str = "authban::nginx::handlers::precontent_handler";
+const ACCESS: &str = "authban::nginx::http::access::access_handler";
+const HEADER_FILTER: &str = "authban::nginx::http::access::header_filter";
+const LOG: &str = "authban::nginx::http::access::log_handler";
+const COUNT: &str = "authban::nginx::http::access::count_failure";
+const PRECONTENT: &str = "authban::nginx::http::access::precontent_handler";
 
 /// Where the module's instructions go, per request, as a markdown table.
 pub fn module_table(label: &str, count: &Count) -> String {
