@@ -349,6 +349,41 @@ const LOG: &str = "authban::nginx::http::access::log_handler";
 const COUNT: &str = "authban::nginx::http::access::count_failure";
 const PRECONTENT: &str = "authban::nginx::http::access::precontent_handler";
 
+/// authban's own instructions per request at each entry point nginx calls
+/// (inclusive: with what they call; the header filter without the filters
+/// after it, but with the failure count it runs), as a markdown table,
+/// beside the figures `before` gives (`None`: not measured then).
+pub fn entry_table(label: &str, count: &Count, before: &[(&str, Option<f64>)]) -> String {
+    let costs = module_functions(count);
+    let find = |name: &str| costs.iter().find(|c| c.function == name);
+    let inclusive = |name: &str| find(name).map_or(0.0, |c| c.inclusive);
+    let rows = [
+        ("access phase", inclusive(ACCESS)),
+        ("precontent phase", inclusive(PRECONTENT)),
+        (
+            "header filter",
+            find(HEADER_FILTER).map_or(0.0, |c| c.exclusive),
+        ),
+        ("failure count", inclusive(COUNT)),
+        ("log phase", inclusive(LOG)),
+        ("pool cleanup", 0.0),
+    ];
+    let mut t = format!(
+        "authban's own instructions per request in {label}, by entry point (inclusive; \
+         the header filter without the filters after it):\n\n\
+         | entry point | before issue 17 | now |\n| --- | ---: | ---: |\n"
+    );
+    for (name, now) in rows {
+        let then = before
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| *v)
+            .map_or("-".to_string(), |v| format!("{v:.0}"));
+        t += &format!("| {name} | {then} | {now:.0} |\n");
+    }
+    t
+}
+
 /// Where the module's instructions go, per request, as a markdown table.
 pub fn module_table(label: &str, count: &Count) -> String {
     let mut costs = module_functions(count);

@@ -278,7 +278,27 @@ fn instructions(cfg: &Config, s: &mut Section) {
             ),
         );
     }
-    for (label, count) in [("(b)", &cb), ("(b) + 10 bans", &cd)] {
+    // Before issue 17 (bench/results.md at dc2666b, and the pool cleanup
+    // the decision's record then needed, 2 allocations a request).
+    let before_pass = [
+        ("access phase", Some(410.0)),
+        ("precontent phase", Some(6.0)),
+        ("header filter", Some(22.0)),
+        ("failure count", Some(0.0)),
+        ("log phase", Some(21.0)),
+    ];
+    let before_bans = [
+        ("access phase", Some(489.0)),
+        ("precontent phase", Some(6.0)),
+        ("header filter", Some(22.0)),
+        ("failure count", Some(0.0)),
+        ("log phase", Some(21.0)),
+    ];
+    for (label, count, before) in [
+        ("(b)", &cb, &before_pass[..]),
+        ("(b) + 10 bans", &cd, &before_bans[..]),
+    ] {
+        s.note(callgrind::entry_table(label, count, before));
         s.note(callgrind::module_table(label, count));
     }
     if let Some(work) = work {
