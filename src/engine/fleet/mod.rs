@@ -11,6 +11,8 @@
 //! - `snapshot`: every ban in Redis, read over a blocking socket (the
 //!   master, filling a new zone).
 //! - `stats`: the sync counters kept in the zone, for the API.
+//! - `wire`: the failure command and its reply, written and read in place
+//!   (the hot path; all other RESP goes through the `redis-protocol` crate).
 //!
 //! What is shared: failures (a sliding findtime window per key in Redis,
 //! on Redis's clock), bans (records with a TTL, and a message to every
@@ -23,6 +25,7 @@ pub mod sign;
 pub mod snapshot;
 pub mod stats;
 pub mod url;
+mod wire;
 
 pub use names::{Names, RemoteBan};
 pub use session::{Event, Role, Session};
