@@ -119,6 +119,9 @@ pub struct Session {
     count_head: Option<Box<[u8]>>,
     /// `authban:ZONE:fail:`, which the key follows in a failure's window.
     fail_prefix: Box<[u8]>,
+    /// The last findtime a failure was sent with (seconds), and its
+    /// argument as RESP (milliseconds): the zone's, the same every time.
+    findtime: (u32, Vec<u8>),
     /// Makes every failure's member in a window unique, after
     /// `member_prefix` (`NODE:PID:`).
     seq: u64,
@@ -143,6 +146,7 @@ impl Session {
             ready: false,
             count_head: None,
             fail_prefix,
+            findtime: (0, b"$1\r\n0\r\n".to_vec()),
             seq: 0,
             member_prefix: format!("{node:016x}:{}:", std::process::id())
                 .into_bytes()
@@ -249,14 +253,19 @@ impl Session {
             return false;
         };
         self.seq += 1;
+        if self.findtime.0 != findtime_secs {
+            let ms = Decimal::of(u64::from(findtime_secs) * 1000);
+            self.findtime.0 = findtime_secs;
+            self.findtime.1.clear();
+            wire::put_bulk(&mut self.findtime.1, &[ms.as_bytes()]);
+        }
         let key_text = KeyText::of(key);
-        let findtime = Decimal::of(u64::from(findtime_secs) * 1000);
         let seq = Decimal::of(self.seq);
         let out = &mut self.out;
         out.reserve(head.len() + self.fail_prefix.len() + self.member_prefix.len() + 96);
         out.extend_from_slice(head);
         wire::put_bulk(out, &[&self.fail_prefix, key_text.as_bytes()]);
-        wire::put_bulk(out, &[findtime.as_bytes()]);
+        out.extend_from_slice(&self.findtime.1);
         wire::put_bulk(out, &[&self.member_prefix, seq.as_bytes()]);
         self.pending.push_back((self.now_ms, Expect::Count(*key)));
         true

@@ -156,7 +156,15 @@ impl KeyText {
 pub fn put_bulk(out: &mut Vec<u8>, parts: &[&[u8]]) {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     out.push(b'$');
-    out.extend_from_slice(Decimal::of(len as u64).as_bytes());
+    if len < 100 {
+        // The common lengths, without the general number's work.
+        if len >= 10 {
+            out.push(b'0' + (len / 10) as u8);
+        }
+        out.push(b'0' + (len % 10) as u8);
+    } else {
+        out.extend_from_slice(Decimal::of(len as u64).as_bytes());
+    }
     out.extend_from_slice(b"\r\n");
     for p in parts {
         out.extend_from_slice(p);
@@ -308,7 +316,15 @@ mod tests {
     fn bulk_strings_are_the_crates() {
         use redis_protocol::resp2::encode::encode_borrowed;
         use redis_protocol::resp2::types::BorrowedFrame;
-        for parts in [&[&b""[..]][..], &[b"a", b"bc"], &[&[b'x'; 300][..], b"yz"]] {
+        for parts in [
+            &[&b""[..]][..],
+            &[b"a", b"bc"],
+            &[&[b'x'; 9][..]],
+            &[&[b'x'; 10][..]],
+            &[&[b'x'; 99][..]],
+            &[&[b'x'; 100][..]],
+            &[&[b'x'; 300][..], b"yz"],
+        ] {
             let mut ours = Vec::new();
             put_bulk(&mut ours, parts);
             let joined = parts.concat();
