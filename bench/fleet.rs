@@ -886,6 +886,14 @@ fn instructions(cfg: &Config, s: &mut Section, redis: &Redis) {
             percent(over(&fail_on, &fail_off))
         ),
     );
+    // Issue 17's target: what `sync=` adds to a failing request.
+    let sync_work = fail_on.per_request - fail_off.per_request;
+    s.check(
+        "sync= work per failing request (sync on - off)",
+        thousands(sync_work),
+        "<= 3,000",
+        sync_work <= 3000.0,
+    );
     let fleet_fns: Vec<String> = callgrind::module_functions(&pass_on)
         .into_iter()
         .filter(|c| {
@@ -960,16 +968,22 @@ fn instructions(cfg: &Config, s: &mut Section, redis: &Redis) {
             .find(|c| c.function == name)
             .map(|c| c.inclusive)
     };
-    if let (Some(sent), Some(read)) = (
-        fail_fn("authban::nginx::fleet::failure_counted"),
+    // The link's three parts of the work: the command written into its
+    // buffer in the log phase, sent once per pass of the event loop, and
+    // the reply read.
+    if let (Some(sent), Some(write), Some(read)) = (
+        fail_fn("authban::nginx::fleet::node::send_failure"),
+        fail_fn("authban::nginx::fleet::link::on_write"),
         fail_fn("authban::nginx::fleet::link::on_read"),
     ) {
         s.note(format!(
-            "Failing request, (sync on) - (sync off) = {:+.0} instructions: sending the \
-             failure to Redis (`authban::nginx::fleet::failure_counted`, the command \
-             built and queued) {sent:.0}, and reading the replies on the event loop \
-             (`authban::nginx::fleet::link::on_read`, whatever the number of replies \
-             each read brings) {read:.0}, per failing request. Callgrind counts each \
+            "Failing request, (sync on) - (sync off) = {:+.0} instructions: queuing the \
+             failure for Redis (`authban::nginx::fleet::node::send_failure`, the command written \
+             into the link's buffer) {sent:.0}, sending what the pass of the event loop \
+             queued (`authban::nginx::fleet::link::on_write`) {write:.0}, and reading the \
+             replies (`authban::nginx::fleet::link::on_read`, whatever the number of \
+             replies each read brings) {read:.0}, per failing request; the rest is \
+             nginx's event loop waking once more for the reply. Callgrind counts each \
              byte of a `rep stos` memset as one instruction, so a buffer zeroed per \
              read weighs more here than in time.",
             fail_on.per_request - fail_off.per_request,

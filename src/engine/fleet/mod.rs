@@ -10,6 +10,8 @@
 //! - `sign`: `sync_key=`, HMAC-SHA256 over records and messages.
 //! - `snapshot`: every ban in Redis, read over a blocking socket (the
 //!   master, filling a new zone).
+//! - `wire`: the failure command and its reply, written and read in place
+//!   (the hot path; all other RESP goes through the `redis-protocol` crate).
 //!
 //! What is shared: failures (a sliding findtime window per key in Redis,
 //! on Redis's clock), bans (records with a TTL, and a message to every
@@ -21,6 +23,7 @@ pub mod session;
 pub mod sign;
 pub mod snapshot;
 pub mod url;
+mod wire;
 
 pub use names::{Names, RemoteBan};
 pub use session::{Event, Role, Session};

@@ -1,7 +1,9 @@
 //! One Redis connection's conversation, as a state machine over bytes:
 //! callers hand it what the socket read ([`Session::feed`]) and send what
 //! it queued ([`Session::output`]). RESP is read and written by the
-//! `redis-protocol` crate, never by hand.
+//! `redis-protocol` crate, but for the failure command and its count,
+//! which every failing request costs: those are written and read in place
+//! (`super::wire`), held by tests to what the crate writes and reads.
 //!
 //! A session of [`Role::Commands`] authenticates, selects its database and
 //! loads the count script, then takes failures, bans, unbans and loads; one
@@ -20,6 +22,7 @@ use super::names::{
 };
 use super::sign::Signer;
 use super::url::SyncUrl;
+use super::wire::{self, Decimal, KeyText};
 use crate::engine::key::Key;
 use crate::engine::table::Ban;
 
@@ -111,11 +114,18 @@ pub struct Session {
     /// The owner's clock, ms, as last told ([`Session::set_now`]).
     now_ms: u64,
     ready: bool,
-    script_sha: Option<String>,
+    /// The failure command up to its key, as RESP: `EVALSHA`, the count
+    /// script's SHA and `1` (known once Redis loaded the script).
+    count_head: Option<Box<[u8]>>,
+    /// `authban:ZONE:fail:`, which the key follows in a failure's window.
+    fail_prefix: Box<[u8]>,
+    /// The last findtime a failure was sent with (seconds), and its
+    /// argument as RESP (milliseconds): the zone's, the same every time.
+    findtime: (u32, Vec<u8>),
     /// Makes every failure's member in a window unique, after
     /// `member_prefix` (`NODE:PID:`).
     seq: u64,
-    member_prefix: String,
+    member_prefix: Box<[u8]>,
     /// `sync_key=`: what is written is signed, what is read verified.
     signer: Option<Signer>,
 }
@@ -123,18 +133,24 @@ pub struct Session {
 impl Session {
     /// A session for `zone`'s link, with the handshake queued.
     pub fn new(role: Role, zone: &str, node: u64, url: &SyncUrl) -> Session {
+        let names = Names::new(zone);
+        let fail_prefix = format!("{}fail:", names.prefix()).into_bytes().into();
         let mut s = Session {
             role,
-            names: Names::new(zone),
+            names,
             node,
             out: Vec::with_capacity(256),
             input: Vec::new(),
             pending: VecDeque::new(),
             now_ms: 0,
             ready: false,
-            script_sha: None,
+            count_head: None,
+            fail_prefix,
+            findtime: (0, b"$1\r\n0\r\n".to_vec()),
             seq: 0,
-            member_prefix: format!("{node:016x}:{}:", std::process::id()),
+            member_prefix: format!("{node:016x}:{}:", std::process::id())
+                .into_bytes()
+                .into(),
             signer: None,
         };
         if let Some(password) = &url.password {
@@ -224,45 +240,44 @@ impl Session {
     /// Counts one failure of `key` in the fleet's window; the reply comes
     /// back as [`Event::FleetCount`]. False (nothing sent) before the
     /// session is ready.
+    ///
+    /// The hot command: `EVALSHA SHA 1 WINDOW FINDTIME_MS MEMBER`, written
+    /// straight into the output from its precomputed head, the key's text
+    /// and two numbers made on the stack; no allocation but the output's
+    /// own growth.
     pub fn count_failure(&mut self, key: &Key, findtime_secs: u32) -> bool {
         if self.pending.len() >= MAX_OWED_FAILURES {
             return false;
         }
-        let Some(sha) = self.script_sha.as_deref().filter(|_| self.ready) else {
+        let Some(head) = self.count_head.as_deref().filter(|_| self.ready) else {
             return false;
         };
         self.seq += 1;
-        // The hot command: its arguments are formatted on the stack and
-        // encoded straight into the output, with no allocation.
-        let mut text = StackText::<320>::new();
-        let window = text.push(format_args!("{}fail:{key}", self.names.prefix()));
-        let findtime = text.push(format_args!("{}", u64::from(findtime_secs) * 1000));
-        let member = text.push(format_args!("{}{}", self.member_prefix, self.seq));
-        let (Some(window), Some(findtime), Some(member)) = (window, findtime, member) else {
-            // A zone name too long for the stack: the general way.
-            let args = [
-                "EVALSHA".to_string(),
-                sha.to_string(),
-                "1".into(),
-                self.names.fail_key(key),
-                (u64::from(findtime_secs) * 1000).to_string(),
-                format!("{}{}", self.member_prefix, self.seq),
-            ];
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            self.command(&args, Expect::Count(*key));
-            return true;
-        };
-        let frames = [
-            BorrowedFrame::BulkString(b"EVALSHA"),
-            BorrowedFrame::BulkString(sha.as_bytes()),
-            BorrowedFrame::BulkString(b"1"),
-            BorrowedFrame::BulkString(text.get(window)),
-            BorrowedFrame::BulkString(text.get(findtime)),
-            BorrowedFrame::BulkString(text.get(member)),
-        ];
-        encode_into(&mut self.out, &frames);
+        if self.findtime.0 != findtime_secs {
+            let ms = Decimal::of(u64::from(findtime_secs) * 1000);
+            self.findtime.0 = findtime_secs;
+            self.findtime.1.clear();
+            wire::put_bulk(&mut self.findtime.1, &[ms.as_bytes()]);
+        }
+        let key_text = KeyText::of(key);
+        let seq = Decimal::of(self.seq);
+        let out = &mut self.out;
+        out.reserve(head.len() + self.fail_prefix.len() + self.member_prefix.len() + 96);
+        out.extend_from_slice(head);
+        wire::put_bulk(out, &[&self.fail_prefix, key_text.as_bytes()]);
+        out.extend_from_slice(&self.findtime.1);
+        wire::put_bulk(out, &[&self.member_prefix, seq.as_bytes()]);
         self.pending.push_back((self.now_ms, Expect::Count(*key)));
         true
+    }
+
+    /// The count script's SHA, as Redis gave it: the head of every
+    /// failure command from now on.
+    fn set_script(&mut self, sha: &[u8]) {
+        let mut head = b"*6\r\n$7\r\nEVALSHA\r\n".to_vec();
+        wire::put_bulk(&mut head, &[sha]);
+        head.extend_from_slice(b"$1\r\n1\r\n");
+        self.count_head = Some(head.into());
     }
 
     /// Stores and announces a ban; `keep_secs` after its end the record
@@ -357,6 +372,14 @@ impl Session {
     /// Takes bytes read from the connection; what they mean is appended to
     /// `events`. An error means the connection must be closed.
     pub fn feed(&mut self, data: &[u8], events: &mut Vec<Event>) -> Result<(), Broken> {
+        let data = if self.input.is_empty() {
+            self.counts_in_place(data, events)
+        } else {
+            data
+        };
+        if data.is_empty() {
+            return Ok(());
+        }
         self.input.extend_from_slice(data);
         let mut used = 0;
         let result = loop {
@@ -380,6 +403,25 @@ impl Session {
             return Err(Broken("reply too large".into()));
         }
         result
+    }
+
+    /// The common replies, counts owed to failure commands, read where
+    /// they lie (nothing buffered before them): what the full decoder and
+    /// [`Session::reply`] would make of them, for much less. What is left
+    /// (any other reply, or one not complete yet) is theirs.
+    fn counts_in_place<'a>(&mut self, mut data: &'a [u8], events: &mut Vec<Event>) -> &'a [u8] {
+        while let Some(&(_, Expect::Count(key))) = self.pending.front() {
+            let Some((n, len)) = wire::integer_reply(data) else {
+                break;
+            };
+            self.pending.pop_front();
+            events.push(Event::FleetCount {
+                key,
+                count: u32::try_from(n).unwrap_or(u32::MAX),
+            });
+            data = &data[len..];
+        }
+        data
     }
 
     fn reply(&mut self, frame: OwnedFrame, events: &mut Vec<Event>) -> Result<(), Broken> {
@@ -426,13 +468,13 @@ impl Session {
             }
             Expect::ScriptLoad => {
                 let sha = text_of(&frame).ok_or_else(|| Broken("bad SCRIPT LOAD reply".into()))?;
-                self.script_sha = Some(sha);
+                self.set_script(sha.as_bytes());
                 self.ready = true;
                 events.push(Event::Ready);
             }
             Expect::ScriptReload => {
                 let sha = text_of(&frame).ok_or_else(|| Broken("bad SCRIPT LOAD reply".into()))?;
-                self.script_sha = Some(sha);
+                self.set_script(sha.as_bytes());
             }
             Expect::Count(key) => {
                 let OwnedFrame::Integer(n) = frame else {
@@ -515,44 +557,6 @@ fn encode_into(out: &mut Vec<u8>, args: &[BorrowedFrame<'_>]) {
     // The buffer was sized by the encoder itself, so it cannot fail.
     let written = encode_borrowed(&mut out[start..], &frame, false).unwrap_or(0);
     out.truncate(start + written);
-}
-
-/// Text formatted into a buffer on the stack, piece after piece.
-struct StackText<const N: usize> {
-    buf: [u8; N],
-    len: usize,
-}
-
-impl<const N: usize> StackText<N> {
-    fn new() -> Self {
-        StackText {
-            buf: [0; N],
-            len: 0,
-        }
-    }
-
-    /// Appends `args`; the range it took, or `None` if it did not fit.
-    fn push(&mut self, args: core::fmt::Arguments<'_>) -> Option<core::ops::Range<usize>> {
-        let start = self.len;
-        match core::fmt::write(self, args) {
-            Ok(()) => Some(start..self.len),
-            Err(_) => None,
-        }
-    }
-
-    fn get(&self, range: core::ops::Range<usize>) -> &[u8] {
-        &self.buf[range]
-    }
-}
-
-impl<const N: usize> core::fmt::Write for StackText<N> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let end = self.len + s.len();
-        let room = self.buf.get_mut(self.len..end).ok_or(core::fmt::Error)?;
-        room.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
 }
 
 impl Session {

@@ -129,6 +129,9 @@ pub struct Link {
     /// What the socket read goes through, kept: a fresh 16 KiB on the
     /// stack per read would be zeroed every time.
     read_buf: Box<[u8]>,
+    /// What a read's replies mean, kept between reads (empty) so that a
+    /// reply does not pay for a new vector.
+    events: Vec<Event>,
     /// Set once the link has been reported down, until it is up again.
     pub down_reported: bool,
     /// Connections closed since the link was last ready: the backoff.
@@ -178,6 +181,7 @@ impl Link {
             // ngx_pcalloc'ed events are.
             tick: unsafe { core::mem::zeroed() },
             read_buf: vec![0; 16 * 1024].into_boxed_slice(),
+            events: Vec::new(),
             down_reported: false,
             failed_tries: 0,
             jitter: zone::random_seed()[0] | 1,
@@ -449,7 +453,15 @@ impl Link {
 
     /// Reads what Redis sent and acts on it.
     fn read(&mut self) {
-        let mut events = Vec::new();
+        let mut events = core::mem::take(&mut self.events);
+        self.read_with(&mut events);
+        events.clear();
+        // A burst of replies leaves no large vector behind.
+        events.shrink_to(64);
+        self.events = events;
+    }
+
+    fn read_with(&mut self, events: &mut Vec<Event>) {
         while !self.conn.is_null() {
             // SAFETY: a live connection; `recv` fills at most `len` bytes.
             let n = unsafe {
@@ -475,7 +487,7 @@ impl Link {
                 return;
             };
             session.set_now(now_ms());
-            let fed = session.feed(&self.read_buf[..n as usize], &mut events);
+            let fed = session.feed(&self.read_buf[..n as usize], events);
             if session.is_ready() {
                 self.failed_tries = 0;
             }

@@ -322,33 +322,104 @@ fn a_signing_session_signs_what_it_writes_and_refuses_what_is_not_signed() {
     );
 }
 
-/// The failure command, encoded on the stack, is the same RESP as the
-/// general way writes; a zone name too long for the stack takes that way.
+/// The failure command, written by hand into the output, is the RESP the
+/// crate's encoder writes for the same arguments, whatever the zone's
+/// name and the key; so is the script's head after Redis forgot it.
 #[test]
 fn a_failure_is_the_same_command_however_it_is_encoded() {
-    let key = Key::parse("2001:db8::/64").unwrap();
-    for zone in ["cs".to_string(), "z".repeat(400)] {
+    for (zone, key) in [
+        ("cs".to_string(), "2001:db8::/64"),
+        ("z".repeat(400), "2001:db8::/64"),
+        ("cs".to_string(), "192.0.2.77"),
+        ("cs".to_string(), "::1"),
+    ] {
+        let key = Key::parse(key).unwrap();
         let mut s = Session::new(Role::Commands, &zone, 7, &url("redis://h"));
         assert_eq!(feed(&mut s, b"$3\r\nabc\r\n"), vec![Event::Ready]);
         s.sent(s.output().len());
-        assert!(s.count_failure(&key, 600));
         let mut want = Vec::new();
-        let member = format!("{:016x}:{}:1", 7, std::process::id());
-        let window = format!("authban:{zone}:fail:2001:db8::/64");
-        let args = ["EVALSHA", "abc", "1", &window, "600000", &member];
-        want.extend(format!("*{}\r\n", args.len()).bytes());
-        for a in args {
-            want.extend(format!("${}\r\n{a}\r\n", a.len()).bytes());
+        for (seq, sha, findtime) in [(1, "abc", 600), (2, "abc", 4_294_967)] {
+            assert!(s.count_failure(&key, findtime));
+            let member = format!("{:016x}:{}:{seq}", 7, std::process::id());
+            let window = format!("authban:{zone}:fail:{key}");
+            let ms = (u64::from(findtime) * 1000).to_string();
+            let args = ["EVALSHA", sha, "1", &window, &ms, &member];
+            let frames: Vec<BorrowedFrame<'_>> = args
+                .iter()
+                .map(|a| BorrowedFrame::BulkString(a.as_bytes()))
+                .collect();
+            encode_into(&mut want, &frames);
         }
         assert_eq!(
             String::from_utf8_lossy(s.output()),
             String::from_utf8_lossy(&want),
-            "zone of {} bytes",
+            "zone of {} bytes, key {key}",
             zone.len()
         );
         assert_eq!(
-            feed(&mut s, b":1\r\n"),
-            vec![Event::FleetCount { key, count: 1 }]
+            feed(&mut s, b":1\r\n:2\r\n"),
+            vec![
+                Event::FleetCount { key, count: 1 },
+                Event::FleetCount { key, count: 2 }
+            ]
         );
     }
+    // A new SHA after SCRIPT FLUSH heads the next commands.
+    let mut s = ready_commands();
+    let key = Key::parse("192.0.2.1").unwrap();
+    s.count_failure(&key, 600);
+    feed(&mut s, b"-NOSCRIPT No matching script\r\n");
+    let sha = "e".repeat(40);
+    feed(&mut s, format!("${}\r\n{sha}\r\n", sha.len()).as_bytes());
+    s.sent(s.output().len());
+    s.count_failure(&key, 600);
+    let head = format!("*6\r\n$7\r\nEVALSHA\r\n$40\r\n{sha}\r\n$1\r\n1\r\n");
+    assert!(String::from_utf8_lossy(s.output()).starts_with(&head));
+}
+
+/// Counts are read in place only while they are what is owed; the rest,
+/// and a count split over two reads, goes through the decoder as before.
+#[test]
+fn counts_read_in_place_leave_the_rest_to_the_decoder() {
+    let mut s = ready_commands();
+    let key = Key::parse("192.0.2.1").unwrap();
+    let ban = Ban {
+        key,
+        since: 1,
+        until: 2,
+        failures: 1,
+        offence: 1,
+    };
+    s.count_failure(&key, 600);
+    s.publish_ban(&ban, 0);
+    for _ in 0..3 {
+        s.count_failure(&key, 600);
+    }
+    assert_eq!(s.owed(), 9);
+    let events = feed(
+        &mut s,
+        b":7\r\n+OK\r\n:1\r\n:0\r\n:1\r\n:1\r\n:9\r\n:-3\r\n:1",
+    );
+    assert_eq!(
+        events,
+        vec![
+            Event::FleetCount { key, count: 7 },
+            Event::FleetCount { key, count: 9 },
+            Event::FleetCount {
+                key,
+                count: u32::MAX
+            },
+        ]
+    );
+    assert_eq!(s.owed(), 1);
+    assert_eq!(
+        feed(&mut s, b"2\r\n"),
+        vec![Event::FleetCount { key, count: 12 }]
+    );
+    assert!(!s.awaiting_reply());
+    // What is not a count where one is owed goes to the decoder, and
+    // breaks the link as before.
+    let mut events = Vec::new();
+    s.count_failure(&key, 600);
+    assert!(s.feed(b"$2\r\n:1\r\n", &mut events).is_err());
 }
