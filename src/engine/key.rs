@@ -35,6 +35,42 @@ impl Key {
         }
     }
 
+    /// The key of one IPv4 client address (`a.b.c.d` as its four bytes):
+    /// [`Key::from_ip`] without the `IpAddr`, for the request path.
+    #[inline]
+    pub fn host_v4(octets: [u8; 4]) -> Key {
+        // `::ffff:a.b.c.d`, built as the two little-endian words the hash
+        // reads back, so that the compiler keeps them in registers.
+        let low = 0xffff_0000 | u64::from(u32::from_le_bytes(octets)) << 32;
+        let mut addr = [0u8; 16];
+        addr[8..].copy_from_slice(&low.to_le_bytes());
+        Key { addr, prefix: 128 }
+    }
+
+    /// The key of one IPv6 client address: [`Key::from_ip`] without the
+    /// `IpAddr`; an IPv4-mapped address is its IPv4 one.
+    #[inline]
+    pub fn host_v6(octets: [u8; 16]) -> Key {
+        // A host key has no bits to mask, and the mapped form is how an
+        // IPv4 address is stored anyway.
+        Key {
+            addr: octets,
+            prefix: 128,
+        }
+    }
+
+    /// The network of `v4_prefix` / `v6_prefix` bits holding this key's
+    /// address: for a host key, what [`Key::network`] gives for its address.
+    #[inline]
+    pub fn within(&self, v4_prefix: u8, v6_prefix: u8) -> Key {
+        let prefix = if self.is_ipv4() {
+            96 + v4_prefix.min(32)
+        } else {
+            v6_prefix.min(128)
+        };
+        Key::masked(self.addr, prefix)
+    }
+
     /// Rebuilds a key from its stored form, masking stray host bits.
     pub fn from_raw(addr: [u8; 16], prefix: u8) -> Key {
         let is_v4 = addr[..12] == V4_MAPPED_PREFIX;
@@ -46,6 +82,7 @@ impl Key {
         Key::masked(addr, prefix)
     }
 
+    #[inline]
     fn masked(addr: [u8; 16], prefix: u8) -> Key {
         let mask = match prefix {
             0 => 0,
@@ -76,15 +113,18 @@ impl Key {
         Some(Key::network(ip, len, len))
     }
 
+    #[inline]
     pub fn raw_addr(&self) -> [u8; 16] {
         self.addr
     }
 
     /// Prefix length in IPv6 bits (IPv4 /32 is 128).
+    #[inline]
     pub fn raw_prefix(&self) -> u8 {
         self.prefix
     }
 
+    #[inline]
     pub fn is_ipv4(&self) -> bool {
         self.addr[..12] == V4_MAPPED_PREFIX
     }
@@ -188,6 +228,32 @@ mod tests {
             "1.2.3.4/-1",
         ] {
             assert!(Key::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn request_path_keys_are_the_ip_keys() {
+        let policies = [(32, 128), (24, 64), (1, 1), (32, 48), (16, 128)];
+        for text in [
+            "203.0.113.9",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::ffff:198.51.100.7",
+            "2001:db8:1:2:3:4:5:6",
+            "::",
+            "::1",
+            "::198.51.100.7",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let ip: IpAddr = text.parse().unwrap();
+            let host = match ip {
+                IpAddr::V4(v4) => Key::host_v4(v4.octets()),
+                IpAddr::V6(v6) => Key::host_v6(v6.octets()),
+            };
+            assert_eq!(host, Key::from_ip(ip), "{text}");
+            for (v4, v6) in policies {
+                assert_eq!(host.within(v4, v6), Key::network(ip, v4, v6), "{text}");
+            }
         }
     }
 

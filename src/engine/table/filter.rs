@@ -7,6 +7,13 @@
 //! reader that starts after a ban was made always sees it; a stale read
 //! only lets a request that races a brand-new ban through, as if it came a
 //! moment earlier.
+//!
+//! The reads without the lock are `Relaxed`: a reader that reads a ban's
+//! increment learns nothing else from it (it takes the lock, which orders
+//! what it reads next), and one that reads zero passes. What a reader is
+//! sure to see is what happens-before its read, through any synchronisation
+//! (the API's answer, a later request): coherence gives that for a relaxed
+//! load as for an acquiring one.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -29,13 +36,15 @@ pub unsafe fn may_be_banned(region: *const u8, key: &Key) -> bool {
 }
 
 /// [`may_be_banned`] for a client `host` whose failures count under `net`
-/// (the policy's network for it, or `host` itself). A ban of `net` is found
+/// (the policy's network for it, or `host` itself: the two are taken for
+/// the same key when their lengths are the same). A ban of `net` is found
 /// through the filter, so its length need not be in the mask test: only
 /// bans of other lengths (wider networks, or a previous policy's) are.
 ///
 /// # Safety
 /// `region` must point to a region formatted by [`Table::format`] (or
 /// `format_raw`) that stays mapped during the call.
+#[inline(always)]
 pub unsafe fn may_be_banned_within(region: *const u8, host: &Key, net: &Key) -> bool {
     // SAFETY: the caller guarantees a formatted, mapped region; the
     // counters lie at SHARED_AT, aligned. Only they are borrowed, and they
@@ -53,33 +62,51 @@ pub unsafe fn may_be_banned_within(region: *const u8, host: &Key, net: &Key) -> 
 pub unsafe fn holds_bans(region: *const u8) -> bool {
     // SAFETY: as for `may_be_banned_within`.
     let shared = unsafe { &*region.add(layout::SHARED_AT).cast::<SharedCounters>() };
-    shared.banned.load(Ordering::Acquire) != 0
+    shared.banned.load(Ordering::Relaxed) != 0
 }
 
 impl SharedCounters {
+    /// Loads, a multiply-fold hash or two and compares: the cost of a
+    /// passing request while bans exist (cheapest test first; the answer is
+    /// their plain OR). With no ban in force the mask and every counter
+    /// are zero, so the count of bans need not be read: callers read it
+    /// first ([`holds_bans`]) to skip even this.
+    #[inline(always)]
     fn may_be_banned_within(&self, host: &Key, net: &Key) -> bool {
-        if self.banned.load(Ordering::Acquire) == 0 {
-            return false;
-        }
-        let seed = self.seed();
-        let filtered = |key: &Key| {
-            let slot = hash(seed, key) as usize & (FILTER_SLOTS - 1);
-            self.ban_filter[slot].load(Ordering::Acquire) != 0
-        };
+        // `net` is `host`'s network: the same key exactly when it has the
+        // same length.
+        let distinct = net.raw_prefix() != host.raw_prefix();
         let mut lengths = shorter_prefixes(host);
-        if net != host {
+        if distinct {
             lengths &= !(1u128 << net.raw_prefix());
         }
-        filtered(host) || (net != host && filtered(net)) || load_mask(&self.net_mask) & lengths != 0
+        // Half by half: an IPv4 key needs only the upper one.
+        let [low, high] = [lengths as u64, (lengths >> 64) as u64];
+        if (high != 0 && self.net_mask[1].load(Ordering::Relaxed) & high != 0)
+            || (low != 0 && self.net_mask[0].load(Ordering::Relaxed) & low != 0)
+        {
+            return true;
+        }
+        let seed = self.seed();
+        self.filtered(seed, host) || (distinct && self.filtered(seed, net))
+    }
+
+    /// Whether `key`'s filter counter is taken.
+    #[inline(always)]
+    fn filtered(&self, seed: [u64; 2], key: &Key) -> bool {
+        let slot = hash(seed, key) as usize & (FILTER_SLOTS - 1);
+        self.ban_filter[slot].load(Ordering::Relaxed) != 0
     }
 }
 
+#[inline]
 pub(super) fn load_mask(mask: &[AtomicU64; 2]) -> u128 {
     u128::from(mask[0].load(Ordering::Acquire)) | u128::from(mask[1].load(Ordering::Acquire)) << 64
 }
 
 /// Prefix lengths (bits) of the networks that could hold `key`: shorter
 /// than its own, and for IPv4 only IPv4 networks (96 bits and more).
+#[inline]
 pub(super) fn shorter_prefixes(key: &Key) -> u128 {
     let below = match key.raw_prefix() {
         0 => 0,

@@ -9,6 +9,7 @@ use crate::engine::key::Key;
 pub(super) const FILTER_SLOTS: usize = 2048;
 
 /// A key's hash under the zone's seed.
+#[inline]
 pub(super) fn hash(seed: [u64; 2], key: &Key) -> u64 {
     let addr = key.raw_addr();
     let hi = u64::from_le_bytes(addr[..8].try_into().unwrap_or_default());
@@ -17,6 +18,7 @@ pub(super) fn hash(seed: [u64; 2], key: &Key) -> u64 {
     fold_mul(h, 0x9e37_79b9_7f4a_7c15 ^ seed[0])
 }
 
+#[inline]
 fn fold_mul(a: u64, b: u64) -> u64 {
     let product = u128::from(a) * u128::from(b);
     (product as u64) ^ ((product >> 64) as u64)

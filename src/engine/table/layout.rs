@@ -125,6 +125,7 @@ pub(super) struct SharedCounters {
 }
 
 impl SharedCounters {
+    #[inline]
     pub(super) fn seed(&self) -> [u64; 2] {
         self.seed.each_ref().map(|s| s.load(Ordering::Relaxed))
     }

@@ -78,22 +78,128 @@ enum Decision {
 
 // nginx calls phase handlers with a live request.
 ngx::http_request_handler!(access_handler, |r: &mut Request| {
-    // The common cases cost no guard: they cannot panic.
-    if passes_at_once(r) {
-        return Status(NGX_DECLINED as _);
-    }
-    let decision = guard::catch(r.log(), "access handler", Decision::Decline, || access(r));
-    Status(match decision {
-        Decision::Decline => NGX_DECLINED as _,
-        Decision::Refuse(status) => {
-            // Finalizing here, instead of returning the status, keeps
-            // `satisfy any` from letting another access module override the
-            // ban.
-            // SAFETY: finalizing from a phase handler and returning
-            // NGX_DONE is what the core phase checkers do with a status.
-            unsafe { ngx_http_finalize_request(r.into(), status as ngx_int_t) };
-            NGX_DONE as _
+    // The common cases cost no guard: they cannot panic. The rest runs out
+    // of line, in tail calls with their arguments in registers, so that the
+    // common cases pay for no more registers than they use: `extern "C"`
+    // functions, which never unwind (a panic escaping one aborts, and none
+    // can: `checked` catches what its check may throw), so that nothing
+    // stands between the calls and the handler's return.
+
+    /// The full check, guarded; with `host`, from the key of the client
+    /// address `a`, `b` (`Key::host_v6`'s form, as a native-endian u128's
+    /// low and high halves)
+    /// that the filter may ban.
+    #[inline(never)]
+    extern "C" fn checked(r: &mut Request, host: bool, a: u64, b: u64) -> ngx_int_t {
+        let probed =
+            host.then(|| Key::host_v6((u128::from(b) << 64 | u128::from(a)).to_ne_bytes()));
+        let decision = guard::catch(r.log(), "access handler", Decision::Decline, || {
+            access(r, probed)
+        });
+        match decision {
+            Decision::Decline => NGX_DECLINED as _,
+            Decision::Refuse(status) => {
+                // Finalizing here, instead of returning the status, keeps
+                // `satisfy any` from letting another access module override
+                // the ban.
+                // SAFETY: finalizing from a phase handler and returning
+                // NGX_DONE is what the core phase checkers do with a status.
+                unsafe { ngx_http_finalize_request(r.into(), status as ngx_int_t) };
+                NGX_DONE as _
+            }
         }
+    }
+
+    /// A host key's address as `checked` takes it.
+    #[inline(always)]
+    fn words(host: &Key) -> (u64, u64) {
+        let addr = u128::from_ne_bytes(host.raw_addr());
+        (addr as u64, (addr >> 64) as u64)
+    }
+
+    /// The client passes: recorded for the response to be judged by this
+    /// location.
+    #[inline(always)]
+    fn pass(r: &mut Request, lcf: &'static LocConf) -> ngx_int_t {
+        match RequestRecord::attach(r, lcf, Outcome::Passed) {
+            Some(_) => NGX_DECLINED as _,
+            None => checked(r, false, 0, 0),
+        }
+    }
+
+    /// The zone holds bans: its lock-free filter clears the clients no ban
+    /// can cover, from the keys `check` would look up, read straight from
+    /// the address realip left (no `IpAddr`); the others take the full
+    /// check. The ignore list is not looked at: an ignored client the
+    /// filter clears is recorded as passed, which `$authban_status` and the
+    /// counting tell apart themselves. Loads, a hash and compares: nothing
+    /// here can panic. A policy counting networks takes `by_network`.
+    #[inline(never)]
+    extern "C" fn filtered(
+        r: &mut Request,
+        lcf: &'static LocConf,
+        zone: &'static Zone,
+    ) -> ngx_int_t {
+        // SAFETY: a live request has a connection whose sockaddr (if any)
+        // is the struct its family names.
+        let Some(sa) = (unsafe { (*r.connection()).sockaddr.as_ref() }) else {
+            return checked(r, false, 0, 0);
+        };
+        // Each family's check inlined apart, so that its constants fold.
+        let (host, maybe) = match u32::from(sa.sa_family) {
+            AF_INET if zone.policy.ipv4_prefix >= 32 => {
+                // SAFETY: the family says so.
+                let sin = unsafe { &*ptr::from_ref(sa).cast::<sockaddr_in>() };
+                let host = Key::host_v4(sin.sin_addr.s_addr.to_ne_bytes());
+                (host, zone.may_be_banned(&host, &host))
+            }
+            // An IPv4-mapped address is an IPv4 key: both families whole.
+            AF_INET6 if zone.policy.counts_hosts() => {
+                // SAFETY: the family says so; every byte of the address
+                // union is its 16-byte form.
+                let octets = unsafe {
+                    (*ptr::from_ref(sa).cast::<sockaddr_in6>())
+                        .sin6_addr
+                        .__in6_u
+                        .__u6_addr8
+                };
+                let host = Key::host_v6(octets);
+                (host, zone.may_be_banned(&host, &host))
+            }
+            AF_INET | AF_INET6 => return by_network(r, lcf, zone),
+            _ => return checked(r, false, 0, 0),
+        };
+        if maybe {
+            let (a, b) = words(&host);
+            return checked(r, true, a, b);
+        }
+        pass(r, lcf)
+    }
+
+    /// [`filtered`] for a policy counting networks: the network's key is
+    /// looked up too.
+    #[inline(never)]
+    extern "C" fn by_network(
+        r: &mut Request,
+        lcf: &'static LocConf,
+        zone: &'static Zone,
+    ) -> ngx_int_t {
+        let Some(ip) = client_ip(r) else {
+            return checked(r, false, 0, 0);
+        };
+        let host = Key::from_ip(ip);
+        let net = host.within(zone.policy.ipv4_prefix, zone.policy.ipv6_prefix);
+        if zone.may_be_banned(&host, &net) {
+            let (a, b) = words(&host);
+            return checked(r, true, a, b);
+        }
+        pass(r, lcf)
+    }
+
+    Status(match passes_at_once(r) {
+        Ok(None) => NGX_DECLINED as _,
+        Ok(Some((lcf, zone))) => filtered(r, lcf, zone),
+        Err(()) => checked(r, false, 0, 0),
     })
 });
 
@@ -115,30 +221,77 @@ ngx::http_request_handler!(precontent_handler, |r: &mut Request| {
     })
 });
 
-/// Whether the access check is done at once: nothing was decided for the
-/// request and authban is off here, or its zone holds no ban at all (the
-/// request is then recorded as passed, one store, for the response to be
-/// judged by this location). The address, the ignore list and realip's
-/// trust are looked at only when a response fails or a ban exists. Loads,
-/// compares and a store: nothing here can panic.
+/// Whether the access check is done at once (`Ok(None)`): nothing was
+/// decided for the request and authban is off here, or its zone holds no
+/// ban at all (the request is then recorded as passed, one store, for the
+/// response to be judged by this location). The address, the ignore list
+/// and realip's trust are looked at only when a response fails or a ban
+/// exists. Loads, compares and a store: nothing here can panic.
+///
+/// `Ok(Some(..))`: the zone holds bans, its ban filter decides; `Err`:
+/// the full check decides.
 #[inline(always)]
-fn passes_at_once(r: &Request) -> bool {
+fn passes_at_once(r: &Request) -> Result<Option<(&'static LocConf, &'static Zone)>, ()> {
     if RequestRecord::find(r).is_some() {
-        return false;
+        return Err(());
     }
     let Some(lcf) = loc_conf(r) else {
-        return true;
+        return Ok(None);
     };
     let Some(zone) = lcf.zone() else {
-        return true;
+        return Ok(None);
     };
-    if zone.holds_bans() || log::debug_enabled(r.log()) || is_api_location(r) {
-        return false;
+    if log::debug_enabled(r.log()) || is_api_location(r) {
+        return Err(());
     }
-    RequestRecord::attach(r, lcf, Outcome::Passed).is_some()
+    if zone.holds_bans() {
+        return Ok(Some((lcf, zone)));
+    }
+    match RequestRecord::attach(r, lcf, Outcome::Passed) {
+        Some(_) => Ok(None),
+        None => Err(()),
+    }
 }
 
-fn access(r: &Request) -> Decision {
+/// The access check after [`passes_at_once`]: with `probed`, the client's
+/// key, which the zone's ban filter did not clear.
+fn access(r: &Request, probed: Option<Key>) -> Decision {
+    if let Some(host) = probed {
+        // What `decide` and the code below do for a request without a
+        // record where authban is on, the location is not the API's and
+        // debug logging is off, from the key already read: the ignore
+        // list, then the table under the lock.
+        let Some(lcf) = loc_conf(r) else {
+            return Decision::Decline;
+        };
+        let Some(zone) = lcf.zone() else {
+            return Decision::Decline;
+        };
+        let outcome = if lcf.ignore.is_some() && lcf.is_ignored(host.ip()) {
+            Outcome::Ignored
+        } else {
+            let dry_run = lcf.dry_run();
+            let mut events = Events::default();
+            let verdict = zone
+                .with_table(|t| t.check(&host, now(), !dry_run, &mut events))
+                .unwrap_or(Verdict::Clear);
+            zone::log_events(zone, &events, r.log(), directives::DEFAULT_LOG_LEVEL);
+            match verdict {
+                Verdict::Clear => Outcome::Passed,
+                Verdict::Banned(_) if dry_run => Outcome::DryRun,
+                Verdict::Banned(_) => Outcome::Banned,
+            }
+        };
+        let record = RequestRecord::attach(r, lcf, outcome);
+        if outcome != Outcome::Banned {
+            return Decision::Decline;
+        }
+        let status = lcf.refuse_status();
+        if let Some(record) = record {
+            record.set_refused_with(status);
+        }
+        return Decision::Refuse(status);
+    }
     let record = RequestRecord::find(r);
     let lcf = loc_conf(r);
     let zone = lcf.and_then(LocConf::zone);

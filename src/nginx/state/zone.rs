@@ -83,6 +83,7 @@ impl Zone {
 
     /// Whether `key` may be banned, without taking the lock: the fast path
     /// for the common case of a client the zone does not ban.
+    #[inline]
     pub fn may_be_banned(&self, host: &Key, net: &Key) -> bool {
         let Some(m) = self.mapped.get() else {
             return false;
