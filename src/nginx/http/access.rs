@@ -275,7 +275,7 @@ fn access(r: &Request, probed: Option<Key>) -> Decision {
             let verdict = zone
                 .with_table(|t| t.check(&host, now(), !dry_run, &mut events))
                 .unwrap_or(Verdict::Clear);
-            zone::log_events(zone, &events, r.log(), directives::DEFAULT_LOG_LEVEL);
+            zone::log_events(zone, &events, r.log(), DEFAULT_LOG_LEVEL);
             match verdict {
                 Verdict::Clear => Outcome::Passed,
                 Verdict::Banned(_) if dry_run => Outcome::DryRun,
