@@ -203,6 +203,7 @@ impl Slot {
         self.counts = win.counts;
     }
 
+    #[inline]
     pub(super) fn ban(&self) -> Ban {
         Ban {
             key: self.key(),
@@ -365,6 +366,7 @@ impl<'a> Table<'a> {
     ///
     /// # Safety
     /// As for [`Table::format_raw`].
+    #[inline]
     pub unsafe fn attach_raw(
         base: *mut u8,
         len: usize,
@@ -395,6 +397,7 @@ impl<'a> Table<'a> {
     /// Indices and counters the header holds must point inside the slots
     /// used so far, and the window step must not be zero: nothing read from
     /// shared memory is trusted to index or divide unchecked.
+    #[inline(always)]
     fn check_header(&self) -> Result<(), LayoutError> {
         let hdr = &*self.hdr;
         let used = hdr.high_water;
@@ -415,6 +418,7 @@ impl<'a> Table<'a> {
     ///
     /// # Safety
     /// As for [`Table::format_raw`].
+    #[inline]
     unsafe fn split(
         base: *mut u8,
         len: usize,
