@@ -76,6 +76,7 @@ impl<'a> Table<'a> {
     ///
     /// # Safety
     /// As for [`Table::format_raw`].
+    #[inline]
     pub unsafe fn attach_raw(
         base: *mut u8,
         len: usize,
@@ -106,6 +107,7 @@ impl<'a> Table<'a> {
     /// Indices and counters the header holds must point inside the slots
     /// used so far, and the window step must not be zero: nothing read from
     /// shared memory is trusted to index or divide unchecked.
+    #[inline(always)]
     fn check_header(&self) -> Result<(), LayoutError> {
         let hdr = &*self.hdr;
         let used = hdr.high_water;
@@ -126,6 +128,7 @@ impl<'a> Table<'a> {
     ///
     /// # Safety
     /// As for [`Table::format_raw`].
+    #[inline]
     unsafe fn split(
         base: *mut u8,
         len: usize,

@@ -20,6 +20,7 @@ impl Table<'_> {
     /// Whether `key`, or a banned network holding it, is banned now.
     /// `refusing` counts the request as refused (false in dry run, where
     /// nothing is refused).
+    #[inline(always)]
     pub fn check(&mut self, key: &Key, now: Now, refusing: bool, events: &mut Events) -> Verdict {
         if self.bans() == 0 {
             return Verdict::Clear;
@@ -27,39 +28,49 @@ impl Table<'_> {
         self.expire_bans(now, events);
         // A ban that ended but is not reaped yet must not hide a wider one
         // still in force: end it and look again (found by fuzzing).
-        let slot = loop {
+        let secs = now.secs();
+        let i = loop {
             let Some(i) = self.find_ban(key) else {
                 return Verdict::Clear;
             };
-            if self.slots[i as usize].t1 > now.secs() {
-                break self.slots[i as usize];
+            if self.slots[i as usize].t1 > secs {
+                break i;
             }
             self.end_ban(i, events);
         };
         if refusing {
             self.hdr.stats.refused += 1;
         }
-        Verdict::Banned(slot.ban())
+        Verdict::Banned(self.slots[i as usize].ban())
     }
 
     /// The banned slot covering `key`: its own, else the longest banned
     /// network holding it.
+    #[inline]
     fn find_ban(&self, key: &Key) -> Option<u32> {
         let banned = |i: u32| self.slots[i as usize].kind == SlotKind::BANNED;
         if let Some(i) = self.find(key).filter(|&i| banned(i)) {
             return Some(i);
         }
-        // Banned network lengths that could hold the key, longest first.
-        let mut lengths = load_mask(&self.shared.net_mask) & shorter_prefixes(key);
-        while lengths != 0 {
-            let p = 127 - lengths.leading_zeros();
-            lengths &= !(1u128 << p);
-            let net = Key::from_raw(key.raw_addr(), p as u8);
-            if let Some(i) = self.find(&net).filter(|&i| banned(i)) {
-                return Some(i);
+        // Banned network lengths that could hold the key, longest first:
+        // out of line, so that a host's own ban (the refusal's common
+        // case) pays nothing for them.
+        #[inline(never)]
+        fn network_ban(t: &Table<'_>, key: &Key) -> Option<u32> {
+            let mut lengths = load_mask(&t.shared.net_mask) & shorter_prefixes(key);
+            while lengths != 0 {
+                let p = 127 - lengths.leading_zeros();
+                lengths &= !(1u128 << p);
+                let net = Key::from_raw(key.raw_addr(), p as u8);
+                if let Some(i) = t.find(&net) {
+                    if t.slots[i as usize].kind == SlotKind::BANNED {
+                        return Some(i);
+                    }
+                }
             }
+            None
         }
-        None
+        network_ban(self, key)
     }
 
     /// Bans `key` (an address or a network) for `secs` from now, whatever
@@ -248,6 +259,7 @@ impl Table<'_> {
 
     /// Ends the bans whose time is up, a few per call: all a request check
     /// needs, so its cost stays one comparison when none has ended.
+    #[inline(always)]
     fn expire_bans(&mut self, now: Now, events: &mut Events) {
         let secs = now.secs();
         for _ in 0..EXPIRE_PER_CALL {

@@ -201,6 +201,7 @@ impl Slot {
         self.counts = win.counts;
     }
 
+    #[inline]
     pub(super) fn ban(&self) -> Ban {
         Ban {
             key: self.key(),

@@ -85,17 +85,17 @@ ngx::http_request_handler!(access_handler, |r: &mut Request| {
     // can: `checked` catches what its check may throw), so that nothing
     // stands between the calls and the handler's return.
 
-    /// The full check, guarded; with `host`, from the key of the client
-    /// address `a`, `b` (`Key::host_v6`'s form, as a native-endian u128's
-    /// low and high halves)
-    /// that the filter may ban.
+    /// The full check; with `host`, that of the client address `a`, `b`
+    /// (`Key::host_v6`'s form, as a native-endian u128's low and high
+    /// halves), which the zone's filter did not clear.
     #[inline(never)]
     extern "C" fn checked(r: &mut Request, host: bool, a: u64, b: u64) -> ngx_int_t {
-        let probed =
-            host.then(|| Key::host_v6((u128::from(b) << 64 | u128::from(a)).to_ne_bytes()));
-        let decision = guard::catch(r.log(), "access handler", Decision::Decline, || {
-            access(r, probed)
-        });
+        let decision = if host {
+            let host = Key::host_v6((u128::from(b) << 64 | u128::from(a)).to_ne_bytes());
+            probed(r, host)
+        } else {
+            guard::catch(r.log(), "access handler", Decision::Decline, || access(r))
+        };
         match decision {
             Decision::Decline => NGX_DECLINED as _,
             Decision::Refuse(status) => {
@@ -108,6 +108,54 @@ ngx::http_request_handler!(access_handler, |r: &mut Request| {
                 NGX_DONE as _
             }
         }
+    }
+
+    /// The full check of a client the zone's filter did not clear, from
+    /// its key: what `access` and `decide` do for a request without a
+    /// record, where authban is on, the location is not the API's and
+    /// debug logging is off. The ignore list, then the table under the
+    /// lock, the only part that needs the guard: the rest cannot panic.
+    #[inline(always)]
+    fn probed(r: &Request, host: Key) -> Decision {
+        let Some(lcf) = loc_conf(r) else {
+            return Decision::Decline;
+        };
+        let Some(zone) = lcf.zone() else {
+            return Decision::Decline;
+        };
+        let outcome = if lcf.ignore.is_some() && lcf.is_ignored(host.ip()) {
+            Outcome::Ignored
+        } else {
+            let dry_run = lcf.dry_run();
+            let banned = guard::catch(r.log(), "access handler", false, || {
+                let mut events = Events::default();
+                // Only whether: the ban itself is not copied out.
+                let banned = zone.with_table(|t| {
+                    matches!(
+                        t.check(&host, now(), !dry_run, &mut events),
+                        Verdict::Banned(_)
+                    )
+                });
+                if !events.is_empty() {
+                    zone::log_events(zone, &events, r.log(), DEFAULT_LOG_LEVEL);
+                }
+                banned == Some(true)
+            });
+            match banned {
+                false => Outcome::Passed,
+                true if dry_run => Outcome::DryRun,
+                true => Outcome::Banned,
+            }
+        };
+        let record = RequestRecord::attach(r, lcf, outcome);
+        if outcome != Outcome::Banned {
+            return Decision::Decline;
+        }
+        let status = lcf.refuse_status();
+        if let Some(record) = record {
+            record.set_refused_with(status);
+        }
+        Decision::Refuse(status)
     }
 
     /// A host key's address as `checked` takes it.
@@ -253,45 +301,7 @@ fn passes_at_once(r: &Request) -> Result<Option<(&'static LocConf, &'static Zone
     }
 }
 
-/// The access check after [`passes_at_once`]: with `probed`, the client's
-/// key, which the zone's ban filter did not clear.
-fn access(r: &Request, probed: Option<Key>) -> Decision {
-    if let Some(host) = probed {
-        // What `decide` and the code below do for a request without a
-        // record where authban is on, the location is not the API's and
-        // debug logging is off, from the key already read: the ignore
-        // list, then the table under the lock.
-        let Some(lcf) = loc_conf(r) else {
-            return Decision::Decline;
-        };
-        let Some(zone) = lcf.zone() else {
-            return Decision::Decline;
-        };
-        let outcome = if lcf.ignore.is_some() && lcf.is_ignored(host.ip()) {
-            Outcome::Ignored
-        } else {
-            let dry_run = lcf.dry_run();
-            let mut events = Events::default();
-            let verdict = zone
-                .with_table(|t| t.check(&host, now(), !dry_run, &mut events))
-                .unwrap_or(Verdict::Clear);
-            zone::log_events(zone, &events, r.log(), DEFAULT_LOG_LEVEL);
-            match verdict {
-                Verdict::Clear => Outcome::Passed,
-                Verdict::Banned(_) if dry_run => Outcome::DryRun,
-                Verdict::Banned(_) => Outcome::Banned,
-            }
-        };
-        let record = RequestRecord::attach(r, lcf, outcome);
-        if outcome != Outcome::Banned {
-            return Decision::Decline;
-        }
-        let status = lcf.refuse_status();
-        if let Some(record) = record {
-            record.set_refused_with(status);
-        }
-        return Decision::Refuse(status);
-    }
+fn access(r: &Request) -> Decision {
     let record = RequestRecord::find(r);
     let lcf = loc_conf(r);
     let zone = lcf.and_then(LocConf::zone);
