@@ -224,13 +224,15 @@ fn instructions(cfg: &Config, s: &mut Section) {
         "(authban 403) - (return 403) = {:+.0} instructions per refusal, \
          (authban 444) - (return 444) = {:+.0}. `return` answers in the rewrite phase \
          without looking at the client; authban refuses in the access phase after \
-         looking the address up: `authban::nginx::http::access::access` takes {:.0} \
-         instructions per refusal with what it calls (the zone's ban filter, the table \
-         lookup under the zone's lock, the ban's expiry check), then nginx finalizes \
-         the request with the status as for `return`.",
+         looking the address up: its own functions take {:.0} instructions per \
+         refusal (the access handler's checks, the zone's ban filter, and, guarded, the \
+         table lookup under the zone's lock with the ban's expiry check: \
+         `authban::nginx::base::guard::catch` {:.0} with what it calls, the lock included), \
+         then nginx finalizes the request with the status as for `return`.",
         a403.per_request - p403.per_request,
         a444.per_request - p444.per_request,
-        inclusive("authban::nginx::http::access::access"),
+        costs.iter().map(|c| c.exclusive).sum::<f64>(),
+        inclusive("authban::nginx::base::guard::catch"),
     ));
     s.note(callgrind::module_table("a banned address's 403", &a403));
 }
