@@ -50,6 +50,22 @@ fn plain_block() -> String {
     )
 }
 
+/// `return` with the module loaded and the same zone declared: the side the
+/// refusal targets are judged against (issue 17), as the module's presence
+/// alone changes nginx's own per-request work (see part 1).
+fn loaded_block() -> String {
+    format!(
+        "authban_zone zone=b:1m;
+    {REALIP}
+    server {{
+        listen 127.0.0.1:{{port}};
+        access_log off;
+        location / {{ return 403; }}
+        location /close {{ return 444; }}
+    }}"
+    )
+}
+
 fn check(nginx: &Nginx) {
     let port = nginx.port();
     assert_eq!(get_from(port, "/", BANNED).status(), Some(403));
@@ -160,6 +176,7 @@ fn instructions(cfg: &Config, s: &mut Section) {
         "banned-plain",
         pinned_nginx().without_module().start(&plain_block()),
     );
+    let loaded = callgrind::setup("banned-loaded", pinned_nginx().start(&loaded_block()));
     let banned = |_: u64| BANNED.to_string();
     let ban_it = |port: u16| ban(port, "b", BANNED, "1h");
     let plan = |path, status, prepare| callgrind::Plan {
@@ -174,20 +191,34 @@ fn instructions(cfg: &Config, s: &mut Section) {
     let a403 = callgrind::count(&authban, &plan("/", 403, &ban_it));
     let p444 = callgrind::count(&plain, &plan("/close", 444, &|_| {}));
     let a444 = callgrind::count(&authban, &plan("/close", 444, &ban_it));
+    let l403 = callgrind::count(&loaded, &plan("/", 403, &|_| {}));
+    let l444 = callgrind::count(&loaded, &plan("/close", 444, &|_| {}));
     let over = |a: &callgrind::Count, p: &callgrind::Count| a.per_request / p.per_request - 1.0;
     s.info(
         "instructions/refusal, plain `return 403`",
         thousands(p403.per_request),
     );
-    s.check(
+    s.info(
         "instructions/refusal, authban 403 vs `return 403`",
         format!(
             "{} ({})",
             thousands(a403.per_request),
             percent(over(&a403, &p403))
         ),
+    );
+    s.info(
+        "instructions/refusal, `return 403` with the module loaded",
+        thousands(l403.per_request),
+    );
+    s.check(
+        "instructions/refusal, authban 403 vs `return 403`, module loaded",
+        format!(
+            "{} ({})",
+            thousands(a403.per_request),
+            percent(over(&a403, &l403))
+        ),
         "<= +5 %",
-        over(&a403, &p403) <= 0.05,
+        over(&a403, &l403) <= 0.05,
     );
     s.info(
         "instructions/closed connection, plain `return 444`",
@@ -200,6 +231,20 @@ fn instructions(cfg: &Config, s: &mut Section) {
             thousands(a444.per_request),
             percent(over(&a444, &p444))
         ),
+    );
+    s.info(
+        "instructions/closed connection, `return 444` with the module loaded",
+        thousands(l444.per_request),
+    );
+    s.check(
+        "instructions/closed connection, authban 444 vs `return 444`, module loaded",
+        format!(
+            "{} ({})",
+            thousands(a444.per_request),
+            percent(over(&a444, &l444))
+        ),
+        "<= +5 %",
+        over(&a444, &l444) <= 0.05,
     );
     s.note(format!(
         "Instructions: callgrind on nginx with `master_process off` as in part 1: \
