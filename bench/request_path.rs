@@ -245,15 +245,27 @@ fn instructions(cfg: &Config, s: &mut Section) {
         "<= +3 %",
         over(cb.per_request) <= 0.03,
     );
-    s.check(
-        "instructions/request (b) + 10 bans vs (a) (extra: the lookup path)",
+    s.info(
+        "instructions/request (b) + 10 bans vs (a)",
         format!(
             "{} ({})",
             thousands(cd.per_request),
             percent(over(cd.per_request))
         ),
-        "<= +3 %",
-        over(cd.per_request) <= 0.03,
+    );
+    // Issue 17: bans in the zone (the lookup path), like tracked addresses
+    // and a fleet link (part 6), move a passing request by <= 0.3 %.
+    let over_b = cd.per_request / cb.per_request - 1.0;
+    s.check(
+        "instructions/request (b) + 10 bans vs (b)",
+        format!(
+            "{} ({}, {:+.0} instructions)",
+            thousands(cd.per_request),
+            percent(over_b),
+            cd.per_request - cb.per_request
+        ),
+        "<= +0.3 %",
+        over_b <= 0.003,
     );
     s.note(format!(
         "Instructions: `valgrind --tool=callgrind` on nginx with `master_process off` \
@@ -267,6 +279,14 @@ fn instructions(cfg: &Config, s: &mut Section) {
         warm_up + measured,
         thousands(ca.base as f64),
         thousands(cb.base as f64),
+    ));
+    s.note(format!(
+        "Under callgrind the zone of (b) + 10 bans holds the {BANS} bans but not the \
+         100,000 tracked addresses of (c) and (d) (nginx starts anew under valgrind, and \
+         filling it there would take 100,000 requests under valgrind): with no ban the \
+         access check never reads the table, and with bans it reads the zone's ban \
+         filter and its ban count, whose cost does not depend on how many addresses \
+         are tracked. A fleet link's cost to a passing request is part 6's."
     ));
     let work = callgrind::module_work(&cb);
     if let Some(work) = work {
