@@ -203,6 +203,8 @@ fn start_off() -> Nginx {
 fn instructions(cfg: &Config, s: &mut Section) {
     let (warm_up, measured) = cfg.callgrind_requests();
     let a = callgrind::setup("a", start(false));
+    // (a)'s configuration with `load_module` and nothing else of authban.
+    let loaded = callgrind::setup("a-loaded", pinned_nginx().start(&plain_block()));
     let off = callgrind::setup("off", start_off());
     let b = callgrind::setup("b", start(true));
     let b_bans = callgrind::setup("b-bans", start(true));
@@ -215,11 +217,20 @@ fn instructions(cfg: &Config, s: &mut Section) {
         client: None,
     };
     let ca = callgrind::count(&a, &plan(&|_| {}));
+    let cl = callgrind::count(&loaded, &plan(&|_| {}));
     let coff = callgrind::count(&off, &plan(&|_| {}));
     let cb = callgrind::count(&b, &plan(&|_| {}));
     let cd = callgrind::count(&b_bans, &plan(&ban_others));
     let over = |x: f64| x / ca.per_request - 1.0;
     s.info("instructions/request (a)", thousands(ca.per_request));
+    s.info(
+        "instructions/request (a) with `load_module` alone (no authban directive)",
+        format!(
+            "{} ({} vs (a))",
+            thousands(cl.per_request),
+            percent(over(cl.per_request))
+        ),
+    );
     let over_off = cb.per_request / coff.per_request - 1.0;
     s.info(
         "instructions/request (b), `authban off` in the location",
@@ -321,6 +332,17 @@ fn instructions(cfg: &Config, s: &mut Section) {
         s.note(callgrind::entry_table(label, count, before));
         s.note(callgrind::module_table(label, count));
     }
+    let loaded_outside: Vec<String> = callgrind::outside_differences(&ca, &cl, 5)
+        .iter()
+        .map(|(f, d)| format!("`{f}` {d:+.0}"))
+        .collect();
+    s.note(format!(
+        "(a) with `load_module` alone - (a) = {:+.0} instructions per request, with no \
+         authban directive at all (its header filter and phase handlers run and find \
+         nothing to do), mostly in (self instructions per request): {}.",
+        cl.per_request - ca.per_request,
+        loaded_outside.join(", ")
+    ));
     if let Some(work) = work {
         let outside: Vec<String> = callgrind::outside_differences(&ca, &cb, 5)
             .iter()
