@@ -342,6 +342,20 @@ pub fn module_work(count: &Count) -> Option<f64> {
     Some(access.inclusive + inclusive(PRECONTENT) + filter + inclusive(COUNT) + inclusive(LOG))
 }
 
+/// Instructions per request the module's entry points spend outside the
+/// module (in nginx or libc: an allocation, a lock, a log line...), the
+/// header filter's call to the next filter aside: 0 means they allocate
+/// nothing.
+pub fn module_calls_out(count: &Count) -> f64 {
+    let costs = functions(count);
+    let module_total: f64 = costs.iter().filter(|c| c.module).map(|c| c.exclusive).sum();
+    let find = |name: &str| costs.iter().find(|c| c.function == name);
+    let inclusive = |name: &str| find(name).map_or(0.0, |c| c.inclusive);
+    let entries = inclusive(ACCESS) + inclusive(PRECONTENT) + inclusive(COUNT) + inclusive(LOG);
+    let filter_self = find(HEADER_FILTER).map_or(0.0, |c| c.exclusive);
+    (entries + filter_self - module_total).max(0.0)
+}
+
 /// The module's entry points: nginx calls these per request.
 const ACCESS: &str = "authban::nginx::http::access::access_handler";
 const HEADER_FILTER: &str = "authban::nginx::http::access::header_filter";

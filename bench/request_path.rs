@@ -325,6 +325,13 @@ fn instructions(cfg: &Config, s: &mut Section) {
         ("failure count", Some(0.0)),
         ("log phase", Some(21.0)),
     ];
+    let out = callgrind::module_calls_out(&cb);
+    s.check(
+        "instructions per request authban's entry points spend outside the module in (b) (allocations, locks, calls into nginx)",
+        format!("{out:.0}"),
+        "0 (no allocation)",
+        out < 0.5,
+    );
     for (label, count, before) in [
         ("(b)", &cb, &before_pass[..]),
         ("(b) + 10 bans", &cd, &before_bans[..]),
