@@ -54,16 +54,7 @@ fn plain_block() -> String {
 /// refusal targets are judged against (issue 17), as the module's presence
 /// alone changes nginx's own per-request work (see part 1).
 fn loaded_block() -> String {
-    format!(
-        "authban_zone zone=b:1m;
-    {REALIP}
-    server {{
-        listen 127.0.0.1:{{port}};
-        access_log off;
-        location / {{ return 403; }}
-        location /close {{ return 444; }}
-    }}"
-    )
+    format!("authban_zone zone=b:1m;\n    {}", plain_block())
 }
 
 fn check(nginx: &Nginx) {
