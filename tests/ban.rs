@@ -1034,3 +1034,135 @@ fn nginx_own_responses_count() {
         nginx.assert_clean();
     });
 }
+
+// 12 ---------------------------------------------------------------------
+
+/// A worker that refused a client under the zone's lock refuses it again
+/// from its memory of the ban, without the lock. That memory must never
+/// outlive the ban: a client refused again and again on one keep-alive
+/// connection (so by one worker, from memory) is served on its very next
+/// request after an unban made through another worker; banned again, it
+/// is refused at once; a ban shortened through another worker ends at its
+/// new end. Every refusal is counted, from memory or not.
+#[test]
+fn a_ban_remembered_by_a_worker_ends_there_when_lifted_elsewhere() {
+    with_timeout(120, || {
+        let nginx = start(
+            4,
+            r#"
+            authban_zone zone=z:1m bantime=1h;
+            add_header X-Worker $pid always;
+            server {
+                listen 127.0.0.1:{port} reuseport;
+                location / { authban z; empty_gif; }
+            }
+            server {
+                listen 127.0.0.1:{port2} reuseport;
+                location = /authban { authban_api; }
+            }
+            "#,
+        );
+        let addr = "198.51.100.60";
+        let query = format!("/authban?zone=z&addr={addr}");
+        let worker = |reply: &Reply| reply.header("x-worker").map(str::to_string);
+        let refused_count = || {
+            let all = api_ok(&nginx, "GET", "");
+            let z = all
+                .arr("zones")
+                .iter()
+                .find(|z| z.str("name") == "z")
+                .expect("zone z");
+            z.get("counters").u64("refused")
+        };
+        // An endpoint connection to a worker other than `not`.
+        let elsewhere = |not: &Option<String>| {
+            for _ in 0..400 {
+                let mut conn = Conn::open(nginx.port2());
+                let reply = conn.get("/authban");
+                assert_eq!(reply.status(), Some(200), "{reply:?}");
+                if worker(&reply) != *not {
+                    return conn;
+                }
+            }
+            panic!("no other worker answered the endpoint");
+        };
+
+        // A network's ban elsewhere sends every IPv4 client past the
+        // zone's lock-free filter, which would otherwise clear a client
+        // whose own ban was lifted before any memory of it is consulted.
+        api_ok(&nginx, "POST", "?zone=z&addr=203.0.113.0/24");
+        api_ok(&nginx, "POST", &format!("?zone=z&addr={addr}"));
+        let mut front = Conn::open(nginx.port());
+        let first = front.get_from("/", addr);
+        assert_eq!(first.status(), Some(403), "{first:?}");
+        let refuser = worker(&first);
+        assert!(refuser.is_some(), "{first:?}");
+        for _ in 0..20 {
+            let reply = front.get_from("/", addr);
+            assert_eq!(reply.status(), Some(403), "{reply:?}");
+            assert_eq!(worker(&reply), refuser, "one connection, one worker");
+        }
+        assert_eq!(refused_count(), 21);
+
+        // Lifted through another worker: served on the next request.
+        let mut api = elsewhere(&refuser);
+        let unban = api.request("DELETE", &query, &[], None);
+        assert_eq!(unban.status(), Some(200), "{unban:?}");
+        assert_ne!(worker(&unban), refuser);
+        let served = front.get_from("/", addr);
+        assert_eq!(
+            served.status(),
+            Some(200),
+            "served after the unban: {served:?}"
+        );
+        assert_eq!(worker(&served), refuser);
+        assert_eq!(refused_count(), 21);
+
+        // Banned again: refused at once, and remembered again.
+        let mut api = elsewhere(&refuser);
+        let ban = api.request("POST", &query, &[], None);
+        assert_eq!(ban.status(), Some(200), "{ban:?}");
+        for _ in 0..5 {
+            let reply = front.get_from("/", addr);
+            assert_eq!(
+                reply.status(),
+                Some(403),
+                "refused after the ban: {reply:?}"
+            );
+        }
+        // Shortened through another worker: refused until its new end,
+        // served from then on.
+        let mut api = elsewhere(&refuser);
+        let short = api.request("POST", &format!("{query}&time=2s"), &[], None);
+        assert_eq!(short.status(), Some(200), "{short:?}");
+        let until = Json::parse(&short.text()).unwrap().u64("until");
+        let reply = front.get_from("/", addr);
+        assert_eq!(reply.status(), Some(403), "{reply:?}");
+        let mut refusals = 27;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let reply = front.get_from("/", addr);
+            match reply.status() {
+                Some(403) => {
+                    // nginx's clock may lag the client's by its timer
+                    // resolution, never lead it.
+                    assert!(now <= until, "refused at {now}, ban ended at {until}");
+                    refusals += 1;
+                }
+                Some(200) => {
+                    assert!(now + 1 >= until, "served at {now}, ban ends at {until}");
+                    break;
+                }
+                other => panic!("{other:?}: {reply:?}"),
+            }
+            assert!(Instant::now() < deadline, "still refused after its end");
+            thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(refused_count(), refusals);
+        nginx.assert_clean();
+    });
+}

@@ -125,6 +125,9 @@ impl Table<'_> {
         if delta > 0 {
             shared.banned.fetch_add(1, Ordering::Release);
         } else {
+            // Whatever ends it (the endpoint, the fleet, its time, a full
+            // zone, a wider ban): no worker may refuse from memory of it.
+            shared.bans_changed();
             shared.banned.fetch_sub(1, Ordering::Release);
         }
         let filter = hash(shared.seed(), &slot.key()) as usize & (FILTER_SLOTS - 1);

@@ -43,8 +43,21 @@ impl Table<'_> {
         self.shared.banned.load(Ordering::Relaxed)
     }
 
+    /// The zone's counters: `refused` includes the refusals workers
+    /// decided without the lock, from their memory of a ban.
     pub fn stats(&self) -> Stats {
-        self.hdr.stats
+        let mut stats = self.hdr.stats;
+        let unlocked = self.shared.refused_unlocked.load(Ordering::Relaxed);
+        stats.refused = stats.refused.wrapping_add(unlocked);
+        stats
+    }
+
+    /// The zone's ban generation, read with the lock held: a ban found
+    /// now can be remembered with it ([`Refusals::remember`]).
+    ///
+    /// [`Refusals::remember`]: super::refusals::Refusals::remember
+    pub fn ban_generation(&self) -> u64 {
+        self.shared.ban_generation.load(Ordering::Relaxed)
     }
 
     /// The zone's fleet sync counters and link state.

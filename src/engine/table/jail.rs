@@ -400,7 +400,10 @@ impl Table<'_> {
         slot.counts = [failures as u16, (failures >> 16) as u16, 0, 0];
         let ban = slot.ban();
         self.insert_by_end(i);
-        if !was_banned {
+        if was_banned {
+            // Replaced: the new end may come sooner.
+            self.shared.bans_changed();
+        } else {
             self.count_ban(i, 1);
         }
         self.hdr.stats.bans += 1;

@@ -29,8 +29,11 @@ use crate::engine::window::{Window, BUCKETS};
 /// module never adopts a zone it cannot read. 2: the policy left the
 /// header, which split into a locked part and shared counters. 3: fleet
 /// sync counters in the locked header. 4: `widen_skipped`, and the sync
-/// counters of refused, skipped and dropped records.
-pub const LAYOUT_VERSION: u32 = 4;
+/// counters of refused, skipped and dropped records. 5: the shared counters
+/// gained the ban generation and the refusals counted without the lock (a
+/// worker refusing a ban it remembers), so a zone of version 4 cannot be
+/// read: it is formatted anew on upgrade.
+pub const LAYOUT_VERSION: u32 = 5;
 pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"AUTHBAN\0");
 /// The end of a list or chain.
 pub(super) const NIL: u32 = u32::MAX;
@@ -116,23 +119,52 @@ pub(super) struct SharedCounters {
     pub(super) seed: [AtomicU64; 2],
     /// Bans in force: while zero, no request needs the lock.
     pub(super) banned: AtomicU32,
+    /// Changed (with the lock held) whenever a ban in force stops covering
+    /// what it covered until its end: lifted (the endpoint, the fleet),
+    /// ended (its time up, the zone full, folded into a wider ban),
+    /// replaced, and when the table is formatted. New bans leave it alone.
+    /// A worker's memory of a ban it saw under the lock ([`Refusals`])
+    /// holds only while this is unchanged.
+    ///
+    /// [`Refusals`]: super::refusals::Refusals
+    pub(super) ban_generation: AtomicU64,
     /// Bit p set while net_bans[p] > 0, as two atomic halves: a check walks
     /// only those lengths, and the lock-free pre-check reads it.
     pub(super) net_mask: [AtomicU64; 2],
     /// Bans counted by a hash of their key: a request whose counter is zero
     /// (and that no banned network holds) is clear without taking the lock.
     pub(super) ban_filter: [AtomicU16; FILTER_SLOTS],
+    /// Keeps `refused_unlocked` off the cache lines the counters above
+    /// share: every refusal of every worker writes it.
+    _apart: [u64; 7],
+    /// Refusals decided without the lock, from a worker's memory of a ban:
+    /// [`Table::stats`](super::handle::Table::stats) adds them to those
+    /// counted under it.
+    pub(super) refused_unlocked: AtomicU64,
+    /// And off the bucket heads that follow.
+    _apart_after: [u64; 7],
 }
 
 impl SharedCounters {
+    /// Marks that a ban in force stopped covering what it covered, or may
+    /// end sooner (see `ban_generation`). With the lock held.
+    #[inline]
+    pub(super) fn bans_changed(&self) {
+        self.ban_generation.fetch_add(1, Ordering::Release);
+    }
+
     #[inline]
     pub(super) fn seed(&self) -> [u64; 2] {
         self.seed.each_ref().map(|s| s.load(Ordering::Relaxed))
     }
 
     /// An empty table's counters. Stores, never a plain write: a worker's
-    /// pre-check may be reading them when a damaged zone is reset.
+    /// pre-check may be reading them when a damaged zone is reset. The ban
+    /// generation moves on rather than restarting, so that no worker's
+    /// memory of a ban in the table before survives it.
     pub(super) fn reset(&self, seed: [u64; 2]) {
+        self.bans_changed();
+        self.refused_unlocked.store(0, Ordering::Release);
         self.banned.store(0, Ordering::Release);
         for half in &self.net_mask {
             half.store(0, Ordering::Release);

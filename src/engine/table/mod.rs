@@ -13,7 +13,9 @@
 //! Callers serialise access (the zone's slab-pool mutex); nothing here
 //! allocates or blocks, so the lock is held for a few hundred instructions.
 //! One read needs no lock: `may_be_banned`, over atomics in the header, lets
-//! a request that no ban can cover skip the lock altogether.
+//! a request that no ban can cover skip the lock altogether. Another lets a
+//! worker refuse a client it already found banned under the lock
+//! ([`refused_from_memory`]), while no ban of the zone changed since.
 //!
 //! One concern per file:
 //!
@@ -25,6 +27,8 @@
 //! - `index`: the hash index and the intrusive lists, every walk bounded.
 //! - `filter`: the lock-free ban filter ([`may_be_banned`], the counting
 //!   filter, the mask of banned network lengths).
+//! - `refusals`: a worker's memory of the bans it saw under the lock
+//!   ([`Refusals`]), valid while the zone's ban generation stands.
 //! - `jail`: counting, banning, escalation, widening, expiry.
 //! - `remote`: what other nodes of a fleet decided (fleet sync).
 //! - `sync_stats`: the fleet sync counters the zone keeps in its header, so
@@ -72,6 +76,7 @@ mod hash;
 mod index;
 mod jail;
 mod layout;
+mod refusals;
 mod remote;
 pub mod sync_stats;
 mod types;
@@ -81,6 +86,7 @@ pub use handle::Table;
 pub use layout::{
     capacity_for, header_len, stored_len, LayoutError, BYTES_PER_ADDRESS, LAYOUT_VERSION,
 };
+pub use refusals::{refused_from_memory, Refusals};
 pub use remote::{Unacceptable, MAX_CLOCK_SKEW};
 pub use sync_stats::SyncStats;
 pub use types::{

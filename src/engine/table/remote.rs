@@ -105,7 +105,11 @@ impl Table<'_> {
         slot.counts = [ban.failures as u16, (ban.failures >> 16) as u16, 0, 0];
         let held = slot.ban();
         self.insert_by_end(i);
-        if !was_banned {
+        if was_banned {
+            // Replaced (by a later end): every change to a ban in force is
+            // one the workers' memories of bans must not outlive.
+            self.shared.bans_changed();
+        } else {
             self.count_ban(i, 1);
             self.widen_from(i, now, events);
         }

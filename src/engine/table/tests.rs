@@ -1420,3 +1420,200 @@ fn the_lock_free_precheck_sees_every_completed_ban_under_concurrency() {
     let t = region.attach(POLICY);
     check_invariants(&t);
 }
+
+/// Runs `change` on `t` and tells whether the ban generation moved.
+fn moves_generation(t: &mut Table<'_>, change: impl FnOnce(&mut Table<'_>)) -> bool {
+    let before = t.ban_generation();
+    change(t);
+    t.ban_generation() != before
+}
+
+#[test]
+fn every_way_a_ban_stops_covering_moves_the_ban_generation() {
+    let mut region = Region::new(64 * 1024);
+    let mut t = region.table(POLICY);
+    let mut ev = Events::default();
+    let fail = |t: &mut Table<'_>, key: &Key, secs: u64, ev: &mut Events| {
+        for _ in 0..POLICY.maxretry {
+            t.record_failure(key, at(secs), ev);
+        }
+    };
+    // New bans, failures, checks and counted addresses leave it alone: a
+    // worker's memory of the bans it saw stays good through an attack.
+    assert!(!moves_generation(&mut t, |t| {
+        fail(t, &v4(1), 100, &mut ev);
+        t.ban(&v4(2), at(100), 600, &mut ev);
+        t.ban(&Key::parse("2001:db8::/48").unwrap(), at(100), 600, &mut ev);
+        t.record_failure(&v4(3), at(100), &mut ev);
+        t.record_failure(&v4(2), at(100), &mut ev);
+        t.check(&v4(1), at(101), true, &mut ev);
+        t.unban(&v4(3), at(101));
+        let ban = Ban {
+            key: v4(4),
+            since: 90,
+            until: 700,
+            failures: 0,
+            offence: 1,
+        };
+        t.apply_remote_ban(&ban, at(101), &mut ev);
+    }));
+    assert_eq!(t.bans(), 4);
+    // Lifted through the endpoint or by the fleet (both unban).
+    assert!(moves_generation(&mut t, |t| {
+        t.unban(&v4(1), at(102)).unwrap();
+    }));
+    // Replaced by the endpoint: the new end may be sooner.
+    assert!(moves_generation(&mut t, |t| {
+        t.ban(&v4(2), at(102), 5, &mut ev);
+    }));
+    // Replaced from the fleet (a later end).
+    assert!(moves_generation(&mut t, |t| {
+        let ban = Ban {
+            key: v4(4),
+            since: 90,
+            until: 800,
+            failures: 0,
+            offence: 1,
+        };
+        assert!(t.apply_remote_ban(&ban, at(102), &mut ev).is_some());
+    }));
+    // Ended by its time: noticed by a check...
+    assert!(moves_generation(&mut t, |t| {
+        assert_eq!(t.check(&v4(2), at(107), true, &mut ev), Verdict::Clear);
+    }));
+    // ... by a failure's expiry, or by the ban list's reading.
+    fail(&mut t, &v4(5), 200, &mut ev);
+    assert!(moves_generation(&mut t, |t| {
+        t.record_failure(&v4(6), at(900), &mut ev);
+    }));
+    fail(&mut t, &v4(7), 1000, &mut ev);
+    assert!(moves_generation(&mut t, |t| {
+        let mut ev = Events::default();
+        while t.end_ended_bans(at(1700), &mut ev) {
+            ev = Events::default();
+        }
+    }));
+    check_invariants(&t);
+
+    // Folded into a wider ban (its members forgotten).
+    let mut region = Region::new(64 * 1024);
+    let mut t = region.table(Policy {
+        maxretry: 1,
+        widen: 2,
+        ..POLICY
+    });
+    t.record_failure(&Key::parse("198.51.100.1").unwrap(), at(10), &mut ev);
+    assert!(moves_generation(&mut t, |t| {
+        t.record_failure(&Key::parse("198.51.100.2").unwrap(), at(10), &mut ev);
+    }));
+    assert_eq!(t.bans(), 1, "the /24 alone");
+
+    // Dropped when the zone holds nothing but bans.
+    let mut region = Region::new(16 * 1024);
+    let mut t = region.table(Policy {
+        maxretry: 1,
+        ..POLICY
+    });
+    let cap = t.capacity();
+    for n in 0..cap {
+        t.record_failure(&v4(n + 1), at(10), &mut ev);
+    }
+    assert_eq!(t.bans(), cap);
+    assert!(moves_generation(&mut t, |t| {
+        let mut ev = Events::default();
+        t.record_failure(&v4(cap + 1), at(11), &mut ev);
+        assert!(ev.iter().any(|e| matches!(e, Event::BanDropped(_))));
+    }));
+    let before = t.ban_generation();
+
+    // Formatted anew (a damaged zone): the generation moves on, it does
+    // not start again where a worker may remember it.
+    let t = region.table(POLICY);
+    assert_ne!(t.ban_generation(), before);
+    assert_ne!(t.ban_generation(), 0);
+}
+
+#[test]
+fn a_remembered_ban_refuses_until_its_end_or_any_ban_change() {
+    let mut region = Region::new(64 * 1024);
+    let base = region.base().cast_const();
+    let refusals = Refusals::default();
+    let mut ev = Events::default();
+    let host = v4(0xc000_0201);
+    let other = v4(0xc000_0202);
+    // SAFETY: the region is formatted below before any call, and every
+    // call is made while no table borrows it.
+    let refused =
+        |key: &Key, secs: u64| unsafe { refused_from_memory(base, &refusals, key, at(secs)) };
+    // Nothing remembered: nothing refused, even in an empty region's
+    // first generation.
+    let generation = {
+        let mut t = region.table(POLICY);
+        let ban = t.ban(&host, at(100), 60, &mut ev);
+        assert_eq!(ban.until, 160);
+        t.ban(&other, at(100), 600, &mut ev);
+        t.ban_generation()
+    };
+    assert!(!refused(&host, 101));
+    refusals.remember(&host, 160, generation);
+    assert!(refused(&host, 101));
+    assert!(refused(&host, 159));
+    // The end is the table's: not refused from its second on.
+    assert!(!refused(&host, 160));
+    assert!(!refused(&other, 101), "only what was remembered");
+    // A new ban elsewhere keeps the memory good.
+    {
+        let mut t = region.attach(POLICY);
+        t.ban(&v4(9), at(102), 60, &mut ev);
+    }
+    assert!(refused(&host, 102));
+    // Unbanning anything else forgets it all: the change is not examined.
+    {
+        let mut t = region.attach(POLICY);
+        t.unban(&other, at(103)).unwrap();
+    }
+    assert!(!refused(&host, 103));
+    // Remembered again under the new generation, then lifted.
+    let generation = region.attach(POLICY).ban_generation();
+    refusals.remember(&host, 160, generation);
+    assert!(refused(&host, 104));
+    {
+        let mut t = region.attach(POLICY);
+        t.unban(&host, at(105)).unwrap();
+    }
+    assert!(!refused(&host, 105));
+    // Refusals made from memory count with those made under the lock.
+    let mut t = region.attach(POLICY);
+    assert_eq!(t.stats().refused, 4);
+    t.ban(&host, at(106), 60, &mut ev);
+    assert!(matches!(
+        t.check(&host, at(106), true, &mut ev),
+        Verdict::Banned(_)
+    ));
+    assert_eq!(t.stats().refused, 5);
+}
+
+#[test]
+fn memories_of_bans_that_collide_replace_each_other() {
+    let mut region = Region::new(64 * 1024);
+    let base = region.base().cast_const();
+    let refusals = Refusals::default();
+    let mut ev = Events::default();
+    let generation = {
+        let mut t = region.table(POLICY);
+        for n in 0..1000 {
+            t.ban(&v4(n), at(100), 60, &mut ev);
+        }
+        t.ban_generation()
+    };
+    for n in 0..1000 {
+        refusals.remember(&v4(n), 160, generation);
+    }
+    // SAFETY: formatted above, and no table borrows it now.
+    let refused = |n: u32| unsafe { refused_from_memory(base, &refusals, &v4(n), at(101)) };
+    let held = (0..1000).filter(|&n| refused(n)).count();
+    assert!(held > 0 && held <= 64, "{held} remembered");
+    assert!(refused(999), "the last remembered is held");
+    // An address never banned is never refused, whatever it collides with.
+    assert!((5000..10_000).all(|n| !refused(n)));
+}

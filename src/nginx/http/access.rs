@@ -113,7 +113,8 @@ ngx::http_request_handler!(access_handler, |r: &mut Request| {
     /// The full check of a client the zone's filter did not clear, from
     /// its key: what `access` and `decide` do for a request without a
     /// record, where authban is on, the location is not the API's and
-    /// debug logging is off. The ignore list, then the table under the
+    /// debug logging is off. The ignore list, then (outside dry run) this
+    /// worker's memory of the bans it found, then the table under the
     /// lock, the only part that needs the guard: the rest cannot panic.
     #[inline(always)]
     fn probed(r: &Request, host: Key) -> Decision {
@@ -127,20 +128,29 @@ ngx::http_request_handler!(access_handler, |r: &mut Request| {
             Outcome::Ignored
         } else {
             let dry_run = lcf.dry_run();
-            let banned = guard::catch(r.log(), "access handler", false, || {
-                let mut events = Events::default();
-                // Only whether: the ban itself is not copied out.
-                let banned = zone.with_table(|t| {
-                    matches!(
-                        t.check(&host, now(), !dry_run, &mut events),
-                        Verdict::Banned(_)
-                    )
+            let now = now();
+            // A client this worker found banned, while no ban changed:
+            // refused (and counted) without the lock, or the guard.
+            let banned = (!dry_run && zone.refused_at_once(&host, now))
+                || guard::catch(r.log(), "access handler", false, || {
+                    let mut events = Events::default();
+                    // Only the ban's end, with the generation it holds under.
+                    let found =
+                        zone.with_table(|t| match t.check(&host, now, !dry_run, &mut events) {
+                            Verdict::Banned(ban) => Some((ban.until, t.ban_generation())),
+                            Verdict::Clear => None,
+                        });
+                    if !events.is_empty() {
+                        zone::log_events(zone, &events, r.log(), DEFAULT_LOG_LEVEL);
+                    }
+                    let Some(Some((until, generation))) = found else {
+                        return false;
+                    };
+                    if !dry_run {
+                        zone.remember_ban(&host, until, generation);
+                    }
+                    true
                 });
-                if !events.is_empty() {
-                    zone::log_events(zone, &events, r.log(), DEFAULT_LOG_LEVEL);
-                }
-                banned == Some(true)
-            });
             match banned {
                 false => Outcome::Passed,
                 true if dry_run => Outcome::DryRun,

@@ -18,7 +18,7 @@ use ngx::log::ngx_cycle_log;
 use crate::engine::directive::ZoneSpec;
 use crate::engine::key::Key;
 use crate::engine::log_limit::{Admit, LogLimit};
-use crate::engine::table::{self, Events, LayoutError, Policy, Table};
+use crate::engine::table::{self, Events, LayoutError, Now, Policy, Refusals, Table};
 use crate::nginx::base::log::{self, BanBy};
 
 /// One `authban_zone`: its policy from the configuration and, once nginx
@@ -40,6 +40,9 @@ pub struct Zone {
     pub state_failing: Cell<bool>,
     /// Per process: lines an attacker can multiply, a few a second.
     log_limits: LogLimits,
+    /// Per process: the bans this process found under the lock, refused
+    /// again without it while no ban of the zone changed.
+    refusals: Refusals,
     /// The cycle the zone is configured in: its core configuration says
     /// which user the workers (which write the state file) run as.
     pub cycle: *mut ngx_cycle_t,
@@ -65,6 +68,7 @@ impl Zone {
             state_interval: spec.state_interval,
             state_failing: Cell::new(false),
             log_limits: LogLimits::default(),
+            refusals: Refusals::default(),
             cycle,
             mapped: OnceCell::new(),
         }
@@ -92,6 +96,29 @@ impl Zone {
         // formatted one) before any request, and stays mapped as long as
         // the cycle. Only the header's atomics are read.
         unsafe { table::may_be_banned_within(m.region, host, net) }
+    }
+
+    /// Whether `host` is refused at once, without the lock: this process
+    /// found it banned under the lock ([`Zone::remember_ban`]), that ban
+    /// has not ended, and no ban of the zone changed since. The refusal is
+    /// counted in the zone's statistics. Loads and compares: nothing here
+    /// can panic.
+    #[inline]
+    pub fn refused_at_once(&self, host: &Key, now: Now) -> bool {
+        let Some(m) = self.mapped.get() else {
+            return false;
+        };
+        // SAFETY: as in `may_be_banned`; this zone's memory of bans is
+        // only ever used with its own region.
+        unsafe { table::refused_from_memory(m.region, &self.refusals, host, now) }
+    }
+
+    /// Remembers, for [`Zone::refused_at_once`], that `host` is covered by
+    /// a ban ending at `until`, found under the lock with the table's ban
+    /// `generation`.
+    #[inline]
+    pub fn remember_ban(&self, host: &Key, until: u32, generation: u64) {
+        self.refusals.remember(host, until, generation);
     }
 
     /// Runs `f` on the table with the zone locked. The guard unlocks even if
