@@ -157,15 +157,7 @@ ngx::http_request_handler!(access_handler, |r: &mut Request| {
                 true => Outcome::Banned,
             }
         };
-        let record = RequestRecord::attach(r, lcf, outcome);
-        if outcome != Outcome::Banned {
-            return Decision::Decline;
-        }
-        let status = lcf.refuse_status();
-        if let Some(record) = record {
-            record.set_refused_with(status);
-        }
-        Decision::Refuse(status)
+        conclude(RequestRecord::attach(r, lcf, outcome), lcf, outcome)
     }
 
     /// A host key's address as `checked` takes it.
@@ -344,6 +336,14 @@ fn access(r: &Request) -> Decision {
         }
         None => RequestRecord::attach(r, lcf, outcome),
     };
+    conclude(record, lcf, outcome)
+}
+
+/// What the access phase does with a check's outcome, now in the request's
+/// `record`: a banned client is refused with the location's status, which
+/// the record keeps for wherever the request is sent next.
+#[inline(always)]
+fn conclude(record: Option<RequestRecord>, lcf: &LocConf, outcome: Outcome) -> Decision {
     if outcome != Outcome::Banned {
         return Decision::Decline;
     }
