@@ -18,7 +18,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::handle::Table;
-use super::hash::{hash, FILTER_SLOTS};
+use super::hash::filter_slot;
 use super::layout::{self, SharedCounters};
 use crate::engine::key::Key;
 
@@ -94,8 +94,7 @@ impl SharedCounters {
     /// Whether `key`'s filter counter is taken.
     #[inline(always)]
     fn filtered(&self, seed: [u64; 2], key: &Key) -> bool {
-        let slot = hash(seed, key) as usize & (FILTER_SLOTS - 1);
-        self.ban_filter[slot].load(Ordering::Relaxed) != 0
+        self.ban_filter[filter_slot(seed, key)].load(Ordering::Relaxed) != 0
     }
 }
 
@@ -130,7 +129,7 @@ impl Table<'_> {
             shared.bans_changed();
             shared.banned.fetch_sub(1, Ordering::Release);
         }
-        let filter = hash(shared.seed(), &slot.key()) as usize & (FILTER_SLOTS - 1);
+        let filter = filter_slot(shared.seed(), &slot.key());
         let counter = &shared.ban_filter[filter];
         if delta > 0 {
             counter.fetch_add(1, Ordering::Release);

@@ -32,8 +32,9 @@ use crate::engine::window::{Window, BUCKETS};
 /// counters of refused, skipped and dropped records. 5: the shared counters
 /// gained the ban generation and the refusals counted without the lock (a
 /// worker refusing a ban it remembers), so a zone of version 4 cannot be
-/// read: it is formatted anew on upgrade.
-pub const LAYOUT_VERSION: u32 = 5;
+/// read: it is formatted anew on upgrade. 6: the ban filter's counters are
+/// placed by one multiply-fold of the key, not the index's two.
+pub const LAYOUT_VERSION: u32 = 6;
 pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"AUTHBAN\0");
 /// The end of a list or chain.
 pub(super) const NIL: u32 = u32::MAX;

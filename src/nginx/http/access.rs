@@ -29,7 +29,7 @@ use crate::nginx::fleet::node as fleet;
 use crate::nginx::http::api::API_HANDLER;
 use crate::nginx::http::realip;
 use crate::nginx::http::record::{Outcome, RequestRecord};
-use crate::nginx::state::zone::{self, Zone};
+use crate::nginx::state::zone::{self, BanFilter, Zone};
 
 /// The request's location configuration, which lives as long as the
 /// cycle, so it can be held while the request itself is changed.
@@ -189,6 +189,7 @@ ngx::http_request_handler!(access_handler, |r: &mut Request| {
         r: &mut Request,
         lcf: &'static LocConf,
         zone: &'static Zone,
+        bans: BanFilter,
     ) -> ngx_int_t {
         // SAFETY: a live request has a connection whose sockaddr (if any)
         // is the struct its family names.
@@ -201,7 +202,7 @@ ngx::http_request_handler!(access_handler, |r: &mut Request| {
                 // SAFETY: the family says so.
                 let sin = unsafe { &*ptr::from_ref(sa).cast::<sockaddr_in>() };
                 let host = Key::host_v4(sin.sin_addr.s_addr.to_ne_bytes());
-                (host, zone.may_be_banned(&host, &host))
+                (host, bans.may_cover(&host, &host))
             }
             // An IPv4-mapped address is an IPv4 key: both families whole.
             AF_INET6 if zone.policy.counts_hosts() => {
@@ -214,9 +215,9 @@ ngx::http_request_handler!(access_handler, |r: &mut Request| {
                         .__u6_addr8
                 };
                 let host = Key::host_v6(octets);
-                (host, zone.may_be_banned(&host, &host))
+                (host, bans.may_cover(&host, &host))
             }
-            AF_INET | AF_INET6 => return by_network(r, lcf, zone),
+            AF_INET | AF_INET6 => return by_network(r, lcf, zone, bans),
             _ => return checked(r, false, 0, 0),
         };
         if maybe {
@@ -233,13 +234,14 @@ ngx::http_request_handler!(access_handler, |r: &mut Request| {
         r: &mut Request,
         lcf: &'static LocConf,
         zone: &'static Zone,
+        bans: BanFilter,
     ) -> ngx_int_t {
         let Some(ip) = client_ip(r) else {
             return checked(r, false, 0, 0);
         };
         let host = Key::from_ip(ip);
         let net = host.within(zone.policy.ipv4_prefix, zone.policy.ipv6_prefix);
-        if zone.may_be_banned(&host, &net) {
+        if bans.may_cover(&host, &net) {
             let (a, b) = words(&host);
             return checked(r, true, a, b);
         }
@@ -248,7 +250,7 @@ ngx::http_request_handler!(access_handler, |r: &mut Request| {
 
     Status(match passes_at_once(r) {
         Ok(None) => NGX_DECLINED as _,
-        Ok(Some((lcf, zone))) => filtered(r, lcf, zone),
+        Ok(Some((lcf, zone, bans))) => filtered(r, lcf, zone, bans),
         Err(()) => checked(r, false, 0, 0),
     })
 });
@@ -281,7 +283,8 @@ ngx::http_request_handler!(precontent_handler, |r: &mut Request| {
 /// `Ok(Some(..))`: the zone holds bans, its ban filter decides; `Err`:
 /// the full check decides.
 #[inline(always)]
-fn passes_at_once(r: &Request) -> Result<Option<(&'static LocConf, &'static Zone)>, ()> {
+#[allow(clippy::type_complexity)]
+fn passes_at_once(r: &Request) -> Result<Option<(&'static LocConf, &'static Zone, BanFilter)>, ()> {
     if RequestRecord::find(r).is_some() {
         return Err(());
     }
@@ -294,8 +297,8 @@ fn passes_at_once(r: &Request) -> Result<Option<(&'static LocConf, &'static Zone
     if log::debug_enabled(r.log()) || is_api_location(r) {
         return Err(());
     }
-    if zone.holds_bans() {
-        return Ok(Some((lcf, zone)));
+    if let Some(bans) = zone.bans_in_force() {
+        return Ok(Some((lcf, zone, bans)));
     }
     match RequestRecord::attach(r, lcf, Outcome::Passed) {
         Some(_) => Ok(None),

@@ -50,6 +50,26 @@ pub struct Zone {
     mapped: OnceCell<Mapped>,
 }
 
+/// A mapped zone's lock-free ban filter ([`Zone::bans_in_force`]): a
+/// pointer, passed in a register.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct BanFilter {
+    region: *mut u8,
+}
+
+impl BanFilter {
+    /// Whether a ban may cover `host` (counted under `net`), read without
+    /// the lock: false for a client no ban can cover.
+    #[inline(always)]
+    pub fn may_cover(self, host: &Key, net: &Key) -> bool {
+        // SAFETY: made from a mapped zone's region, formatted before any
+        // request and mapped as long as the cycle; only the header's
+        // atomics are read.
+        unsafe { table::may_be_banned_within(self.region, host, net) }
+    }
+}
+
 /// Where a zone's table lives: a region of its slab pool, whose mutex
 /// guards the table.
 struct Mapped {
@@ -74,15 +94,14 @@ impl Zone {
         }
     }
 
-    /// Whether the zone holds any ban, without taking the lock: a passing
-    /// request while none does costs one load.
+    /// The zone's lock-free ban filter, while the zone holds any ban,
+    /// without taking the lock: a passing request while none does costs one
+    /// load; the filter then asks no more of the zone.
     #[inline]
-    pub fn holds_bans(&self) -> bool {
-        let Some(m) = self.mapped.get() else {
-            return false;
-        };
+    pub fn bans_in_force(&self) -> Option<BanFilter> {
+        let m = self.mapped.get()?;
         // SAFETY: as in `may_be_banned`.
-        unsafe { table::holds_bans(m.region) }
+        unsafe { table::holds_bans(m.region) }.then_some(BanFilter { region: m.region })
     }
 
     /// Whether `key` may be banned, without taking the lock: the fast path
