@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 seconds=${FUZZ_SECONDS:-60}
-targets=${FUZZ_TARGETS:-mgmt_query state_file directives table_ops fleet_session}
+targets=${FUZZ_TARGETS:-mgmt_query state_file directives table_ops fleet_session crowdsec_stream}
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     echo "fuzz: installing cargo-fuzz" >&2

@@ -12,6 +12,7 @@
 //! - `log_limit`: rate limits for log lines an attacker can multiply.
 
 pub mod api;
+pub mod crowdsec;
 pub mod directive;
 pub mod fleet;
 pub mod key;

@@ -1,0 +1,9 @@
+//! CrowdSec, without nginx: what its local API (LAPI) says, read into what
+//! a zone can hold. Nothing here talks to the network.
+//!
+//! - `duration`: Go's duration text, as LAPI writes a decision's time left.
+//! - `decision`: the decisions stream's answer, each decision checked on
+//!   its own (type, scope, value, duration) and its labels bounded.
+
+pub mod decision;
+pub mod duration;
