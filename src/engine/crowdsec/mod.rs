@@ -4,6 +4,8 @@
 //! - `duration`: Go's duration text, as LAPI writes a decision's time left.
 //! - `decision`: the decisions stream's answer, each decision checked on
 //!   its own (type, scope, value, duration) and its labels bounded.
+//! - `credentials`: the bouncer key and machine credentials files.
 
+pub mod credentials;
 pub mod decision;
 pub mod duration;
