@@ -14,8 +14,9 @@
 //! must name a readable profiles file (else both `crowdsec` and `cscli`
 //! exit with "while loading profiles for LAPI", cscli adding a misleading
 //! "Local API is disabled"); the hub directory, simulation file and
-//! acquisition file may all be missing with `-no-cs`; without a
-//! `prometheus` section nothing listens on 6060. The LAPI answers
+//! acquisition file may all be missing with `-no-cs` (the hub directory is
+//! never created); `prometheus.enabled: false` keeps it off Debian's fixed
+//! 127.0.0.1:6060, which parallel LAPIs would fight over. The LAPI answers
 //! `GET /health` within about half a second of starting. It starts no child
 //! process (plugins only run for notifications, configured nowhere here).
 //! SIGTERM takes more than a second to end it, hence SIGKILL.
