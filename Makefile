@@ -20,6 +20,7 @@ test: build
 	@scripts/deps.sh python3 python3-prometheus-client openssl
 	@scripts/deps-redis.sh
 	@scripts/fetch-fail2ban.sh
+	@scripts/fetch-crowdsec.sh
 	timeout 1800 cargo test --release --workspace -- --test-threads=4
 	@$(MAKE) --no-print-directory test-deploy
 	@if docker info >/dev/null 2>&1; then $(MAKE) --no-print-directory test-docker; else echo "test-docker: skipped (no Docker daemon answers: docker info failed)"; fi
@@ -31,6 +32,7 @@ test-deploy: build
 	@scripts/deps.sh python3 python3-prometheus-client openssl
 	@scripts/deps-redis.sh
 	@scripts/fetch-fail2ban.sh
+	@scripts/fetch-crowdsec.sh
 	timeout 1800 tests/deploy.sh
 
 # The Dockerfile's images on private Docker networks (tests/docker/run.sh):

@@ -84,6 +84,9 @@ echo "asan: built $out/sbin/nginx ($("$out/sbin/nginx" -V 2>&1 | sed -n 's/.*ver
 # The fail2ban filter test looks for fail2ban under the build dir.
 scripts/fetch-fail2ban.sh
 ln -sfn "$root/build/fail2ban" "$out/fail2ban"
+# So do the CrowdSec tests (issue 18) for crowdsec and cscli.
+scripts/fetch-crowdsec.sh
+ln -sfn "$root/build/crowdsec" "$out/crowdsec"
 
 rm -rf "$reports"
 mkdir -p "$reports"

@@ -21,6 +21,9 @@
 //! - [`free_port`]: ports that never collide across threads or processes.
 //! - [`Redis`]: a real redis-server; [`FakeRedis`]: a hostile one (slow,
 //!   trickling, endless) answering as a test says.
+//! - [`Lapi`]: a real CrowdSec local API (Debian's crowdsec, unpacked by
+//!   `scripts/fetch-crowdsec.sh`) with `cscli` helpers; its doc records the
+//!   JSON LAPI 1.4.6 exchanges.
 
 // Each test binary uses a different subset of the harness.
 #![allow(dead_code, unused_imports)]
@@ -28,6 +31,7 @@
 mod api;
 mod certs;
 mod client;
+mod crowdsec;
 mod fake_dns;
 mod fake_redis;
 mod json;
@@ -41,6 +45,7 @@ mod redis;
 pub use api::{api, api_err, api_ok, json_error, json_ok};
 pub use certs::Certs;
 pub use client::{get, get_from, http, http_at, http_from_ip, Conn, Reply, Response, HTTP_TIMEOUT};
+pub use crowdsec::{crowdsec_dir, go_duration_secs, rfc3339_now, Lapi, MachineCredentials};
 pub use fake_dns::FakeDns;
 pub use fake_redis::{bulk, handshake as redis_handshake, FakeRedis};
 pub use json::Json;
