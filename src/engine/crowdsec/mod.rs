@@ -5,7 +5,9 @@
 //! - `decision`: the decisions stream's answer, each decision checked on
 //!   its own (type, scope, value, duration) and its labels bounded.
 //! - `credentials`: the bouncer key and machine credentials files.
+//! - `directive`: `authban_crowdsec`'s parameters.
 
 pub mod credentials;
 pub mod decision;
+pub mod directive;
 pub mod duration;
