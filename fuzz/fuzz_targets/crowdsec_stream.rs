@@ -1,15 +1,29 @@
-//! Whatever a CrowdSec LAPI (or something posing as one) answers to the
-//! decisions stream, reading it never panics, and every decision it calls
-//! usable names a key that parses back and bounded, printable labels: the
-//! bytes come from the network.
+//! Whatever a CrowdSec LAPI (or something posing as one) answers, reading
+//! it never panics and stays bounded: the HTTP response, fed in pieces of
+//! any size, ends in a response no longer than allowed or an error; the
+//! decisions stream yields decisions whose keys parse back and whose labels
+//! are bounded and printable. The bytes come from the network.
 #![no_main]
 
 use authban::engine::crowdsec::decision::{parse_stream, MAX_LABEL_LEN};
 use authban::engine::crowdsec::duration::parse_go_duration;
+use authban::engine::crowdsec::http::ResponseReader;
 use authban::engine::key::Key;
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
+const MAX_BODY: usize = 4096;
+
+fuzz_target!(|input: (u8, &[u8])| {
+    let (piece, data) = input;
+    let mut reader = ResponseReader::new(MAX_BODY);
+    for chunk in data.chunks(usize::from(piece).max(1)) {
+        match reader.feed(chunk) {
+            Ok(None) => continue,
+            Ok(Some(response)) => assert!(response.body.len() <= MAX_BODY),
+            Err(_) => {}
+        }
+        break;
+    }
     if let Ok(text) = core::str::from_utf8(data) {
         let _ = parse_go_duration(text);
     }

@@ -6,8 +6,10 @@
 //!   its own (type, scope, value, duration) and its labels bounded.
 //! - `credentials`: the bouncer key and machine credentials files.
 //! - `directive`: `authban_crowdsec`'s parameters.
+//! - `http`: HTTP/1.1 requests and bounded responses, without I/O.
 
 pub mod credentials;
 pub mod decision;
 pub mod directive;
 pub mod duration;
+pub mod http;
