@@ -7,7 +7,9 @@
 //! - `credentials`: the bouncer key and machine credentials files.
 //! - `directive`: `authban_crowdsec`'s parameters.
 //! - `http`: HTTP/1.1 requests and bounded responses, without I/O.
+//! - `alert`: authban as a machine: its login, and a ban as an alert.
 
+pub mod alert;
 pub mod credentials;
 pub mod decision;
 pub mod directive;
