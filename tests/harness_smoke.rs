@@ -39,7 +39,15 @@ fn serves_200_and_444_as_closed() {
         let reply = http(nginx.port(), "POST", "/close", &[], Some(&big));
         assert!(reply.is_closed(), "{reply:?}");
 
-        assert!(nginx.access_log().contains("\"GET / HTTP/1.1\" 200"));
+        // nginx logs a request after sending its response: the line may
+        // land a moment after the client has read it.
+        assert!(
+            wait_until(Duration::from_secs(5), || nginx
+                .access_log()
+                .contains("\"GET / HTTP/1.1\" 200")),
+            "{}",
+            nginx.access_log()
+        );
         assert!(nginx.wait_for_error_log("start worker process", Duration::from_secs(5)));
         assert!(nginx.stop().success());
     });
