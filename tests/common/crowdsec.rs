@@ -128,7 +128,7 @@ use super::client::http;
 use super::json::Json;
 use super::paths::{build_dir, fresh_dir, keep_tmp};
 use super::ports::free_port;
-use super::process::Tracked;
+use super::process::{kill_server, spawn_again, Tracked};
 
 /// How long the LAPI may take to answer `/health` after starting.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -370,31 +370,19 @@ prometheus:
 
     /// SIGKILLs the LAPI (an outage, not a shutdown) and reaps it.
     pub fn stop(&mut self) {
-        if let Some(t) = self.tracked.take() {
-            t.kill_all();
-        }
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_server(&mut self.tracked, &mut self.child);
     }
 
     /// Starts the LAPI again on the same port, with the same database (keys,
     /// machines and decisions kept).
     pub fn restart(&mut self) {
         self.stop();
-        let mut last = String::new();
-        for _ in 0..3 {
-            match self.spawn() {
-                Ok(()) => return,
-                Err(e) => last = e,
-            }
-            thread::sleep(Duration::from_millis(500));
+        if let Err(last) = spawn_again(|| self.spawn()) {
+            panic!(
+                "crowdsec LAPI failed to restart on port {}: {last}",
+                self.port
+            );
         }
-        panic!(
-            "crowdsec LAPI failed to restart on port {}: {last}",
-            self.port
-        );
     }
 
     /// The last lines of the LAPI's logs (its own, its access log, what it

@@ -184,6 +184,33 @@ fn kill_scope(scope: u64) -> Vec<String> {
         .collect()
 }
 
+/// SIGKILLs a server a test started (a crash, not a shutdown): its tracked
+/// tree, then the child, which is reaped.
+pub fn kill_server(tracked: &mut Option<Arc<Tracked>>, child: &mut Option<std::process::Child>) {
+    if let Some(t) = tracked.take() {
+        t.kill_all();
+    }
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Starts a server again, up to three tries half a second apart: the old
+/// listener is gone with the process, but the kernel may not have released
+/// its port yet. The last error if every try failed.
+pub fn spawn_again(mut spawn: impl FnMut() -> Result<(), String>) -> Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        match spawn() {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+    Err(last)
+}
+
 /// Runs `body` on its own thread and panics if it has not finished after
 /// `secs` seconds, first SIGKILLing every nginx/mock the body started (from
 /// that thread), so a hung test can neither hang CI nor leak processes.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::paths::{fresh_dir, keep_tmp};
 use super::ports::free_port;
-use super::process::Tracked;
+use super::process::{kill_server, spawn_again, Tracked};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
@@ -216,29 +216,15 @@ impl Redis {
 
     /// SIGKILLs redis-server (a crash, not a shutdown) and reaps it.
     pub fn stop(&mut self) {
-        if let Some(t) = self.tracked.take() {
-            t.kill_all();
-        }
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_server(&mut self.tracked, &mut self.child);
     }
 
     /// Starts redis-server again on the same port (empty: no persistence).
     pub fn restart(&mut self) {
         self.stop();
-        // The old listener is gone with the process, but be patient with a
-        // port the kernel has not released yet.
-        let mut last = String::new();
-        for _ in 0..3 {
-            match self.spawn() {
-                Ok(()) => return,
-                Err(e) => last = e,
-            }
-            thread::sleep(Duration::from_millis(500));
+        if let Err(last) = spawn_again(|| self.spawn()) {
+            panic!("redis-server failed to restart: {last}");
         }
-        panic!("redis-server failed to restart: {last}");
     }
 
     /// redis-server's own log.
