@@ -11,11 +11,7 @@ pub(super) const FILTER_SLOTS: usize = 2048;
 /// A key's hash under the zone's seed.
 #[inline]
 pub(super) fn hash(seed: [u64; 2], key: &Key) -> u64 {
-    let addr = key.raw_addr();
-    let hi = u64::from_le_bytes(addr[..8].try_into().unwrap_or_default());
-    let lo = u64::from_le_bytes(addr[8..].try_into().unwrap_or_default());
-    let h = fold_mul(hi ^ seed[0], lo ^ seed[1] ^ u64::from(key.raw_prefix()));
-    fold_mul(h, 0x9e37_79b9_7f4a_7c15 ^ seed[0])
+    fold_mul(first_round(seed, key), 0x9e37_79b9_7f4a_7c15 ^ seed[0])
 }
 
 /// The counter of the ban filter that `key` takes: one multiply-fold under
@@ -25,14 +21,21 @@ pub(super) fn hash(seed: [u64; 2], key: &Key) -> u64 {
 /// keeps [`hash`].
 #[inline]
 pub(super) fn filter_slot(seed: [u64; 2], key: &Key) -> usize {
-    let addr = key.raw_addr();
-    let hi = u64::from_le_bytes(addr[..8].try_into().unwrap_or_default());
-    let lo = u64::from_le_bytes(addr[8..].try_into().unwrap_or_default());
-    let h = fold_mul(hi ^ seed[0], lo ^ seed[1] ^ u64::from(key.raw_prefix()));
+    let h = first_round(seed, key);
     // The top bits: those every bit of the key reaches (an IPv4 address
     // lies in the upper half of `lo`, which the product's low bits never
     // see).
     (h >> (64 - FILTER_SLOTS.trailing_zeros())) as usize
+}
+
+/// The key's address and length folded with the seed: all of
+/// [`filter_slot`]'s mixing, the first half of [`hash`]'s.
+#[inline]
+fn first_round(seed: [u64; 2], key: &Key) -> u64 {
+    let addr = key.raw_addr();
+    let hi = u64::from_le_bytes(addr[..8].try_into().unwrap_or_default());
+    let lo = u64::from_le_bytes(addr[8..].try_into().unwrap_or_default());
+    fold_mul(hi ^ seed[0], lo ^ seed[1] ^ u64::from(key.raw_prefix()))
 }
 
 #[inline]

@@ -58,14 +58,23 @@ pub struct BanFilter {
     region: *mut u8,
 }
 
+// Both read through `region`, which a `BanFilter` only ever holds from a
+// mapped zone: formatted by `init_zone` (or adopted from a formatted one)
+// before any request, and mapped as long as the cycle. Only the header's
+// atomics are read.
 impl BanFilter {
+    /// Whether the zone holds any ban at all.
+    #[inline(always)]
+    fn holds_bans(self) -> bool {
+        // SAFETY: see above.
+        unsafe { table::holds_bans(self.region) }
+    }
+
     /// Whether a ban may cover `host` (counted under `net`), read without
     /// the lock: false for a client no ban can cover.
     #[inline(always)]
     pub fn may_cover(self, host: &Key, net: &Key) -> bool {
-        // SAFETY: made from a mapped zone's region, formatted before any
-        // request and mapped as long as the cycle; only the header's
-        // atomics are read.
+        // SAFETY: see above.
         unsafe { table::may_be_banned_within(self.region, host, net) }
     }
 }
@@ -94,27 +103,26 @@ impl Zone {
         }
     }
 
-    /// The zone's lock-free ban filter, while the zone holds any ban,
-    /// without taking the lock: a passing request while none does costs one
-    /// load; the filter then asks no more of the zone.
+    /// The zone's lock-free ban filter, once nginx has mapped the zone.
+    #[inline]
+    fn filter(&self) -> Option<BanFilter> {
+        self.mapped.get().map(|m| BanFilter { region: m.region })
+    }
+
+    /// The zone's ban filter, while the zone holds any ban, without taking
+    /// the lock: a passing request while none does costs one load; the
+    /// filter then asks no more of the zone.
     #[inline]
     pub fn bans_in_force(&self) -> Option<BanFilter> {
-        let m = self.mapped.get()?;
-        // SAFETY: as in `may_be_banned`.
-        unsafe { table::holds_bans(m.region) }.then_some(BanFilter { region: m.region })
+        let filter = self.filter()?;
+        filter.holds_bans().then_some(filter)
     }
 
     /// Whether `key` may be banned, without taking the lock: the fast path
     /// for the common case of a client the zone does not ban.
     #[inline]
     pub fn may_be_banned(&self, host: &Key, net: &Key) -> bool {
-        let Some(m) = self.mapped.get() else {
-            return false;
-        };
-        // SAFETY: `region` was formatted by `init_zone` (or adopted from a
-        // formatted one) before any request, and stays mapped as long as
-        // the cycle. Only the header's atomics are read.
-        unsafe { table::may_be_banned_within(m.region, host, net) }
+        self.filter().is_some_and(|f| f.may_cover(host, net))
     }
 
     /// Whether `host` is refused at once, without the lock: this process
@@ -127,8 +135,8 @@ impl Zone {
         let Some(m) = self.mapped.get() else {
             return false;
         };
-        // SAFETY: as in `may_be_banned`; this zone's memory of bans is
-        // only ever used with its own region.
+        // SAFETY: the region of a mapped zone (see `BanFilter`); this
+        // zone's memory of bans is only ever used with its own region.
         unsafe { table::refused_from_memory(m.region, &self.refusals, host, now) }
     }
 
