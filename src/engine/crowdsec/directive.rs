@@ -79,18 +79,14 @@ pub fn parse_crowdsec(args: &[&str]) -> Result<CrowdsecSpec, CrowdsecDirectiveEr
                 }
             }
             "bouncer_key_file" | "machine_credentials_file" => {
-                if value.is_empty() {
-                    return Err(E::EmptyPath(if name == "bouncer_key_file" {
-                        "bouncer_key_file"
-                    } else {
-                        "machine_credentials_file"
-                    }));
-                }
-                let slot = if name == "bouncer_key_file" {
-                    &mut key
+                let (slot, param) = if name == "bouncer_key_file" {
+                    (&mut key, "bouncer_key_file")
                 } else {
-                    &mut machine
+                    (&mut machine, "machine_credentials_file")
                 };
+                if value.is_empty() {
+                    return Err(E::EmptyPath(param));
+                }
                 if slot.replace(value.to_string()).is_some() {
                     return Err(duplicate());
                 }
