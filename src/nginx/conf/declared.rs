@@ -12,6 +12,9 @@ pub struct DeclaredZone {
     pub zone: Rc<Zone>,
     /// `sync=`: the fleet the zone is part of.
     pub fleet: Option<Fleet>,
+    /// `authban_crowdsec zone=` naming this zone: its LAPI's URL, for the
+    /// API (the directive may come before or after `authban_zone`).
+    pub crowdsec_url: OnceCell<String>,
 }
 
 /// The zone `authban NAME` names, found once the http block is read (its

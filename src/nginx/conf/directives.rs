@@ -2,6 +2,7 @@
 //! lives in `engine::directive`; this file turns its results into nginx
 //! configuration and reports errors the nginx way.
 
+use core::cell::OnceCell;
 use core::ffi::{c_char, c_void};
 use core::ptr;
 use std::rc::Rc;
@@ -215,7 +216,11 @@ pub extern "C" fn set_zone(
         }
         let zone = Rc::new(Zone::new(spec, state, cycle));
         let fleet = fleet.map(|conf| Fleet::new(conf, Rc::clone(&zone)));
-        let declared = Rc::new(DeclaredZone { zone, fleet });
+        let declared = Rc::new(DeclaredZone {
+            zone,
+            fleet,
+            crowdsec_url: OnceCell::new(),
+        });
         // Only ever read through shared references (see `Zone`).
         shm.data = Rc::as_ptr(&declared).cast_mut().cast();
         shm.init = Some(zone_init::init_zone);
