@@ -8,8 +8,11 @@
 //! - `directive`: `authban_crowdsec`'s parameters.
 //! - `http`: HTTP/1.1 requests and bounded responses, without I/O.
 //! - `alert`: authban as a machine: its login, and a ban as an alert.
+//! - `apply`: what a pull does to a zone, and which bans came from which
+//!   decision.
 
 pub mod alert;
+pub mod apply;
 pub mod credentials;
 pub mod decision;
 pub mod directive;

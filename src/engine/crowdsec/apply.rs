@@ -1,0 +1,422 @@
+//! What a pull of LAPI's decisions stream does to a zone, and the bouncer's
+//! memory of which bans came from which decision, so that a deletion lifts
+//! exactly what its decision made (never a ban the zone made itself, nor
+//! one a longer decision on the same address still holds).
+//!
+//! The memory is worker 0's own (it alone pulls): a new worker 0 pulls
+//! with `startup=true`, which lists every active decision again, and finds
+//! its bans already in the zone (see [`Bouncer::apply_new`]).
+
+use std::collections::HashMap;
+
+use crate::engine::crowdsec::decision::{Decision, Entry, Unusable};
+use crate::engine::key::Key;
+use crate::engine::table::{Ban, Events, Now, Table, Unacceptable};
+
+/// A decision's end as this node computes it (its time left from now)
+/// moves by a second or so between pulls: ends this close are the same.
+const SAME_END_SECS: u32 = 2;
+
+/// What one pull did, for the counters and the log.
+#[derive(Debug, Default)]
+pub struct Pulled {
+    /// Bans made or lengthened, with the decision's labels.
+    pub applied: Vec<(Ban, Labels)>,
+    /// Keys whose ban a deletion lifted.
+    pub lifted: Vec<Key>,
+    /// Decisions the zone's policy refused.
+    pub refused: Vec<(Ban, Unacceptable)>,
+    /// Decisions counted and left alone: not bans, simulated, another
+    /// scope, a deletion of nothing authban took from CrowdSec, or this
+    /// zone's own bans coming back.
+    pub ignored: u64,
+    /// Entries that could not be read as decisions at all.
+    pub malformed: u64,
+}
+
+/// A decision's labels, bounded and printable ([`Decision`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Labels {
+    pub scenario: String,
+    pub origin: String,
+}
+
+/// A ban taken from a decision: its key and the end it was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Taken {
+    key: Key,
+    until: u32,
+}
+
+/// The bans worker 0 took from decisions, by decision id, and by key for
+/// the decisions that share one.
+pub struct Bouncer {
+    /// `authban/ZONE`: the scenario of the alerts this zone sends, whose
+    /// decisions come back through the stream.
+    own_scenario: String,
+    /// Accept networks wider than the zone bans by itself (`wide=on`).
+    wide: bool,
+    by_id: HashMap<i64, Taken>,
+    by_key: HashMap<Key, Vec<i64>>,
+    /// At most this many decisions are remembered: the zone's capacity
+    /// (it cannot hold more bans).
+    limit: usize,
+}
+
+impl Bouncer {
+    pub fn new(zone: &str, wide: bool, limit: usize) -> Bouncer {
+        Bouncer {
+            own_scenario: own_scenario(zone),
+            wide,
+            by_id: HashMap::new(),
+            by_key: HashMap::new(),
+            limit,
+        }
+    }
+
+    /// Decisions remembered.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Applies one entry of the answer's `new` list.
+    pub fn apply_new(
+        &mut self,
+        t: &mut Table<'_>,
+        entry: &Entry,
+        now: Now,
+        events: &mut Events,
+        out: &mut Pulled,
+    ) {
+        let decision = match entry.usable() {
+            Ok(d) => d,
+            Err(Unusable::Malformed) => return out.malformed += 1,
+            Err(_) => return out.ignored += 1,
+        };
+        let Some(ban) = ban_of(&decision, now) else {
+            // Over already: nothing to hold.
+            return out.ignored += 1;
+        };
+        if let Err(why) = t.policy().admits_remote(&ban, now, self.wide) {
+            return out.refused.push((ban, why));
+        }
+        let held = t.lookup(&ban.key, now).and_then(|s| s.ban);
+        let echo = decision.origin == "authban" && decision.scenario == self.own_scenario;
+        if let Some(held) = held {
+            // This zone's own ban coming back: it neither lengthens nor
+            // becomes CrowdSec's (a deletion in LAPI does not lift it).
+            if echo {
+                return out.ignored += 1;
+            }
+            if held.until.saturating_add(SAME_END_SECS) >= ban.until {
+                // Already held: this decision's (before a reload, or a
+                // repeat), or a longer ban's, which a deletion must keep.
+                if held.until.abs_diff(ban.until) <= SAME_END_SECS {
+                    self.remember(decision.id, ban.key, held.until);
+                }
+                return out.ignored += 1;
+            }
+        }
+        match t.apply_remote_ban(&ban, now, events) {
+            Some(made) => {
+                self.remember(decision.id, made.key, made.until);
+                out.applied.push((made, labels(&decision)));
+            }
+            None => out.ignored += 1,
+        }
+    }
+
+    /// Applies one entry of the answer's `deleted` list: the ban its
+    /// decision made is lifted if the zone still holds that ban, and any
+    /// other decision on the same key still in force takes its place.
+    pub fn apply_deleted(
+        &mut self,
+        t: &mut Table<'_>,
+        entry: &Entry,
+        now: Now,
+        events: &mut Events,
+        out: &mut Pulled,
+    ) {
+        let Entry::Decision(raw) = entry else {
+            return out.malformed += 1;
+        };
+        let Some(taken) = raw.id.and_then(|id| self.forget(id)) else {
+            // Not one of ours, or a deletion repeated (LAPI lists each
+            // at least once).
+            return out.ignored += 1;
+        };
+        let held = t.lookup(&taken.key, now).and_then(|s| s.ban);
+        let ours = held.is_some_and(|b| b.until.abs_diff(taken.until) <= SAME_END_SECS);
+        if !ours {
+            return out.ignored += 1;
+        }
+        t.unban(&taken.key, now);
+        out.lifted.push(taken.key);
+        // Another decision on the key that still holds: its ban again.
+        let still = self
+            .by_key
+            .get(&taken.key)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.by_id.get(id))
+            .map(|k| k.until)
+            .max();
+        if let Some(until) = still {
+            let ban = Ban {
+                key: taken.key,
+                since: now.secs(),
+                until,
+                failures: 0,
+                offence: 0,
+            };
+            t.apply_remote_ban(&ban, now, events);
+        }
+    }
+
+    /// Forgets decisions whose ban has ended (LAPI may never list an ended
+    /// decision as deleted to a bouncer that was not pulling then).
+    pub fn forget_ended(&mut self, now: Now) {
+        let secs = now.secs();
+        self.by_id.retain(|_, t| t.until > secs);
+        let by_id = &self.by_id;
+        self.by_key.retain(|_, ids| {
+            ids.retain(|id| by_id.contains_key(id));
+            !ids.is_empty()
+        });
+    }
+
+    fn remember(&mut self, id: i64, key: Key, until: u32) {
+        if let Some(old) = self.by_id.get(&id).copied() {
+            if old.key == key {
+                self.by_id.insert(id, Taken { key, until });
+                return;
+            }
+            self.forget(id);
+        }
+        if self.by_id.len() >= self.limit {
+            return;
+        }
+        self.by_id.insert(id, Taken { key, until });
+        self.by_key.entry(key).or_default().push(id);
+    }
+
+    fn forget(&mut self, id: i64) -> Option<Taken> {
+        let taken = self.by_id.remove(&id)?;
+        if let Some(ids) = self.by_key.get_mut(&taken.key) {
+            ids.retain(|&i| i != id);
+            if ids.is_empty() {
+                self.by_key.remove(&taken.key);
+            }
+        }
+        Some(taken)
+    }
+}
+
+/// The scenario of the alerts zone `zone` sends.
+pub fn own_scenario(zone: &str) -> String {
+    format!("authban/{zone}")
+}
+
+/// The ban a decision asks for from now: to the end of its time left,
+/// rounded up to a second; `None` if it is over.
+fn ban_of(decision: &Decision, now: Now) -> Option<Ban> {
+    if decision.millis_left <= 0 {
+        return None;
+    }
+    let end_ms = now.ms.saturating_add(decision.millis_left as u64);
+    let until = u32::try_from(end_ms.div_ceil(1000)).unwrap_or(u32::MAX);
+    Some(Ban {
+        key: decision.key,
+        since: now.secs(),
+        until,
+        failures: 0,
+        // No offence of its own: the zone's history of the address, if
+        // any, is kept as it is.
+        offence: 0,
+    })
+}
+
+fn labels(decision: &Decision) -> Labels {
+    Labels {
+        scenario: decision.scenario.clone(),
+        origin: decision.origin.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::crowdsec::decision::parse_stream;
+    use crate::engine::table::{Policy, Verdict};
+
+    const NOW: Now = Now {
+        ms: 1_700_000_000_000,
+    };
+
+    fn with_table(policy: Policy, f: impl FnOnce(&mut Table<'_>)) {
+        let mut region = vec![0u8; 64 * 1024];
+        let mut t = Table::format(&mut region, &policy, [1, 2]).unwrap();
+        f(&mut t);
+    }
+
+    fn entries(json: &str) -> Vec<Entry> {
+        parse_stream(format!("{{\"new\":{json},\"deleted\":null}}").as_bytes())
+            .unwrap()
+            .new
+            .unwrap()
+    }
+
+    fn decision(id: i64, value: &str, duration: &str, origin: &str, scenario: &str) -> String {
+        let scope = if value.contains('/') { "Range" } else { "Ip" };
+        format!(
+            r#"{{"id":{id},"type":"ban","scope":"{scope}","value":"{value}","duration":"{duration}","origin":"{origin}","scenario":"{scenario}"}}"#
+        )
+    }
+
+    fn key(text: &str) -> Key {
+        Key::parse(text).unwrap()
+    }
+
+    fn banned(t: &mut Table<'_>, ip: &str, now: Now) -> bool {
+        let mut ev = Events::default();
+        matches!(t.check(&key(ip), now, true, &mut ev), Verdict::Banned(_))
+    }
+
+    fn pull(b: &mut Bouncer, t: &mut Table<'_>, new: &[String], deleted: &[String]) -> Pulled {
+        let mut out = Pulled::default();
+        let mut ev = Events::default();
+        for e in entries(&format!("[{}]", deleted.join(","))) {
+            b.apply_deleted(t, &e, NOW, &mut ev, &mut out);
+        }
+        for e in entries(&format!("[{}]", new.join(","))) {
+            b.apply_new(t, &e, NOW, &mut ev, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn a_decision_bans_until_its_end_and_its_deletion_lifts_it() {
+        with_table(Policy::default(), |t| {
+            let mut b = Bouncer::new("api", false, 100);
+            let d = decision(1, "192.0.2.7", "59m59.5s", "cscli", "manual");
+            let out = pull(&mut b, t, &[d.clone()], &[]);
+            assert_eq!(out.applied.len(), 1);
+            let (ban, labels) = &out.applied[0];
+            assert_eq!(ban.until, NOW.secs() + 3600);
+            assert_eq!(labels.origin, "cscli");
+            assert!(banned(t, "192.0.2.7", NOW));
+            // The same decision again (a startup pull after a reload, with
+            // a second less left) changes nothing.
+            let again = decision(1, "192.0.2.7", "59m58.9s", "cscli", "manual");
+            let out = pull(&mut b, t, &[again], &[]);
+            assert!(out.applied.is_empty());
+            assert_eq!(out.ignored, 1);
+            let out = pull(&mut b, t, &[], &[d.clone()]);
+            assert_eq!(out.lifted, vec![key("192.0.2.7")]);
+            assert!(!banned(t, "192.0.2.7", NOW));
+            // Deletions come at least once: a repeat lifts nothing.
+            let out = pull(&mut b, t, &[], &[d]);
+            assert!(out.lifted.is_empty());
+            assert_eq!(out.ignored, 1);
+            assert!(b.is_empty());
+        });
+    }
+
+    #[test]
+    fn a_deletion_keeps_a_longer_ban_the_zone_made_itself() {
+        with_table(Policy::default(), |t| {
+            let mut b = Bouncer::new("api", false, 100);
+            let mut ev = Events::default();
+            t.ban(&key("192.0.2.7"), NOW, 7200, &mut ev);
+            let d = decision(1, "192.0.2.7", "1h", "cscli", "manual");
+            let out = pull(&mut b, t, &[d.clone()], &[]);
+            assert!(out.applied.is_empty(), "a shorter decision changes nothing");
+            let out = pull(&mut b, t, &[], &[d]);
+            assert!(out.lifted.is_empty());
+            assert!(banned(t, "192.0.2.7", NOW));
+        });
+    }
+
+    #[test]
+    fn deleting_one_of_two_decisions_on_an_address_keeps_the_other() {
+        with_table(Policy::default(), |t| {
+            let mut b = Bouncer::new("api", false, 100);
+            let short = decision(1, "192.0.2.7", "1h", "crowdsec", "ssh-bf");
+            let long = decision(2, "192.0.2.7", "4h", "CAPI", "http-probing");
+            pull(&mut b, t, &[short.clone(), long.clone()], &[]);
+            let out = pull(&mut b, t, &[], &[long]);
+            assert_eq!(out.lifted.len(), 1);
+            let held = t.lookup(&key("192.0.2.7"), NOW).unwrap().ban.unwrap();
+            assert_eq!(held.until, NOW.secs() + 3600, "the short decision holds");
+            pull(&mut b, t, &[], &[short]);
+            assert!(!banned(t, "192.0.2.7", NOW));
+        });
+    }
+
+    #[test]
+    fn the_zones_own_ban_coming_back_changes_nothing() {
+        with_table(Policy::default(), |t| {
+            let mut b = Bouncer::new("api", false, 100);
+            let mut ev = Events::default();
+            let own = t.ban(&key("192.0.2.7"), NOW, 600, &mut ev);
+            // LAPI's time left, a second later, rounds to a later end.
+            let echo = decision(9, "192.0.2.7", "10m0.9s", "authban", "authban/api");
+            let out = pull(&mut b, t, &[echo.clone()], &[]);
+            assert!(out.applied.is_empty());
+            assert_eq!(t.lookup(&key("192.0.2.7"), NOW).unwrap().ban, Some(own));
+            // Deleted in LAPI: the zone's own ban stays.
+            let out = pull(&mut b, t, &[], &[echo]);
+            assert!(out.lifted.is_empty());
+            assert!(banned(t, "192.0.2.7", NOW));
+            // Another zone's alert is CrowdSec's like any decision.
+            let other = decision(10, "192.0.2.8", "10m", "authban", "authban/other");
+            assert_eq!(pull(&mut b, t, &[other], &[]).applied.len(), 1);
+        });
+    }
+
+    #[test]
+    fn what_the_zone_cannot_hold_is_refused_or_ignored_and_counted() {
+        with_table(Policy::default(), |t| {
+            let mut b = Bouncer::new("api", false, 100);
+            let new = [
+                decision(1, "198.51.100.0/24", "1h", "cscli", "x"),
+                decision(2, "192.0.2.1", "9000h", "cscli", "x"),
+                decision(3, "192.0.2.2", "-5ms", "cscli", "x"),
+                r#"{"id":4,"type":"captcha","scope":"Ip","value":"192.0.2.3","duration":"1h"}"#
+                    .to_string(),
+                r#"{"id":5,"type":"ban","scope":"Country","value":"FR","duration":"1h"}"#
+                    .to_string(),
+                "17".to_string(),
+            ];
+            let out = pull(&mut b, t, &new, &[]);
+            let why: Vec<_> = out.refused.iter().map(|(_, w)| *w).collect();
+            assert_eq!(why, [Unacceptable::TooWide, Unacceptable::EndsTooLate]);
+            assert_eq!((out.ignored, out.malformed), (3, 1));
+            assert_eq!(t.bans(), 0);
+            // `wide=on`: the range is a ban.
+            let mut wide = Bouncer::new("api", true, 100);
+            let range = decision(1, "198.51.100.0/24", "1h", "cscli", "x");
+            assert_eq!(pull(&mut wide, t, &[range], &[]).applied.len(), 1);
+            assert!(banned(t, "198.51.100.9", NOW));
+        });
+    }
+
+    #[test]
+    fn memory_is_bounded_and_ended_decisions_are_forgotten() {
+        with_table(Policy::default(), |t| {
+            let mut b = Bouncer::new("api", false, 3);
+            let new: Vec<_> = (1..=5)
+                .map(|i| decision(i, &format!("192.0.2.{i}"), &format!("{i}m"), "cscli", "x"))
+                .collect();
+            let out = pull(&mut b, t, &new, &[]);
+            assert_eq!(out.applied.len(), 5);
+            assert_eq!(b.len(), 3);
+            b.forget_ended(Now::from_ms(NOW.ms + 150_000));
+            assert_eq!(b.len(), 1);
+        });
+    }
+}
