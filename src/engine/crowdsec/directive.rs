@@ -1,5 +1,6 @@
 //! `authban_crowdsec zone=NAME url=http[s]://HOST[:PORT] bouncer_key_file=FILE
-//! [machine_credentials_file=FILE] [interval=TIME]`, read as nginx reads its
+//! [machine_credentials_file=FILE] [interval=TIME] [ca=FILE] [wide=on|off]`,
+//! read as nginx reads its
 //! own directives: every parameter once, each value checked, the error
 //! naming the parameter.
 
@@ -36,6 +37,11 @@ pub struct CrowdsecSpec {
     pub machine_credentials_file: Option<String>,
     /// Seconds between stream pulls.
     pub interval: u32,
+    /// `https://`: the certificates LAPI's must verify against.
+    pub ca: Option<String>,
+    /// Decisions on networks wider than the zone bans by itself are
+    /// applied (as `sync_wide=on`).
+    pub wide: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -52,12 +58,19 @@ pub enum CrowdsecDirectiveError {
     Interval(String),
     #[error("invalid {0} \"\": expected a file path")]
     EmptyPath(&'static str),
+    #[error("invalid wide \"{0}\": expected on or off")]
+    Wide(String),
+    #[error("an https:// url needs \"ca=\" (the certificates LAPI's must verify against)")]
+    TlsWithoutCa,
+    #[error("\"ca=\" is for an https:// url")]
+    CaWithoutTls,
 }
 
 /// Reads the directive's arguments (after its name).
 pub fn parse_crowdsec(args: &[&str]) -> Result<CrowdsecSpec, CrowdsecDirectiveError> {
     use CrowdsecDirectiveError as E;
     let (mut zone, mut url, mut key, mut machine, mut interval) = (None, None, None, None, None);
+    let (mut ca, mut wide) = (None, None);
     for arg in args {
         let Some((name, value)) = arg.split_once('=') else {
             return Err(E::InvalidParameter((*arg).to_string()));
@@ -78,11 +91,11 @@ pub fn parse_crowdsec(args: &[&str]) -> Result<CrowdsecSpec, CrowdsecDirectiveEr
                     return Err(duplicate());
                 }
             }
-            "bouncer_key_file" | "machine_credentials_file" => {
-                let (slot, param) = if name == "bouncer_key_file" {
-                    (&mut key, "bouncer_key_file")
-                } else {
-                    (&mut machine, "machine_credentials_file")
+            "bouncer_key_file" | "machine_credentials_file" | "ca" => {
+                let (slot, param) = match name {
+                    "bouncer_key_file" => (&mut key, "bouncer_key_file"),
+                    "ca" => (&mut ca, "ca"),
+                    _ => (&mut machine, "machine_credentials_file"),
                 };
                 if value.is_empty() {
                     return Err(E::EmptyPath(param));
@@ -99,8 +112,23 @@ pub fn parse_crowdsec(args: &[&str]) -> Result<CrowdsecSpec, CrowdsecDirectiveEr
                     return Err(duplicate());
                 }
             }
+            "wide" => {
+                let on = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(E::Wide(value.to_string())),
+                };
+                if wide.replace(on).is_some() {
+                    return Err(duplicate());
+                }
+            }
             _ => return Err(E::InvalidParameter((*arg).to_string())),
         }
+    }
+    match (&url, &ca) {
+        (Some(u), None) if u.tls => return Err(E::TlsWithoutCa),
+        (Some(u), Some(_)) if !u.tls => return Err(E::CaWithoutTls),
+        _ => {}
     }
     Ok(CrowdsecSpec {
         zone: zone.ok_or(E::Missing("zone"))?,
@@ -108,6 +136,8 @@ pub fn parse_crowdsec(args: &[&str]) -> Result<CrowdsecSpec, CrowdsecDirectiveEr
         bouncer_key_file: key.ok_or(E::Missing("bouncer_key_file"))?,
         machine_credentials_file: machine,
         interval: interval.unwrap_or(DEFAULT_INTERVAL),
+        ca,
+        wide: wide.unwrap_or(false),
     })
 }
 
@@ -183,9 +213,16 @@ mod tests {
             spec.machine_credentials_file.as_deref(),
             Some("/etc/crowdsec/authban.yaml")
         );
-        let spec =
-            parse_crowdsec(&["url=https://lapi.example/", "bouncer_key_file=k", "zone=z"]).unwrap();
+        let spec = parse_crowdsec(&[
+            "url=https://lapi.example/",
+            "bouncer_key_file=k",
+            "zone=z",
+            "ca=c.pem",
+        ])
+        .unwrap();
         assert_eq!(spec.interval, DEFAULT_INTERVAL);
+        assert_eq!(spec.ca.as_deref(), Some("c.pem"));
+        assert!(!spec.wide);
         assert_eq!(spec.url.to_string(), "https://lapi.example:443");
         assert_eq!(spec.machine_credentials_file, None);
     }
@@ -203,6 +240,13 @@ mod tests {
         assert_eq!(with("interval=10ms"), E::Interval("10ms".into()));
         assert_eq!(with("sync=x"), E::InvalidParameter("sync=x".into()));
         assert_eq!(with("oops"), E::InvalidParameter("oops".into()));
+        assert_eq!(with("wide=yes"), E::Wide("yes".into()));
+        assert_eq!(with("ca=c.pem"), E::CaWithoutTls);
+        assert!(parse_crowdsec(&[base[0], base[2], "wide=on"]).is_err());
+        assert_eq!(
+            parse_crowdsec(&["zone=z", "url=https://h", "bouncer_key_file=k"]).unwrap_err(),
+            E::TlsWithoutCa
+        );
         assert_eq!(
             with("machine_credentials_file="),
             E::EmptyPath("machine_credentials_file")
