@@ -4,6 +4,7 @@
 
 use core::cell::Cell;
 
+use super::crowdsec_stats::CrowdsecStats;
 use super::handle::Table;
 use super::layout::{
     Layout, LayoutError, List, LockedHeader, SharedCounters, Slot, HEADER_LEN, LAYOUT_VERSION,
@@ -55,6 +56,7 @@ impl<'a> Table<'a> {
             stats: Stats::default(),
             net_bans: [0; 129],
             sync: SyncStats::EMPTY,
+            crowdsec: CrowdsecStats::EMPTY,
         };
         table.shared.reset(seed);
         table.buckets.fill(NIL);

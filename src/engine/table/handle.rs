@@ -6,6 +6,7 @@
 use core::cell::Cell;
 use core::sync::atomic::Ordering;
 
+use super::crowdsec_stats::CrowdsecStats;
 use super::layout::{LockedHeader, SharedCounters, Slot, SlotKind};
 use super::sync_stats::SyncStats;
 use super::types::{Policy, Stats};
@@ -67,6 +68,15 @@ impl Table<'_> {
 
     pub fn sync_stats_mut(&mut self) -> &mut SyncStats {
         &mut self.hdr.sync
+    }
+
+    /// The zone's CrowdSec counters and LAPI state.
+    pub fn crowdsec_stats(&self) -> &CrowdsecStats {
+        &self.hdr.crowdsec
+    }
+
+    pub fn crowdsec_stats_mut(&mut self) -> &mut CrowdsecStats {
+        &mut self.hdr.crowdsec
     }
 
     /// Whether an operation found the region damaged (a list that loops, a

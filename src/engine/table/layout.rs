@@ -19,6 +19,7 @@ use core::mem::{align_of, size_of};
 use core::ptr;
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
+use super::crowdsec_stats::CrowdsecStats;
 use super::hash::FILTER_SLOTS;
 use super::sync_stats::SyncStats;
 use super::types::{Ban, Stats};
@@ -33,8 +34,9 @@ use crate::engine::window::{Window, BUCKETS};
 /// gained the ban generation and the refusals counted without the lock (a
 /// worker refusing a ban it remembers), so a zone of version 4 cannot be
 /// read: it is formatted anew on upgrade. 6: the ban filter's counters are
-/// placed by one multiply-fold of the key, not the index's two.
-pub const LAYOUT_VERSION: u32 = 6;
+/// placed by one multiply-fold of the key, not the index's two. 7: the
+/// CrowdSec counters in the locked header.
+pub const LAYOUT_VERSION: u32 = 7;
 pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"AUTHBAN\0");
 /// The end of a list or chain.
 pub(super) const NIL: u32 = u32::MAX;
@@ -110,6 +112,9 @@ pub(super) struct LockedHeader {
     pub(super) net_bans: [u32; 129],
     /// Fleet sync counters and link state (zones with `sync=`).
     pub(super) sync: SyncStats,
+    /// CrowdSec bouncer counters and LAPI state (zones `authban_crowdsec`
+    /// names).
+    pub(super) crowdsec: CrowdsecStats,
 }
 
 /// The part of the header read without the lock by the pre-check: atomics

@@ -33,6 +33,7 @@
 //! - `remote`: what other nodes of a fleet decided (fleet sync).
 //! - `sync_stats`: the fleet sync counters the zone keeps in its header, so
 //!   that the API answers the same from every worker.
+//! - `crowdsec_stats`: likewise for the zone's CrowdSec bouncer.
 //! - `types`: what callers give and get (policy, time, verdicts, bans...).
 //!
 //! # Policy and reload
@@ -70,6 +71,7 @@
 //! the region again rather than trusting it.
 
 mod attach;
+pub mod crowdsec_stats;
 mod filter;
 mod handle;
 mod hash;
@@ -81,6 +83,7 @@ mod remote;
 pub mod sync_stats;
 mod types;
 
+pub use crowdsec_stats::CrowdsecStats;
 pub use filter::{holds_bans, may_be_banned, may_be_banned_within};
 pub use handle::Table;
 pub use layout::{

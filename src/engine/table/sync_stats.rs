@@ -50,18 +50,30 @@ impl SyncStats {
     /// Counts an error and keeps its text (cut at a character boundary).
     pub fn record_error(&mut self, text: &str) {
         self.errors += 1;
-        let mut end = text.len().min(LAST_ERROR_LEN);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        self.last_error[..end].copy_from_slice(&text.as_bytes()[..end]);
-        self.last_error_len = end as u32;
+        self.last_error_len = keep_error(&mut self.last_error, text);
     }
 
     pub fn last_error(&self) -> Option<String> {
-        let len = (self.last_error_len as usize).min(LAST_ERROR_LEN);
-        (len > 0).then(|| String::from_utf8_lossy(&self.last_error[..len]).into_owned())
+        read_error(&self.last_error, self.last_error_len)
     }
+}
+
+/// Copies as much of `text` as fits into `buf`, cut at a character
+/// boundary so the kept text stays UTF-8; returns the bytes kept.
+pub(super) fn keep_error(buf: &mut [u8; LAST_ERROR_LEN], text: &str) -> u32 {
+    let mut end = text.len().min(LAST_ERROR_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    buf[..end].copy_from_slice(&text.as_bytes()[..end]);
+    end as u32
+}
+
+/// The text [`keep_error`] kept, `None` if none. The length is clamped and
+/// the bytes read lossily: the header is shared memory, not trusted.
+pub(super) fn read_error(buf: &[u8; LAST_ERROR_LEN], len: u32) -> Option<String> {
+    let len = (len as usize).min(LAST_ERROR_LEN);
+    (len > 0).then(|| String::from_utf8_lossy(&buf[..len]).into_owned())
 }
 
 #[cfg(test)]
