@@ -211,6 +211,7 @@ fn zone_view(name: String) -> api::ZoneView {
         bans: 5,
         stats: Stats::default(),
         sync: None,
+        crowdsec: None,
     }
 }
 

@@ -11,8 +11,8 @@ use serde_json::ser::CharEscape;
 
 use crate::engine::api::error::ApiError;
 use crate::engine::key::Key;
-use crate::engine::table::SyncStats;
 use crate::engine::table::{AddressState, Ban, Policy, Stats};
+use crate::engine::table::{CrowdsecStats, SyncStats};
 
 /// A zone as the endpoint reports it.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,6 +26,8 @@ pub struct ZoneView {
     pub stats: Stats,
     /// Zones with `sync=`: the fleet link.
     pub sync: Option<SyncView>,
+    /// Zones `authban_crowdsec` names: the bouncer.
+    pub crowdsec: Option<CrowdsecView>,
 }
 
 /// A zone's fleet sync as the endpoint reports it.
@@ -34,6 +36,14 @@ pub struct SyncView {
     /// Without the password.
     pub url: String,
     pub stats: SyncStats,
+}
+
+/// A zone's CrowdSec bouncer as the endpoint reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CrowdsecView {
+    /// The LAPI's URL.
+    pub url: String,
+    pub stats: CrowdsecStats,
 }
 
 /// A zone's fleet sync: `sync` in a zone's answer, only with `sync=`.
@@ -50,6 +60,25 @@ pub struct SyncJson<'a> {
     pub failures_dropped: u64,
     pub records_refused: u64,
     pub records_skipped: u64,
+    pub last_error: Option<String>,
+}
+
+/// A zone's CrowdSec bouncer: `crowdsec` in a zone's answer, only for the
+/// zones `authban_crowdsec` names. `last_pull` is null before the first.
+#[derive(Serialize)]
+pub struct CrowdsecJson<'a> {
+    pub url: &'a str,
+    pub connected: bool,
+    pub last_pull: Option<u32>,
+    pub pulls: u64,
+    pub decisions_applied: u64,
+    pub decisions_deleted: u64,
+    pub decisions_ignored: u64,
+    pub decisions_refused: u64,
+    pub decisions_malformed: u64,
+    pub alerts_sent: u64,
+    pub alerts_failed: u64,
+    pub errors: u64,
     pub last_error: Option<String>,
 }
 
@@ -85,6 +114,8 @@ pub struct ZoneJson<'a> {
     pub counters: CountersJson,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crowdsec: Option<CrowdsecJson<'a>>,
 }
 
 /// `GET /authban`.
@@ -252,6 +283,21 @@ impl<'a> From<&'a ZoneView> for ZoneJson<'a> {
                 failures_dropped: v.stats.failures_dropped,
                 records_refused: v.stats.records_refused,
                 records_skipped: v.stats.records_skipped,
+                last_error: v.stats.last_error(),
+            }),
+            crowdsec: z.crowdsec.as_ref().map(|v| CrowdsecJson {
+                url: &v.url,
+                connected: v.stats.connected != 0,
+                last_pull: (v.stats.last_pull != 0).then_some(v.stats.last_pull),
+                pulls: v.stats.pulls,
+                decisions_applied: v.stats.decisions_applied,
+                decisions_deleted: v.stats.decisions_deleted,
+                decisions_ignored: v.stats.decisions_ignored,
+                decisions_refused: v.stats.decisions_refused,
+                decisions_malformed: v.stats.decisions_malformed,
+                alerts_sent: v.stats.alerts_sent,
+                alerts_failed: v.stats.alerts_failed,
+                errors: v.stats.errors,
                 last_error: v.stats.last_error(),
             }),
         }
@@ -460,18 +506,102 @@ pub fn prometheus(zones: &[ZoneView]) -> String {
             |s| s.records_skipped,
         ),
     ];
+    const CROWDSEC_METRICS: &[Metric<CrowdsecStats>] = &[
+        (
+            "authban_crowdsec_connected",
+            "gauge",
+            "1 while the last exchange with the CrowdSec LAPI succeeded.",
+            |s| u64::from(s.connected != 0),
+        ),
+        (
+            "authban_crowdsec_last_pull_timestamp_seconds",
+            "gauge",
+            "Unix time of the last successful pull of decisions, 0 never.",
+            |s| u64::from(s.last_pull),
+        ),
+        (
+            "authban_crowdsec_pulls_total",
+            "counter",
+            "Successful pulls of decisions from the LAPI.",
+            |s| s.pulls,
+        ),
+        (
+            "authban_crowdsec_decisions_applied_total",
+            "counter",
+            "Ban decisions that made or changed a ban.",
+            |s| s.decisions_applied,
+        ),
+        (
+            "authban_crowdsec_decisions_deleted_total",
+            "counter",
+            "Bans lifted because the LAPI deleted their decision.",
+            |s| s.decisions_deleted,
+        ),
+        (
+            "authban_crowdsec_decisions_ignored_total",
+            "counter",
+            "Decisions not acted on (not a ban, simulated, unknown scope).",
+            |s| s.decisions_ignored,
+        ),
+        (
+            "authban_crowdsec_decisions_refused_total",
+            "counter",
+            "Decisions refused by the zone's policy.",
+            |s| s.decisions_refused,
+        ),
+        (
+            "authban_crowdsec_decisions_malformed_total",
+            "counter",
+            "Decisions from the LAPI that could not be read.",
+            |s| s.decisions_malformed,
+        ),
+        (
+            "authban_crowdsec_alerts_sent_total",
+            "counter",
+            "Alerts sent to the LAPI.",
+            |s| s.alerts_sent,
+        ),
+        (
+            "authban_crowdsec_alerts_failed_total",
+            "counter",
+            "Alerts the LAPI did not take.",
+            |s| s.alerts_failed,
+        ),
+        (
+            "authban_crowdsec_errors_total",
+            "counter",
+            "Failed exchanges with the LAPI.",
+            |s| s.errors,
+        ),
+    ];
     let mut out = String::new();
     let all: Vec<(&str, &ZoneView)> = zones.iter().map(|z| (z.name.as_str(), z)).collect();
     write_families(&mut out, METRICS, &all);
-    // Only zones with `sync=` have these; none, no families.
-    let synced: Vec<(&str, &SyncStats)> = zones
-        .iter()
-        .filter_map(|z| z.sync.as_ref().map(|s| (z.name.as_str(), &s.stats)))
-        .collect();
-    if !synced.is_empty() {
-        write_families(&mut out, SYNC_METRICS, &synced);
-    }
+    write_part_families(&mut out, SYNC_METRICS, zones, |z| {
+        z.sync.as_ref().map(|s| &s.stats)
+    });
+    write_part_families(&mut out, CROWDSEC_METRICS, zones, |z| {
+        z.crowdsec.as_ref().map(|c| &c.stats)
+    });
     out
+}
+
+/// [`write_families`] for the zones that have the part `part` picks (sync
+/// or CrowdSec): only they have these families, and with none, none is
+/// written.
+fn write_part_families<T>(
+    out: &mut String,
+    metrics: &[Metric<T>],
+    zones: &[ZoneView],
+    part: fn(&ZoneView) -> Option<&T>,
+) {
+    let having: Vec<(&str, &T)> = zones
+        .iter()
+        .filter_map(|z| part(z).map(|p| (z.name.as_str(), p)))
+        .collect();
+    if !having.is_empty() {
+        write_families(out, metrics, &having);
+    }
 }
 
 /// A metric family: name, type, help, and its value in what a zone has.
@@ -534,6 +664,154 @@ mod tests {
         }
     }
 
+    /// A zone of 1 MiB with 3 addresses, 2 bans and 9 failures, neither
+    /// synced nor named by `authban_crowdsec`.
+    fn view(name: &str) -> ZoneView {
+        ZoneView {
+            name: name.into(),
+            size: 1 << 20,
+            policy: Policy {
+                bantime: 60,
+                ..Policy::default()
+            },
+            capacity: 20_000,
+            tracked: 3,
+            bans: 2,
+            sync: None,
+            crowdsec: None,
+            stats: Stats {
+                failures: 9,
+                ..Stats::default()
+            },
+        }
+    }
+
+    /// `view(name)` named by `authban_crowdsec`, with `stats`.
+    fn bouncing(name: &str, stats: CrowdsecStats) -> ZoneView {
+        ZoneView {
+            crowdsec: Some(CrowdsecView {
+                url: "http://127.0.0.1:8080/".into(),
+                stats,
+            }),
+            ..view(name)
+        }
+    }
+
+    /// Checks a Prometheus exposition's shape as the parser reads it: each
+    /// family once, HELP then TYPE then its samples, each sample named as
+    /// its family and labelled with a zone. Returns the families in order.
+    fn families(text: &str) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        let mut lines = text.lines().peekable();
+        while let Some(line) = lines.next() {
+            let help = line.strip_prefix("# HELP ").expect(line);
+            let (name, _) = help.split_once(' ').expect(line);
+            let kind = lines
+                .next()
+                .and_then(|l| l.strip_prefix("# TYPE "))
+                .unwrap();
+            assert!(
+                kind == format!("{name} counter") || kind == format!("{name} gauge"),
+                "{kind}"
+            );
+            assert!(!names.iter().any(|n| n == name), "{name} twice");
+            while let Some(sample) = lines.next_if(|l| !l.starts_with('#')) {
+                let (head, value) = sample.rsplit_once(' ').unwrap();
+                assert!(head.starts_with(&format!("{name}{{zone=\"")), "{sample}");
+                assert!(head.ends_with("\"}"), "{sample}");
+                value.parse::<u64>().expect(sample);
+            }
+            names.push(name.to_string());
+        }
+        names
+    }
+
+    #[test]
+    fn crowdsec_only_for_the_zones_named() {
+        let mut stats = CrowdsecStats {
+            decisions_applied: 1,
+            decisions_deleted: 2,
+            decisions_ignored: 3,
+            decisions_refused: 4,
+            decisions_malformed: 5,
+            alerts_sent: 6,
+            alerts_failed: 7,
+            pulls: 8,
+            connected: 1,
+            last_pull: 1_764_072_000,
+            ..CrowdsecStats::EMPTY
+        };
+        stats.record_error("lapi: \"timed out\"");
+        let zones = [view("plain"), bouncing("cs", stats)];
+        let json = zones_json(&zones);
+        let block = "\"crowdsec\":{\"url\":\"http://127.0.0.1:8080/\",\"connected\":true,\
+             \"last_pull\":1764072000,\"pulls\":8,\"decisions_applied\":1,\
+             \"decisions_deleted\":2,\"decisions_ignored\":3,\"decisions_refused\":4,\
+             \"decisions_malformed\":5,\"alerts_sent\":6,\"alerts_failed\":7,\"errors\":1,\
+             \"last_error\":\"lapi: \\\"timed out\\\"\"}}]}\n";
+        assert!(json.ends_with(block), "{json}");
+        assert_eq!(json.matches("crowdsec").count(), 1, "{json}");
+        // Never pulled, no error: nulls, not zeros or "".
+        let page = zone_json(&bouncing("cs", CrowdsecStats::EMPTY), &[], 0, 10);
+        assert!(
+            page.contains(
+                "\"counters\":{\"failures\":9,\"bans\":0,\"refused\":0,\"expired\":0,\
+                 \"evicted\":0,\"bans_dropped\":0,\"widen_skipped\":0},\
+                 \"crowdsec\":{\"url\":\"http://127.0.0.1:8080/\",\"connected\":false,\
+                 \"last_pull\":null,\"pulls\":0,"
+            ),
+            "{page}"
+        );
+        assert!(
+            page.contains("\"errors\":0,\"last_error\":null},\"offset\":0"),
+            "{page}"
+        );
+
+        let metrics = prometheus(&zones);
+        let names = families(&metrics);
+        let crowdsec: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| n.starts_with("authban_crowdsec_"))
+            .collect();
+        assert_eq!(
+            crowdsec,
+            [
+                "authban_crowdsec_connected",
+                "authban_crowdsec_last_pull_timestamp_seconds",
+                "authban_crowdsec_pulls_total",
+                "authban_crowdsec_decisions_applied_total",
+                "authban_crowdsec_decisions_deleted_total",
+                "authban_crowdsec_decisions_ignored_total",
+                "authban_crowdsec_decisions_refused_total",
+                "authban_crowdsec_decisions_malformed_total",
+                "authban_crowdsec_alerts_sent_total",
+                "authban_crowdsec_alerts_failed_total",
+                "authban_crowdsec_errors_total",
+            ]
+        );
+        // The zone without CrowdSec has no sample in these families.
+        assert!(metrics.ends_with(
+            "# HELP authban_crowdsec_errors_total Failed exchanges with the LAPI.\n\
+             # TYPE authban_crowdsec_errors_total counter\n\
+             authban_crowdsec_errors_total{zone=\"cs\"} 1\n"
+        ));
+        for sample in [
+            "authban_crowdsec_connected{zone=\"cs\"} 1\n",
+            "authban_crowdsec_last_pull_timestamp_seconds{zone=\"cs\"} 1764072000\n",
+            "authban_crowdsec_pulls_total{zone=\"cs\"} 8\n",
+            "authban_crowdsec_decisions_malformed_total{zone=\"cs\"} 5\n",
+            "authban_crowdsec_alerts_failed_total{zone=\"cs\"} 7\n",
+        ] {
+            assert!(metrics.contains(sample), "{sample}{metrics}");
+        }
+        assert_eq!(metrics.matches("authban_crowdsec_").count(), 11 * 3);
+        // No zone named, no families: the exposition is as before.
+        let plain = prometheus(&zones[..1]);
+        assert!(!plain.contains("crowdsec"), "{plain}");
+        assert_eq!(families(&plain).len(), 10);
+    }
+
     #[test]
     fn address_rendering_names_a_wider_ban() {
         let key = k("192.0.2.0/24");
@@ -569,22 +847,7 @@ mod tests {
 
     #[test]
     fn renderings() {
-        let zone = ZoneView {
-            name: "c\"s".into(),
-            size: 1 << 20,
-            policy: Policy {
-                bantime: 60,
-                ..Policy::default()
-            },
-            capacity: 20_000,
-            tracked: 3,
-            bans: 2,
-            sync: None,
-            stats: Stats {
-                failures: 9,
-                ..Stats::default()
-            },
-        };
+        let zone = view("c\"s");
         let json = zones_json(std::slice::from_ref(&zone));
         assert!(
             json.starts_with("{\"zones\":[{\"name\":\"c\\\"s\",\"size\":1048576"),
@@ -621,16 +884,7 @@ mod tests {
         // DEL (U+007F) and the rest are sent as they are.
         let esc = "\"c\\\"s\\\\x\\u0001\\u000a\\u0009\\u0008\\u000c\\u000d\u{7f}é/<\"";
         let zone = ZoneView {
-            name: name.into(),
-            size: 1 << 20,
-            policy: Policy {
-                bantime: 60,
-                ..Policy::default()
-            },
-            capacity: 20_000,
-            tracked: 3,
             bans: 5,
-            sync: None,
             stats: Stats {
                 failures: 9,
                 bans: 1,
@@ -640,6 +894,7 @@ mod tests {
                 bans_dropped: u64::MAX,
                 widen_skipped: 6,
             },
+            ..view(name)
         };
         let b1 = Ban {
             key: k("192.0.2.1"),

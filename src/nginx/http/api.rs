@@ -17,7 +17,9 @@ use ngx::http::{
     NgxHttpCoreModule, Request,
 };
 
-use crate::engine::api::{self, Action, ApiError, Format, Method, SyncView, Target, ZoneView};
+use crate::engine::api::{
+    self, Action, ApiError, CrowdsecView, Format, Method, SyncView, Target, ZoneView,
+};
 use crate::engine::key::Key;
 use crate::engine::table::{AddressState, Events, Now, Table, Verdict};
 use crate::nginx::base::clock::now;
@@ -406,6 +408,10 @@ fn view_of(declared: &DeclaredZone, t: &Table<'_>) -> ZoneView {
         sync: declared.fleet.as_ref().map(|f| SyncView {
             url: f.url.to_string(),
             stats: *t.sync_stats(),
+        }),
+        crowdsec: declared.crowdsec_url.get().map(|url| CrowdsecView {
+            url: url.clone(),
+            stats: *t.crowdsec_stats(),
         }),
     }
 }
