@@ -804,3 +804,92 @@ fn line_check_is_not_vacuous() {
         check_bad(&right).unwrap();
     });
 }
+
+/// `authban_crowdsec`: each parameter's problem named, the files read and
+/// checked by `nginx -t`, the zone found wherever it is declared.
+#[test]
+fn authban_crowdsec_errors() {
+    with_timeout(120, || {
+        let dir = fresh_dir("crowdsec-conf");
+        let key = dir.join("bouncer.key");
+        std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let two_keys = dir.join("two.key");
+        std::fs::write(&two_keys, "a\nb\n").unwrap();
+        let creds = dir.join("creds.yaml");
+        std::fs::write(&creds, "url: http://127.0.0.1:8080/\nlogin: m\n").unwrap();
+        let missing = dir.join("missing.key");
+        let (key, two_keys, creds, missing) = (
+            key.display().to_string(),
+            two_keys.display().to_string(),
+            creds.display().to_string(),
+            missing.display().to_string(),
+        );
+        let zone = "authban_zone zone=z:1m;\n";
+        let line = |args: &str| format!("{zone}authban_crowdsec {args}; {MARK}\n");
+        let ok = format!("zone=z url=http://127.0.0.1:8080 bouncer_key_file={key}");
+        let d = Some("authban_crowdsec");
+        run_bad(&[
+            bad("no url", &line(&format!("zone=z bouncer_key_file={key}")), d, &["missing \"url=\""]),
+            bad("two urls", &line(&format!("{ok} url=http://127.0.0.1:1")), d, &["duplicate parameter \"url=\""]),
+            bad(
+                "ftp url",
+                &line(&format!("zone=z url=ftp://x bouncer_key_file={key}")),
+                d,
+                &["invalid url \"ftp://x\""],
+            ),
+            bad("interval", &line(&format!("{ok} interval=0")), d, &["invalid interval \"0\""]),
+            bad("wide", &line(&format!("{ok} wide=yes")), d, &["invalid wide \"yes\""]),
+            bad(
+                "https without ca",
+                &line(&format!("zone=z url=https://127.0.0.1 bouncer_key_file={key}")),
+                d,
+                &["an https:// url needs \"ca=\""],
+            ),
+            bad(
+                "missing key file",
+                &line(&format!("zone=z url=http://127.0.0.1 bouncer_key_file={missing}")),
+                d,
+                &["cannot read bouncer_key_file", "No such file"],
+            ),
+            bad(
+                "two keys",
+                &line(&format!("zone=z url=http://127.0.0.1 bouncer_key_file={two_keys}")),
+                d,
+                &["invalid bouncer_key_file", "holds more than one line"],
+            ),
+            bad(
+                "credentials without a password",
+                &line(&format!("{ok} machine_credentials_file={creds}")),
+                d,
+                &["invalid machine_credentials_file", "has no \"password:\""],
+            ),
+            bad(
+                "unknown zone",
+                &format!("authban_crowdsec zone=nosuch url=http://127.0.0.1 bouncer_key_file={key}; {MARK}\n"),
+                Some("authban"),
+                &["unknown zone \"nosuch\""],
+            ),
+            bad(
+                "two for one zone",
+                &format!(
+                    "{zone}authban_crowdsec {ok};\nauthban_crowdsec {ok} interval=5s; {MARK}\n"
+                ),
+                d,
+                &["zone \"z\" has another authban_crowdsec"],
+            ),
+            bad(
+                "in a server",
+                &format!("{zone}server {{\nlisten 127.0.0.1:{{port}};\nauthban_crowdsec {ok}; {MARK}\n}}\n"),
+                Some("\"authban_crowdsec\""),
+                &["directive is not allowed here"],
+            ),
+        ]);
+        // Before its zone, and with every parameter: accepted; the key is
+        // never printed.
+        let (ok_run, out) = nginx_test_config(&format!(
+            "authban_crowdsec {ok} interval=30s wide=on;\n{zone}"
+        ));
+        assert!(ok_run, "{out}");
+        assert!(!out.contains("0123456789abcdef"), "{out}");
+    });
+}

@@ -14,9 +14,13 @@
 //!   configuration reaches them (`access`), and nginx's callback that fills
 //!   a zone's new memory (`zone_init`).
 //! - `fleet`: fleet sync through Redis (`sync=`): its configuration
-//!   (`conf`), each worker's links on nginx's event loop (`link`, `resolve`,
-//!   `tls`), what they apply to the zone (`node`), and the master's load of
+//!   (`conf`), each worker's links on nginx's event loop (`link`), what they apply to the zone (`node`), and the master's load of
 //!   a new zone (`snapshot`).
+//! - `crowdsec`: CrowdSec's LAPI (`authban_crowdsec`): worker 0 pulls its
+//!   decisions into the zone (`pull`), every worker sends its bans as
+//!   alerts (`push`), each an HTTP exchange on the event loop (`exchange`).
+//! - `net`: connections to peers (`peer`), name resolution (`resolve`) and
+//!   TLS through nginx's SSL (`tls`), for the fleet and CrowdSec alike.
 //! - `state`: a zone's shared memory (`zone`) and its state file
 //!   (`state_file`).
 //! - `base`: the error log's lines (`log`), panics caught at every entry
@@ -25,7 +29,9 @@
 
 mod base;
 mod conf;
+mod crowdsec;
 mod fleet;
 mod http;
 mod module;
+mod net;
 mod state;

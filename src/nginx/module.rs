@@ -20,6 +20,7 @@ use crate::nginx::base::guard;
 use crate::nginx::conf::accessor::Module;
 use crate::nginx::conf::directives as conf;
 use crate::nginx::conf::main::MainConf;
+use crate::nginx::crowdsec::handle::{self as crowdsec, Crowdsec};
 use crate::nginx::fleet::node::{self as fleet, Fleet};
 use crate::nginx::http::{access, api, realip, variables};
 use crate::nginx::state::state_file as persist;
@@ -111,11 +112,17 @@ const fn command(
     }
 }
 
-static mut COMMANDS: [ngx_command_t; 9] = [
+static mut COMMANDS: [ngx_command_t; 10] = [
     command(
         ngx_string!("authban_zone"),
         (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as _,
         conf::set_zone,
+        NGX_HTTP_MAIN_CONF_OFFSET as _,
+    ),
+    command(
+        ngx_string!("authban_crowdsec"),
+        (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as _,
+        conf::set_crowdsec,
         NGX_HTTP_MAIN_CONF_OFFSET as _,
     ),
     command(
@@ -189,7 +196,12 @@ fn fleets(cycle: &ngx_cycle_t) -> impl Iterator<Item = &'static Fleet> {
     main_conf(cycle).into_iter().flat_map(MainConf::fleets)
 }
 
-/// Each worker starts its state file timer (worker 0) and its fleet links.
+fn crowdsecs(cycle: &ngx_cycle_t) -> impl Iterator<Item = &'static Crowdsec> {
+    main_conf(cycle).into_iter().flat_map(MainConf::crowdsecs)
+}
+
+/// Each worker starts its state file timer (worker 0), its fleet links,
+/// and worker 0 its CrowdSec pulls.
 ///
 /// # Safety
 /// `cycle` is the running cycle, as nginx passes it.
@@ -203,6 +215,7 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         return rc;
     }
     guard::catch(cycle.log, "init_process", Status::NGX_ERROR.into(), || {
+        crowdsec::init_process(cycle, crowdsecs(cycle));
         fleet::init_process(cycle, fleets(cycle))
     })
 }
@@ -215,6 +228,7 @@ unsafe extern "C" fn exit_process(cycle: *mut ngx_cycle_t) {
         persist::exit_process(cycle, zones(cycle));
         guard::catch(cycle.log, "exit_process", (), || {
             fleet::exit_process(fleets(cycle));
+            crowdsec::exit_process(crowdsecs(cycle));
         });
     }
 }

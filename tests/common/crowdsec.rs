@@ -477,6 +477,28 @@ prometheus:
         key
     }
 
+    /// A new bouncer's key in a file (mode 0600), as `bouncer_key_file=`
+    /// reads it.
+    pub fn bouncer_key_file(&self, name: &str) -> PathBuf {
+        let key = self.bouncer_key(name);
+        self.secret_file(&format!("{name}.key"), &format!("{key}\n"))
+    }
+
+    /// A file of this LAPI's directory, readable by its owner only.
+    pub fn secret_file(&self, name: &str, text: &str) -> PathBuf {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.dir.join("config").join(name);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        std::io::Write::write_all(&mut f, text.as_bytes()).expect("write secret file");
+        path
+    }
+
     /// A second machine (`cscli machines add NAME --auto`, validated), its
     /// credentials in a file of `local_api_credentials.yaml`'s format (url,
     /// login, password), as authban will read it; see

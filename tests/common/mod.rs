@@ -51,7 +51,7 @@ pub use fake_redis::{bulk, handshake as redis_handshake, FakeRedis};
 pub use json::Json;
 pub use mock::Mock;
 pub use nginx::{nginx_test_config, Nginx, NginxOptions};
-pub use paths::{build_dir, mock_bin, module_path, nginx_bin};
+pub use paths::{build_dir, fresh_dir, mock_bin, module_path, nginx_bin};
 pub use ports::free_port;
 pub use process::with_timeout;
 pub use redis::{redis_server_bin, Redis, Resp};

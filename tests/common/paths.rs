@@ -69,7 +69,7 @@ pub fn mock_bin() -> PathBuf {
 /// dir. The pid separates concurrent test binaries, the counter separates
 /// threads; `create_dir` (not `_all`) guarantees we never reuse a directory
 /// kept by an earlier failed run whose pid happened to match.
-pub(crate) fn fresh_dir(tag: &str) -> PathBuf {
+pub fn fresh_dir(tag: &str) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let base = std::env::temp_dir();
     loop {

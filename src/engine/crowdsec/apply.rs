@@ -303,7 +303,7 @@ mod tests {
         with_table(Policy::default(), |t| {
             let mut b = Bouncer::new("api", false, 100);
             let d = decision(1, "192.0.2.7", "59m59.5s", "cscli", "manual");
-            let out = pull(&mut b, t, &[d.clone()], &[]);
+            let out = pull(&mut b, t, core::slice::from_ref(&d), &[]);
             assert_eq!(out.applied.len(), 1);
             let (ban, labels) = &out.applied[0];
             assert_eq!(ban.until, NOW.secs() + 3600);
@@ -315,7 +315,7 @@ mod tests {
             let out = pull(&mut b, t, &[again], &[]);
             assert!(out.applied.is_empty());
             assert_eq!(out.ignored, 1);
-            let out = pull(&mut b, t, &[], &[d.clone()]);
+            let out = pull(&mut b, t, &[], core::slice::from_ref(&d));
             assert_eq!(out.lifted, vec![key("192.0.2.7")]);
             assert!(!banned(t, "192.0.2.7", NOW));
             // Deletions come at least once: a repeat lifts nothing.
@@ -333,7 +333,7 @@ mod tests {
             let mut ev = Events::default();
             t.ban(&key("192.0.2.7"), NOW, 7200, &mut ev);
             let d = decision(1, "192.0.2.7", "1h", "cscli", "manual");
-            let out = pull(&mut b, t, &[d.clone()], &[]);
+            let out = pull(&mut b, t, core::slice::from_ref(&d), &[]);
             assert!(out.applied.is_empty(), "a shorter decision changes nothing");
             let out = pull(&mut b, t, &[], &[d]);
             assert!(out.lifted.is_empty());
@@ -365,7 +365,7 @@ mod tests {
             let own = t.ban(&key("192.0.2.7"), NOW, 600, &mut ev);
             // LAPI's time left, a second later, rounds to a later end.
             let echo = decision(9, "192.0.2.7", "10m0.9s", "authban", "authban/api");
-            let out = pull(&mut b, t, &[echo.clone()], &[]);
+            let out = pull(&mut b, t, core::slice::from_ref(&echo), &[]);
             assert!(out.applied.is_empty());
             assert_eq!(t.lookup(&key("192.0.2.7"), NOW).unwrap().ban, Some(own));
             // Deleted in LAPI: the zone's own ban stays.

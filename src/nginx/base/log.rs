@@ -269,6 +269,110 @@ pub fn trusted_proxy_failure(log: *mut ngx_log_t, zone: &str, ip: IpAddr) {
     );
 }
 
+/// `authban: ban zone=NAME addr=ADDR failures=0 bantime=Ss offence=0
+/// by=crowdsec scenario=SCENARIO origin=ORIGIN` (warn): a LAPI decision
+/// applied. The labels are bounded and printable (`engine::crowdsec`).
+pub fn ban_crowdsec(log: *mut ngx_log_t, zone: &str, ban: &Ban, scenario: &str, origin: &str) {
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        log,
+        "authban: ban zone={} addr={} failures={} bantime={}s offence={} by=crowdsec scenario={} origin={}",
+        zone,
+        ban.key,
+        ban.failures,
+        ban.until.saturating_sub(ban.since),
+        ban.offence,
+        scenario,
+        origin
+    );
+}
+
+/// `authban: unban zone=NAME addr=ADDR reason=crowdsec` (notice): LAPI
+/// deleted the decision the ban came from.
+pub fn unban_crowdsec(log: *mut ngx_log_t, zone: &str, key: &Key) {
+    ngx_log_error!(
+        NGX_LOG_NOTICE,
+        log,
+        "authban: unban zone={} addr={} reason=crowdsec",
+        zone,
+        key
+    );
+}
+
+/// `authban: zone=NAME crowdsec LAPI at URL is unreachable (REASON); bans
+/// pulled stay until their end` (warn), once per outage.
+pub fn crowdsec_down(log: *mut ngx_log_t, zone: &str, url: impl Display, reason: &str) {
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        log,
+        "authban: zone={} crowdsec LAPI at {} is unreachable ({}); bans pulled stay until their end",
+        zone,
+        url,
+        reason
+    );
+}
+
+/// `authban: zone=NAME crowdsec LAPI at URL is reachable, N decisions
+/// applied` (notice), at the first pull and once per recovery.
+pub fn crowdsec_up(log: *mut ngx_log_t, zone: &str, url: impl Display, applied: usize) {
+    ngx_log_error!(
+        NGX_LOG_NOTICE,
+        log,
+        "authban: zone={} crowdsec LAPI at {} is reachable, {} decisions applied",
+        zone,
+        url,
+        applied
+    );
+}
+
+/// `authban: zone=NAME crowdsec LAPI at URL refused WHAT (HTTP STATUS);
+/// WHAT_NOW` (error), once: a wrong bouncer key or machine password.
+pub fn crowdsec_refused(
+    log: *mut ngx_log_t,
+    zone: &str,
+    url: impl Display,
+    what: &str,
+    status: u16,
+    what_now: &str,
+) {
+    ngx_log_error!(
+        NGX_LOG_ERR,
+        log,
+        "authban: zone={} crowdsec LAPI at {} refused {} (HTTP {}); {}",
+        zone,
+        url,
+        what,
+        status,
+        what_now
+    );
+}
+
+/// `authban: zone=NAME crowdsec decision for ADDR refused: WHY` (warn,
+/// rate-limited): more than the zone's policy allows.
+pub fn crowdsec_decision_refused(log: *mut ngx_log_t, zone: &str, ban: &Ban, why: impl Display) {
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        log,
+        "authban: zone={} crowdsec decision for {} refused: {}",
+        zone,
+        ban.key,
+        why
+    );
+}
+
+/// `authban: zone=NAME crowdsec alert for ADDR not sent: REASON` (warn,
+/// rate-limited).
+pub fn crowdsec_alert_failed(log: *mut ngx_log_t, zone: &str, key: &Key, reason: &str) {
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        log,
+        "authban: zone={} crowdsec alert for {} not sent: {}",
+        zone,
+        key,
+        reason
+    );
+}
+
 /// `authban: zone=NAME N more "KIND" lines in the last Ss not logged`, at
 /// the level of the lines it sums up.
 pub fn suppressed(
@@ -444,6 +548,12 @@ pub fn unknown_zone(log: *mut ngx_log_t, zone: &str, file: &str, line: usize) {
         file,
         line
     );
+}
+
+/// `MESSAGE in FILE:LINE` (emerg): a directive found wrong once the http
+/// block is read, named where it is.
+pub fn conf_error_at(log: *mut ngx_log_t, message: &str, file: &str, line: usize) {
+    ngx_log_error!(NGX_LOG_EMERG, log, "{} in {}:{}", message, file, line);
 }
 
 /// `authban: WHAT panicked: MESSAGE` (alert): a bug, caught before it

@@ -15,17 +15,20 @@ use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_conf_log_error;
 
+use crate::engine::crowdsec::directive::parse_crowdsec;
 use crate::engine::directive;
 use crate::engine::fleet::Signer;
 use crate::nginx::base::{guard, log};
 use crate::nginx::conf::accessor::{self, Module};
 use crate::nginx::conf::declared::{DeclaredZone, ZoneSlot};
 use crate::nginx::conf::loc::{note_fail_status, LocConf, ZoneChoice};
-use crate::nginx::conf::main::{MainConf, ZoneReference};
+use crate::nginx::conf::main::{CrowdsecReference, MainConf, ZoneReference};
 use crate::nginx::conf::zone_init;
+use crate::nginx::crowdsec::conf::CrowdsecConf;
+use crate::nginx::crowdsec::handle::Crowdsec;
 use crate::nginx::fleet::conf::FleetConf;
 use crate::nginx::fleet::node::Fleet;
-use crate::nginx::fleet::tls::Tls;
+use crate::nginx::net::tls::Tls;
 use crate::nginx::state::zone::Zone;
 
 /// The directive's arguments after its name, as UTF-8. They live in the
@@ -219,12 +222,42 @@ pub extern "C" fn set_zone(
         let declared = Rc::new(DeclaredZone {
             zone,
             fleet,
-            crowdsec_url: OnceCell::new(),
+            crowdsec: OnceCell::new(),
         });
         // Only ever read through shared references (see `Zone`).
         shm.data = Rc::as_ptr(&declared).cast_mut().cast();
         shm.init = Some(zone_init::init_zone);
         main.zones.push(declared);
+        Ok(())
+    })
+}
+
+pub extern "C" fn set_crowdsec(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    directive(cf, "authban_crowdsec", |d, args| {
+        let spec = parse_crowdsec(args).map_err(|e| e.to_string())?;
+        let tls = match &spec.ca {
+            Some(ca) => Some(Tls::new(d.cf, ca, None)?),
+            None => None,
+        };
+        let conf = CrowdsecConf::new(spec, d.conf_prefix, tls)?;
+        if conf.addr.is_none() {
+            ngx_conf_log_error!(
+                NGX_LOG_WARN,
+                d.cf,
+                "authban_crowdsec: host not found in url \"{}\": zone \"{}\" pulls nothing until it resolves at a reload",
+                conf.spec.url,
+                conf.spec.zone
+            );
+        }
+        main_conf(d.cf)?.crowdsec.push(CrowdsecReference {
+            conf: Some(conf),
+            file: d.file.clone(),
+            line: d.line,
+        });
         Ok(())
     })
 }
@@ -356,10 +389,11 @@ pub extern "C" fn set_log_level(
     })
 }
 
-/// After the whole http block is read: every `authban NAME` must name an
-/// `authban_zone`.
+/// After the whole http block is read: every `authban NAME` and
+/// `authban_crowdsec zone=NAME` must name an `authban_zone`, which has at
+/// most one `authban_crowdsec`.
 pub fn check_references(cf: &ngx_conf_t) -> Result<(), ()> {
-    let Some(main) = Module::main_conf(cf) else {
+    let Some(main) = Module::main_conf_mut(cf) else {
         return Ok(());
     };
     for r in &main.references {
@@ -370,6 +404,30 @@ pub fn check_references(cf: &ngx_conf_t) -> Result<(), ()> {
             return Err(());
         };
         let _ = r.slot.set(Rc::clone(zone));
+    }
+    for r in &mut main.crowdsec {
+        let Some(conf) = r.conf.take() else {
+            continue;
+        };
+        let name = conf.spec.zone.clone();
+        let Some(declared) = main.zones.iter().find(|z| z.zone.name == name) else {
+            let name = &name;
+            log::unknown_zone(cf.log, name, &r.file, r.line);
+            return Err(());
+        };
+        let cs = Rc::new(Crowdsec::new(conf, Rc::clone(&declared.zone)));
+        if declared.crowdsec.set(Rc::clone(&cs)).is_err() {
+            log::conf_error_at(
+                cf.log,
+                &format!("authban_crowdsec: zone \"{name}\" has another authban_crowdsec"),
+                &r.file,
+                r.line,
+            );
+            return Err(());
+        }
+        if let Some(fleet) = &declared.fleet {
+            let _ = fleet.crowdsec.set(cs);
+        }
     }
     Ok(())
 }

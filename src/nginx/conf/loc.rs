@@ -10,6 +10,7 @@ use ngx::http::{Merge, MergeConfigError};
 
 use crate::nginx::base::log::DEFAULT_LOG_LEVEL;
 use crate::nginx::conf::declared::{DeclaredZone, ZoneSlot};
+use crate::nginx::crowdsec::handle::Crowdsec;
 use crate::nginx::fleet::node::Fleet;
 use crate::nginx::state::zone::Zone;
 
@@ -80,6 +81,11 @@ impl LocConf {
     /// The fleet of this location's zone, if it has `sync=`.
     pub fn fleet(&self) -> Option<&Fleet> {
         self.declared().and_then(|d| d.fleet.as_ref())
+    }
+
+    /// This location's zone's CrowdSec, if `authban_crowdsec` names it.
+    pub fn crowdsec(&self) -> Option<&Crowdsec> {
+        self.declared().and_then(|d| d.crowdsec.get()).map(|c| &**c)
     }
 
     pub fn fail_status(&self) -> &[u16] {

@@ -6,6 +6,8 @@ use std::rc::Rc;
 use nginx_sys::ngx_http_core_loc_conf_t;
 
 use crate::nginx::conf::declared::{DeclaredZone, ZoneSlot};
+use crate::nginx::crowdsec::conf::CrowdsecConf;
+use crate::nginx::crowdsec::handle::Crowdsec;
 use crate::nginx::fleet::node::Fleet;
 use crate::nginx::state::zone::Zone;
 
@@ -24,12 +26,22 @@ pub struct MainConf {
     /// The index of the request variable holding authban's record (set in
     /// preconfiguration; per configuration, as variable indexes are).
     pub record_index: Option<usize>,
+    /// Every `authban_crowdsec` read, joined to its zone once all
+    /// `authban_zone` directives are read (`directives::check_references`).
+    pub crowdsec: Vec<CrowdsecReference>,
 }
 
 impl MainConf {
     /// The zones `authban_zone` declared, in the order it did.
     pub fn declared_zones(&self) -> impl Iterator<Item = &Zone> {
         self.zones.iter().map(|z| &*z.zone)
+    }
+
+    /// The zones' CrowdSec settings and state (`authban_crowdsec`).
+    pub fn crowdsecs(&self) -> impl Iterator<Item = &Crowdsec> {
+        self.zones
+            .iter()
+            .filter_map(|z| z.crowdsec.get().map(|c| &**c))
     }
 
     /// The fleets of the zones with `sync=`.
@@ -43,6 +55,13 @@ pub struct ZoneReference {
     pub file: String,
     pub line: usize,
     pub slot: Rc<ZoneSlot>,
+}
+
+/// An `authban_crowdsec` and where it is, until its zone is found.
+pub struct CrowdsecReference {
+    pub conf: Option<CrowdsecConf>,
+    pub file: String,
+    pub line: usize,
 }
 
 /// A location given `authban_api`, kept in the http block's main

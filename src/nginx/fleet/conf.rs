@@ -5,7 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use nginx_sys::ngx_http_core_loc_conf_t;
 
 use crate::engine::fleet::{Signer, SyncUrl};
-use crate::nginx::fleet::tls::Tls;
+use crate::nginx::net::tls::Tls;
 use crate::nginx::state::zone;
 
 /// Where a zone's Redis is and how to speak to it.

@@ -21,10 +21,9 @@ use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 
 use nginx_sys::{
-    ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_create_pool, ngx_del_timer,
-    ngx_destroy_pool, ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t, ngx_exiting,
-    ngx_handle_read_event, ngx_handle_write_event, ngx_log_t, ngx_peer_connection_t,
-    ngx_post_event, ngx_posted_events, ngx_str_t, NGX_AGAIN, NGX_LOG_ALERT, NGX_OK,
+    ngx_add_timer, ngx_connection_t, ngx_create_pool, ngx_del_timer, ngx_event_t, ngx_exiting,
+    ngx_handle_read_event, ngx_handle_write_event, ngx_log_t, ngx_post_event, ngx_posted_events,
+    ngx_str_t, NGX_AGAIN, NGX_LOG_ALERT,
 };
 
 use rustix::net::sockopt;
@@ -32,8 +31,9 @@ use rustix::net::sockopt;
 use crate::engine::fleet::{Event, Role, Session};
 use crate::nginx::base::guard;
 use crate::nginx::fleet::conf::FleetConf;
-use crate::nginx::fleet::resolve::{Outcome, Resolution, Resolver};
-use crate::nginx::fleet::tls::Tls;
+use crate::nginx::net::peer::{self, RawAddr};
+use crate::nginx::net::resolve::{Outcome, Resolution, Resolver};
+use crate::nginx::net::tls::Tls;
 use crate::nginx::state::zone::{self, Zone};
 
 /// What a link belongs to and reports to: its fleet (`node`, above this
@@ -42,7 +42,7 @@ pub trait LinkOwner {
     fn zone(&self) -> &Zone;
     fn conf(&self) -> &FleetConf;
     /// What the session reported.
-    fn on_event(&self, link: &mut Link, event: Event);
+    fn on_event(&'static self, link: &mut Link, event: Event);
     /// The link closed (`refused`: Redis refused the handshake).
     fn on_down(&self, link: &mut Link, reason: &str, refused: bool);
 }
@@ -57,49 +57,6 @@ const REPLY_TIMEOUT_MS: usize = 2000;
 /// Commands queued beyond this while Redis is slow are dropped, so a stuck
 /// link cannot grow a worker's memory.
 const MAX_QUEUED: usize = 1 << 20;
-
-/// An address in the C layout `ngx_event_connect_peer` takes.
-enum RawAddr {
-    V4(libc::sockaddr_in),
-    V6(libc::sockaddr_in6),
-}
-
-impl RawAddr {
-    fn of(addr: SocketAddr) -> RawAddr {
-        match addr {
-            SocketAddr::V4(a) => RawAddr::V4(libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(*a.ip()).to_be(),
-                },
-                sin_zero: [0; 8],
-            }),
-            SocketAddr::V6(a) => RawAddr::V6(libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            }),
-        }
-    }
-
-    fn as_ptr_len(&mut self) -> (*mut nginx_sys::sockaddr, u32) {
-        match self {
-            RawAddr::V4(a) => (
-                ptr::from_mut(a).cast(),
-                core::mem::size_of::<libc::sockaddr_in>() as u32,
-            ),
-            RawAddr::V6(a) => (
-                ptr::from_mut(a).cast(),
-                core::mem::size_of::<libc::sockaddr_in6>() as u32,
-            ),
-        }
-    }
-}
 
 /// A worker's link to Redis for one zone. Boxed and never moved: nginx's
 /// events point at it.
@@ -312,25 +269,11 @@ impl Link {
             self.closed("host not found", false);
             return;
         };
-        let (sockaddr, socklen) = addr.as_ptr_len();
-        // SAFETY: all-zero is a valid peer (null pointers, no callbacks),
-        // which is how nginx's own callers start one.
-        let mut peer: ngx_peer_connection_t = unsafe { core::mem::zeroed() };
-        peer.sockaddr = sockaddr;
-        peer.socklen = socklen;
-        peer.name = &mut self.name;
-        peer.get = Some(ngx_event_get_peer);
-        peer.log = &mut self.quiet_log;
-        peer.tries = 1;
-        // SAFETY: the peer is complete; its address and name live in this
-        // link, which outlives the connection.
-        let rc = unsafe { ngx_event_connect_peer(&mut peer) };
-        if peer.connection.is_null() || (rc != NGX_OK as isize && rc != NGX_AGAIN as isize) {
-            let reason = format!("connect() failed: {}", std::io::Error::last_os_error());
-            self.closed(&reason, false);
-            return;
-        }
-        self.conn = peer.connection;
+        let conn = match peer::connect(addr, &mut self.name, &mut self.quiet_log) {
+            Ok(conn) => conn,
+            Err(reason) => return self.closed(&reason, false),
+        };
+        self.conn = conn.connection;
         self.session = Some(session);
         self.watch_socket();
         // The handshake is owed a reply, as any command.
@@ -352,7 +295,7 @@ impl Link {
         }
         if !tls {
             self.flush();
-        } else if rc == NGX_OK as isize {
+        } else if conn.connected {
             self.start_tls();
         }
     }
@@ -606,43 +549,22 @@ impl Link {
         if self.conn.is_null() {
             return;
         }
-        // SAFETY: our live connection; nothing refers to it afterwards, nor
-        // to its pool (ours, made for TLS).
-        unsafe {
-            Tls::shutdown(self.conn);
-            let pool = (*self.conn).pool;
-            ngx_close_connection(self.conn);
-            if !pool.is_null() {
-                ngx_destroy_pool(pool);
-            }
-        }
+        // SAFETY: our live connection; nothing refers to it afterwards.
+        unsafe { peer::close(self.conn) };
         self.conn = ptr::null_mut();
-    }
-}
-
-/// The link an event of its connection belongs to.
-///
-/// # Safety
-/// `ev` is a read or write event of a connection `Link::connect` made.
-unsafe fn link_of_conn(ev: *mut ngx_event_t) -> &'static mut Link {
-    // SAFETY: as the caller guarantees, the connection's data is its link,
-    // which is never freed while the worker runs.
-    unsafe {
-        let c = (*ev).data.cast::<ngx_connection_t>();
-        &mut *(*c).data.cast::<Link>()
     }
 }
 
 unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
     // SAFETY: nginx calls this for our connection's read event.
-    let link = unsafe { link_of_conn(ev) };
+    let link = unsafe { peer::owner_of::<Link>(ev) };
     let log = link.tick.log;
     guard::catch(log, "fleet link read", (), || link.read());
 }
 
 unsafe extern "C" fn on_write(ev: *mut ngx_event_t) {
     // SAFETY: nginx calls this for our connection's write event.
-    let link = unsafe { link_of_conn(ev) };
+    let link = unsafe { peer::owner_of::<Link>(ev) };
     let log = link.tick.log;
     guard::catch(log, "fleet link write", (), || link.flush());
 }
@@ -663,7 +585,7 @@ fn on_resolved(owner: *mut c_void) {
 
 unsafe extern "C" fn on_tls_connect(ev: *mut ngx_event_t) {
     // SAFETY: nginx calls this for our connection's events.
-    let link = unsafe { link_of_conn(ev) };
+    let link = unsafe { peer::owner_of::<Link>(ev) };
     let log = link.tick.log;
     guard::catch(log, "fleet link connect", (), || link.start_tls());
 }

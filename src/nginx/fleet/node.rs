@@ -9,7 +9,7 @@
 //! the fleet's bans on every (re)connection and then publishes the bans
 //! made here while the link was down.
 
-use core::cell::Cell;
+use core::cell::{Cell, OnceCell};
 use core::ops::Deref;
 use core::ptr;
 use std::rc::Rc;
@@ -23,6 +23,7 @@ use crate::engine::table::{Ban, Events, Now, Table, Unacceptable};
 use crate::nginx::base::clock::now;
 use crate::nginx::base::log::{self, BanBy, DEFAULT_LOG_LEVEL};
 use crate::nginx::base::process::{is_worker_zero, serves_requests};
+use crate::nginx::crowdsec::handle::{self as crowdsec, Crowdsec};
 use crate::nginx::fleet::conf::FleetConf;
 use crate::nginx::fleet::link::{Link, LinkOwner};
 use crate::nginx::state::zone::{self, SyncLine, Zone};
@@ -42,6 +43,9 @@ pub struct Fleet {
     loaded: Cell<usize>,
     /// Worker 0: outage bans published before the running load.
     published: Cell<usize>,
+    /// The zone's CrowdSec, which hears of the bans the fleet's count
+    /// makes here (set once the http block is read).
+    pub crowdsec: OnceCell<Rc<Crowdsec>>,
 }
 
 impl Fleet {
@@ -55,6 +59,7 @@ impl Fleet {
             down_logged: Cell::new(false),
             loaded: Cell::new(0),
             published: Cell::new(0),
+            crowdsec: OnceCell::new(),
         }
     }
 }
@@ -250,7 +255,7 @@ impl LinkOwner for Fleet {
         &self.conf
     }
 
-    fn on_event(&self, link: &mut Link, event: Event) {
+    fn on_event(&'static self, link: &mut Link, event: Event) {
         on_event(self, link, event);
     }
 
@@ -260,7 +265,7 @@ impl LinkOwner for Fleet {
 }
 
 /// What a link's session reported.
-fn on_event(fleet: &Fleet, link: &mut Link, event: Event) {
+fn on_event(fleet: &'static Fleet, link: &mut Link, event: Event) {
     let zone = &*fleet.zone;
     match event {
         Event::Ready => {
@@ -280,6 +285,10 @@ fn on_event(fleet: &Fleet, link: &mut Link, event: Event) {
             if let Some(ban) = made {
                 log_ban(zone, &ban, BanBy::Fleet);
                 publish_ban(zone, link, &ban);
+                // This node's count crossed: it alone speaks for the fleet.
+                if let Some(cs) = fleet.crowdsec.get() {
+                    crowdsec::ban_made(cs, &ban);
+                }
             }
             zone::log_events(zone, &events, log(), DEFAULT_LOG_LEVEL);
         }

@@ -13,7 +13,7 @@ use crate::engine::fleet::snapshot::{self, Snapshot, Timed};
 use crate::nginx::base::log;
 use crate::nginx::fleet::conf::FleetConf;
 use crate::nginx::fleet::node::{apply_loaded, refused_forged, Fleet};
-use crate::nginx::fleet::tls::BlockingTls;
+use crate::nginx::net::tls::BlockingTls;
 
 /// The whole load, connection included: a Redis that is down, black-holed,
 /// trickling or endless holds nginx's start (or a reload) no longer.

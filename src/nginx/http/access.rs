@@ -25,6 +25,7 @@ use crate::nginx::base::guard;
 use crate::nginx::base::log::{self, BanBy, DEFAULT_LOG_LEVEL};
 use crate::nginx::conf::accessor::Module;
 use crate::nginx::conf::loc::{self, LocConf};
+use crate::nginx::crowdsec::handle as crowdsec;
 use crate::nginx::fleet::node as fleet;
 use crate::nginx::http::api::API_HANDLER;
 use crate::nginx::http::realip;
@@ -520,8 +521,13 @@ fn count_failure(r: &Request) {
             };
             let bantime = zone.policy.ban_secs(ban.offence.saturating_sub(1));
             log::ban(log, lcf.log_level(), &zone.name, &ban, bantime, by);
-            if let Some(f) = lcf.fleet().filter(|_| !dry_run) {
-                fleet::ban_made(f, &ban);
+            if !dry_run {
+                if let Some(f) = lcf.fleet() {
+                    fleet::ban_made(f, &ban);
+                }
+                if let Some(cs) = lcf.crowdsec() {
+                    crowdsec::ban_made(cs, &ban);
+                }
             }
         }
         Some(Failure::AlreadyBanned) => {

@@ -409,8 +409,8 @@ fn view_of(declared: &DeclaredZone, t: &Table<'_>) -> ZoneView {
             url: f.url.to_string(),
             stats: *t.sync_stats(),
         }),
-        crowdsec: declared.crowdsec_url.get().map(|url| CrowdsecView {
-            url: url.clone(),
+        crowdsec: declared.crowdsec.get().map(|cs| CrowdsecView {
+            url: cs.conf.spec.url.to_string(),
             stats: *t.crowdsec_stats(),
         }),
     }

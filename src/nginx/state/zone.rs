@@ -330,7 +330,7 @@ pub fn admit_sync_line(zone: &Zone, line: SyncLine, log: *mut ngx_log_t) -> bool
 
 /// Whether to write a line limited by `limit`, after a summary of the lines
 /// of its kind that were dropped.
-fn admit(zone: &Zone, limit: &LogLimit, kind: &str, log: *mut ngx_log_t, level: usize) -> bool {
+pub fn admit(zone: &Zone, limit: &LogLimit, kind: &str, log: *mut ngx_log_t, level: usize) -> bool {
     match limit.admit(crate::nginx::base::clock::now().secs()) {
         Admit::Drop => false,
         Admit::Write {

@@ -1,0 +1,282 @@
+//! Worker 0's bouncer: LAPI's decisions stream pulled every `interval`
+//! (`startup=true` first, then what changed), applied to the zone, which
+//! every worker reads. A pull is one [`Exchange`]; the timer runs only
+//! between pulls. LAPI down: the bans already pulled hold until their
+//! end, one warn, retries 1 s, 2 s, 4 s... apart up to the interval, one
+//! notice when it answers again. A refused key: one error, then no more
+//! pulls until the configuration is read again (a new key needs a reload
+//! anyway).
+
+use core::ffi::c_void;
+
+use nginx_sys::{ngx_add_timer, ngx_del_timer, ngx_event_t, ngx_exiting, ngx_log_t};
+use ngx::log::ngx_cycle_log;
+
+use crate::engine::crowdsec::apply::{Bouncer, Pulled};
+use crate::engine::crowdsec::decision::parse_stream;
+use crate::engine::crowdsec::http::request;
+use crate::engine::log_limit::LogLimit;
+use crate::engine::table::{Events, Table};
+use crate::nginx::base::clock::now;
+use crate::nginx::base::guard;
+use crate::nginx::base::log::{self, DEFAULT_LOG_LEVEL};
+use crate::nginx::crowdsec::conf::CrowdsecConf;
+use crate::nginx::crowdsec::exchange::{Exchange, Outcome};
+use crate::nginx::state::zone;
+use crate::nginx::state::zone::Zone;
+
+/// The largest answer read: a startup answer lists every decision active
+/// or ended in the last 7 days (about 200 bytes each), so this holds some
+/// 300,000; a larger one is an error, never a growing buffer.
+const MAX_ANSWER: usize = 64 << 20;
+/// Decisions applied per lock of the zone: requests of other workers wait
+/// for one batch at most, never for a whole startup answer.
+const BATCH: usize = 1000;
+
+pub struct Puller {
+    conf: &'static CrowdsecConf,
+    zone: &'static Zone,
+    exchange: *mut Exchange,
+    timer: ngx_event_t,
+    bouncer: Bouncer,
+    /// The `startup=true` pull succeeded: later pulls ask what changed.
+    started: bool,
+    /// What the log last said of LAPI: `Some(true)` reachable.
+    reported_up: Option<bool>,
+    /// Failed pulls in a row: the backoff.
+    failed_tries: u32,
+    ban_lines: LogLimit,
+    refused_lines: LogLimit,
+}
+
+fn cycle_log() -> *mut ngx_log_t {
+    ngx_cycle_log().as_ptr()
+}
+
+impl Puller {
+    /// Worker 0's puller for `zone`, its first pull at once.
+    pub fn start(
+        conf: &'static CrowdsecConf,
+        zone: &'static Zone,
+        log: *mut ngx_log_t,
+    ) -> *mut Puller {
+        let capacity = zone.with_table(|t| t.capacity()).unwrap_or(0);
+        let puller = Box::into_raw(Box::new(Puller {
+            conf,
+            zone,
+            exchange: core::ptr::null_mut(),
+            // SAFETY: an all-zero event is an idle one.
+            timer: unsafe { core::mem::zeroed() },
+            bouncer: Bouncer::new(&zone.name, conf.spec.wide, capacity as usize),
+            started: false,
+            reported_up: None,
+            failed_tries: 0,
+            ban_lines: LogLimit::default(),
+            refused_lines: LogLimit::default(),
+        }));
+        // SAFETY: just allocated and leaked: lives until the worker exits.
+        let p = unsafe { &mut *puller };
+        p.exchange = Exchange::new(conf, puller.cast(), on_done, log);
+        p.timer.handler = Some(on_timer);
+        p.timer.data = puller.cast();
+        p.timer.log = log;
+        p.timer.set_cancelable(1);
+        p.arm(1);
+        puller
+    }
+
+    fn arm(&mut self, ms: usize) {
+        // SAFETY: nginx's flag, written in this process only; timers are
+        // used from the worker's own event loop.
+        unsafe {
+            if ngx_exiting == 0 {
+                ngx_add_timer(&mut self.timer, ms);
+            }
+        }
+    }
+
+    fn exchange(&mut self) -> &mut Exchange {
+        // SAFETY: made in `start`, never freed while the worker runs, and
+        // a separate allocation from the puller.
+        unsafe { &mut *self.exchange }
+    }
+
+    fn pull(&mut self) {
+        if self.exchange().busy() {
+            return;
+        }
+        let path = if self.started {
+            "/v1/decisions/stream"
+        } else {
+            "/v1/decisions/stream?startup=true"
+        };
+        let conf = &self.conf;
+        let mut out = Vec::with_capacity(256);
+        request(
+            &mut out,
+            "GET",
+            &conf.authority,
+            path,
+            &[("X-Api-Key", conf.key.expose())],
+            None,
+        );
+        self.exchange().start(out, MAX_ANSWER);
+    }
+
+    fn pulled(&mut self, outcome: Outcome) {
+        let response = match outcome {
+            Ok(r) => r,
+            Err(why) => return self.failed(&why),
+        };
+        let interval_ms = self.conf.spec.interval as usize * 1000;
+        match response.status {
+            200 => {}
+            401 | 403 => {
+                let (conf, zone) = (self.conf, self.zone);
+                self.count(|s| {
+                    s.record_error("the bouncer key was refused");
+                    s.connected = 0;
+                });
+                log::crowdsec_refused(
+                    cycle_log(),
+                    &zone.name,
+                    &conf.spec.url,
+                    "the bouncer key",
+                    response.status,
+                    "no more pulls until nginx is reloaded; local bans go on",
+                );
+                return;
+            }
+            status => return self.failed(&format!("HTTP {status}")),
+        }
+        let answer = match parse_stream(&response.body) {
+            Ok(a) => a,
+            Err(e) => return self.failed(&format!("not a decisions stream: {e}")),
+        };
+        drop(response);
+        let applied = self.apply(answer);
+        self.started = true;
+        self.failed_tries = 0;
+        let secs = now().secs();
+        self.count(|s| {
+            s.pulls += 1;
+            s.connected = 1;
+            s.last_pull = secs;
+        });
+        if self.reported_up != Some(true) {
+            self.reported_up = Some(true);
+            log::crowdsec_up(cycle_log(), &self.zone.name, &self.conf.spec.url, applied);
+        }
+        self.arm(interval_ms);
+    }
+
+    /// Applies an answer in batches; answers how many bans it made.
+    fn apply(&mut self, answer: crate::engine::crowdsec::decision::StreamAnswer) -> usize {
+        let zone = self.zone;
+        let now = now();
+        self.bouncer.forget_ended(now);
+        let deleted = answer.deleted.unwrap_or_default();
+        let new = answer.new.unwrap_or_default();
+        let mut made = 0;
+        // Deletions first: a decision deleted and made again on the same
+        // address in one interval is banned at the end.
+        for (batch, is_new) in deleted
+            .chunks(BATCH)
+            .map(|b| (b, false))
+            .chain(new.chunks(BATCH).map(|b| (b, true)))
+        {
+            let mut out = Pulled::default();
+            let mut events = Events::default();
+            let bouncer = &mut self.bouncer;
+            zone.with_table(|t| {
+                for entry in batch {
+                    if is_new {
+                        bouncer.apply_new(t, entry, now, &mut events, &mut out);
+                    } else {
+                        bouncer.apply_deleted(t, entry, now, &mut events, &mut out);
+                    }
+                }
+                count_pulled(t, &out);
+            });
+            made += out.applied.len();
+            self.log_pulled(&out);
+            zone::log_events(zone, &events, cycle_log(), DEFAULT_LOG_LEVEL);
+        }
+        made
+    }
+
+    fn log_pulled(&self, out: &Pulled) {
+        let (z, log) = (self.zone, cycle_log());
+        let zone = &z.name;
+        let admit = |limit, kind| zone::admit(z, limit, kind, log, DEFAULT_LOG_LEVEL);
+        for (ban, labels) in &out.applied {
+            if admit(&self.ban_lines, "by=crowdsec") {
+                log::ban_crowdsec(log, zone, ban, &labels.scenario, &labels.origin);
+            }
+        }
+        for key in &out.lifted {
+            if admit(&self.ban_lines, "by=crowdsec") {
+                log::unban_crowdsec(log, zone, key);
+            }
+        }
+        for (ban, why) in &out.refused {
+            if admit(&self.refused_lines, "crowdsec decision refused") {
+                log::crowdsec_decision_refused(log, zone, ban, why);
+            }
+        }
+    }
+
+    /// A pull failed: counted, logged once per outage, retried sooner than
+    /// the interval, backing off.
+    fn failed(&mut self, why: &str) {
+        self.count(|s| {
+            s.record_error(why);
+            s.connected = 0;
+        });
+        if self.reported_up != Some(false) {
+            self.reported_up = Some(false);
+            log::crowdsec_down(cycle_log(), &self.zone.name, &self.conf.spec.url, why);
+        }
+        let interval_ms = self.conf.spec.interval as usize * 1000;
+        let wait = (1000usize << self.failed_tries.min(10)).min(interval_ms);
+        self.failed_tries = self.failed_tries.saturating_add(1);
+        self.arm(wait);
+    }
+
+    fn count(&self, f: impl FnOnce(&mut crate::engine::table::CrowdsecStats)) {
+        self.zone.with_table(|t| f(t.crowdsec_stats_mut()));
+    }
+
+    pub fn stop(&mut self) {
+        if self.timer.timer_set() != 0 {
+            // SAFETY: our armed timer.
+            unsafe { ngx_del_timer(&mut self.timer) };
+        }
+        self.exchange().stop();
+    }
+}
+
+/// A pull's outcome in the zone's counters, under the lock it took.
+fn count_pulled(t: &mut Table<'_>, out: &Pulled) {
+    let s = t.crowdsec_stats_mut();
+    s.decisions_applied += out.applied.len() as u64;
+    s.decisions_deleted += out.lifted.len() as u64;
+    s.decisions_refused += out.refused.len() as u64;
+    s.decisions_ignored += out.ignored;
+    s.decisions_malformed += out.malformed;
+}
+
+fn on_done(owner: *mut c_void, outcome: Outcome) {
+    // SAFETY: the owner is the puller that made the exchange, never freed
+    // while the worker runs; the exchange calls back as its last act.
+    let puller = unsafe { &mut *owner.cast::<Puller>() };
+    puller.pulled(outcome);
+}
+
+unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
+    // SAFETY: the timer's data is its puller, never freed while the worker
+    // runs.
+    let puller = unsafe { &mut *(*ev).data.cast::<Puller>() };
+    let log = puller.timer.log;
+    guard::catch(log, "crowdsec pull", (), || puller.pull());
+}
