@@ -540,3 +540,60 @@ fn a_lapi_that_trickles_or_never_ends_costs_a_failed_pull_not_a_worker() {
         n.assert_clean();
     });
 }
+
+#[test]
+fn an_https_lapi_is_used_only_when_its_certificate_verifies() {
+    with_timeout(TEST_SECS, || {
+        let certs = Certs::make();
+        let lapi = Lapi::start();
+        let key = lapi.bouncer_key_file("authban");
+        // nginx (without authban) in front of LAPI, as TLS terminators are.
+        let front = Nginx::options().without_module().start(&format!(
+            r#"
+    server {{
+        listen 127.0.0.1:{{port}} ssl;
+        ssl_certificate {};
+        ssl_certificate_key {};
+        location / {{ proxy_pass {}; }}
+    }}
+    "#,
+            certs.path("server.crt").display(),
+            certs.path("server.key").display(),
+            lapi.url()
+        ));
+        let url = format!("https://127.0.0.1:{}", front.port());
+        let with_ca = |ca: &str| {
+            crowdsec_line(&url, &key, &format!("ca={}", certs.path(ca).display()))
+        };
+        lapi.add_decision_ip("192.0.2.7", "1h");
+        let n = start(&with_ca("ca.crt"));
+        assert!(
+            wait_until(WITHIN, || all_refused(&n, "192.0.2.7")),
+            "{:?}\n{}",
+            crowdsec(&n),
+            n.log_tail()
+        );
+        assert!(crowdsec(&n).bool("connected"));
+        drop(n);
+
+        // Another CA: never connected, and the reason is said.
+        let n = start(&with_ca("other-ca.crt"));
+        assert!(n.wait_for_error_log("is unreachable", Duration::from_secs(5)));
+        let cs = crowdsec(&n);
+        assert!(!cs.bool("connected"), "{cs:?}");
+        assert!(cs.str("last_error").contains("certificate"), "{cs:?}");
+        assert!(all_served(&n, "192.0.2.7"));
+        drop(n);
+
+        // A name the certificate does not hold (it names 127.0.0.1 only).
+        let by_name = format!("https://localhost:{}", front.port());
+        let n = start(&crowdsec_line(
+            &by_name,
+            &key,
+            &format!("ca={}", certs.path("ca.crt").display()),
+        ));
+        assert!(n.wait_for_error_log("is unreachable", Duration::from_secs(5)));
+        assert!(!crowdsec(&n).bool("connected"));
+        assert!(all_served(&n, "192.0.2.7"));
+    });
+}
