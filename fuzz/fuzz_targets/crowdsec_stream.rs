@@ -2,16 +2,23 @@
 //! it never panics and stays bounded: the HTTP response, fed in pieces of
 //! any size, ends in a response no longer than allowed or an error; the
 //! decisions stream yields decisions whose keys parse back and whose labels
-//! are bounded and printable. The bytes come from the network.
+//! are bounded and printable, and applying it to a zone holds the zone's
+//! policy and the bouncer's memory bound; a login answer is read or not.
+//! The bytes come from the network.
 #![no_main]
 
+use authban::engine::crowdsec::alert::parse_login;
+use authban::engine::crowdsec::apply::{Bouncer, Pulled};
 use authban::engine::crowdsec::decision::{parse_stream, MAX_LABEL_LEN};
 use authban::engine::crowdsec::duration::parse_go_duration;
 use authban::engine::crowdsec::http::ResponseReader;
 use authban::engine::key::Key;
+use authban::engine::table::{Events, Now, Policy, Table};
 use libfuzzer_sys::fuzz_target;
 
 const MAX_BODY: usize = 4096;
+/// Decisions the bouncer may remember here.
+const LIMIT: usize = 8;
 
 fuzz_target!(|input: (u8, &[u8])| {
     let (piece, data) = input;
@@ -27,9 +34,26 @@ fuzz_target!(|input: (u8, &[u8])| {
     if let Ok(text) = core::str::from_utf8(data) {
         let _ = parse_go_duration(text);
     }
+    let _ = parse_login(data);
     let Ok(answer) = parse_stream(data) else {
         return;
     };
+    let mut region = vec![0u8; 64 * 1024];
+    let policy = Policy::default();
+    let mut table = Table::format(&mut region, &policy, [1, 2]).expect("format");
+    let now = Now::from_ms(1_700_000_000_000);
+    let mut bouncer = Bouncer::new("z", piece & 1 == 1, LIMIT);
+    let (mut out, mut events) = (Pulled::default(), Events::default());
+    for entry in answer.deleted.iter().flatten() {
+        bouncer.apply_deleted(&mut table, entry, now, &mut events, &mut out);
+    }
+    for entry in answer.new.iter().flatten() {
+        bouncer.apply_new(&mut table, entry, now, &mut events, &mut out);
+    }
+    assert!(bouncer.len() <= LIMIT);
+    for (ban, _) in &out.applied {
+        assert!(policy.admits_remote(ban, now, piece & 1 == 1).is_ok());
+    }
     for entry in answer.new.iter().chain(answer.deleted.iter()).flatten() {
         if let Ok(d) = entry.usable() {
             assert_eq!(Key::parse(&d.key.to_string()), Some(d.key));
