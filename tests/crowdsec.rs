@@ -562,9 +562,8 @@ fn an_https_lapi_is_used_only_when_its_certificate_verifies() {
             lapi.url()
         ));
         let url = format!("https://127.0.0.1:{}", front.port());
-        let with_ca = |ca: &str| {
-            crowdsec_line(&url, &key, &format!("ca={}", certs.path(ca).display()))
-        };
+        let with_ca =
+            |ca: &str| crowdsec_line(&url, &key, &format!("ca={}", certs.path(ca).display()));
         lapi.add_decision_ip("192.0.2.7", "1h");
         let n = start(&with_ca("ca.crt"));
         assert!(
@@ -595,5 +594,33 @@ fn an_https_lapi_is_used_only_when_its_certificate_verifies() {
         assert!(n.wait_for_error_log("is unreachable", Duration::from_secs(5)));
         assert!(!crowdsec(&n).bool("connected"));
         assert!(all_served(&n, "192.0.2.7"));
+    });
+}
+
+#[test]
+fn a_decision_deleted_across_a_reload_is_lifted() {
+    with_timeout(TEST_SECS, || {
+        let lapi = Lapi::start();
+        let key = lapi.bouncer_key_file("authban");
+        let mut n = start(&crowdsec_line(&lapi.url(), &key, ""));
+        lapi.add_decision_ip("192.0.2.7", "1h");
+        assert!(wait_until(WITHIN, || all_refused(&n, "192.0.2.7")));
+        // A new worker 0 that pulls once at start, then not for an hour.
+        let hourly =
+            conf(&crowdsec_line(&lapi.url(), &key, "").replace("interval=1s", "interval=1h"));
+        n.reload_with(&hourly);
+        thread::sleep(Duration::from_secs(2));
+        lapi.delete_decision_ip("192.0.2.7");
+        assert!(all_refused(&n, "192.0.2.7"), "no pull yet");
+        // The next worker 0 never saw the decision: its startup answer
+        // lists the deletion, and the ban only a decision makes goes.
+        n.reload_with(&hourly);
+        assert!(
+            wait_until(WITHIN, || all_served(&n, "192.0.2.7")),
+            "{:?}\n{}",
+            crowdsec(&n),
+            n.log_tail()
+        );
+        n.assert_clean();
     });
 }

@@ -45,7 +45,7 @@ fuzz_target!(|input: (u8, &[u8])| {
     let mut bouncer = Bouncer::new("z", piece & 1 == 1, LIMIT);
     let (mut out, mut events) = (Pulled::default(), Events::default());
     for entry in answer.deleted.iter().flatten() {
-        bouncer.apply_deleted(&mut table, entry, now, &mut events, &mut out);
+        bouncer.apply_deleted(&mut table, entry, piece & 2 == 2, now, &mut events, &mut out);
     }
     for entry in answer.new.iter().flatten() {
         bouncer.apply_new(&mut table, entry, now, &mut events, &mut out);

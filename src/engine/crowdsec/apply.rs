@@ -133,10 +133,18 @@ impl Bouncer {
     /// Applies one entry of the answer's `deleted` list: the ban its
     /// decision made is lifted if the zone still holds that ban, and any
     /// other decision on the same key still in force takes its place.
+    ///
+    /// `startup`: the answer to `startup=true`, which lists every decision
+    /// deleted or ended lately and then every active one. Its deletions of
+    /// decisions this bouncer never saw (made before a reload or a
+    /// restart, the ban kept in the zone or its state file) lift a ban
+    /// that only a decision makes (no failures, no offence); the active
+    /// decisions, applied after, hold what must stay.
     pub fn apply_deleted(
         &mut self,
         t: &mut Table<'_>,
         entry: &Entry,
+        startup: bool,
         now: Now,
         events: &mut Events,
         out: &mut Pulled,
@@ -145,6 +153,15 @@ impl Bouncer {
             return out.malformed += 1;
         };
         let Some(taken) = raw.id.and_then(|id| self.forget(id)) else {
+            if startup {
+                if let Ok(key) = raw.key() {
+                    let held = t.lookup(&key, now).and_then(|s| s.ban);
+                    if held.is_some_and(|b| b.failures == 0 && b.offence == 0) {
+                        t.unban(&key, now);
+                        return out.lifted.push(key);
+                    }
+                }
+            }
             // Not one of ours, or a deletion repeated (LAPI lists each
             // at least once).
             return out.ignored += 1;
@@ -287,10 +304,20 @@ mod tests {
     }
 
     fn pull(b: &mut Bouncer, t: &mut Table<'_>, new: &[String], deleted: &[String]) -> Pulled {
+        pull_as(b, t, new, deleted, false)
+    }
+
+    fn pull_as(
+        b: &mut Bouncer,
+        t: &mut Table<'_>,
+        new: &[String],
+        deleted: &[String],
+        startup: bool,
+    ) -> Pulled {
         let mut out = Pulled::default();
         let mut ev = Events::default();
         for e in entries(&format!("[{}]", deleted.join(","))) {
-            b.apply_deleted(t, &e, NOW, &mut ev, &mut out);
+            b.apply_deleted(t, &e, startup, NOW, &mut ev, &mut out);
         }
         for e in entries(&format!("[{}]", new.join(","))) {
             b.apply_new(t, &e, NOW, &mut ev, &mut out);
@@ -323,6 +350,37 @@ mod tests {
             assert!(out.lifted.is_empty());
             assert_eq!(out.ignored, 1);
             assert!(b.is_empty());
+        });
+    }
+
+    #[test]
+    fn a_startup_pull_lifts_what_was_deleted_before_this_bouncer_ran() {
+        with_table(Policy::default(), |t| {
+            let mut before = Bouncer::new("api", false, 100);
+            let gone = decision(1, "192.0.2.7", "1h", "cscli", "x");
+            let kept = decision(2, "192.0.2.8", "1h", "cscli", "x");
+            pull(&mut before, t, &[gone.clone(), kept.clone()], &[]);
+            let mut ev = Events::default();
+            let own = t.ban(&key("192.0.2.9"), NOW, 600, &mut ev);
+            // A new worker 0 (a reload): its startup answer lists the
+            // deleted decision, one on the zone's own ban, and the rest.
+            let mut after = Bouncer::new("api", false, 100);
+            let own_deleted = decision(3, "192.0.2.9", "-1s", "cscli", "x");
+            let out = pull_as(
+                &mut after,
+                t,
+                &[kept.clone()],
+                &[gone.clone(), own_deleted],
+                true,
+            );
+            assert_eq!(out.lifted, vec![key("192.0.2.7")]);
+            assert!(!banned(t, "192.0.2.7", NOW));
+            assert!(banned(t, "192.0.2.8", NOW));
+            assert_eq!(t.lookup(&key("192.0.2.9"), NOW).unwrap().ban, Some(own));
+            // Outside a startup answer, an unknown deletion is a repeat.
+            pull(&mut after, t, &[], &[kept.clone()]);
+            let out = pull(&mut after, t, &[], &[kept]);
+            assert!(out.lifted.is_empty());
         });
     }
 

@@ -177,6 +177,7 @@ impl Puller {
         self.bouncer.forget_ended(now);
         let deleted = answer.deleted.unwrap_or_default();
         let new = answer.new.unwrap_or_default();
+        let startup = !self.started;
         let mut made = 0;
         // Deletions first: a decision deleted and made again on the same
         // address in one interval is banned at the end.
@@ -193,7 +194,7 @@ impl Puller {
                     if is_new {
                         bouncer.apply_new(t, entry, now, &mut events, &mut out);
                     } else {
-                        bouncer.apply_deleted(t, entry, now, &mut events, &mut out);
+                        bouncer.apply_deleted(t, entry, startup, now, &mut events, &mut out);
                     }
                 }
                 count_pulled(t, &out);
