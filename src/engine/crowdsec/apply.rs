@@ -369,7 +369,7 @@ mod tests {
             let out = pull_as(
                 &mut after,
                 t,
-                &[kept.clone()],
+                core::slice::from_ref(&kept),
                 &[gone.clone(), own_deleted],
                 true,
             );
@@ -378,7 +378,7 @@ mod tests {
             assert!(banned(t, "192.0.2.8", NOW));
             assert_eq!(t.lookup(&key("192.0.2.9"), NOW).unwrap().ban, Some(own));
             // Outside a startup answer, an unknown deletion is a repeat.
-            pull(&mut after, t, &[], &[kept.clone()]);
+            pull(&mut after, t, &[], core::slice::from_ref(&kept));
             let out = pull(&mut after, t, &[], &[kept]);
             assert!(out.lifted.is_empty());
         });
