@@ -3,9 +3,10 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::fs;
+use std::fs::{self, File};
 use std::panic;
 use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, Weak};
@@ -209,6 +210,51 @@ pub fn spawn_again(mut spawn: impl FnMut() -> Result<(), String>) -> Result<(), 
         thread::sleep(Duration::from_millis(500));
     }
     Err(last)
+}
+
+/// Starts a server: `cmd` with stdin from /dev/null and stdout and stderr
+/// into the file `log`, tracked (for [`with_timeout`]) as `WHAT pid PID`.
+/// Panics when it cannot start.
+pub(crate) fn spawn_logged(cmd: &mut Command, log: &Path, what: &str) -> (Child, Arc<Tracked>) {
+    let out = File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
+    let tracked = Tracked::new(format!("{what} pid {}", child.id()), child.id() as i32);
+    (child, tracked)
+}
+
+/// How a server's start-up ended ([`await_ready`]).
+pub(crate) enum Startup {
+    Ready,
+    /// It exited first (and is reaped).
+    Exited(ExitStatus),
+    TimedOut,
+}
+
+/// Polls every 20 ms until `ready()` holds, `child` exits, or `timeout`
+/// passes: a freshly spawned server's start-up.
+pub(crate) fn await_ready(
+    child: &mut Child,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Startup {
+    let mut exited = None;
+    let done = super::wait_until(timeout, || {
+        if let Ok(Some(status)) = child.try_wait() {
+            exited = Some(status);
+            return true;
+        }
+        ready()
+    });
+    match (exited, done) {
+        (Some(status), _) => Startup::Exited(status),
+        (None, true) => Startup::Ready,
+        (None, false) => Startup::TimedOut,
+    }
 }
 
 /// Runs `body` on its own thread and panics if it has not finished after
