@@ -17,7 +17,7 @@ run: build
 
 # Unit, property and integration tests (real nginx, worker_processes >= 2).
 test: build
-	@scripts/deps.sh python3 python3-prometheus-client openssl
+	@scripts/deps.sh python3 python3-prometheus-client openssl nftables
 	@scripts/deps-redis.sh
 	@scripts/fetch-fail2ban.sh
 	@scripts/fetch-crowdsec.sh

@@ -7,8 +7,11 @@
 
 use std::io::{self, Read, Write};
 use std::mem;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 /// Connect, read and write timeout of every request.
@@ -241,11 +244,33 @@ fn parse_ip(s: &str) -> IpAddr {
         .unwrap_or_else(|_| panic!("not an IP address: {s:?}"))
 }
 
+/// Whether a TCP connection from `src` (bound before connecting; any of
+/// 127/8 on loopback) to the same family's loopback address, port `port`, is
+/// accepted within one second. A firewall that DROPs `src` makes it time
+/// out: `false`, as does a refusal.
+pub fn connects_from(src: IpAddr, port: u16) -> bool {
+    connect_within(
+        loopback(port, src.is_ipv6()),
+        Some(src),
+        Duration::from_secs(1),
+    )
+    .is_ok()
+}
+
 /// Connects with [`HTTP_TIMEOUT`] on connect, read and write, optionally
 /// binding the local address first (std cannot bind before connecting).
 fn connect(target: SocketAddr, local: Option<IpAddr>) -> io::Result<TcpStream> {
+    connect_within(target, local, HTTP_TIMEOUT)
+}
+
+/// [`connect`] with `timeout` on connect, read and write.
+fn connect_within(
+    target: SocketAddr,
+    local: Option<IpAddr>,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
     let stream = match local {
-        None => TcpStream::connect_timeout(&target, HTTP_TIMEOUT)?,
+        None => TcpStream::connect_timeout(&target, timeout)?,
         Some(local) => {
             let domain = if target.is_ipv4() {
                 libc::AF_INET
@@ -260,7 +285,7 @@ fn connect(target: SocketAddr, local: Option<IpAddr>) -> io::Result<TcpStream> {
             // SAFETY: fd is a fresh descriptor nobody else owns.
             let stream = TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
             // Linux bounds a blocking connect(2) by SO_SNDTIMEO.
-            stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
+            stream.set_write_timeout(Some(timeout))?;
             let (addr, len) = sockaddr(SocketAddr::new(local, 0));
             // SAFETY: addr is a valid sockaddr of length len.
             if unsafe { libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len) } != 0 {
@@ -280,8 +305,8 @@ fn connect(target: SocketAddr, local: Option<IpAddr>) -> io::Result<TcpStream> {
             stream
         }
     };
-    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
-    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
     stream.set_nodelay(true)?;
     Ok(stream)
 }
@@ -535,4 +560,55 @@ fn parse_head(head: &str) -> Result<Head, String> {
         })
         .collect();
     Ok((version, status, headers))
+}
+
+/// A plain TCP listener on 127.0.0.1 that accepts every connection and
+/// closes it at once: "another port of the host" for firewall tests (see
+/// [`connects_from`]). Its thread stops on drop.
+pub struct AcceptAll {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AcceptAll {
+    /// Listens on 127.0.0.1:`port` (bound in the calling thread's network
+    /// namespace; the accepting thread inherits it).
+    pub fn start(port: u16) -> AcceptAll {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+            .unwrap_or_else(|e| panic!("listen on 127.0.0.1:{port}: {e}"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopped.load(Ordering::Relaxed) {
+                    return;
+                }
+                drop(conn);
+            }
+        });
+        AcceptAll {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for AcceptAll {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept: 127.0.0.1 itself is never firewalled by a test.
+        let woken =
+            connect_within(loopback(self.port, false), None, Duration::from_secs(1)).is_ok();
+        if let Some(t) = self.thread.take() {
+            if woken {
+                let _ = t.join();
+            }
+        }
+    }
 }

@@ -126,9 +126,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::client::http;
 use super::json::Json;
-use super::paths::{build_dir, fresh_dir, keep_tmp};
+use super::paths::{build_dir, fresh_dir, keep_tmp, logs_tail};
 use super::ports::free_port;
-use super::process::{kill_server, spawn_again, Tracked};
+use super::process::{await_ready, kill_server, spawn_again, spawn_logged, Startup, Tracked};
 
 /// How long the LAPI may take to answer `/health` after starting.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -303,45 +303,34 @@ prometheus:
     /// Spawns `crowdsec -c CONFIG -no-cs` and waits until `/health` answers.
     fn spawn(&mut self) -> Result<(), String> {
         let bin = crowdsec_bin("crowdsec");
-        let out = File::create(self.dir.join("log/stdout.log")).expect("create stdout.log");
-        let child = Command::new(&bin)
-            .arg("-c")
-            .arg(self.config_path())
-            .arg("-no-cs")
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-        self.tracked = Some(Tracked::new(
-            format!("crowdsec pid {} port {}", child.id(), self.port),
-            child.id() as i32,
-        ));
-        self.child = Some(child);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                self.child = None;
-                self.tracked = None;
-                return Err(format!(
-                    "crowdsec on port {} exited with {status}\n{}",
-                    self.port,
-                    self.log_tail()
-                ));
+        let (mut child, tracked) = spawn_logged(
+            Command::new(&bin)
+                .arg("-c")
+                .arg(self.config_path())
+                .arg("-no-cs")
+                .current_dir(&self.dir),
+            &self.dir.join("log/stdout.log"),
+            &format!("crowdsec port {}", self.port),
+        );
+        match await_ready(&mut child, READY_TIMEOUT, || self.healthy()) {
+            Startup::Ready => {
+                self.tracked = Some(tracked);
+                self.child = Some(child);
+                Ok(())
             }
-            if self.healthy() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
+            Startup::Exited(status) => Err(format!(
+                "crowdsec on port {} exited with {status}\n{}",
+                self.port,
+                self.log_tail()
+            )),
+            Startup::TimedOut => {
                 let tail = self.log_tail();
-                self.stop();
-                return Err(format!(
+                kill_server(&mut Some(tracked), &mut Some(child));
+                Err(format!(
                     "crowdsec on port {} does not answer GET /health within {READY_TIMEOUT:?}\n{tail}",
                     self.port
-                ));
+                ))
             }
-            thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -388,24 +377,12 @@ prometheus:
     /// The last lines of the LAPI's logs (its own, its access log, what it
     /// wrote before opening them), for failure messages.
     pub fn log_tail(&self) -> String {
-        let mut s = String::new();
-        for name in ["stdout.log", "crowdsec.log", "crowdsec_api.log"] {
-            let text = String::from_utf8_lossy(
-                &fs::read(self.dir.join("log").join(name)).unwrap_or_default(),
-            )
-            .into_owned();
-            let lines: Vec<&str> = text.lines().collect();
-            let from = lines.len().saturating_sub(30);
-            s += &format!(
-                "--- crowdsec log/{name} (last {} lines)\n",
-                lines.len() - from
-            );
-            for l in &lines[from..] {
-                s += l;
-                s.push('\n');
-            }
-        }
-        s
+        logs_tail(
+            &self.dir.join("log"),
+            &["stdout.log", "crowdsec.log", "crowdsec_api.log"],
+            "crowdsec log",
+            30,
+        )
     }
 
     /// `cscli -c CONFIG ARGS...`, bounded by [`CSCLI_TIMEOUT`]; its stdout.

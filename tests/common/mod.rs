@@ -24,6 +24,9 @@
 //! - [`Lapi`]: a real CrowdSec local API (Debian's crowdsec, unpacked by
 //!   `scripts/fetch-crowdsec.sh`) with `cscli` helpers; its doc records the
 //!   JSON LAPI 1.4.6 exchanges.
+//! - [`in_netns`]: a piece of a test in a fresh network namespace (root);
+//!   [`FirewallBouncer`]: Debian's crowdsec-firewall-bouncer (nftables)
+//!   there; [`AcceptAll`], [`connects_from`]: is a source address dropped?
 
 // Each test binary uses a different subset of the harness.
 #![allow(dead_code, unused_imports)]
@@ -34,8 +37,10 @@ mod client;
 mod crowdsec;
 mod fake_dns;
 mod fake_redis;
+mod firewall_bouncer;
 mod json;
 mod mock;
+mod netns;
 mod nginx;
 mod paths;
 mod ports;
@@ -44,12 +49,17 @@ mod redis;
 
 pub use api::{api, api_err, api_ok, json_error, json_ok};
 pub use certs::Certs;
-pub use client::{get, get_from, http, http_at, http_from_ip, Conn, Reply, Response, HTTP_TIMEOUT};
+pub use client::{
+    connects_from, get, get_from, http, http_at, http_from_ip, AcceptAll, Conn, Reply, Response,
+    HTTP_TIMEOUT,
+};
 pub use crowdsec::{crowdsec_dir, go_duration_secs, rfc3339_now, Lapi, MachineCredentials};
 pub use fake_dns::FakeDns;
 pub use fake_redis::{bulk, handshake as redis_handshake, FakeRedis};
+pub use firewall_bouncer::{nft, ruleset, FirewallBouncer, BOUNCER_PULL};
 pub use json::Json;
 pub use mock::Mock;
+pub use netns::{in_netns, in_private_netns};
 pub use nginx::{nginx_test_config, Nginx, NginxOptions};
 pub use paths::{build_dir, fresh_dir, mock_bin, module_path, nginx_bin};
 pub use ports::free_port;

@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// `$AUTHBAN_BUILD`, or `<crate>/build` (where `make build` puts things).
@@ -81,6 +81,25 @@ pub fn fresh_dir(tag: &str) -> PathBuf {
             Err(e) => panic!("cannot create temp dir {}: {e}", dir.display()),
         }
     }
+}
+
+/// The last `lines` lines of each file `names` in `dir` (a missing one is
+/// empty), each under a header `--- LABEL/NAME (last N lines)`: a server's
+/// logs for a failure message.
+pub(crate) fn logs_tail(dir: &Path, names: &[&str], label: &str, lines: usize) -> String {
+    let mut s = String::new();
+    for name in names {
+        let text =
+            String::from_utf8_lossy(&fs::read(dir.join(name)).unwrap_or_default()).into_owned();
+        let all: Vec<&str> = text.lines().collect();
+        let from = all.len().saturating_sub(lines);
+        s += &format!("--- {label}/{name} (last {} lines)\n", all.len() - from);
+        for l in &all[from..] {
+            s += l;
+            s.push('\n');
+        }
+    }
+    s
 }
 
 /// Whether to keep temp dirs even for passing tests (for debugging).

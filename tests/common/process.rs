@@ -3,9 +3,10 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::fs;
+use std::fs::{self, File};
 use std::panic;
 use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, Weak};
@@ -159,8 +160,21 @@ thread_local! {
 
 static REGISTRY: Mutex<Vec<(u64, Weak<Tracked>)>> = Mutex::new(Vec::new());
 
+/// The [`with_timeout`] call the current thread runs for, to hand to a
+/// helper thread ([`enter_timeout_scope`]) whose processes that call's
+/// timeout must kill too (0: none).
+pub(crate) fn timeout_scope() -> u64 {
+    SCOPE.with(|s| s.get())
+}
+
+/// Makes the current thread's spawned processes belong to `scope` (from
+/// [`timeout_scope`] on the thread that handed it over).
+pub(crate) fn enter_timeout_scope(scope: u64) {
+    SCOPE.with(|s| s.set(scope));
+}
+
 fn register(t: &Arc<Tracked>) {
-    let scope = SCOPE.with(|s| s.get());
+    let scope = timeout_scope();
     if scope == 0 {
         return;
     }
@@ -211,6 +225,79 @@ pub fn spawn_again(mut spawn: impl FnMut() -> Result<(), String>) -> Result<(), 
     Err(last)
 }
 
+/// Starts a server: `cmd` with stdin from /dev/null and stdout and stderr
+/// into the file `log`, tracked (for [`with_timeout`]) as `WHAT pid PID`.
+/// Panics when it cannot start.
+pub(crate) fn spawn_logged(cmd: &mut Command, log: &Path, what: &str) -> (Child, Arc<Tracked>) {
+    let out = File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
+    let tracked = Tracked::new(format!("{what} pid {}", child.id()), child.id() as i32);
+    (child, tracked)
+}
+
+/// How a server's start-up ended ([`await_ready`]).
+pub(crate) enum Startup {
+    Ready,
+    /// It exited first (and is reaped).
+    Exited(ExitStatus),
+    TimedOut,
+}
+
+/// Polls every 20 ms until `ready()` holds, `child` exits, or `timeout`
+/// passes: a freshly spawned server's start-up.
+pub(crate) fn await_ready(
+    child: &mut Child,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Startup {
+    let mut exited = None;
+    let done = super::wait_until(timeout, || {
+        if let Ok(Some(status)) = child.try_wait() {
+            exited = Some(status);
+            return true;
+        }
+        ready()
+    });
+    match (exited, done) {
+        (Some(status), _) => Startup::Exited(status),
+        (None, true) => Startup::Ready,
+        (None, false) => Startup::TimedOut,
+    }
+}
+
+/// Runs `cmd` (stdin from /dev/null) to its end and returns its output, or
+/// an error saying why not: it could not start, or it did not finish within
+/// `timeout` and was killed by pid (and reaped).
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
+    let what = format!("{:?}", cmd.get_program());
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    let tracked = Tracked::new(format!("{what} pid {}", child.id()), child.id() as i32);
+    // wait_with_output reads both pipes while waiting: no pipe fills up.
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(output)) => Ok(output),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => {
+            // The waiting thread reaps it.
+            tracked.kill_all();
+            Err(format!("{what} did not finish within {timeout:?} (killed)"))
+        }
+    }
+}
+
 /// Runs `body` on its own thread and panics if it has not finished after
 /// `secs` seconds, first SIGKILLing every nginx/mock the body started (from
 /// that thread), so a hung test can neither hang CI nor leak processes.
@@ -228,7 +315,7 @@ where
     let handle = thread::Builder::new()
         .name(name.clone())
         .spawn(move || {
-            SCOPE.with(|s| s.set(scope));
+            enter_timeout_scope(scope);
             let r = body();
             let _ = tx.send(());
             r

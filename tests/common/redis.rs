@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::paths::{fresh_dir, keep_tmp};
 use super::ports::free_port;
-use super::process::{kill_server, spawn_again, Tracked};
+use super::process::{await_ready, kill_server, spawn_again, spawn_logged, Startup, Tracked};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
@@ -148,41 +148,34 @@ impl Redis {
             args.extend(["--tls-port", tls_port]);
             args.extend(tls_args.iter().map(String::as_str));
         }
-        let out = File::create(self.dir.join("stdout.log")).expect("create redis stdout.log");
-        let child = Command::new(&bin)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-        self.tracked = Some(Tracked::new(
-            format!("redis-server pid {} port {}", child.id(), self.port),
-            child.id() as i32,
-        ));
+        let (mut child, tracked) = spawn_logged(
+            Command::new(&bin).args(&args),
+            &self.dir.join("stdout.log"),
+            &format!("redis-server port {}", self.port),
+        );
+        let startup = await_ready(&mut child, READY_TIMEOUT, || {
+            self.cmd(&["PING"]) == Ok(Resp::Simple("PONG".into()))
+        });
+        self.tracked = Some(tracked);
         self.child = Some(child);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+        match startup {
+            Startup::Ready => Ok(()),
+            Startup::Exited(status) => {
                 self.child = None;
-                return Err(format!(
+                Err(format!(
                     "redis-server on port {} exited with {status}\n{}",
                     self.port,
                     self.log()
-                ));
+                ))
             }
-            if self.cmd(&["PING"]) == Ok(Resp::Simple("PONG".into())) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
+            Startup::TimedOut => {
                 self.stop();
-                return Err(format!(
+                Err(format!(
                     "redis-server on port {} does not answer PING within {READY_TIMEOUT:?}\n{}",
                     self.port,
                     self.log()
-                ));
+                ))
             }
-            thread::sleep(Duration::from_millis(20));
         }
     }
 
