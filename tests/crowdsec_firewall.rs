@@ -147,3 +147,55 @@ fn firewall_half_bouncer_drops_a_lapi_ban_on_another_port() {
         })
     });
 }
+
+/// The seed's all-ports ban, end to end: authban bans an address by count
+/// (its real peer address, no realip), its alert reaches the LAPI, and the
+/// firewall bouncer drops that address on every port of the host: another
+/// listener's and nginx's own.
+#[test]
+fn authban_bans_by_count_and_the_firewall_drops_it_on_every_port() {
+    with_timeout(TEST_SECS + 20, || {
+        in_netns(|| {
+            let lapi = Lapi::start();
+            let bouncer = FirewallBouncer::start(&lapi);
+            let key = lapi.bouncer_key_file("authban");
+            let machine = lapi.machine_credentials("authban-node");
+            let n = Nginx::options().workers(2).start(&format!(
+                r#"
+    authban_zone zone=api:1m maxretry=3 findtime=10m bantime=1h;
+    authban_crowdsec zone=api url={} bouncer_key_file={} machine_credentials_file={} interval=1s;
+    server {{
+        listen 127.0.0.1:{{port}};
+        location /login {{
+            authban api;
+            proxy_pass http://127.0.0.1:{{port2}}/fail;
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{{port2}};
+        location = /fail {{ return 401; }}
+    }}
+    "#,
+                lapi.url(),
+                key.display(),
+                machine.display()
+            ));
+            let other_port = AcceptAll::start(free_port());
+            let (attacker, bystander) = (ip("127.0.0.5"), ip("127.0.0.6"));
+            let login = |src: &str| {
+                http_from_ip(src, n.port(), "GET", "/login", &[], None).status()
+            };
+            for _ in 0..3 {
+                assert_eq!(login("127.0.0.5"), Some(401));
+            }
+            assert_eq!(login("127.0.0.5"), Some(403), "{}", n.log_tail());
+            // The alert, then the firewall bouncer's next pull.
+            await_connects(&bouncer, attacker, other_port.port(), false);
+            assert!(bouncer.blocks(attacker), "{}", bouncer.diagnostics());
+            assert!(!connects_from(attacker, n.port()), "nginx's own port too");
+            assert!(connects_from(bystander, other_port.port()));
+            assert_eq!(login("127.0.0.6"), Some(401), "others are served");
+            n.assert_clean();
+        })
+    });
+}
