@@ -182,9 +182,8 @@ fn authban_bans_by_count_and_the_firewall_drops_it_on_every_port() {
             ));
             let other_port = AcceptAll::start(free_port());
             let (attacker, bystander) = (ip("127.0.0.5"), ip("127.0.0.6"));
-            let login = |src: &str| {
-                http_from_ip(src, n.port(), "GET", "/login", &[], None).status()
-            };
+            let login =
+                |src: &str| http_from_ip(src, n.port(), "GET", "/login", &[], None).status();
             for _ in 0..3 {
                 assert_eq!(login("127.0.0.5"), Some(401));
             }

@@ -47,12 +47,12 @@ fuzz_target!(|data: &[u8]| {
             "{e:?}"
         );
     }
-    if let Ok(records) = parsed {
-        let rendered = state::render(zone, &records);
+    if let Ok(saved) = parsed {
+        let rendered = state::render(zone, saved.secret, &saved.records);
         let again = state::parse(zone, &rendered).expect("a rendered file reads back");
-        assert_eq!(again, records);
-        assert_eq!(state::render(zone, &again), rendered);
-        for r in &records {
+        assert_eq!(again, saved);
+        assert_eq!(state::render(zone, again.secret, &again.records), rendered);
+        for r in &saved.records {
             assert_eq!(Key::parse(&r.key.to_string()), Some(r.key));
             if let Some(ban) = r.ban {
                 assert_eq!(ban.key, r.key);

@@ -40,6 +40,9 @@ pub struct ZoneSpec {
     pub sync_ca: Option<String>,
     pub sync_cert: Option<String>,
     pub sync_cert_key: Option<String>,
+    /// `key=EXPR`: the zone counts by this nginx complex value (variables
+    /// and text), not by the client address.
+    pub key: Option<String>,
 }
 
 pub const DEFAULT_STATE_INTERVAL: u32 = 10;
@@ -58,6 +61,8 @@ pub enum Expected {
     Widen,
     #[error("expected a file path")]
     Path,
+    #[error("expected variables or text, as limit_req_zone's key")]
+    Expression,
     #[error("must be info, notice, warn or error")]
     Level,
     #[error("expected redis://[:PASSWORD@]HOST[:PORT][/DB] (rediss:// for TLS)")]
@@ -112,6 +117,14 @@ pub enum DirectiveError {
     MaxtimeBelowBantime { maxtime: u32, bantime: u32 },
     #[error("invalid address or network \"{0}\"")]
     InvalidNetwork(String),
+    /// Prefixes and widening are an address zone's.
+    #[error("\"{0}=\" is for zones keyed on the client address, not with \"key=\"")]
+    NotForKeyZones(&'static str),
+    /// The nodes must hash a key alike: with the secret they share.
+    #[error(
+        "a zone with \"key=\" and \"sync=\" needs \"sync_key=\" (the nodes hash keys with it)"
+    )]
+    KeySyncWithoutSyncKey,
 }
 
 /// The directive handlers report errors as text.
@@ -264,6 +277,7 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
     let mut sync_ca = None;
     let mut sync_cert = None;
     let mut sync_cert_key = None;
+    let mut key = None;
     let mut seen: Vec<&str> = Vec::new();
     for arg in args {
         let Some((name, value)) = arg.split_once('=') else {
@@ -360,6 +374,12 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
                 }
                 *param.1 = Some(value.to_string());
             }
+            "key" => {
+                if value.is_empty() {
+                    return Err(invalid("key", value, Expected::Expression));
+                }
+                key = Some(value.to_string());
+            }
             "sync_wide" => {
                 sync_wide = match value {
                     "on" => true,
@@ -371,6 +391,16 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
         }
     }
     let (name, size) = zone.ok_or(DirectiveError::MissingZone)?;
+    if key.is_some() {
+        for param in ["ipv4_prefix", "ipv6_prefix", "widen"] {
+            if seen.contains(&param) {
+                return Err(DirectiveError::NotForKeyZones(param));
+            }
+        }
+        if sync.is_some() && sync_key.is_none() {
+            return Err(DirectiveError::KeySyncWithoutSyncKey);
+        }
+    }
     if sync.is_none() {
         for param in ["sync_wide", "sync_key"] {
             if seen.contains(&param) {
@@ -415,6 +445,7 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
         sync_ca,
         sync_cert,
         sync_cert_key,
+        key,
     })
 }
 

@@ -1,6 +1,8 @@
 //! The engine: everything authban decides, with no nginx in it.
 //!
 //! - `key`: addresses and networks as table keys.
+//! - `account`: key zones' values as table keys (a keyed hash), and as log
+//!   lines name them.
 //! - `window`: the sliding findtime window of a key's failures.
 //! - `table`: the shared table of counted, banned and remembered keys, over
 //!   a byte region that nginx maps into every worker.
@@ -11,6 +13,7 @@
 //!   conversation of one connection).
 //! - `log_limit`: rate limits for log lines an attacker can multiply.
 
+pub mod account;
 pub mod api;
 pub mod crowdsec;
 pub mod directive;

@@ -7,6 +7,7 @@
 //! ```text
 //! authban-state 1
 //! zone NAME
+//! secret HEX                (key zones only: the hash secret, 32 hex digits)
 //! ban KEY OFFENCES LAST_BAN_END SINCE UNTIL FAILURES
 //! hist KEY OFFENCES LAST_BAN_END
 //! end COUNT
@@ -74,8 +75,19 @@ impl From<std::io::Error> for StateFileError {
     }
 }
 
-pub fn render(zone: &str, records: &[Record]) -> String {
+/// What a state file holds: the records, and a key zone's secret (its
+/// records' keys are hashes under it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Saved {
+    pub records: Vec<Record>,
+    pub secret: Option<[u64; 2]>,
+}
+
+pub fn render(zone: &str, secret: Option<[u64; 2]>, records: &[Record]) -> String {
     let mut out = format!("{MAGIC}\nzone {zone}\n");
+    if let Some([a, b]) = secret {
+        out.push_str(&format!("secret {a:016x}{b:016x}\n"));
+    }
     for r in records {
         match r.ban {
             Some(b) => out.push_str(&format!(
@@ -92,7 +104,7 @@ pub fn render(zone: &str, records: &[Record]) -> String {
     out
 }
 
-pub fn parse(zone: &str, text: &str) -> Result<Vec<Record>, StateFileError> {
+pub fn parse(zone: &str, text: &str) -> Result<Saved, StateFileError> {
     let mut lines = text.lines();
     if lines.next() != Some(MAGIC) {
         return Err(StateFileError::NotAStateFile);
@@ -103,6 +115,7 @@ pub fn parse(zone: &str, text: &str) -> Result<Vec<Record>, StateFileError> {
         None => return Err(StateFileError::NoZoneLine),
     }
     let mut records = Vec::new();
+    let mut secret = None;
     for (n, line) in lines.enumerate() {
         let line_no = n + 3;
         let fields: Vec<&str> = line.split(' ').collect();
@@ -111,7 +124,10 @@ pub fn parse(zone: &str, text: &str) -> Result<Vec<Record>, StateFileError> {
                 if count.parse::<usize>().ok() != Some(records.len()) {
                     return Err(StateFileError::CountMismatch(line_no));
                 }
-                return Ok(records);
+                return Ok(Saved { records, secret });
+            }
+            ["secret", hex] if line_no == 3 => {
+                secret = Some(secret_of(hex).ok_or(StateFileError::BadRecord(line_no))?);
             }
             ["ban", key, offences, last, since, until, failures] => {
                 let record =
@@ -141,6 +157,15 @@ pub fn parse(zone: &str, text: &str) -> Result<Vec<Record>, StateFileError> {
         }
     }
     Err(StateFileError::Truncated)
+}
+
+/// 32 hex digits: two words.
+fn secret_of(hex: &str) -> Option<[u64; 2]> {
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let word = |t: &str| u64::from_str_radix(t, 16).ok();
+    Some([word(&hex[..16])?, word(&hex[16..])?])
 }
 
 fn record(key: &str, offences: &str, last: &str) -> Option<Record> {
@@ -342,7 +367,7 @@ pub fn load(
     zone: &str,
     writer: u32,
     max_len: u64,
-) -> Result<Option<Vec<Record>>, StateFileError> {
+) -> Result<Option<Saved>, StateFileError> {
     // Before opening: opening a device may have effects of its own.
     match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => return Err(StateFileError::Symlink),
@@ -411,18 +436,26 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let text = render("cs", &sample());
+        let text = render("cs", None, &sample());
         assert_eq!(
             text,
             "authban-state 1\nzone cs\nban 203.0.113.7 2 100 200 400 25\n\
              hist 2001:db8:1:2::/64 1 150\nend 2\n"
         );
-        assert_eq!(parse("cs", &text).unwrap(), sample());
+        assert_eq!(parse("cs", &text).unwrap().records, sample());
+        let keyed = render("cs", Some([1, u64::MAX]), &sample());
+        assert!(keyed.contains("\nsecret 0000000000000001ffffffffffffffff\n"));
+        let saved = parse("cs", &keyed).unwrap();
+        assert_eq!(
+            (saved.records, saved.secret),
+            (sample(), Some([1, u64::MAX]))
+        );
+        assert!(parse("cs", &keyed.replace("secret 0", "secret x")).is_err());
     }
 
     #[test]
     fn damaged_or_foreign_files_are_refused() {
-        let text = render("cs", &sample());
+        let text = render("cs", None, &sample());
         assert!(parse("other", &text)
             .unwrap_err()
             .to_string()
@@ -462,12 +495,18 @@ mod tests {
         let dir = test_dir("atomic");
         let path = dir.join("cs.state");
         assert_eq!(load(&path, "cs", uid(), MAX), Ok(None));
-        write_atomic(&path, &render("cs", &sample())).unwrap();
-        assert_eq!(load(&path, "cs", uid(), MAX), Ok(Some(sample())));
+        write_atomic(&path, &render("cs", None, &sample())).unwrap();
+        assert_eq!(
+            load(&path, "cs", uid(), MAX),
+            Ok(Some(Saved {
+                records: sample(),
+                secret: None
+            }))
+        );
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o600);
         fs::write(&path, "garbage").unwrap();
         assert!(load(&path, "cs", uid(), MAX).is_err());
-        write_atomic(&path, &render("cs", &sample())).unwrap();
+        write_atomic(&path, &render("cs", None, &sample())).unwrap();
         let leftovers: Vec<_> = fs::read_dir(&dir).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
         fs::remove_dir_all(&dir).unwrap();
@@ -488,7 +527,7 @@ mod tests {
                 offence: u8::MAX,
             }),
         };
-        let text = render("z", &[worst]);
+        let text = render("z", None, &[worst]);
         let line = text.lines().nth(2).unwrap();
         assert_eq!(line.len() + 1, MAX_RECORD_LINE, "{line}");
         assert!(max_file_len(1) >= text.len() as u64);
@@ -549,7 +588,7 @@ mod tests {
     #[test]
     fn only_a_regular_file_is_replaced() {
         let dir = test_dir("replace");
-        let text = render("cs", &sample());
+        let text = render("cs", None, &sample());
         let victim = dir.join("victim");
         fs::write(&victim, "precious").unwrap();
 
@@ -580,7 +619,7 @@ mod tests {
     #[test]
     fn load_refuses_what_is_not_a_trusted_regular_file() {
         let dir = test_dir("load");
-        let text = render("cs", &sample());
+        let text = render("cs", None, &sample());
         let good = dir.join("good.state");
         write_atomic(&good, &text).unwrap();
 
@@ -601,7 +640,13 @@ mod tests {
         let err = load(&open, "cs", uid(), MAX).unwrap_err().to_string();
         assert!(err.contains("writable by group or others"), "{err}");
         fs::set_permissions(&open, fs::Permissions::from_mode(0o640)).unwrap();
-        assert_eq!(load(&open, "cs", uid(), MAX), Ok(Some(sample())));
+        assert_eq!(
+            load(&open, "cs", uid(), MAX),
+            Ok(Some(Saved {
+                records: sample(),
+                secret: None
+            }))
+        );
         if uid() == 0 {
             std::os::unix::fs::chown(&open, Some(12345), None).unwrap();
             let err = load(&open, "cs", 101, MAX).unwrap_err().to_string();
@@ -615,7 +660,13 @@ mod tests {
         let err = load(&huge, "cs", uid(), MAX).unwrap_err().to_string();
         assert!(err.contains(&format!("larger than {MAX} bytes")), "{err}");
         let exact = text.len() as u64;
-        assert_eq!(load(&good, "cs", uid(), exact), Ok(Some(sample())));
+        assert_eq!(
+            load(&good, "cs", uid(), exact),
+            Ok(Some(Saved {
+                records: sample(),
+                secret: None
+            }))
+        );
         assert!(load(&good, "cs", uid(), exact - 1).is_err());
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -127,7 +127,7 @@ static mut COMMANDS: [ngx_command_t; 10] = [
     ),
     command(
         ngx_string!("authban"),
-        ANY_LEVEL | NGX_CONF_TAKE1 as ngx_uint_t,
+        ANY_LEVEL | NGX_CONF_1MORE as ngx_uint_t,
         conf::set_authban,
         NGX_HTTP_LOC_CONF_OFFSET as _,
     ),

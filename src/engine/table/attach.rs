@@ -57,6 +57,7 @@ impl<'a> Table<'a> {
             net_bans: [0; 129],
             sync: SyncStats::EMPTY,
             crowdsec: CrowdsecStats::EMPTY,
+            key_secret: key_secret_from(seed),
         };
         table.shared.reset(seed);
         table.buckets.fill(NIL);
@@ -166,4 +167,18 @@ impl<'a> Table<'a> {
             })
         }
     }
+}
+
+/// A key zone's secret from the format's random seed: mixed (splitmix64's
+/// finalizer), so it reads as no part of the index's seed.
+fn key_secret_from(seed: [u64; 2]) -> [u64; 2] {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    [
+        mix(seed[0] ^ 0x6b65_795f_7365_6372),
+        mix(seed[1].rotate_left(17) ^ seed[0]),
+    ]
 }

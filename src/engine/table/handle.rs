@@ -71,6 +71,17 @@ impl Table<'_> {
     }
 
     /// The zone's CrowdSec counters and LAPI state.
+    /// The secret a key zone hashes its keys with.
+    pub fn key_secret(&self) -> [u64; 2] {
+        self.hdr.key_secret
+    }
+
+    /// The secret a state file kept: set before its records are restored,
+    /// so that their hashed keys are the ones requests will hash to.
+    pub fn set_key_secret(&mut self, secret: [u64; 2]) {
+        self.hdr.key_secret = secret;
+    }
+
     pub fn crowdsec_stats(&self) -> &CrowdsecStats {
         &self.hdr.crowdsec
     }

@@ -115,6 +115,9 @@ pub(super) struct LockedHeader {
     /// CrowdSec bouncer counters and LAPI state (zones `authban_crowdsec`
     /// names).
     pub(super) crowdsec: CrowdsecStats,
+    /// The secret key zones (`key=`) hash their keys with, made at format
+    /// (or restored from the state file), so the values never sit here.
+    pub(super) key_secret: [u64; 2],
 }
 
 /// The part of the header read without the lock by the pre-check: atomics

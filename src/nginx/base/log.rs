@@ -25,6 +25,7 @@ use nginx_sys::{
 };
 use ngx::{ngx_conf_log_error, ngx_log_error};
 
+use crate::engine::account::{hash_text, logged_value};
 use crate::engine::key::Key;
 use crate::engine::table::Ban;
 
@@ -81,6 +82,34 @@ pub fn ban(log: *mut ngx_log_t, level: usize, zone: &str, ban: &Ban, bantime: u3
         by.verb(),
         zone,
         ban.key,
+        ban.failures,
+        bantime,
+        ban.offence,
+        by
+    );
+}
+
+/// `authban: ban zone=NAME key="VALUE" hash=HEX failures=N bantime=Ss
+/// offence=K`: a key zone's ban, naming the value (escaped, cut to 64
+/// bytes) so operators know which account is under attack, and the hash
+/// the API lists.
+pub fn ban_key(
+    log: *mut ngx_log_t,
+    level: usize,
+    zone: &str,
+    value: &[u8],
+    ban: &Ban,
+    bantime: u32,
+    by: BanBy,
+) {
+    ngx_log_error!(
+        level,
+        log,
+        "authban: {} zone={} key=\"{}\" hash={} failures={} bantime={}s offence={}{}",
+        by.verb(),
+        zone,
+        logged_value(value),
+        hash_text(&ban.key),
         ban.failures,
         bantime,
         ban.offence,

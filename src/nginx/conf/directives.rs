@@ -8,8 +8,9 @@ use core::ptr;
 use std::rc::Rc;
 
 use nginx_sys::{
-    ngx_command_t, ngx_conf_t, ngx_shared_memory_add, ngx_shm_zone_t, ngx_str_t, NGX_LOG_EMERG,
-    NGX_LOG_WARN,
+    ngx_command_t, ngx_conf_t, ngx_http_compile_complex_value, ngx_http_compile_complex_value_t,
+    ngx_http_complex_value_t, ngx_int_t, ngx_pcalloc, ngx_shared_memory_add, ngx_shm_zone_t,
+    ngx_str_t, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::core::{NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
@@ -29,7 +30,7 @@ use crate::nginx::crowdsec::handle::Crowdsec;
 use crate::nginx::fleet::conf::FleetConf;
 use crate::nginx::fleet::node::Fleet;
 use crate::nginx::net::tls::Tls;
-use crate::nginx::state::zone::Zone;
+use crate::nginx::state::zone::{KeyZone, Zone};
 
 /// The directive's arguments after its name, as UTF-8. They live in the
 /// cycle's pool (nginx reads configuration words into cf->pool), so they
@@ -179,13 +180,24 @@ pub extern "C" fn set_zone(
                 ));
             }
         }
-        let signer = match &spec.sync_key {
+        let sync_key = match &spec.sync_key {
             Some(file) => {
                 let path = std::path::Path::new(d.conf_prefix).join(file);
                 let key = crate::engine::fleet::sign::read_key(&path)
                     .map_err(|why| format!("invalid sync_key \"{}\": {why}", path.display()))?;
-                Some(Signer::new(&key, &spec.name).ok_or("invalid sync_key")?)
+                Some(key)
             }
+            None => None,
+        };
+        let signer = match &sync_key {
+            Some(key) => Some(Signer::new(key, &spec.name).ok_or("invalid sync_key")?),
+            None => None,
+        };
+        let key_zone = match args.iter().find_map(|a| a.strip_prefix("key=")) {
+            Some(text) => Some(KeyZone::new(
+                compile_key(d.cf, text)?,
+                sync_key.filter(|_| spec.sync.is_some()),
+            )),
             None => None,
         };
         let wide = spec.sync_wide;
@@ -217,7 +229,9 @@ pub extern "C" fn set_zone(
         if !shm.data.is_null() {
             return Err(format!("duplicate zone \"{}\"", spec.name));
         }
-        let zone = Rc::new(Zone::new(spec, state, cycle));
+        let mut zone = Zone::new(spec, state, cycle);
+        zone.key = key_zone;
+        let zone = Rc::new(zone);
         let fleet = fleet.map(|conf| Fleet::new(conf, Rc::clone(&zone)));
         let declared = Rc::new(DeclaredZone {
             zone,
@@ -262,6 +276,36 @@ pub extern "C" fn set_crowdsec(
     })
 }
 
+/// `key=`: an nginx complex value (variables and text), compiled as
+/// limit_req_zone's key is; nginx names an unknown variable itself.
+fn compile_key(
+    cf: &mut ngx_conf_t,
+    text: &'static str,
+) -> Result<*mut ngx_http_complex_value_t, String> {
+    // SAFETY: the configuration's pool; zeroed, as nginx's callers
+    // allocate the value and its compile context.
+    let cv = unsafe { ngx_pcalloc(cf.pool, core::mem::size_of::<ngx_http_complex_value_t>()) }
+        .cast::<ngx_http_complex_value_t>();
+    if cv.is_null() {
+        return Err("out of memory".into());
+    }
+    // The argument's bytes live in the configuration pool (see `args`).
+    let mut value = ngx_str_t {
+        len: text.len(),
+        data: text.as_ptr().cast_mut(),
+    };
+    // SAFETY: all-zero is how nginx's own callers start a compile context.
+    let mut ccv: ngx_http_compile_complex_value_t = unsafe { core::mem::zeroed() };
+    ccv.cf = cf;
+    ccv.value = &mut value;
+    ccv.complex_value = cv;
+    // SAFETY: a complete context for the configuration being read.
+    if unsafe { ngx_http_compile_complex_value(&mut ccv) } != NGX_OK as ngx_int_t {
+        return Err(format!("invalid key \"{text}\""));
+    }
+    Ok(cv)
+}
+
 pub extern "C" fn set_authban(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,
@@ -272,23 +316,36 @@ pub extern "C" fn set_authban(
         if !matches!(lcf.zone, ZoneChoice::Unset) {
             return Err("is duplicate".into());
         }
-        let name = args[0];
-        if name == "off" {
+        if args[0] == "off" {
+            if args.len() > 1 {
+                return Err("\"off\" takes no zone".into());
+            }
             lcf.zone = ZoneChoice::Off;
             return Ok(());
         }
-        if add_shared_zone(d.cf, name, 0).is_none() {
-            return Err(format!("zone \"{name}\" is declared for another use"));
+        let mut slots = Vec::with_capacity(args.len());
+        for (i, &name) in args.iter().enumerate() {
+            if args[..i].contains(&name) {
+                return Err(format!("zone \"{name}\" is named twice"));
+            }
+            if name == "off" {
+                return Err("\"off\" takes no zone".into());
+            }
+            if add_shared_zone(d.cf, name, 0).is_none() {
+                return Err(format!("zone \"{name}\" is declared for another use"));
+            }
+            let slot = Rc::new(ZoneSlot::new());
+            main_conf(d.cf)?.references.push(ZoneReference {
+                name: name.to_string(),
+                file: d.file.clone(),
+                line: d.line,
+                slot: Rc::clone(&slot),
+            });
+            slots.push(slot);
         }
-        let slot = Rc::new(ZoneSlot::new());
-        lcf.zone = ZoneChoice::Zone(Rc::clone(&slot));
-        let main = main_conf(d.cf)?;
-        main.references.push(ZoneReference {
-            name: name.to_string(),
-            file: d.file.clone(),
-            line: d.line,
-            slot,
-        });
+        let first = slots.remove(0);
+        lcf.zone = ZoneChoice::Zone(first);
+        lcf.more_zones = slots;
         Ok(())
     })
 }

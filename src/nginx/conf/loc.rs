@@ -10,8 +10,6 @@ use ngx::http::{Merge, MergeConfigError};
 
 use crate::nginx::base::log::DEFAULT_LOG_LEVEL;
 use crate::nginx::conf::declared::{DeclaredZone, ZoneSlot};
-use crate::nginx::crowdsec::handle::Crowdsec;
-use crate::nginx::fleet::node::Fleet;
 use crate::nginx::state::zone::Zone;
 
 pub const DEFAULT_FAIL_STATUS: &[u16] = &[401];
@@ -57,6 +55,9 @@ pub enum ZoneChoice {
 #[derive(Default)]
 pub struct LocConf {
     pub zone: ZoneChoice,
+    /// `authban a b ...`: the zones after the first, checked and counted
+    /// alike (set and inherited with `zone`).
+    pub more_zones: Vec<Rc<ZoneSlot>>,
     pub fail_status: Option<Vec<u16>>,
     pub refuse_status: Option<u16>,
     pub ignore: Option<Vec<IpNet>>,
@@ -78,14 +79,20 @@ impl LocConf {
         self.declared().map(|d| &*d.zone)
     }
 
-    /// The fleet of this location's zone, if it has `sync=`.
-    pub fn fleet(&self) -> Option<&Fleet> {
-        self.declared().and_then(|d| d.fleet.as_ref())
+    /// Whether this location's check is the plain one: one zone, keyed on
+    /// the client address.
+    #[inline(always)]
+    pub fn is_plain(&self, zone: &Zone) -> bool {
+        self.more_zones.is_empty() && !zone.is_key_zone()
     }
 
-    /// This location's zone's CrowdSec, if `authban_crowdsec` names it.
-    pub fn crowdsec(&self) -> Option<&Crowdsec> {
-        self.declared().and_then(|d| d.crowdsec.get()).map(|c| &**c)
+    /// Every zone `authban` names here, in its order.
+    pub fn all_zones(&self) -> impl Iterator<Item = &DeclaredZone> {
+        self.declared().into_iter().chain(
+            self.more_zones
+                .iter()
+                .filter_map(|slot| slot.get().map(|z| &**z)),
+        )
     }
 
     pub fn fail_status(&self) -> &[u16] {
@@ -115,6 +122,7 @@ impl Merge for LocConf {
     fn merge(&mut self, prev: &LocConf) -> Result<(), MergeConfigError> {
         if let ZoneChoice::Unset = self.zone {
             self.zone.clone_from(&prev.zone);
+            self.more_zones.clone_from(&prev.more_zones);
         }
         if self.fail_status.is_none() {
             self.fail_status.clone_from(&prev.fail_status);

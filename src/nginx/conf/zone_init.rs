@@ -39,9 +39,15 @@ pub unsafe extern "C" fn init_zone(shm_zone: *mut ngx_shm_zone_t, _old: *mut c_v
         // data is `zone`'s.
         match unsafe { zone::init(zone, shm_zone, log) } {
             Err(()) => fail,
-            Ok(Init::Adopted) => Status::NGX_OK.into(),
+            Ok(Init::Adopted) => {
+                zone.set_key_secret();
+                Status::NGX_OK.into()
+            }
             Ok(Init::Fresh) => {
+                // The secret first (the state file's, or the previous
+                // zone's): the fleet's load and requests hash with it.
                 state_file::fill_new_zone(zone, previous_zone(zone), log);
+                zone.set_key_secret();
                 if let Some(fleet) = &declared.fleet {
                     snapshot::fill_new_zone(fleet, log);
                 }

@@ -24,10 +24,12 @@ use crate::nginx::base::clock::now;
 use crate::nginx::base::guard;
 use crate::nginx::base::log::{self, BanBy, DEFAULT_LOG_LEVEL};
 use crate::nginx::conf::accessor::Module;
+use crate::nginx::conf::declared::DeclaredZone;
 use crate::nginx::conf::loc::{self, LocConf};
 use crate::nginx::crowdsec::handle as crowdsec;
 use crate::nginx::fleet::node as fleet;
 use crate::nginx::http::api::API_HANDLER;
+use crate::nginx::http::key;
 use crate::nginx::http::realip;
 use crate::nginx::http::record::{Outcome, RequestRecord};
 use crate::nginx::state::zone::{self, BanFilter, Zone};
@@ -298,8 +300,28 @@ fn passes_at_once(r: &Request) -> Result<Option<(&'static LocConf, &'static Zone
     if log::debug_enabled(r.log()) || is_api_location(r) {
         return Err(());
     }
+    if !lcf.is_plain(zone) {
+        return several_pass_at_once(r, lcf);
+    }
     if let Some(bans) = zone.bans_in_force() {
         return Ok(Some((lcf, zone, bans)));
+    }
+    match RequestRecord::attach(r, lcf, Outcome::Passed) {
+        Some(_) => Ok(None),
+        None => Err(()),
+    }
+}
+
+/// [`passes_at_once`] for a location with several zones, or a key zone:
+/// done at once while none of its zones holds a ban; else the full check.
+#[inline(never)]
+#[allow(clippy::type_complexity)]
+fn several_pass_at_once(
+    r: &Request,
+    lcf: &'static LocConf,
+) -> Result<Option<(&'static LocConf, &'static Zone, BanFilter)>, ()> {
+    if lcf.all_zones().any(|d| d.zone.bans_in_force().is_some()) {
+        return Err(());
     }
     match RequestRecord::attach(r, lcf, Outcome::Passed) {
         Some(_) => Ok(None),
@@ -396,6 +418,32 @@ fn check(zone: &Zone, ip: IpAddr, refusing: bool, log: *mut nginx_sys::ngx_log_t
     verdict
 }
 
+/// A key zone's verdict on `key` (a hash: no network holds it).
+fn check_key(zone: &Zone, key: &Key, refusing: bool, log: *mut nginx_sys::ngx_log_t) -> Verdict {
+    if !zone.may_be_banned(key, key) {
+        return Verdict::Clear;
+    }
+    let mut events = Events::default();
+    let verdict = zone
+        .with_table(|t| t.check(key, now(), refusing, &mut events))
+        .unwrap_or(Verdict::Clear);
+    zone::log_events(zone, &events, log, DEFAULT_LOG_LEVEL);
+    verdict
+}
+
+/// A zone's verdict on this request: on its client address, or on its
+/// key (a key zone; an empty key is clear).
+fn verdict_of(r: &Request, zone: &Zone, ip: IpAddr, refusing: bool) -> Verdict {
+    if zone.is_key_zone() {
+        match key::of(r, zone) {
+            Some((k, _)) => check_key(zone, &k, refusing, r.log()),
+            None => Verdict::Clear,
+        }
+    } else {
+        check(zone, ip, refusing, r.log())
+    }
+}
+
 /// The next header filter in nginx's chain, set once at configuration.
 static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
 
@@ -471,7 +519,9 @@ fn count_failure(r: &Request) {
         }
     };
     let lcf = record.lcf();
-    let Some(zone) = lcf.zone() else { return };
+    if lcf.zone().is_none() {
+        return;
+    }
     let status = final_status(r.as_ref());
     if record.counted()
         || record.refused_with().is_some()
@@ -486,52 +536,86 @@ fn count_failure(r: &Request) {
         return;
     }
     let log = r.log();
-    if realip::is_trusted_proxy(r.as_ref(), ip) {
-        log::debug_trusted_proxy(log, &zone.name, ip, status);
-        zone::log_trusted_proxy_failure(zone, ip, log);
-        return;
+    let trusted_proxy = realip::is_trusted_proxy(r.as_ref(), ip);
+    for declared in lcf.all_zones() {
+        let zone = &*declared.zone;
+        let (key, value) = if zone.is_key_zone() {
+            match key::of(r, zone) {
+                Some((k, v)) => (k, Some(v)),
+                None => continue,
+            }
+        } else {
+            // A failure left on an address realip trusts is not charged to
+            // it: banning the proxy would ban every client behind it. A key
+            // zone counts it all the same.
+            if trusted_proxy {
+                log::debug_trusted_proxy(log, &zone.name, ip, status);
+                zone::log_trusted_proxy_failure(zone, ip, log);
+                continue;
+            }
+            (zone.policy.key_of(ip), None)
+        };
+        count_in(lcf, declared, &key, value, status, log);
     }
-    let key = zone.policy.key_of(ip);
+}
+
+/// Counts one failure of `key` in a zone of the location `lcf` (`value`: a
+/// key zone's key as the request gave it).
+fn count_in(
+    lcf: &'static LocConf,
+    declared: &'static DeclaredZone,
+    key: &Key,
+    value: Option<&[u8]>,
+    status: usize,
+    log: *mut nginx_sys::ngx_log_t,
+) {
+    let zone = &*declared.zone;
     // A dry-run location tells the fleet nothing: a canary trying a stricter
     // policy must not make other nodes ban. Otherwise the fleet counts the
     // failure too (it is only queued), noted under the one lock that
     // counts it here.
     let dry_run = lcf.dry_run();
-    let sent = lcf
-        .fleet()
+    let sent = declared
+        .fleet
+        .as_ref()
         .filter(|_| !dry_run)
-        .and_then(|f| fleet::send_failure(f, &key));
+        .and_then(|f| fleet::send_failure(f, key));
     let mut events = Events::default();
     let result = zone.with_table(|t| {
         if let Some(sent) = sent {
             fleet::note_failure(t, sent);
         }
-        t.record_failure(&key, now(), &mut events)
+        t.record_failure(key, now(), &mut events)
     });
     match result {
         Some(Failure::Counted(failures)) => {
-            log::debug_counted(log, &zone.name, &key, status, failures);
+            log::debug_counted(log, &zone.name, key, status, failures);
         }
         Some(Failure::Banned(ban)) => {
-            log::debug_counted(log, &zone.name, &key, status, ban.failures);
+            log::debug_counted(log, &zone.name, key, status, ban.failures);
             let by = if dry_run {
                 BanBy::DryRun
             } else {
                 BanBy::Failures
             };
             let bantime = zone.policy.ban_secs(ban.offence.saturating_sub(1));
-            log::ban(log, lcf.log_level(), &zone.name, &ban, bantime, by);
+            match value {
+                Some(value) => {
+                    log::ban_key(log, lcf.log_level(), &zone.name, value, &ban, bantime, by)
+                }
+                None => log::ban(log, lcf.log_level(), &zone.name, &ban, bantime, by),
+            }
             if !dry_run {
-                if let Some(f) = lcf.fleet() {
+                if let Some(f) = &declared.fleet {
                     fleet::ban_made(f, &ban);
                 }
-                if let Some(cs) = lcf.crowdsec() {
+                if let Some(cs) = declared.crowdsec.get() {
                     crowdsec::ban_made(cs, &ban);
                 }
             }
         }
         Some(Failure::AlreadyBanned) => {
-            log::debug_already_banned(log, &zone.name, &key, status);
+            log::debug_already_banned(log, &zone.name, key, status);
         }
         None => {}
     }
@@ -562,27 +646,38 @@ pub struct Checked {
 /// a subrequest counts a refusal in the zone's statistics, outside dry run.
 pub fn decide(r: &Request, by: Check) -> Option<Checked> {
     let lcf = loc_conf(r)?;
-    let zone = lcf.zone()?;
+    let first = lcf.zone()?;
     let ip = client_ip(r)?;
+    let mut decided = first;
     let outcome = if lcf.is_ignored(ip) {
         Outcome::Ignored
     } else {
         let dry_run = lcf.dry_run();
         let refusing = by != Check::Variable && !dry_run;
-        match check(zone, ip, refusing, r.log()) {
-            Verdict::Clear => Outcome::Passed,
-            Verdict::Banned(_) if dry_run => Outcome::DryRun,
-            Verdict::Banned(_) => Outcome::Banned,
+        // Refused if any of the location's zones bans it.
+        let banning = lcf
+            .all_zones()
+            .find(|d| matches!(verdict_of(r, &d.zone, ip, refusing), Verdict::Banned(_)));
+        match banning {
+            None => Outcome::Passed,
+            Some(d) => {
+                decided = &d.zone;
+                if dry_run {
+                    Outcome::DryRun
+                } else {
+                    Outcome::Banned
+                }
+            }
         }
     };
     if by != Check::Variable && log::debug_enabled(r.log()) {
-        let key = zone.policy.key_of(ip);
-        log::debug_check(r.log(), &zone.name, ip, &key, outcome.name());
+        let key = decided.policy.key_of(ip);
+        log::debug_check(r.log(), &decided.name, ip, &key, outcome.name());
     }
     Some(Checked {
         outcome,
         lcf,
-        zone,
+        zone: decided,
         ip,
     })
 }

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod api;
+pub mod key;
 pub mod realip;
 pub mod record;
 pub mod variables;

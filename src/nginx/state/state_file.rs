@@ -21,7 +21,7 @@ use nginx_sys::{
 };
 use ngx::core::{CoreModuleMainConf, NgxCoreModule};
 
-use crate::engine::state_file;
+use crate::engine::state_file::{self, Saved};
 use crate::engine::table::{Events, Record};
 use crate::nginx::base::clock::now;
 use crate::nginx::base::process::is_worker_zero;
@@ -40,9 +40,15 @@ fn cycle_of(zone: &Zone) -> Option<&ngx_cycle_t> {
 /// it was not reused (its size changed).
 pub fn fill_new_zone(zone: &Zone, previous: Option<&Zone>, log: *mut ngx_log_t) {
     let now = now();
-    let (records, source) = match previous {
-        Some(old) => match old.with_table(|t| t.records(now)) {
-            Some(records) => (records, "the previous zone".to_string()),
+    let (saved, source) = match previous {
+        Some(old) => match old.with_table(|t| (t.records(now), t.key_secret())) {
+            Some((records, secret)) => (
+                Saved {
+                    records,
+                    secret: zone.key.as_ref().map(|_| secret),
+                },
+                "the previous zone".to_string(),
+            ),
             None => return,
         },
         None => {
@@ -55,7 +61,7 @@ pub fn fill_new_zone(zone: &Zone, previous: Option<&Zone>, log: *mut ngx_log_t) 
                 writer.uid,
                 state_file::max_file_len(capacity),
             ) {
-                Ok(Some(records)) => (records, path.display().to_string()),
+                Ok(Some(saved)) => (saved, path.display().to_string()),
                 Ok(None) => return,
                 Err(reason) => {
                     log::state_file_ignored(log, &zone.name, path, reason);
@@ -64,6 +70,12 @@ pub fn fill_new_zone(zone: &Zone, previous: Option<&Zone>, log: *mut ngx_log_t) 
             }
         }
     };
+    // A key zone's records are hashes under the secret they were made
+    // with: the zone takes it before it takes them.
+    if let (Some(secret), true) = (saved.secret, zone.is_key_zone()) {
+        zone.with_table(|t| t.set_key_secret(secret));
+    }
+    let records = saved.records;
     let restored = restore(zone, &records);
     log::restored(log, &zone.name, restored, records.len(), &source);
 }
@@ -212,10 +224,11 @@ fn restore(zone: &Zone, records: &[Record]) -> usize {
 /// Writes one zone's state file now.
 pub fn save(zone: &Zone, log: *mut ngx_log_t) {
     let Some(path) = &zone.state else { return };
-    let Some(records) = zone.with_table(|t| t.records(now())) else {
+    let Some((records, secret)) = zone.with_table(|t| (t.records(now()), zone.secret_to_keep(t)))
+    else {
         return;
     };
-    match state_file::write_atomic(path, &state_file::render(&zone.name, &records)) {
+    match state_file::write_atomic(path, &state_file::render(&zone.name, secret, &records)) {
         Ok(()) => zone.state_failing.set(false),
         Err(err) if !zone.state_failing.replace(true) => {
             log::state_file_unwritable(log, &zone.name, path, err);

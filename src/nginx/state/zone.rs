@@ -9,12 +9,14 @@ use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 
 use nginx_sys::{
-    ngx_cycle_t, ngx_log_t, ngx_shm_zone_t, NGX_LOG_INFO, NGX_LOG_NOTICE, NGX_LOG_WARN,
+    ngx_cycle_t, ngx_http_complex_value_t, ngx_log_t, ngx_shm_zone_t, NGX_LOG_INFO, NGX_LOG_NOTICE,
+    NGX_LOG_WARN,
 };
 use ngx::allocator::Allocator;
 use ngx::core::SlabPool;
 use ngx::log::ngx_cycle_log;
 
+use crate::engine::account::KeyHasher;
 use crate::engine::directive::ZoneSpec;
 use crate::engine::key::Key;
 use crate::engine::log_limit::{Admit, LogLimit};
@@ -48,6 +50,35 @@ pub struct Zone {
     pub cycle: *mut ngx_cycle_t,
     /// Set by [`init`] once nginx has mapped the zone.
     mapped: OnceCell<Mapped>,
+    /// `key=`: what the zone counts by instead of the client address.
+    pub key: Option<KeyZone>,
+}
+
+/// A key zone's settings: its key, compiled at configuration, and how its
+/// values become table keys.
+pub struct KeyZone {
+    /// `key=` compiled (`ngx_http_compile_complex_value`), in the
+    /// configuration's pool, which outlives the zone.
+    pub value: *mut ngx_http_complex_value_t,
+    /// `sync_key=`'s secret, which the fleet's nodes share, if the zone has
+    /// sync; else the zone's own (made at format) once it is mapped.
+    pub fleet_secret: Option<Vec<u8>>,
+    hasher: OnceCell<KeyHasher>,
+}
+
+impl KeyZone {
+    pub fn new(value: *mut ngx_http_complex_value_t, fleet_secret: Option<Vec<u8>>) -> KeyZone {
+        KeyZone {
+            value,
+            fleet_secret,
+            hasher: OnceCell::new(),
+        }
+    }
+
+    /// How values become keys, once the zone is mapped.
+    pub fn hasher(&self) -> Option<&KeyHasher> {
+        self.hasher.get()
+    }
 }
 
 /// A mapped zone's lock-free ban filter ([`Zone::bans_in_force`]): a
@@ -100,7 +131,38 @@ impl Zone {
             refusals: Refusals::default(),
             cycle,
             mapped: OnceCell::new(),
+            key: None,
         }
+    }
+
+    /// Whether the zone counts by `key=`.
+    #[inline(always)]
+    pub fn is_key_zone(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// A key zone's hasher, from the fleet's secret or the table's (made at
+    /// format, or restored from the state file first): set once the table
+    /// holds its final secret, in every process that maps the zone.
+    pub fn set_key_secret(&self) {
+        let Some(k) = &self.key else { return };
+        let hasher = match &k.fleet_secret {
+            Some(secret) => KeyHasher::new(secret, &self.name),
+            None => match self.with_table(|t| t.key_secret()) {
+                Some(words) => KeyHasher::from_words(words, &self.name),
+                None => return,
+            },
+        };
+        let _ = k.hasher.set(hasher);
+    }
+
+    /// The secret a state file keeps for a key zone whose hashes it cannot
+    /// make again otherwise (no fleet secret).
+    pub fn secret_to_keep(&self, t: &Table<'_>) -> Option<[u64; 2]> {
+        self.key
+            .as_ref()
+            .filter(|k| k.fleet_secret.is_none())
+            .map(|_| t.key_secret())
     }
 
     /// The zone's lock-free ban filter, once nginx has mapped the zone.
