@@ -32,17 +32,23 @@ cs_url=http://$cs:8080
 
 # ---- helpers of this scenario -----------------------------------------------
 cs_cscli() { docker exec "$cs" cscli "$@"; } # cscli in the crowdsec container (its own machine)
+quiet() { # quiet COMMAND...: COMMAND's output only when it fails (its last lines)
+    local out
+    out=$("$@" 2>&1) && return 0
+    printf '%s\n' "$out" | tail -n 3 | sed 's/^/  /'
+    return 1
+}
 # cs_status_is CLIENT URL WANT: CLIENT's request to URL gets WANT
 cs_status_is() {
     local got
     got=$(req "$1" "$2")
-    [ "$got" = "$3" ] || { printf '%s: %s, want %s' "$1" "$got" "$3"; return 1; }
+    [ "$got" = "$3" ] || { printf '  %s: %s, want %s\n' "$1" "$got" "$3"; return 1; }
 }
-cs_field() { api cs-ng GET "zone=$cs_zone" | jget "crowdsec.$1"; } # cs_field FIELD
+cs_field() { api cs-ng GET "zone=$cs_zone" 2>/dev/null | jget "crowdsec.$1"; } # cs_field FIELD
 cs_is() { # cs_is FIELD WANT: the zone's crowdsec.FIELD is WANT (JSON)
     local got
     got=$(cs_field "$1")
-    [ "$got" = "$2" ] || { printf 'crowdsec.%s = %s, want %s' "$1" "$got" "$2"; return 1; }
+    [ "$got" = "$2" ] || { printf '  crowdsec.%s = %s, want %s\n' "$1" "$got" "$2"; return 1; }
 }
 cs_ge() { # cs_ge FIELD MIN: the zone's crowdsec.FIELD is a number >= MIN
     local got
@@ -53,8 +59,8 @@ cs_ge() { # cs_ge FIELD MIN: the zone's crowdsec.FIELD is a number >= MIN
 }
 cs_banned_is() { # cs_banned_is ADDR WANT: the zone's API says ADDR banned: WANT (true/false)
     local got
-    got=$(api cs-ng GET "zone=$cs_zone&addr=$1" | jget banned)
-    [ "$got" = "$2" ] || { printf 'banned = %s, want %s' "$got" "$2"; return 1; }
+    got=$(api cs-ng GET "zone=$cs_zone&addr=$1" 2>/dev/null | jget banned)
+    [ "$got" = "$2" ] || { printf '  banned = %s, want %s\n' "$got" "$2"; return 1; }
 }
 # cs_alerts ADDR: how many of the LAPI's alerts (every origin: -a) are for
 # ADDR with scenario authban/ZONE; "invalid" when cscli gave no JSON.
@@ -76,7 +82,7 @@ cs_alerts_ge() { # cs_alerts_ge ADDR MIN
     local n
     n=$(cs_alerts "$1")
     if [[ $n =~ ^[0-9]+$ ]] && [ "$n" -ge "$2" ]; then return 0; fi
-    printf 'alerts for %s with scenario %s: %s' "$1" "$cs_scenario" "$n"
+    printf '  alerts for %s with scenario %s: %s\n' "$1" "$cs_scenario" "$n"
     return 1
 }
 # cs_decision ADDR ORIGIN: the LAPI lists (decisions list -a) a ban on ADDR of ORIGIN
@@ -134,7 +140,7 @@ cs_key=$(cs_probe cat "$cs_dir/authban.key" 2>&1)
 check "credentials: the authban image reads the bouncer key (32 hex digits, cscli's raw output)" \
     bash -c '[[ $1 =~ ^[0-9a-f]{32}$ ]] || { echo "  key file: $1"; exit 1; }' _ "$cs_key"
 check "credentials: ... and the nginx workers' user www-data reads it too" \
-    docker exec -u www-data "$run-cs-probe" cat "$cs_dir/authban.key"
+    quiet docker exec -u www-data "$run-cs-probe" cat "$cs_dir/authban.key"
 cs_machine=$(cs_probe cat "$cs_dir/authban.yaml" 2>&1)
 check "credentials: the machine file holds url: $cs_url/, login: authban, a password" \
     bash -c 'grep -qx "url: $2/" <<<"$1" && grep -qx "login: authban" <<<"$1" && grep -Eqx "password: .{16,}" <<<"$1" || { echo "  machine file: $(grep -v password <<<"$1")"; exit 1; }' _ "$cs_machine" "$cs_url"
@@ -147,6 +153,7 @@ check "credentials: the machine logs in (POST /v1/watchers/login: a token)" \
     _ "$run-cs-probe" "$cs_pw" "$cs_url"
 
 # ---- the authban container: the directive, nginx -t, the node -------------------
+mock cs-mock c # nginx -t resolves the upstream
 cs_env=(-e "CLOUDSTACK_UPSTREAM=$run-cs-mock:8080" -e "AUTHBAN_CROWDSEC_URL=$cs_url" -e AUTHBAN_CROWDSEC_INTERVAL=1s)
 cs_line=$(docker run --rm --name "$run-cs-t" --network "$run-c" -v "$run-cs-creds:$cs_dir:ro" "${cs_env[@]}" \
     --entrypoint sh "$img_ab" -c '/docker-entrypoint.sh nginx -t >/dev/null 2>&1; grep "^authban_crowdsec" /etc/nginx/conf.d/default.conf' 2>&1)
@@ -157,7 +164,6 @@ cs_t_rc=$?
 check "entrypoint: nginx -t accepts the configuration with authban_crowdsec" \
     bash -c '[ "$1" -eq 0 ] || { printf "  rc=%s: %s\n" "$1" "$(grep -E "emerg|error" <<<"$2" | tail -n 2)"; exit 1; }' _ "$cs_t_rc" "$cs_t"
 
-mock cs-mock c
 api_template "$tmp/cs.template" || die "cannot make the crowdsec template"
 cs_up=false
 if docker create --name "$run-cs-ng" --network "$run-c" -v "$run-cs-ng-state:/var/lib/authban" \
@@ -181,11 +187,11 @@ cs_vic_url="http://$run-cs-ng:8000$api?$cs_signed"
 # ---- pull: a decision made with cscli refuses its address; its deletion lifts it
 check "pull: $cs_vic is served (200) before any decision" cs_status_is cs-vic "$cs_vic_url" 200
 check "pull: cscli decisions add --ip $cs_vic --duration 1h" \
-    cs_cscli decisions add --ip "$cs_vic" --duration 1h --reason "authban docker harness"
-check "pull: the LAPI holds the ban on $cs_vic (origin cscli)" cs_decision "$cs_vic" cscli
+    quiet cs_cscli decisions add --ip "$cs_vic" --duration 1h --reason "authban docker harness"
+check "pull: the LAPI holds the ban on $cs_vic (origin cscli)" quiet cs_decision "$cs_vic" cscli
 check "pull: $cs_vic refused (403) within 5 s" within 5 cs_status_is cs-vic "$cs_vic_url" 403
 check "pull: the zone's API says $cs_vic banned" cs_banned_is "$cs_vic" true
-check "pull: cscli decisions delete --ip $cs_vic" cs_cscli decisions delete --ip "$cs_vic"
+check "pull: cscli decisions delete --ip $cs_vic" quiet cs_cscli decisions delete --ip "$cs_vic"
 check "pull: $cs_vic served again (200) within 5 s" within 5 cs_status_is cs-vic "$cs_vic_url" 200
 check "pull: the zone's API says $cs_vic not banned" cs_banned_is "$cs_vic" false
 
@@ -216,7 +222,7 @@ check "secrets: the node's docker logs never show the key or the password" \
 check "secrets: the crowdsec container's logs never show them" \
     bash -c '! grep -F -e "$2" -e "$3" <<<"$1" >/dev/null' _ "$(docker logs "$cs" 2>&1)" "${cs_key:-none}" "${cs_pw:-none}"
 check "secrets: the zone's API never shows them" \
-    bash -c '! grep -F -e "$2" -e "$3" <<<"$1" >/dev/null' _ "$(api cs-ng GET "zone=$cs_zone")" "${cs_key:-none}" "${cs_pw:-none}"
+    bash -c '! grep -F -e "$2" -e "$3" <<<"$1" >/dev/null' _ "$(api cs-ng GET "zone=$cs_zone" 2>&1)" "${cs_key:-none}" "${cs_pw:-none}"
 say "crowdsec: scenario took $((SECONDS - cs_start)) s"
 
 # What this run made, removed with their anonymous volumes (the harness's
