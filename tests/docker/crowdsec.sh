@@ -58,8 +58,11 @@ cs_ge() { # cs_ge FIELD MIN: the zone's crowdsec.FIELD is a number >= MIN
     return 1
 }
 cs_banned_is() { # cs_banned_is ADDR WANT: the zone's API says ADDR banned: WANT (true/false)
-    local got
-    got=$(api cs-ng GET "zone=$cs_zone&addr=$1" 2>/dev/null | jget banned)
+    local out got
+    out=$(api cs-ng GET "zone=$cs_zone&addr=$1" 2>/dev/null)
+    got=$(jget banned <<<"$out")
+    # not banned: banned false, or a 404 (the lifted ban forgotten, as DELETE does)
+    [ "$2" = false ] && [ "$got" = missing ] && [ "$(jget status <<<"$out")" = 404 ] && got=false
     [ "$got" = "$2" ] || { printf '  banned = %s, want %s\n' "$got" "$2"; return 1; }
 }
 # cs_alerts ADDR: how many of the LAPI's alerts (every origin: -a) are for
