@@ -248,7 +248,7 @@ say "$fl: scenario took $((SECONDS - fleet_start)) s"
 # What this run made, removed (the harness's clean-up removes it too, at
 # exit): the next store's run uses the same names.
 for c in fl1 fl2 fl3 flbad mock-f att-f vic-f legit-f redis; do
-    docker rm -f "$run-$c" >/dev/null 2>&1
+    docker rm -fv "$run-$c" >/dev/null 2>&1
 done
 for c in fl1 fl2 fl3 flbad; do docker volume rm "$run-$c-state" >/dev/null 2>&1; done
 docker network rm "$run-ff" "$run-fs" >/dev/null 2>&1

@@ -41,7 +41,7 @@ failed=0
 cleanup() {
     local ids
     ids=$(docker ps -aq --filter "name=^$run-" 2>/dev/null)
-    [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
+    [ -n "$ids" ] && docker rm -fv $ids >/dev/null 2>&1
     for n in $(docker network ls -q --filter "name=^$run-" 2>/dev/null); do docker network rm "$n" >/dev/null 2>&1; done
     for v in $(docker volume ls -q --filter "name=^$run-" 2>/dev/null); do docker volume rm "$v" >/dev/null 2>&1; done
     rm -rf "$tmp"
