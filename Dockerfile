@@ -6,6 +6,8 @@
 #                                                              for a fleet (sync=, README)
 #   docker build --target valkey -t authban-valkey .           Debian's valkey-server instead
 #                                                              (trixie and later)
+#   docker build --target crowdsec -t authban-crowdsec .       Debian's CrowdSec local API on
+#                                                              8080, offline (authban_crowdsec)
 #   docker build --build-arg DEBIAN=bookworm ...               another Debian (README: Docker)
 #
 # The module is built exactly as `make module NGINX=/usr/sbin/nginx` builds
@@ -134,6 +136,45 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=2s \
     CMD if [ -n "${REDIS_PASSWORD:-}" ]; then export REDISCLI_AUTH="$REDIS_PASSWORD"; fi; \
         redis-cli ping | grep -q PONG || exit 1
 ENTRYPOINT ["/redis-entrypoint.sh"]
+
+# ---- a CrowdSec local API for authban_crowdsec (README: Docker) ------------
+# Debian's crowdsec package (1.4.6 in bookworm and trixie), run as the local
+# API alone (crowdsec -no-cs: no log acquisition) with a configuration that
+# has no Central API and no Prometheus (docker/crowdsec-entrypoint.sh, which
+# also makes the bouncer key and machine credentials authban reads, in the
+# volume /var/lib/crowdsec/credentials). The package's post-install script
+# registers with CrowdSec's online Central API (cscli capi register, which
+# fails offline) and sets up the hub for log acquisition, neither of which a
+# LAPI alone needs: the package is unpacked with dpkg --unpack, that script
+# replaced by a no-op, and configured (dpkg --configure), so that dpkg knows
+# it as installed. Its dependencies are installed first. The first RUN is the
+# mock-cloudstack target's, so the two share that layer.
+#   docker run -d --name crowdsec --network private -v crowdsec-creds:/var/lib/crowdsec/credentials \
+#       -v crowdsec-data:/var/lib/crowdsec/data authban-crowdsec
+FROM debian:${DEBIAN}-slim AS crowdsec
+ENV DEBIAN_FRONTEND=noninteractive
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends curl ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libsqlite3-0 \
+ && cd /tmp && apt-get download crowdsec \
+ && dpkg --unpack /tmp/crowdsec_*.deb \
+ && printf '#!/bin/sh\n# neutralised by the authban image: no Central API, no hub\nexit 0\n' \
+      >/var/lib/dpkg/info/crowdsec.postinst \
+ && dpkg --configure crowdsec \
+ && rm -f /tmp/crowdsec_*.deb \
+ && rm -rf /var/lib/apt/lists/* \
+ && dpkg-query -W -f='crowdsec ${Version}\n' crowdsec \
+ && cscli version 2>&1 | head -n 3
+COPY docker/crowdsec-entrypoint.sh /crowdsec-entrypoint.sh
+RUN chmod 755 /crowdsec-entrypoint.sh
+VOLUME ["/var/lib/crowdsec/data", "/var/lib/crowdsec/credentials"]
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s \
+    CMD l=${CROWDSEC_LISTEN:-0.0.0.0:8080}; curl -fsS -o /dev/null "http://127.0.0.1:${l##*:}/health" || exit 1
+ENTRYPOINT ["/crowdsec-entrypoint.sh"]
+CMD ["crowdsec", "-c", "/etc/crowdsec/config.yaml", "-no-cs"]
 
 # ---- nginx + authban (the default target) ---------------------------------
 FROM debian:${DEBIAN}-slim AS authban

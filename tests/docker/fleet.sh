@@ -29,45 +29,6 @@ fleet_redis=$run-redis
 fleet_sync="redis://:$fleet_pass@$fleet_redis:6379"
 
 # ---- helpers of this scenario -----------------------------------------------
-now_ms() { date +%s%3N; }
-# within SECONDS COMMAND...: COMMAND succeeds within SECONDS (polled every
-# 100 ms); prints how long it took, or what the last try printed.
-within() {
-    local limit=$(($1 * 1000)) start out
-    shift
-    start=$(now_ms)
-    while :; do
-        if out=$("$@" 2>&1); then
-            printf '  (%d ms)\n' $(($(now_ms) - start))
-            return 0
-        fi
-        if [ $(($(now_ms) - start)) -ge "$limit" ]; then
-            printf '  not within %d ms: %s\n' "$limit" "$out"
-            return 1
-        fi
-        sleep 0.1
-    done
-}
-# api NODE METHOD QUERY: the node's management API, from inside the node
-# (the location allows 127.0.0.1 only), whatever network it is on.
-api() {
-    docker exec "$run-$1" curl -s --max-time 5 -X "$2" "http://127.0.0.1:8000/authban?$3"
-}
-# jget PATH: a field of the JSON on stdin (a.b.c), as JSON; "missing" when
-# absent, "invalid" when the input is no JSON.
-jget() {
-    python3 -c '
-import json, sys
-try:
-    v = json.load(sys.stdin)
-except ValueError:
-    print("invalid"); sys.exit()
-for k in sys.argv[1].split("."):
-    if not isinstance(v, dict) or k not in v:
-        print("missing"); sys.exit()
-    v = v[k]
-print(json.dumps(v))' "$1"
-}
 sync_field() { api "$1" GET zone=cloudstack | jget "sync.$2"; } # sync_field NODE FIELD
 is_sync() { # is_sync NODE FIELD WANT
     local got
@@ -117,11 +78,7 @@ fleet_node() {
 }
 
 # The image's site with the management API, for 127.0.0.1 only (docker exec).
-awk '/^ *# The image.s HEALTHCHECK/ {
-        print "    location = /authban {"; print "        allow 127.0.0.1;"; print "        deny all;"
-        print "        authban_api;"; print "    }"; print "" }
-     { print }' "$template" >"$tmp/fleet.template"
-grep -q '^ *authban_api;' "$tmp/fleet.template" || die "cannot make the fleet template"
+api_template "$tmp/fleet.template" || die "cannot make the fleet template"
 
 # ---- the networks, Redis, the mock, the three nodes --------------------------
 docker network create "$run-ff" >/dev/null
@@ -291,7 +248,7 @@ say "$fl: scenario took $((SECONDS - fleet_start)) s"
 # What this run made, removed (the harness's clean-up removes it too, at
 # exit): the next store's run uses the same names.
 for c in fl1 fl2 fl3 flbad mock-f att-f vic-f legit-f redis; do
-    docker rm -f "$run-$c" >/dev/null 2>&1
+    docker rm -fv "$run-$c" >/dev/null 2>&1
 done
 for c in fl1 fl2 fl3 flbad; do docker volume rm "$run-$c-state" >/dev/null 2>&1; done
 docker network rm "$run-ff" "$run-fs" >/dev/null 2>&1

@@ -7,7 +7,8 @@
 #
 # Environment: DEBIAN (default trixie, the Dockerfile's ARG),
 # AUTHBAN_DOCKER_TIMEOUT (seconds for the build, default 1500),
-# AUTHBAN_DOCKER_ONLY=fleet (only the fleet scenario, tests/docker/fleet.sh),
+# AUTHBAN_DOCKER_ONLY=fleet (only the fleet scenario, tests/docker/fleet.sh)
+# or crowdsec (only the CrowdSec scenario, tests/docker/crowdsec.sh),
 # AUTHBAN_DOCKER_STORES (the fleet's stores, each a run of the fleet
 # scenario: default "redis valkey", Debian's redis-server and valkey-server).
 set -uo pipefail
@@ -25,7 +26,11 @@ img_ab=authban-test:$debian
 img_mock=authban-test-mock:$debian
 img_redis=authban-test-redis:$debian
 img_valkey=authban-test-valkey:$debian
+img_cs=authban-test-crowdsec:$debian
+only=${AUTHBAN_DOCKER_ONLY:-}
+case $only in '' | fleet | crowdsec) ;; *) die "AUTHBAN_DOCKER_ONLY: unknown scenario $only (fleet, crowdsec)" ;; esac
 stores=${AUTHBAN_DOCKER_STORES:-redis valkey}
+[ "$only" = crowdsec ] && stores=""
 for s in $stores; do
     case $s in redis | valkey) ;; *) die "AUTHBAN_DOCKER_STORES: unknown store $s (redis, valkey)" ;; esac
 done
@@ -36,7 +41,7 @@ failed=0
 cleanup() {
     local ids
     ids=$(docker ps -aq --filter "name=^$run-" 2>/dev/null)
-    [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
+    [ -n "$ids" ] && docker rm -fv $ids >/dev/null 2>&1
     for n in $(docker network ls -q --filter "name=^$run-" 2>/dev/null); do docker network rm "$n" >/dev/null 2>&1; done
     for v in $(docker volume ls -q --filter "name=^$run-" 2>/dev/null); do docker volume rm "$v" >/dev/null 2>&1; done
     rm -rf "$tmp"
@@ -89,6 +94,7 @@ targets=(authban:"$img_ab" mock-cloudstack:"$img_mock")
 for s in $stores; do
     if [ "$s" = redis ]; then targets+=(redis:"$img_redis"); else targets+=(valkey:"$img_valkey"); fi
 done
+[ "$only" = fleet ] || targets+=(crowdsec:"$img_cs")
 for target in "${targets[@]}"; do
     start=$SECONDS
     say "building --target ${target%%:*} -> ${target#*:} (${builder[*]})"
@@ -171,6 +177,56 @@ want_403=$(printf '%s %s' "$(repeat 401 25)" "$(repeat 403 5)")
 want_444=$(printf '%s %s' "$(repeat 401 25)" "$(repeat 000/52 5)")
 want_200=$(repeat 200 30)
 
+# ---- helpers of the fleet and crowdsec scenarios ----------------------------
+now_ms() { date +%s%3N; }
+# within SECONDS COMMAND...: COMMAND succeeds within SECONDS (polled every
+# 100 ms); prints how long it took, or what the last try printed.
+within() {
+    local limit=$(($1 * 1000)) start out
+    shift
+    start=$(now_ms)
+    while :; do
+        if out=$("$@" 2>&1); then
+            printf '  (%d ms)\n' $(($(now_ms) - start))
+            return 0
+        fi
+        if [ $(($(now_ms) - start)) -ge "$limit" ]; then
+            printf '  not within %d ms: %s\n' "$limit" "$out"
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+# api NODE METHOD QUERY: the node's management API, from inside the node
+# (the location allows 127.0.0.1 only), whatever network it is on.
+api() {
+    docker exec "$run-$1" curl -s --max-time 5 -X "$2" "http://127.0.0.1:8000/authban?$3"
+}
+# jget PATH: a field of the JSON on stdin (a.b.c), as JSON; "missing" when
+# absent, "invalid" when the input is no JSON.
+jget() {
+    python3 -c '
+import json, sys
+try:
+    v = json.load(sys.stdin)
+except ValueError:
+    print("invalid"); sys.exit()
+for k in sys.argv[1].split("."):
+    if not isinstance(v, dict) or k not in v:
+        print("missing"); sys.exit()
+    v = v[k]
+print(json.dumps(v))' "$1"
+}
+# api_template OUT: the image's site with the management API (location
+# /authban, for 127.0.0.1 only: api above, through docker exec).
+api_template() {
+    awk '/^ *# The image.s HEALTHCHECK/ {
+            print "    location = /authban {"; print "        allow 127.0.0.1;"; print "        deny all;"
+            print "        authban_api;"; print "    }"; print "" }
+         { print }' "$template" >"$1"
+    grep -q '^ *authban_api;' "$1"
+}
+
 summary() {
     printf 'docker: %d passed, %d failed\n' "$passed" "$failed"
     [ "$failed" -eq 0 ]
@@ -180,11 +236,11 @@ fleets() { # the fleet scenario once per store
         . tests/docker/fleet.sh
     done
 }
-if [ "${AUTHBAN_DOCKER_ONLY:-}" = fleet ]; then
-    fleets
-    summary
-    exit
-fi
+crowdsec_scenario() { . tests/docker/crowdsec.sh; } # the CrowdSec scenario
+case $only in
+fleet) fleets; summary; exit ;;
+crowdsec) crowdsec_scenario; summary; exit ;;
+esac
 
 # ---- scenario 1: a brute force refused at maxretry, a legitimate key served -
 say "scenario 1: authban_status 403 (the image's default configuration)"
@@ -307,5 +363,8 @@ check "lb: the mock saw exactly 25 failures from $att_lb" expect_eq failures "$(
 
 # ---- scenario 6: a fleet of three nodes sharing one zone, through Redis, then Valkey
 fleets
+
+# ---- scenario 7: a CrowdSec local API: its decisions pulled, authban's bans pushed
+crowdsec_scenario
 
 summary
