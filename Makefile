@@ -45,6 +45,7 @@ test-docker:
 bench: build
 	@scripts/deps.sh wrk valgrind util-linux
 	@scripts/deps-redis.sh
+	@scripts/fetch-crowdsec.sh
 	timeout --kill-after=10 1500 cargo bench --bench authban
 
 # Fuzz targets in fuzz/ (cargo-fuzz, libFuzzer), FUZZ_SECONDS (default 60)

@@ -13,6 +13,7 @@ mod common;
 mod api;
 mod banned;
 mod callgrind;
+mod crowdsec;
 mod density;
 mod fleet;
 mod flood;
@@ -82,7 +83,7 @@ struct Part {
     run: fn(&Config) -> Section,
 }
 
-const PARTS: [Part; 6] = [
+const PARTS: [Part; 7] = [
     Part {
         name: "request_path",
         title: "1. Request path",
@@ -118,6 +119,12 @@ const PARTS: [Part; 6] = [
         title: "6. Fleet",
         limit_secs: 300,
         run: fleet::run,
+    },
+    Part {
+        name: "crowdsec",
+        title: "7. CrowdSec",
+        limit_secs: 400,
+        run: crowdsec::run,
     },
 ];
 
