@@ -1,0 +1,158 @@
+//! Key zones (`authban_zone ... key=EXPR`) and several zones in one
+//! location (`authban addr keys;`), against the real nginx and the mock
+//! CloudStack: an attack spread over many addresses, each under the
+//! address zone's maxretry, is stopped by the zone keyed on the API key it
+//! guesses at; other keys and addresses are unaffected.
+//!
+//! `{port}` is the front (`/client/api` proxied to the mock, which answers
+//! 401 to a call whose signature does not verify), with realip from
+//! loopback to play clients; `{port2}` the management endpoint.
+
+mod common;
+
+use common::*;
+
+const TEST_SECS: u64 = 90;
+const ADDR_MAXRETRY: usize = 5;
+const KEY_MAXRETRY: usize = 10;
+
+fn conf(mock: &Mock, keys_extra: &str) -> String {
+    format!(
+        r#"
+    authban_zone zone=addr:1m maxretry={ADDR_MAXRETRY} findtime=10m bantime=1h;
+    authban_zone zone=keys:1m key=$arg_apikey maxretry={KEY_MAXRETRY} findtime=1h bantime=15m {keys_extra};
+
+    server {{
+        listen 127.0.0.1:{{port}};
+        set_real_ip_from 127.0.0.1;
+        real_ip_header X-Forwarded-For;
+        location /client/api {{
+            authban addr keys;
+            proxy_pass http://{mock};
+        }}
+    }}
+
+    server {{
+        listen 127.0.0.1:{{port2}};
+        location = /authban {{
+            authban_api;
+        }}
+    }}
+    "#,
+        mock = mock.addr()
+    )
+}
+
+/// A signed call with `key` and a signature that does not verify.
+fn call(key: &str) -> String {
+    format!("/client/api?command=listZones&apiKey={key}&signature=bad&response=json")
+}
+
+fn status(n: &Nginx, path: &str, client: &str) -> u16 {
+    get_from(n.port(), path, client).status().unwrap_or(0)
+}
+
+/// 30 addresses, each guessing twice at one API key, interleaved.
+fn spray(n: &Nginx, key: &str) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for _round in 0..2 {
+        for i in 0..30 {
+            let client = format!("198.51.100.{}", i + 1);
+            statuses.push(status(n, &call(key), &client));
+        }
+    }
+    statuses
+}
+
+#[test]
+fn a_spray_over_many_addresses_is_stopped_by_the_key_it_guesses_at() {
+    with_timeout(TEST_SECS, || {
+        let mock = Mock::start();
+        let n = Nginx::options().workers(2).start(&conf(&mock, ""));
+        mock.reset();
+        let statuses = spray(&n, "K-ATTACKED");
+        let failed = statuses.iter().filter(|&&s| s == 401).count();
+        let refused = statuses.iter().filter(|&&s| s == 403).count();
+        assert_eq!(
+            (failed, refused),
+            (KEY_MAXRETRY, 60 - KEY_MAXRETRY),
+            "{statuses:?}\n{}",
+            n.log_tail()
+        );
+        // Exactly maxretry guesses reached the upstream.
+        assert_eq!(mock.stats().0, KEY_MAXRETRY as u64);
+        assert!(
+            n.error_log()
+                .contains("ban zone=keys key=\"K-ATTACKED\" hash="),
+            "{}",
+            n.log_tail()
+        );
+        // No address was banned; another key, and a call with no key (not
+        // counted in the key zone), still reach the mock.
+        let addr = api_ok(&n, "GET", "?zone=addr");
+        assert_eq!(addr.u64("bans"), 0, "{addr:?}");
+        assert_eq!(status(&n, &call("K-OTHER"), "198.51.100.1"), 401);
+        assert_eq!(
+            status(&n, "/client/api?command=listZones", "198.51.100.2"),
+            401
+        );
+        // The key stays refused from a fresh address.
+        assert_eq!(status(&n, &call("K-ATTACKED"), "203.0.113.9"), 403);
+        let keys = api_ok(&n, "GET", "?zone=keys");
+        assert_eq!(keys.u64("bans"), 1, "{keys:?}");
+        // The value is never kept: not in the API's answer.
+        assert!(!api(&n, "GET", "?zone=keys&bans")
+            .text()
+            .contains("K-ATTACKED"));
+        n.assert_clean();
+    });
+}
+
+#[test]
+fn any_zone_of_a_location_that_bans_refuses() {
+    with_timeout(TEST_SECS, || {
+        let mock = Mock::start();
+        let n = Nginx::options().workers(2).start(&conf(&mock, ""));
+        // One address, a new key each time: the address zone bans it.
+        let client = "192.0.2.44";
+        for i in 0..ADDR_MAXRETRY {
+            assert_eq!(status(&n, &call(&format!("K{i}")), client), 401);
+        }
+        assert_eq!(status(&n, &call("K-NEW"), client), 403);
+        assert_eq!(status(&n, &call("K-NEW"), "192.0.2.45"), 401);
+        let keys = api_ok(&n, "GET", "?zone=keys");
+        assert_eq!(keys.u64("bans"), 0, "{keys:?}");
+    });
+}
+
+#[test]
+fn a_key_zones_ban_survives_a_restart_through_its_state_file() {
+    with_timeout(TEST_SECS, || {
+        let mock = Mock::start();
+        let dir = fresh_dir("accounts-state");
+        // Workers run as nobody: they write the state file.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let state = format!("state={}/keys.state", dir.display());
+        let n = Nginx::options().workers(2).start(&conf(&mock, &state));
+        spray(&n, "K-ATTACKED");
+        assert_eq!(status(&n, &call("K-ATTACKED"), "203.0.113.9"), 403);
+        n.stop();
+        let text = std::fs::read_to_string(dir.join("keys.state")).unwrap();
+        assert!(!text.contains("K-ATTACKED"), "{text}");
+        assert!(
+            text.lines().nth(2).unwrap().starts_with("secret "),
+            "{text}"
+        );
+        // A new nginx (a new zone, a new secret made at format): the state
+        // file's secret hashes the key as before.
+        let n = Nginx::options().workers(2).start(&conf(&mock, &state));
+        assert!(
+            n.error_log().contains("restored 1 of 1"),
+            "{}",
+            n.log_tail()
+        );
+        assert_eq!(status(&n, &call("K-ATTACKED"), "203.0.113.10"), 403);
+        assert_eq!(status(&n, &call("K-OTHER"), "203.0.113.10"), 401);
+    });
+}
