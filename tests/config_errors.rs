@@ -478,11 +478,34 @@ fn authban_directive_errors() {
                 &["is duplicate"],
             ),
             bad(
-                "authban with two zones",
+                "authban naming a zone twice",
                 &format!("authban_zone zone=z:1m;\nauthban z z; {MARK}\n"),
-                Some("\"authban\""),
-                &["invalid number of arguments"],
+                Some("authban"),
+                &["zone \"z\" is named twice"],
             ),
+            bad(
+                "authban off with a zone",
+                &format!("authban_zone zone=z:1m;\nauthban off z; {MARK}\n"),
+                Some("authban"),
+                &["\"off\" takes no zone"],
+            ),
+            bad(
+                "authban with an unknown second zone",
+                &format!("authban_zone zone=z:1m;\nauthban z nosuch; {MARK}\n"),
+                Some("authban"),
+                &["unknown zone \"nosuch\""],
+            ),
+            bad_zone(
+                "a key zone with a prefix",
+                "zone=k:1m key=$arg_apikey ipv4_prefix=24",
+                &["\"ipv4_prefix=\" is for zones keyed on the client address"],
+            ),
+            bad_zone(
+                "a key zone with sync and no sync_key",
+                "zone=k:1m key=$arg_apikey sync=redis://127.0.0.1",
+                &["needs \"sync_key=\""],
+            ),
+            bad_zone("an empty key", "zone=k:1m key=", &["invalid key \"\""]),
         ]);
     });
 }

@@ -537,6 +537,43 @@ mod tests {
     const PAGE: usize = 4096;
 
     #[test]
+    fn key_zones() {
+        let spec = parse_zone(&["zone=a:1m", "key=$arg_apikey"], PAGE).unwrap();
+        assert_eq!(spec.key.as_deref(), Some("$arg_apikey"));
+        assert_eq!(parse_zone(&["zone=a:1m"], PAGE).unwrap().key, None);
+        let err = |args: &[&str]| parse_zone(args, PAGE).unwrap_err();
+        assert_eq!(
+            err(&["zone=a:1m", "key="]),
+            invalid("key", "", Expected::Expression)
+        );
+        for param in ["ipv4_prefix=24", "ipv6_prefix=64", "widen=3"] {
+            let name = param.split('=').next().unwrap();
+            assert_eq!(
+                err(&["zone=a:1m", "key=$x", param]),
+                DirectiveError::NotForKeyZones(match name {
+                    "ipv4_prefix" => "ipv4_prefix",
+                    "ipv6_prefix" => "ipv6_prefix",
+                    _ => "widen",
+                })
+            );
+        }
+        assert_eq!(
+            err(&["zone=a:1m", "key=$x", "sync=redis://127.0.0.1"]),
+            DirectiveError::KeySyncWithoutSyncKey
+        );
+        assert!(parse_zone(
+            &[
+                "zone=a:1m",
+                "key=$x",
+                "sync=redis://127.0.0.1",
+                "sync_key=k"
+            ],
+            PAGE
+        )
+        .is_ok());
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("10m"), Some(10 << 20));
         assert_eq!(parse_size("512K"), Some(512 << 10));
