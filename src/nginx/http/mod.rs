@@ -3,6 +3,8 @@
 
 pub mod access;
 pub mod api;
+pub mod body;
+pub mod param;
 pub mod realip;
 pub mod record;
 pub mod variables;
