@@ -64,12 +64,16 @@ fn post(nginx: &Nginx, src: &str, path: &str, headers: &[(&str, &str)], body: &[
     http_from_ip(src, nginx.port(), "POST", path, headers, Some(body))
 }
 
-/// The mock received exactly `body`.
-fn assert_received(reply: &Reply, body: &[u8], nginx: &Nginx) {
-    let sha: String = Sha256::digest(body)
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect();
+        .collect()
+}
+
+/// The mock received exactly `body`.
+fn assert_received(reply: &Reply, body: &[u8], nginx: &Nginx) {
+    let sha = sha256_hex(body);
     let len = body.len().to_string();
     assert_eq!(
         reply.header("X-Mock-Body-Length"),
@@ -219,6 +223,75 @@ fn posted_failures_ban_and_reading_errors_are_nginx_s() {
         let reply = post(&nginx, "127.0.0.2", "/tiny", &[FORM, te], &body);
         assert_eq!(reply.status(), Some(413), "{}", nginx.diagnostics());
         assert_eq!(mock.stats().0, 3);
+        nginx.assert_clean();
+    });
+}
+
+/// Sends `head`, then `body` in pieces 150 ms apart (`close` before the
+/// last one), and reads to the end: what nginx answered, if anything.
+fn slow_request(port: u16, head: &str, pieces: &[&[u8]], close: bool) -> String {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpStream};
+    use std::time::Duration;
+
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(HTTP_TIMEOUT)).expect("timeout");
+    s.write_all(head.as_bytes()).expect("head");
+    for (i, piece) in pieces.iter().enumerate() {
+        std::thread::sleep(Duration::from_millis(150));
+        if close && i + 1 == pieces.len() {
+            let _ = s.shutdown(Shutdown::Both);
+            return String::new();
+        }
+        s.write_all(piece).expect("body");
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A login's request head: `framing` is its Content-Length or
+/// Transfer-Encoding header.
+fn login_head(framing: &str) -> String {
+    format!(
+        "POST /client/api HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\n{framing}\r\n\r\n"
+    )
+}
+
+#[test]
+fn a_body_arriving_after_the_header_is_read_when_it_arrives() {
+    with_timeout(60, || {
+        let (mock, nginx) = start();
+        let length = format!("Content-Length: {}", LOGIN.len());
+        let chunks = chunked(LOGIN, 16);
+        for (framing, body) in [
+            (length.as_str(), LOGIN),
+            ("Transfer-Encoding: chunked", &chunks[..]),
+        ] {
+            let (a, b) = body.split_at(20);
+            let answer = slow_request(nginx.port(), &login_head(framing), &[a, b], false);
+            let want = [
+                "HTTP/1.1 200 ".to_string(),
+                "X-Authban-User: [admin]".to_string(),
+                format!("X-Mock-Body-Sha256: {}", sha256_hex(LOGIN)),
+            ];
+            for line in want {
+                assert!(answer.contains(&line), "{answer}\n{}", nginx.diagnostics());
+            }
+        }
+
+        // A client that leaves mid-body: nothing reaches the upstream, and
+        // nginx goes on serving.
+        let (a, b) = LOGIN.split_at(20);
+        let answer = slow_request(nginx.port(), &login_head(&length), &[a, b], true);
+        assert_eq!(answer, "");
+        let logged = || nginx.access_log().lines().count() >= 3;
+        let seconds = std::time::Duration::from_secs(5);
+        assert!(wait_until(seconds, logged), "{}", nginx.diagnostics());
+        assert_eq!(mock.stats().0, 2);
+        let reply = post(&nginx, "127.0.0.2", "/client/api", &[FORM], LOGIN);
+        assert_eq!(reply.status(), Some(200), "{}", nginx.diagnostics());
         nginx.assert_clean();
     });
 }
