@@ -295,3 +295,21 @@ fn a_body_arriving_after_the_header_is_read_when_it_arrives() {
         nginx.assert_clean();
     });
 }
+
+#[test]
+fn authban_read_body_takes_on_or_off_once() {
+    with_timeout(30, || {
+        let (ok, out) = nginx_test_config("authban_read_body maybe;");
+        assert!(
+            !ok && out.contains("authban_read_body: invalid value \"maybe\""),
+            "{out}"
+        );
+        let (ok, out) = nginx_test_config("authban_read_body on; authban_read_body off;");
+        assert!(
+            !ok && out.contains("authban_read_body: is duplicate"),
+            "{out}"
+        );
+        let (ok, out) = nginx_test_config("server { location / { authban_read_body on; } }");
+        assert!(ok, "{out}");
+    });
+}
