@@ -1,6 +1,8 @@
 //! The CloudStack `/client/api` behaviour: parameter handling, signature
 //! and login checks, CloudStack-shaped JSON/XML bodies, and the test
-//! counters under `/_mock/`.
+//! counters under `/_mock/`. Every `/client/api` answer carries the
+//! received body's length and SHA-256 (`X-Mock-Body-Length`,
+//! `X-Mock-Body-Sha256`), for tests of what a proxy passed on.
 //!
 //! Built-in accounts:
 //! - demo admin: apiKey `authban-demo-key`, secretKey `authban-demo-secret`,
@@ -12,6 +14,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
+
+use sha2::{Digest, Sha256};
 
 use crate::http::{Request, Response};
 use crate::sign;
@@ -80,7 +84,8 @@ impl Mock {
     pub fn handle(&self, req: &Request) -> Response {
         match req.path.as_str() {
             API_PATH => {
-                let resp = api(req);
+                let mut resp = api(req);
+                resp.headers.extend(body_digest(&req.body));
                 let mut stats = self.stats();
                 stats.requests += 1;
                 *stats.by_status.entry(resp.status).or_insert(0) += 1;
@@ -124,6 +129,19 @@ impl Mock {
             ),
         )
     }
+}
+
+/// What the API received as its body, for tests that check a proxy
+/// passed it on byte for byte: its length and SHA-256 (hex).
+pub fn body_digest(body: &[u8]) -> [(String, String); 2] {
+    let hex: String = Sha256::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    [
+        ("X-Mock-Body-Length".into(), body.len().to_string()),
+        ("X-Mock-Body-Sha256".into(), hex),
+    ]
 }
 
 fn method_not_allowed(allow: &str) -> Response {
@@ -432,6 +450,25 @@ mod tests {
 
     fn body(resp: &Response) -> String {
         String::from_utf8_lossy(&resp.body).into_owned()
+    }
+
+    #[test]
+    fn api_answers_echo_the_body_digest() {
+        let mut req = get("command=listZones");
+        req.method = "POST".into();
+        req.body = b"abc".to_vec();
+        let resp = Mock::new().handle(&req);
+        let header = |name: &str| {
+            resp.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(header("X-Mock-Body-Length").as_deref(), Some("3"));
+        assert_eq!(
+            header("X-Mock-Body-Sha256").as_deref(),
+            Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        );
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! - `fleet`: fleet sync through Redis (names, messages, the protocol
 //!   conversation of one connection).
 //! - `log_limit`: rate limits for log lines an attacker can multiply.
+//! - `param`: CloudStack's request parameters in a query string or a form
+//!   body (`$authban_param_NAME`).
 
 pub mod account;
 pub mod api;
@@ -20,6 +22,7 @@ pub mod directive;
 pub mod fleet;
 pub mod key;
 pub mod log_limit;
+pub mod param;
 pub mod state_file;
 pub mod table;
 pub mod window;

@@ -8,6 +8,7 @@
 //! - `http`: what nginx calls per request: the access and precontent
 //!   handlers, the header filter and log phase (`access`), the request's
 //!   record across redirects (`record`), `$authban_status` (`variables`),
+//!   `authban_read_body` (`body`) and `$authban_param_NAME` (`param`),
 //!   the management endpoint (`api`), realip's trusted networks (`realip`).
 //! - `conf`: the configuration: per-location and http-level settings
 //!   (`loc`, `main`), the directive handlers (`directives`), how the

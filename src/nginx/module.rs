@@ -112,7 +112,7 @@ const fn command(
     }
 }
 
-static mut COMMANDS: [ngx_command_t; 10] = [
+static mut COMMANDS: [ngx_command_t; 11] = [
     command(
         ngx_string!("authban_zone"),
         (NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE) as _,
@@ -159,6 +159,12 @@ static mut COMMANDS: [ngx_command_t; 10] = [
         ngx_string!("authban_log_level"),
         ANY_LEVEL | NGX_CONF_TAKE1 as ngx_uint_t,
         conf::set_log_level,
+        NGX_HTTP_LOC_CONF_OFFSET as _,
+    ),
+    command(
+        ngx_string!("authban_read_body"),
+        ANY_LEVEL | NGX_CONF_TAKE1 as ngx_uint_t,
+        conf::set_read_body,
         NGX_HTTP_LOC_CONF_OFFSET as _,
     ),
     command(

@@ -680,6 +680,11 @@ pub fn debug_already_banned(log: *mut ngx_log_t, zone: &str, key: &Key, status: 
     );
 }
 
+/// `authban_read_body`: what became of the request body (read, or why not).
+pub fn debug_body(log: *mut ngx_log_t, what: &str) {
+    debug_http!(log, "authban: request body {}", what);
+}
+
 /// A failed response of an address realip trusts, never charged (the
 /// rate-limited warning may not show it).
 pub fn debug_trusted_proxy(log: *mut ngx_log_t, zone: &str, ip: IpAddr, status: usize) {

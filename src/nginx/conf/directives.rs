@@ -431,6 +431,25 @@ pub extern "C" fn set_dry_run(
     })
 }
 
+pub extern "C" fn set_read_body(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    directive(cf, "authban_read_body", |d, args| {
+        let lcf = loc_conf(d.cf)?;
+        if lcf.read_body.is_some() {
+            return Err("is duplicate".into());
+        }
+        lcf.read_body = Some(match args[0] {
+            "on" => true,
+            "off" => false,
+            other => return Err(format!("invalid value \"{other}\": must be on or off")),
+        });
+        Ok(())
+    })
+}
+
 pub extern "C" fn set_log_level(
     cf: *mut ngx_conf_t,
     _cmd: *mut ngx_command_t,

@@ -63,6 +63,7 @@ pub struct LocConf {
     pub ignore: Option<Vec<IpNet>>,
     pub dry_run: Option<bool>,
     pub log_level: Option<usize>,
+    pub read_body: Option<bool>,
 }
 
 impl LocConf {
@@ -107,6 +108,13 @@ impl LocConf {
         self.dry_run.unwrap_or(false)
     }
 
+    /// `authban_read_body`: a byte compare, all a location without it
+    /// pays in the access phase.
+    #[inline(always)]
+    pub fn read_body(&self) -> bool {
+        self.read_body == Some(true)
+    }
+
     pub fn log_level(&self) -> usize {
         self.log_level.unwrap_or(DEFAULT_LOG_LEVEL)
     }
@@ -133,6 +141,7 @@ impl Merge for LocConf {
         }
         self.dry_run = self.dry_run.or(prev.dry_run);
         self.log_level = self.log_level.or(prev.log_level);
+        self.read_body = self.read_body.or(prev.read_body);
         Ok(())
     }
 }

@@ -29,6 +29,7 @@ use crate::nginx::conf::loc::{self, LocConf};
 use crate::nginx::crowdsec::handle as crowdsec;
 use crate::nginx::fleet::node as fleet;
 use crate::nginx::http::api::API_HANDLER;
+use crate::nginx::http::body;
 use crate::nginx::http::key;
 use crate::nginx::http::realip;
 use crate::nginx::http::record::{Outcome, RequestRecord};
@@ -93,6 +94,9 @@ ngx::http_request_handler!(access_handler, |r: &mut Request| {
     /// halves), which the zone's filter did not clear.
     #[inline(never)]
     extern "C" fn checked(r: &mut Request, host: bool, a: u64, b: u64) -> ngx_int_t {
+        if let Some(rc) = body::read_first(r) {
+            return rc;
+        }
         let decision = if host {
             let host = Key::host_v6((u128::from(b) << 64 | u128::from(a)).to_ne_bytes());
             probed(r, host)
@@ -294,6 +298,10 @@ fn passes_at_once(r: &Request) -> Result<Option<(&'static LocConf, &'static Zone
     let Some(lcf) = loc_conf(r) else {
         return Ok(None);
     };
+    // `authban_read_body`: `checked` reads the body first.
+    if lcf.read_body() {
+        return Err(());
+    }
     let Some(zone) = lcf.zone() else {
         return Ok(None);
     };

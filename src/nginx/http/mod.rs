@@ -3,7 +3,9 @@
 
 pub mod access;
 pub mod api;
+pub mod body;
 pub mod key;
+pub mod param;
 pub mod realip;
 pub mod record;
 pub mod variables;

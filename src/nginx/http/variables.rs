@@ -1,10 +1,11 @@
-//! `$authban_status`: what authban decided for the request; and the
-//! internal variable whose slot keeps that decision (`record`).
+//! `$authban_status`: what authban decided for the request;
+//! `$authban_param_NAME` (`param`); and the internal variable whose slot
+//! keeps that decision (`record`).
 
 use nginx_sys::{
     ngx_conf_t, ngx_http_add_variable, ngx_http_get_variable_index, ngx_http_request_t,
     ngx_http_variable_value_t, ngx_int_t, ngx_str_t, NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE,
-    NGX_HTTP_VAR_NOHASH, NGX_OK,
+    NGX_HTTP_VAR_NOHASH, NGX_HTTP_VAR_PREFIX, NGX_OK,
 };
 use ngx::http::{HttpModuleMainConf, Request};
 use ngx::ngx_string;
@@ -12,6 +13,7 @@ use ngx::ngx_string;
 use crate::nginx::base::guard;
 use crate::nginx::conf::accessor::Module;
 use crate::nginx::http::access::{client_ip, decide, Check};
+use crate::nginx::http::param::{self, param_variable};
 use crate::nginx::http::record::{Outcome, RequestRecord};
 
 /// The variable whose per-request slot holds authban's record
@@ -32,6 +34,18 @@ pub fn add_variables(cf: &mut ngx_conf_t) -> ngx_int_t {
     };
     var.get_handler = Some(status_variable);
     var.data = 0;
+    let mut prefix = ngx_str_t {
+        len: param::PREFIX.len(),
+        data: param::PREFIX.as_ptr().cast_mut(),
+    };
+    // SAFETY: as above; nginx hands each `$authban_param_NAME` the handler
+    // with its whole name in `data`.
+    let flags = NGX_HTTP_VAR_PREFIX | NGX_HTTP_VAR_NOCACHEABLE;
+    let var = unsafe { ngx_http_add_variable(cf, &mut prefix, flags as _).as_mut() };
+    let Some(var) = var else {
+        return NGX_ERROR as _;
+    };
+    var.get_handler = Some(param_variable);
     let mut record = ngx_str_t {
         len: RECORD_VARIABLE.len(),
         data: RECORD_VARIABLE.as_ptr().cast_mut(),
