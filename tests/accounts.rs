@@ -156,3 +156,97 @@ fn a_key_zones_ban_survives_a_restart_through_its_state_file() {
         assert_eq!(status(&n, &call("K-OTHER"), "203.0.113.10"), 401);
     });
 }
+
+/// CloudStack's login keyed on domain and username, as the example
+/// configuration does: the accounts zone counts `command=login` only.
+fn login_conf(mock: &Mock) -> String {
+    format!(
+        r#"
+    map $authban_param_command $authban_login_account {{
+        ~*^login$ "$authban_param_domain/$authban_param_username";
+        default "";
+    }}
+    authban_zone zone=addr:4m maxretry={ADDR_MAXRETRY} findtime=10m bantime=1h;
+    authban_zone zone=accounts:1m key=$authban_login_account maxretry={KEY_MAXRETRY} findtime=1h bantime=15m;
+
+    server {{
+        listen 127.0.0.1:{{port}};
+        location /client/api {{
+            authban addr accounts;
+            authban_read_body on;
+            authban_fail_status 401 531;
+            proxy_pass http://{mock};
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{{port2}};
+        location = /authban {{ authban_api; }}
+    }}
+    "#,
+        mock = mock.addr()
+    )
+}
+
+fn post_login(n: &Nginx, src: &str, user: &str, password: &str) -> u16 {
+    let body =
+        format!("command=login&username={user}&password={password}&domain=%2F&response=json");
+    http_from_ip(
+        src,
+        n.port(),
+        "POST",
+        "/client/api",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Some(body.as_bytes()),
+    )
+    .status()
+    .unwrap_or(0)
+}
+
+#[test]
+fn a_distributed_login_spray_reaches_the_upstream_maxretry_times_only() {
+    with_timeout(TEST_SECS, || {
+        let mock = Mock::start();
+        let n = Nginx::options().workers(2).start(&login_conf(&mock));
+        mock.reset();
+        // 300 source addresses, 3 bad logins each for admin, interleaved.
+        let sources: Vec<String> = (0..300)
+            .map(|i| format!("127.1.{}.{}", i / 200, i % 200 + 1))
+            .collect();
+        let mut statuses = Vec::new();
+        for _round in 0..3 {
+            for src in &sources {
+                statuses.push(post_login(&n, src, "admin", "guess"));
+            }
+        }
+        let failed = statuses.iter().filter(|&&s| s == 531).count();
+        assert_eq!(failed, KEY_MAXRETRY, "{}", n.log_tail());
+        assert_eq!(
+            statuses.iter().filter(|&&s| s == 403).count(),
+            900 - KEY_MAXRETRY
+        );
+        let (requests, by_status) = mock.stats();
+        assert_eq!(requests, KEY_MAXRETRY as u64);
+        assert_eq!(by_status.get(&531).copied(), Some(KEY_MAXRETRY as u64));
+        assert_eq!(api_ok(&n, "GET", "?zone=addr").u64("bans"), 0);
+        assert!(
+            n.error_log()
+                .contains("ban zone=accounts key=\"//admin\" hash="),
+            "{}",
+            n.log_tail()
+        );
+        // Another account, from an address that took part, is unaffected;
+        // so are calls that are not logins.
+        assert_eq!(post_login(&n, "127.1.0.1", "alice", "guess"), 531);
+        assert_eq!(post_login(&n, "127.1.0.2", "admin", "password"), 403);
+        let call = http_from_ip(
+            "127.1.0.3",
+            n.port(),
+            "GET",
+            "/client/api?command=listZones&response=json",
+            &[],
+            None,
+        );
+        assert_eq!(call.status(), Some(401));
+        n.assert_clean();
+    });
+}
