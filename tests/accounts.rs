@@ -250,3 +250,49 @@ fn a_distributed_login_spray_reaches_the_upstream_maxretry_times_only() {
         n.assert_clean();
     });
 }
+
+#[test]
+fn a_key_zone_shares_its_count_and_bans_across_a_fleet() {
+    with_timeout(TEST_SECS, || {
+        let mock = Mock::start();
+        let redis = Redis::start();
+        let dir = fresh_dir("accounts-fleet");
+        let key_file = dir.join("fleet.key");
+        std::fs::write(&key_file, "correct horse battery staple\n").unwrap();
+        let extra = format!("sync={} sync_key={}", redis.url(), key_file.display());
+        let block = conf(&mock, &extra);
+        let nodes: Vec<Nginx> = (0..2)
+            .map(|_| Nginx::options().workers(2).start(&block))
+            .collect();
+        for n in &nodes {
+            assert!(wait_until(std::time::Duration::from_secs(10), || {
+                api_ok(n, "GET", "?zone=keys").get("sync").bool("connected")
+            }));
+        }
+        mock.reset();
+        // Round robin over the nodes, a new address each time: the
+        // fleet's count of the key reaches maxretry once.
+        let mut statuses = Vec::new();
+        for i in 0..2 * KEY_MAXRETRY {
+            let n = &nodes[i % 2];
+            statuses.push(status(
+                n,
+                &call("K-FLEET"),
+                &format!("198.51.100.{}", i + 1),
+            ));
+        }
+        let reached = statuses.iter().filter(|&&s| s == 401).count();
+        assert!(
+            (KEY_MAXRETRY..=KEY_MAXRETRY + 1).contains(&reached),
+            "{statuses:?}"
+        );
+        // Both nodes refuse the key; the value is in no record of Redis.
+        for n in &nodes {
+            assert!(wait_until(std::time::Duration::from_secs(3), || {
+                status(n, &call("K-FLEET"), "203.0.113.50") == 403
+            }));
+        }
+        let keys = redis.cmd(&["KEYS", "authban:keys:*"]).unwrap();
+        assert!(!format!("{keys:?}").contains("K-FLEET"), "{keys:?}");
+    });
+}
