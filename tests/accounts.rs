@@ -28,6 +28,8 @@ fn conf(mock: &Mock, keys_extra: &str) -> String {
         real_ip_header X-Forwarded-For;
         location /client/api {{
             authban addr keys;
+            add_header X-Authban-Zone $authban_zone always;
+            add_header X-Authban-Key $authban_key always;
             proxy_pass http://{mock};
         }}
     }}
@@ -96,8 +98,17 @@ fn a_spray_over_many_addresses_is_stopped_by_the_key_it_guesses_at() {
             status(&n, "/client/api?command=listZones", "198.51.100.2"),
             401
         );
-        // The key stays refused from a fresh address.
-        assert_eq!(status(&n, &call("K-ATTACKED"), "203.0.113.9"), 403);
+        // The key stays refused from a fresh address, which the variables
+        // tell: the zone, and the key's hash (never its value).
+        let refused = get_from(n.port(), &call("K-ATTACKED"), "203.0.113.9");
+        assert_eq!(refused.status(), Some(403));
+        assert_eq!(refused.header("X-Authban-Zone"), Some("keys"));
+        let hash = refused.header("X-Authban-Key").unwrap_or("");
+        assert!(
+            hash.len() == 32 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{hash:?}"
+        );
+        assert!(n.error_log().contains(&format!("hash={hash} ")));
         let keys = api_ok(&n, "GET", "?zone=keys");
         assert_eq!(keys.u64("bans"), 1, "{keys:?}");
         // The value is never kept: not in the API's answer.
@@ -118,7 +129,10 @@ fn any_zone_of_a_location_that_bans_refuses() {
         for i in 0..ADDR_MAXRETRY {
             assert_eq!(status(&n, &call(&format!("K{i}")), client), 401);
         }
-        assert_eq!(status(&n, &call("K-NEW"), client), 403);
+        let refused = get_from(n.port(), &call("K-NEW"), client);
+        assert_eq!(refused.status(), Some(403));
+        assert_eq!(refused.header("X-Authban-Zone"), Some("addr"));
+        assert_eq!(refused.header("X-Authban-Key"), Some(client));
         assert_eq!(status(&n, &call("K-NEW"), "192.0.2.45"), 401);
         let keys = api_ok(&n, "GET", "?zone=keys");
         assert_eq!(keys.u64("bans"), 0, "{keys:?}");

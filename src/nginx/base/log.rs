@@ -624,7 +624,7 @@ fn enabled(log: *mut ngx_log_t) -> bool {
 }
 
 /// The access phase's check: `RESULT` is `$authban_status`'s value.
-pub fn debug_check(log: *mut ngx_log_t, zone: &str, ip: IpAddr, key: &Key, result: &str) {
+pub fn debug_check(log: *mut ngx_log_t, zone: &str, ip: IpAddr, key: &str, result: &str) {
     debug_http!(
         log,
         "authban: check zone={} addr={} key={} result={}",

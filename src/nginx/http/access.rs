@@ -18,6 +18,7 @@ use nginx_sys::{
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule, Request};
 
+use crate::engine::account::hash_text;
 use crate::engine::key::Key;
 use crate::engine::table::{Events, Failure, Verdict};
 use crate::nginx::base::clock::now;
@@ -358,7 +359,12 @@ fn access(r: &Request) -> Decision {
     let Some(checked) = decide(r, Check::Access) else {
         return Decision::Decline;
     };
-    let Checked { outcome, lcf, .. } = checked;
+    let Checked {
+        outcome,
+        lcf,
+        zone_index,
+        ..
+    } = checked;
     let record = match record {
         Some(record) => {
             // The first check's location keeps judging the response; a
@@ -370,6 +376,9 @@ fn access(r: &Request) -> Decision {
         }
         None => RequestRecord::attach(r, lcf, outcome),
     };
+    if let Some(record) = record.filter(|rec| core::ptr::eq(rec.lcf(), lcf)) {
+        record.set_decided_by(zone_index);
+    }
     conclude(record, lcf, outcome)
 }
 
@@ -645,7 +654,10 @@ pub enum Check {
 pub struct Checked {
     pub outcome: Outcome,
     pub lcf: &'static LocConf,
+    /// The zone that banned the request (else the location's first), and
+    /// its place among the location's zones.
     pub zone: &'static Zone,
+    pub zone_index: usize,
     pub ip: IpAddr,
 }
 
@@ -657,6 +669,7 @@ pub fn decide(r: &Request, by: Check) -> Option<Checked> {
     let first = lcf.zone()?;
     let ip = client_ip(r)?;
     let mut decided = first;
+    let mut zone_index = 0;
     let outcome = if lcf.is_ignored(ip) {
         Outcome::Ignored
     } else {
@@ -665,11 +678,13 @@ pub fn decide(r: &Request, by: Check) -> Option<Checked> {
         // Refused if any of the location's zones bans it.
         let banning = lcf
             .all_zones()
-            .find(|d| matches!(verdict_of(r, &d.zone, ip, refusing), Verdict::Banned(_)));
+            .enumerate()
+            .find(|(_, d)| matches!(verdict_of(r, &d.zone, ip, refusing), Verdict::Banned(_)));
         match banning {
             None => Outcome::Passed,
-            Some(d) => {
+            Some((i, d)) => {
                 decided = &d.zone;
+                zone_index = i;
                 if dry_run {
                     Outcome::DryRun
                 } else {
@@ -679,13 +694,25 @@ pub fn decide(r: &Request, by: Check) -> Option<Checked> {
         }
     };
     if by != Check::Variable && log::debug_enabled(r.log()) {
-        let key = decided.policy.key_of(ip);
+        let key = key_text(r, decided, ip);
         log::debug_check(r.log(), &decided.name, ip, &key, outcome.name());
     }
     Some(Checked {
         outcome,
         lcf,
         zone: decided,
+        zone_index,
         ip,
     })
+}
+
+/// The key `zone` judges this request by, as `$authban_key` and the debug
+/// lines show it: the address or network, or a key zone's hash (never its
+/// value); empty for a key zone the request gives no key.
+pub fn key_text(r: &Request, zone: &Zone, ip: IpAddr) -> String {
+    if zone.is_key_zone() {
+        key::of(r, zone).map_or_else(String::new, |(k, _)| hash_text(&k))
+    } else {
+        zone.policy.key_of(ip).to_string()
+    }
 }

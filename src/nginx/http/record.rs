@@ -61,6 +61,10 @@ const COUNTED: u32 = 1 << 3;
 const REFUSED_SHIFT: u32 = 4;
 /// Ten bits: any HTTP status.
 const REFUSED_MASK: u32 = 0x3ff << REFUSED_SHIFT;
+/// Four bits: which of the location's zones banned the request (0: the
+/// first, as the plain check of one zone leaves it).
+const DECIDED_SHIFT: u32 = 14;
+const DECIDED_MASK: u32 = 0xf << DECIDED_SHIFT;
 const FLAGS: u32 = 0xf << 28;
 
 /// A request's record: its slot in the main request's variables.
@@ -141,6 +145,17 @@ impl RequestRecord {
     pub fn set_refused_with(self, status: u16) {
         let status = (u32::from(status) << REFUSED_SHIFT) & REFUSED_MASK;
         self.set_bits((self.bits() & !REFUSED_MASK) | status);
+    }
+
+    /// Which of the location's zones (`authban a b ...`, by position)
+    /// banned the request.
+    pub fn decided_by(self) -> usize {
+        ((self.bits() & DECIDED_MASK) >> DECIDED_SHIFT) as usize
+    }
+
+    pub fn set_decided_by(self, index: usize) {
+        let index = (index.min(15) as u32) << DECIDED_SHIFT;
+        self.set_bits((self.bits() & !DECIDED_MASK) | index);
     }
 
     /// The final status was counted (header filter or log phase, once).
