@@ -6,7 +6,10 @@
 
 use std::net::IpAddr;
 
-use authban::engine::api::{self, Action, ApiError, Format, Method, Target, MAX_LIMIT, MAX_OFFSET};
+use authban::engine::account::{hash_text, KeyHasher};
+use authban::engine::api::{
+    self, Action, ApiError, Format, Method, Naming, Subject, Target, MAX_LIMIT, MAX_OFFSET,
+};
 use authban::engine::key::Key;
 use authban::engine::table::{Ban, KeyStatus, Policy, Stats, MAX_BAN_SECS};
 use libfuzzer_sys::fuzz_target;
@@ -37,9 +40,16 @@ fuzz_target!(|data: &[u8]| {
     if let Some(time) = query.time {
         assert!(time > 0 && time <= MAX_BAN_SECS, "{time}");
     }
+    if let Some(key) = &query.key {
+        assert!(!key.is_empty());
+    }
+    if let Some(hash) = query.hash {
+        // What the endpoint lists of a key zone's key names it again.
+        assert_eq!(api::parse_hash(&hash_text(&hash)), Some(hash));
+    }
     if let Some(addr) = query.addr {
         // What the endpoint prints of an address names the same key again.
-        let key = key_of(addr);
+        let key = addr_key(addr);
         assert_eq!(Key::parse(&key.to_string()), Some(key), "{key}");
         match addr {
             Target::Addr(ip) => {
@@ -49,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
             }
             Target::Net(net) => {
                 let again = api::parse_addr(&net.to_string()).expect("a key reads back");
-                assert_eq!(key_of(again), net, "{net}");
+                assert_eq!(addr_key(again), net, "{net}");
             }
         }
     }
@@ -129,18 +139,18 @@ fuzz_target!(|data: &[u8]| {
             }
             assert_eq!(samples, 10);
         }
-        Action::ShowAddress { zone, addr } => {
+        Action::ShowAddress { zone, subject } => {
             assert_eq!(method, Method::Get);
-            let key = key_of(addr);
+            let (key, naming) = key_of(&subject);
             let state = KeyStatus {
                 failures: 3,
                 ban: Some(ban(key, secs)),
             };
             let wider = ban(Key::parse("0.0.0.0/0").unwrap(), secs);
             let by = (m & 4 != 0).then_some(&wider);
-            let v = json(&api::address_json(&zone, &key, &state, by));
+            let v = json(&api::address_json(&zone, naming, &key, &state, by));
             assert_eq!(v["zone"], zone.as_str());
-            assert_eq!(v["addr"], key.to_string().as_str());
+            assert_eq!(v[name(naming)], shown(naming, &key).as_str());
             assert_eq!(v["banned"], true);
             assert_eq!(
                 v["until"].as_u64(),
@@ -151,25 +161,31 @@ fuzz_target!(|data: &[u8]| {
                 by.is_some_and(|b| b.key != key)
             );
         }
-        Action::Ban { zone, addr, time } => {
+        Action::Ban {
+            zone,
+            subject,
+            time,
+        } => {
             assert_eq!(method, Method::Post);
             assert!(time.is_none_or(|t| t > 0));
-            let key = key_of(addr);
-            let v = json(&api::ban_json(&zone, &ban(key, secs)));
+            assert!(!matches!(subject, Subject::Hash(_)));
+            let (key, naming) = key_of(&subject);
+            let v = json(&api::ban_json(&zone, naming, &ban(key, secs)));
             assert_eq!(v["zone"], zone.as_str());
-            assert_eq!(v["addr"], key.to_string().as_str());
+            assert_eq!(v[name(naming)], shown(naming, &key).as_str());
             assert_eq!(v["since"].as_u64(), Some(u64::from(secs)));
             assert_eq!(v["since_iso"], api::iso8601(secs).as_str());
         }
-        Action::Unban { zone, addr } => {
+        Action::Unban { zone, subject } => {
             assert_eq!(method, Method::Delete);
-            let key = key_of(addr);
+            let (key, naming) = key_of(&subject);
             let state = KeyStatus {
                 failures: 0,
                 ban: None,
             };
-            let v = json(&api::unban_json(&zone, &key, &state));
+            let v = json(&api::unban_json(&zone, naming, &key, &state));
             assert_eq!(v["zone"], zone.as_str());
+            assert_eq!(v[name(naming)], shown(naming, &key).as_str());
             assert_eq!(v["was_banned"], false);
         }
     }
@@ -187,8 +203,37 @@ fuzz_target!(|data: &[u8]| {
     );
 });
 
+/// The key a subject names, in an address zone of the default policy or a
+/// key zone, and how that zone's answers name it.
+fn key_of(subject: &Subject) -> (Key, Naming) {
+    match subject {
+        Subject::Addr(target) => (addr_key(*target), Naming::Addr),
+        Subject::Key(value) => (
+            KeyHasher::from_words([1, 2], "keys").key_of(value),
+            Naming::KeyHash,
+        ),
+        Subject::Hash(key) => (*key, Naming::KeyHash),
+    }
+}
+
+/// The field an answer names a key in.
+fn name(naming: Naming) -> &'static str {
+    match naming {
+        Naming::Addr => "addr",
+        Naming::KeyHash => "key_hash",
+    }
+}
+
+/// A key as that field gives it.
+fn shown(naming: Naming, key: &Key) -> String {
+    match naming {
+        Naming::Addr => key.to_string(),
+        Naming::KeyHash => hash_text(key),
+    }
+}
+
 /// The key an `addr` names in a zone of the default policy.
-fn key_of(target: Target) -> Key {
+fn addr_key(target: Target) -> Key {
     match target {
         Target::Addr(ip) => Policy::default().key_of(ip),
         Target::Net(key) => key,
@@ -204,6 +249,7 @@ fn check_error(e: &ApiError) {
 fn zone_view(name: String) -> api::ZoneView {
     api::ZoneView {
         name,
+        keyed: false,
         size: 1 << 20,
         policy: Policy::default(),
         capacity: 20_000,

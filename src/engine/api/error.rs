@@ -36,6 +36,12 @@ pub enum ApiError {
     EmptyZone,
     #[error("invalid addr \"{value}\": {why}")]
     InvalidAddr { value: String, why: AddrError },
+    /// The value is not echoed: it may be a secret given by mistake.
+    #[error("invalid hash: expected the 32 hex digits of a listed key_hash")]
+    InvalidHash,
+    /// An empty key is never counted, so never banned.
+    #[error("empty key")]
+    EmptyKey,
     #[error("invalid time \"{0}\": expected an nginx time such as 30m")]
     InvalidTime(String),
     /// Longer than [`crate::engine::table::MAX_BAN_SECS`].
@@ -56,12 +62,23 @@ pub enum ApiError {
     PagingNeedsZone,
     #[error("limit and offset apply only to JSON")]
     PagingOnlyJson,
-    #[error("format, limit and offset do not apply to one addr")]
-    NotForOneAddr,
-    #[error("addr needs zone")]
-    AddrNeedsZone,
-    #[error("zone and addr are required")]
+    /// The parameter naming the one key (`addr`, `key` or `hash`).
+    #[error("format, limit and offset do not apply to one {0}")]
+    NotForOne(&'static str),
+    #[error("{0} needs zone")]
+    NeedsZone(&'static str),
+    #[error("zone and addr (or key, hash) are required")]
     ZoneAndAddrRequired,
+    #[error("give only one of addr, key and hash")]
+    OneSubject,
+    /// A hash that no ban is listed under would be a ban no request meets.
+    #[error("hash applies only to GET and DELETE: ban a key by its value")]
+    NoBanByHash,
+    // 400: a subject the zone's kind does not take.
+    #[error("zone \"{0}\" is a key zone: name a key with key= or hash=, not addr=")]
+    AddrInKeyZone(String),
+    #[error("zone \"{zone}\" is an address zone: {param}= applies only to key zones")]
+    KeyInAddressZone { zone: String, param: &'static str },
     // 400: the request itself.
     #[error("no request body is expected")]
     BodyRefused,
@@ -70,6 +87,9 @@ pub enum ApiError {
     UnknownZone(String),
     #[error("{key} is not tracked in zone \"{zone}\"")]
     Untracked { key: Key, zone: String },
+    /// A key zone's key, named by its hash, never its value.
+    #[error("key_hash {hash} is not tracked in zone \"{zone}\"")]
+    UntrackedKey { hash: String, zone: String },
     // 405, sent with `Allow`.
     #[error("method not allowed: use GET, POST or DELETE")]
     MethodNotAllowed,
@@ -81,7 +101,9 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::UnknownZone(_) | ApiError::Untracked { .. } => 404,
+            ApiError::UnknownZone(_)
+            | ApiError::Untracked { .. }
+            | ApiError::UntrackedKey { .. } => 404,
             ApiError::MethodNotAllowed => 405,
             ApiError::Unavailable(_) => 503,
             _ => 400,

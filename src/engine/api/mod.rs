@@ -13,8 +13,10 @@ pub mod request;
 pub mod response;
 
 pub use error::{AddrError, ApiError, DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET};
-pub use request::{parse_addr, parse_query, route, Action, Format, Method, Query, Target};
+pub use request::{
+    parse_addr, parse_hash, parse_query, route, Action, Format, Method, Query, Subject, Target,
+};
 pub use response::{
     address_json, ban_json, error_json, iso8601, prometheus, unban_json, zone_json, zones_json,
-    CrowdsecView, SyncView, ZoneView,
+    CrowdsecView, Naming, SyncView, ZoneView,
 };

@@ -32,10 +32,37 @@ pub enum Target {
     Net(Key),
 }
 
+/// Whom a find, ban or unban names: an address zone's `addr`, or a key
+/// zone's key, by its value (`key`, which the zone hashes) or by its hash
+/// as listed (`hash`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subject {
+    Addr(Target),
+    /// The value as decoded, any bytes: what the zone's `key=` evaluates to.
+    Key(Vec<u8>),
+    /// A key zone's table key, read from its 32 hex digits.
+    Hash(Key),
+}
+
+impl Subject {
+    /// The parameter that names it.
+    pub fn param(&self) -> &'static str {
+        match self {
+            Subject::Addr(_) => "addr",
+            Subject::Key(_) => "key",
+            Subject::Hash(_) => "hash",
+        }
+    }
+}
+
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Query {
     pub zone: Option<String>,
     pub addr: Option<Target>,
+    /// A key zone's key value, decoded (never empty).
+    pub key: Option<Vec<u8>>,
+    /// A key zone's key as listed (`key_hash`).
+    pub hash: Option<Key>,
     pub time: Option<u32>,
     pub format: Option<Format>,
     pub limit: Option<usize>,
@@ -54,16 +81,16 @@ pub enum Action {
     ZoneMetrics(String),
     ShowAddress {
         zone: String,
-        addr: Target,
+        subject: Subject,
     },
     Ban {
         zone: String,
-        addr: Target,
+        subject: Subject,
         time: Option<u32>,
     },
     Unban {
         zone: String,
-        addr: Target,
+        subject: Subject,
     },
 }
 
@@ -85,6 +112,15 @@ pub fn parse_query(raw: &[u8]) -> Result<Query, ApiError> {
             None => (pair, &b""[..]),
         };
         let name = decode(name).ok_or(ApiError::MalformedQuery)?;
+        if name == "key" {
+            // Any bytes: a key's value need not be UTF-8. Never echoed.
+            let value = decode_bytes(value).ok_or(ApiError::MalformedQuery)?;
+            if value.is_empty() {
+                return Err(ApiError::EmptyKey);
+            }
+            once(&mut query.key, value, &name)?;
+            continue;
+        }
         let value = decode(value).ok_or(ApiError::MalformedQuery)?;
         match name.as_str() {
             "zone" => {
@@ -97,6 +133,10 @@ pub fn parse_query(raw: &[u8]) -> Result<Query, ApiError> {
                 let target =
                     parse_addr(&value).map_err(|why| ApiError::InvalidAddr { value, why })?;
                 once(&mut query.addr, target, &name)?;
+            }
+            "hash" => {
+                let hash = parse_hash(&value).ok_or(ApiError::InvalidHash)?;
+                once(&mut query.hash, hash, &name)?;
             }
             "time" => {
                 let secs = match strict_time(&value) {
@@ -222,17 +262,37 @@ pub fn parse_addr(text: &str) -> Result<Target, AddrError> {
     Ok(Target::Net(net_key(fold_mapped(net))))
 }
 
+/// A key zone's key from its hash as listed: exactly 32 hex digits (either
+/// case) whose first is 8 to f, as every hashed key's is.
+pub fn parse_hash(text: &str) -> Option<Key> {
+    let digits = text.as_bytes();
+    if digits.len() != 32 {
+        return None;
+    }
+    let mut addr = [0u8; 16];
+    for (byte, pair) in addr.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = hex(pair[0])? << 4 | hex(pair[1])?;
+    }
+    (addr[0] & 0x80 != 0).then(|| Key::from_raw(addr, 128))
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
 /// Percent-decoding (and `+` as space); `None` for an escape that is not
 /// `%` and exactly two hex digits, or text that is not UTF-8.
 fn decode(raw: &[u8]) -> Option<String> {
-    fn hex(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
-    }
+    String::from_utf8(decode_bytes(raw)?).ok()
+}
+
+/// [`decode`] to bytes, whatever they are.
+fn decode_bytes(raw: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
@@ -253,10 +313,11 @@ fn decode(raw: &[u8]) -> Option<String> {
             }
         }
     }
-    String::from_utf8(out).ok()
+    Some(out)
 }
 
-/// Decides what a request asks for; the zone's existence is checked later.
+/// Decides what a request asks for; the zone's existence, and whether its
+/// kind takes the subject named (`addr` or `key`/`hash`), are checked later.
 pub fn route(method: Method, query: Query) -> Result<Action, ApiError> {
     let paging = query.limit.is_some() || query.offset.is_some();
     if query.time.is_some() && method != Method::Post {
@@ -265,7 +326,18 @@ pub fn route(method: Method, query: Query) -> Result<Action, ApiError> {
     if method != Method::Get && (query.format.is_some() || paging) {
         return Err(ApiError::OnlyForGet);
     }
-    match (method, query.zone, query.addr) {
+    let mut subjects = [
+        query.addr.map(Subject::Addr),
+        query.key.map(Subject::Key),
+        query.hash.map(Subject::Hash),
+    ]
+    .into_iter()
+    .flatten();
+    let subject = subjects.next();
+    if subjects.next().is_some() {
+        return Err(ApiError::OneSubject);
+    }
+    match (method, query.zone, subject) {
         (Method::Get, None, None) => {
             if paging {
                 return Err(ApiError::PagingNeedsZone);
@@ -281,19 +353,20 @@ pub fn route(method: Method, query: Query) -> Result<Action, ApiError> {
                 limit: query.limit.unwrap_or(DEFAULT_LIMIT),
             }),
         },
-        (Method::Get, Some(zone), Some(addr)) => {
+        (_, None, Some(subject)) => Err(ApiError::NeedsZone(subject.param())),
+        (Method::Get, Some(zone), Some(subject)) => {
             if query.format == Some(Format::Prometheus) || paging {
-                return Err(ApiError::NotForOneAddr);
+                return Err(ApiError::NotForOne(subject.param()));
             }
-            Ok(Action::ShowAddress { zone, addr })
+            Ok(Action::ShowAddress { zone, subject })
         }
-        (_, None, Some(_)) => Err(ApiError::AddrNeedsZone),
-        (Method::Post, Some(zone), Some(addr)) => Ok(Action::Ban {
+        (Method::Post, Some(_), Some(Subject::Hash(_))) => Err(ApiError::NoBanByHash),
+        (Method::Post, Some(zone), Some(subject)) => Ok(Action::Ban {
             zone,
-            addr,
+            subject,
             time: query.time,
         }),
-        (Method::Delete, Some(zone), Some(addr)) => Ok(Action::Unban { zone, addr }),
+        (Method::Delete, Some(zone), Some(subject)) => Ok(Action::Unban { zone, subject }),
         (Method::Post | Method::Delete, _, None) => Err(ApiError::ZoneAndAddrRequired),
     }
 }
@@ -523,6 +596,132 @@ mod tests {
             (Method::Get, "limit=3"),
         ] {
             assert_eq!(r(m, raw).unwrap_err().status(), 400, "{m:?} {raw}");
+        }
+    }
+
+    /// `key` (a key zone's value, any bytes once decoded) and `hash` (its
+    /// hash as listed), and how they route.
+    #[test]
+    fn key_and_hash_grammar() {
+        let hasher = crate::engine::account::KeyHasher::from_words([7, 9], "keys");
+        let listed = hasher.key_of(b"K-1");
+        let hex = crate::engine::account::hash_text(&listed);
+        assert_eq!(query("key=K-1").unwrap().key.as_deref(), Some(&b"K-1"[..]));
+        assert_eq!(
+            query("key=a%2Bb+c%25").unwrap().key.as_deref(),
+            Some(&b"a+b c%"[..])
+        );
+        // Not UTF-8, still a value a request can carry.
+        assert_eq!(
+            query("key=%FF%00").unwrap().key.as_deref(),
+            Some(&[0xff, 0][..])
+        );
+        assert_eq!(query(&format!("hash={hex}")).unwrap().hash, Some(listed));
+        assert_eq!(
+            query(&format!("hash={}", hex.to_uppercase())).unwrap().hash,
+            Some(listed)
+        );
+        for key in (0..50u8).map(|i| hasher.key_of(&[i])) {
+            let text = crate::engine::account::hash_text(&key);
+            assert_eq!(parse_hash(&text), Some(key), "{text}");
+        }
+        let refused = [
+            ("key=", "empty key"),
+            ("key=a&key=b", "parameter \"key\" given twice"),
+            ("key=%zz", "malformed query string"),
+            ("key=%", "malformed query string"),
+            ("hash=", "invalid hash: expected the 32 hex digits"),
+            ("hash=0123456789abcdef0123456789abcdef", "invalid hash"),
+            ("hash=8123456789abcdef0123456789abcde", "invalid hash"),
+            ("hash=8123456789abcdef0123456789abcdef0", "invalid hash"),
+            ("hash=8123456789abcdef0123456789abcdeg", "invalid hash"),
+            ("hash=+123456789abcdef0123456789abcdef", "invalid hash"),
+            ("hash=2001:db8::1", "invalid hash"),
+        ];
+        for (raw, reason) in refused {
+            let err = query(raw).unwrap_err();
+            assert_eq!(err.status(), 400, "{raw}");
+            assert!(err.reason().starts_with(reason), "{raw}: {}", err.reason());
+        }
+        // A refused hash is not echoed: it may be a value given by mistake.
+        assert!(!query("hash=SECRET")
+            .unwrap_err()
+            .reason()
+            .contains("SECRET"));
+
+        let r = |m, raw: &str| route(m, query(raw).unwrap());
+        let by_key = || Subject::Key(b"K 1".to_vec());
+        assert_eq!(
+            r(Method::Get, "zone=keys&key=K+1"),
+            Ok(Action::ShowAddress {
+                zone: "keys".into(),
+                subject: by_key()
+            })
+        );
+        assert_eq!(
+            r(Method::Post, "zone=keys&key=K%201&time=1h"),
+            Ok(Action::Ban {
+                zone: "keys".into(),
+                subject: by_key(),
+                time: Some(3600)
+            })
+        );
+        assert_eq!(
+            r(Method::Delete, "key=K+1&zone=keys"),
+            Ok(Action::Unban {
+                zone: "keys".into(),
+                subject: by_key()
+            })
+        );
+        for m in [Method::Get, Method::Delete] {
+            let action = r(m, &format!("zone=keys&hash={hex}")).unwrap();
+            let (Action::ShowAddress { subject, .. } | Action::Unban { subject, .. }) = action
+            else {
+                panic!("{m:?}: {action:?}");
+            };
+            assert_eq!(subject, Subject::Hash(listed));
+        }
+        for (m, raw, reason) in [
+            (
+                Method::Post,
+                format!("zone=keys&hash={hex}"),
+                "hash applies only to GET and DELETE: ban a key by its value",
+            ),
+            (
+                Method::Get,
+                "zone=keys&key=a&addr=192.0.2.1".into(),
+                "give only one of addr, key and hash",
+            ),
+            (
+                Method::Delete,
+                format!("zone=keys&key=a&hash={hex}"),
+                "give only one of addr, key and hash",
+            ),
+            (Method::Get, "key=a".into(), "key needs zone"),
+            (Method::Delete, format!("hash={hex}"), "hash needs zone"),
+            (Method::Post, "addr=192.0.2.1".into(), "addr needs zone"),
+            (
+                Method::Get,
+                "zone=keys&key=a&limit=5".into(),
+                "format, limit and offset do not apply to one key",
+            ),
+            (
+                Method::Get,
+                format!("zone=keys&hash={hex}&format=prometheus"),
+                "format, limit and offset do not apply to one hash",
+            ),
+            (
+                Method::Post,
+                "zone=keys".into(),
+                "zone and addr (or key, hash) are required",
+            ),
+        ] {
+            let err = r(m, &raw).unwrap_err();
+            assert_eq!(
+                (err.status(), err.reason().as_str()),
+                (400, reason),
+                "{m:?} {raw}"
+            );
         }
     }
 

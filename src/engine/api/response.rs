@@ -4,11 +4,13 @@
 //! companion (`since` and `since_iso`). Every JSON answer ends in a newline.
 //! Metrics are the Prometheus text format.
 
-use core::fmt::{Display, Write};
+use core::fmt::Write;
 
+use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::ser::CharEscape;
 
+use crate::engine::account::hash_text;
 use crate::engine::api::error::ApiError;
 use crate::engine::key::Key;
 use crate::engine::table::{AddressState, Ban, Policy, Stats};
@@ -18,6 +20,8 @@ use crate::engine::table::{CrowdsecStats, SyncStats};
 #[derive(Clone, Debug, PartialEq)]
 pub struct ZoneView {
     pub name: String,
+    /// A key zone (`key=`): it counts hashed keys, not addresses.
+    pub keyed: bool,
     pub size: usize,
     pub policy: Policy,
     pub capacity: u32,
@@ -28,6 +32,51 @@ pub struct ZoneView {
     pub sync: Option<SyncView>,
     /// Zones `authban_crowdsec` names: the bouncer.
     pub crowdsec: Option<CrowdsecView>,
+}
+
+impl ZoneView {
+    /// How the zone's answers name its keys.
+    pub fn naming(&self) -> Naming {
+        Naming::of(self.keyed)
+    }
+}
+
+/// How an answer names a table key: an address zone's as `addr` (an
+/// address or network), a key zone's as `key_hash` (32 hex digits: its
+/// value is never kept, so never shown).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Naming {
+    Addr,
+    KeyHash,
+}
+
+impl Naming {
+    /// `keyed`: the zone is a key zone.
+    pub fn of(keyed: bool) -> Naming {
+        if keyed {
+            Naming::KeyHash
+        } else {
+            Naming::Addr
+        }
+    }
+}
+
+/// A table key under its name: `"addr": "192.0.2.1"` or
+/// `"key_hash": "8f3a..."`, flattened into the answer that holds it.
+pub struct Named {
+    pub naming: Naming,
+    pub key: Key,
+}
+
+impl Serialize for Named {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        match self.naming {
+            Naming::Addr => map.serialize_entry("addr", &self.key.to_string())?,
+            Naming::KeyHash => map.serialize_entry("key_hash", &hash_text(&self.key))?,
+        }
+        map.end()
+    }
 }
 
 /// A zone's fleet sync as the endpoint reports it.
@@ -106,6 +155,9 @@ pub struct CountersJson {
 #[derive(Serialize)]
 pub struct ZoneJson<'a> {
     pub name: &'a str,
+    /// Only in a key zone's, always true.
+    #[serde(skip_serializing_if = "is_false")]
+    pub key: bool,
     pub size: usize,
     pub capacity: u32,
     pub policy: PolicyJson,
@@ -127,8 +179,8 @@ pub struct ZonesJson<'a> {
 /// A ban: an item of `ban_list`, `banned_by`, and the tail of a ban's answer.
 #[derive(Serialize)]
 pub struct BanJson {
-    #[serde(serialize_with = "display")]
-    pub addr: Key,
+    #[serde(flatten)]
+    pub key: Named,
     pub since: u32,
     #[serde(serialize_with = "iso")]
     pub since_iso: u32,
@@ -167,8 +219,8 @@ pub struct BanTimesJson {
 #[derive(Serialize)]
 pub struct AddressJson<'a> {
     pub zone: &'a str,
-    #[serde(serialize_with = "display")]
-    pub addr: Key,
+    #[serde(flatten)]
+    pub key: Named,
     pub failures: u32,
     pub banned: bool,
     #[serde(flatten)]
@@ -190,8 +242,8 @@ pub struct BanMadeJson<'a> {
 #[derive(Serialize)]
 pub struct UnbanJson<'a> {
     pub zone: &'a str,
-    #[serde(serialize_with = "display")]
-    pub addr: Key,
+    #[serde(flatten)]
+    pub key: Named,
     pub was_banned: bool,
     pub failures_forgotten: u32,
 }
@@ -203,8 +255,8 @@ pub struct ErrorJson {
     pub status: u16,
 }
 
-fn display<T: Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(value)
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn iso<S: Serializer>(secs: &u32, s: S) -> Result<S::Ok, S::Error> {
@@ -253,6 +305,7 @@ impl<'a> From<&'a ZoneView> for ZoneJson<'a> {
         let (p, s) = (z.policy, z.stats);
         ZoneJson {
             name: &z.name,
+            key: z.keyed,
             size: z.size,
             capacity: z.capacity,
             policy: PolicyJson {
@@ -304,10 +357,13 @@ impl<'a> From<&'a ZoneView> for ZoneJson<'a> {
     }
 }
 
-impl From<&Ban> for BanJson {
-    fn from(ban: &Ban) -> Self {
+impl BanJson {
+    fn new(ban: &Ban, naming: Naming) -> Self {
         BanJson {
-            addr: ban.key,
+            key: Named {
+                naming,
+                key: ban.key,
+            },
             since: ban.since,
             since_iso: ban.since,
             until: ban.until,
@@ -332,7 +388,7 @@ pub fn zone_json(z: &ZoneView, bans: &[Ban], offset: usize, limit: usize) -> Str
         zone: ZoneJson::from(z),
         offset,
         limit,
-        ban_list: bans.iter().map(BanJson::from).collect(),
+        ban_list: bans.iter().map(|b| BanJson::new(b, z.naming())).collect(),
         next_offset: more.then_some(shown),
     })
 }
@@ -340,13 +396,14 @@ pub fn zone_json(z: &ZoneView, bans: &[Ban], offset: usize, limit: usize) -> Str
 /// One key's state; `banned_by` is given when it is not the key's own ban.
 pub fn address_json(
     zone: &str,
+    naming: Naming,
     addr: &Key,
     state: &AddressState,
     banned_by: Option<&Ban>,
 ) -> String {
     render(&AddressJson {
         zone,
-        addr: *addr,
+        key: Named { naming, key: *addr },
         failures: state.failures,
         banned: state.ban.is_some(),
         ban: state.ban.map(|ban| BanTimesJson {
@@ -355,22 +412,24 @@ pub fn address_json(
             until: ban.until,
             until_iso: ban.until,
         }),
-        banned_by: banned_by.filter(|b| b.key != *addr).map(BanJson::from),
+        banned_by: banned_by
+            .filter(|b| b.key != *addr)
+            .map(|b| BanJson::new(b, naming)),
     })
 }
 
-pub fn ban_json(zone: &str, ban: &Ban) -> String {
+pub fn ban_json(zone: &str, naming: Naming, ban: &Ban) -> String {
     render(&BanMadeJson {
         zone,
         banned: true,
-        ban: BanJson::from(ban),
+        ban: BanJson::new(ban, naming),
     })
 }
 
-pub fn unban_json(zone: &str, addr: &Key, state: &AddressState) -> String {
+pub fn unban_json(zone: &str, naming: Naming, addr: &Key, state: &AddressState) -> String {
     render(&UnbanJson {
         zone,
-        addr: *addr,
+        key: Named { naming, key: *addr },
         was_banned: state.ban.is_some(),
         failures_forgotten: state.failures,
     })
@@ -669,6 +728,7 @@ mod tests {
     fn view(name: &str) -> ZoneView {
         ZoneView {
             name: name.into(),
+            keyed: false,
             size: 1 << 20,
             policy: Policy {
                 bantime: 60,
@@ -826,7 +886,7 @@ mod tests {
             failures: 0,
             ban: None,
         };
-        let json = address_json("z", &key, &untracked, Some(&wide));
+        let json = address_json("z", Naming::Addr, &key, &untracked, Some(&wide));
         assert_eq!(
             json,
             "{\"zone\":\"z\",\"addr\":\"192.0.2.0/24\",\"failures\":0,\"banned\":false,\
@@ -840,7 +900,7 @@ mod tests {
             failures: 3,
             ban: Some(own),
         };
-        let json = address_json("z", &key, &banned, Some(&own));
+        let json = address_json("z", Naming::Addr, &key, &banned, Some(&own));
         assert!(!json.contains("banned_by"), "{json}");
         assert!(json.contains("\"banned\":true,\"since\":100"), "{json}");
     }
@@ -874,6 +934,76 @@ mod tests {
         );
         assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
         assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    /// A key zone's answers: `"key":true` in the zone, each key as
+    /// `key_hash` (32 hex digits), never `addr`; Prometheus as for any zone.
+    #[test]
+    fn key_zone_answers_name_hashes() {
+        let hasher = crate::engine::account::KeyHasher::from_words([1, 2], "keys");
+        let key = hasher.key_of(b"K-SECRET");
+        let hex = hash_text(&key);
+        let zone = ZoneView {
+            keyed: true,
+            bans: 1,
+            ..view("keys")
+        };
+        let ban = Ban {
+            key,
+            since: 0,
+            until: 60,
+            failures: 10,
+            offence: 1,
+        };
+        let ban_fields = format!(
+            "\"key_hash\":\"{hex}\",\"since\":0,\"since_iso\":\"1970-01-01T00:00:00Z\",\
+             \"until\":60,\"until_iso\":\"1970-01-01T00:01:00Z\",\"failures\":10"
+        );
+        let page = zone_json(&zone, &[ban], 0, 10);
+        assert!(
+            page.starts_with("{\"name\":\"keys\",\"key\":true,\"size\":1048576,"),
+            "{page}"
+        );
+        assert!(
+            page.ends_with(&format!(
+                "\"offset\":0,\"limit\":10,\"ban_list\":[{{{ban_fields}}}]}}\n"
+            )),
+            "{page}"
+        );
+        let list = zones_json(&[view("addr"), zone.clone()]);
+        assert_eq!(list.matches("\"key\":true").count(), 1, "{list}");
+        assert!(list.contains("{\"name\":\"addr\",\"size\""), "{list}");
+        let banned = AddressState {
+            failures: 10,
+            ban: Some(ban),
+        };
+        assert_eq!(
+            address_json("keys", Naming::KeyHash, &key, &banned, None),
+            format!(
+                "{{\"zone\":\"keys\",\"key_hash\":\"{hex}\",\"failures\":10,\
+                 \"banned\":true,\"since\":0,\"since_iso\":\"1970-01-01T00:00:00Z\",\
+                 \"until\":60,\"until_iso\":\"1970-01-01T00:01:00Z\"}}\n"
+            )
+        );
+        assert_eq!(
+            ban_json("keys", Naming::KeyHash, &ban),
+            format!("{{\"zone\":\"keys\",\"banned\":true,{ban_fields}}}\n")
+        );
+        assert_eq!(
+            unban_json("keys", Naming::KeyHash, &key, &banned),
+            format!(
+                "{{\"zone\":\"keys\",\"key_hash\":\"{hex}\",\"was_banned\":true,\
+                 \"failures_forgotten\":10}}\n"
+            )
+        );
+        assert_eq!(Naming::of(true), zone.naming());
+        assert_eq!(
+            prometheus(&[zone]),
+            prometheus(&[view("keys")]).replace(
+                "authban_active_bans{zone=\"keys\"} 2",
+                "authban_active_bans{zone=\"keys\"} 1"
+            )
+        );
     }
 
     /// The answers byte for byte as the hand-written renderer of earlier
@@ -946,7 +1076,7 @@ mod tests {
             ban: Some(b1),
         };
         assert_eq!(
-            address_json(name, &b1.key, &banned, Some(&b2)),
+            address_json(name, Naming::Addr, &b1.key, &banned, Some(&b2)),
             format!(
                 "{{\"zone\":{esc},\"addr\":\"192.0.2.1\",\"failures\":3,\"banned\":true,\
                  \"since\":1764072000,\"since_iso\":\"2025-11-25T12:00:00Z\",\
@@ -955,11 +1085,11 @@ mod tests {
             )
         );
         assert_eq!(
-            ban_json(name, &b2),
+            ban_json(name, Naming::Addr, &b2),
             format!("{{\"zone\":{esc},\"banned\":true,{b2_fields}}}\n")
         );
         assert_eq!(
-            unban_json(name, &b2.key, &banned),
+            unban_json(name, Naming::Addr, &b2.key, &banned),
             format!(
                 "{{\"zone\":{esc},\"addr\":\"2001:db8::/64\",\"was_banned\":true,\
                  \"failures_forgotten\":3}}\n"

@@ -139,6 +139,18 @@ pub fn unban_api(log: *mut ngx_log_t, zone: &str, key: &Key) {
     );
 }
 
+/// `authban: unban zone=NAME hash=HEX reason=api` (notice): a key zone's,
+/// by the hash the API lists.
+pub fn unban_api_key(log: *mut ngx_log_t, zone: &str, key: &Key) {
+    ngx_log_error!(
+        NGX_LOG_NOTICE,
+        log,
+        "authban: unban zone={} hash={} reason=api",
+        zone,
+        hash_text(key)
+    );
+}
+
 /// `authban: unban zone=NAME addr=ADDR reason=sync` (notice): another
 /// node's API unban.
 pub fn unban_sync(log: *mut ngx_log_t, zone: &str, key: &Key) {

@@ -17,8 +17,10 @@ use ngx::http::{
     NgxHttpCoreModule, Request,
 };
 
+use crate::engine::account::hash_text;
 use crate::engine::api::{
-    self, Action, ApiError, CrowdsecView, Format, Method, SyncView, Target, ZoneView,
+    self, Action, ApiError, CrowdsecView, Format, Method, Naming, Subject, SyncView, Target,
+    ZoneView,
 };
 use crate::engine::key::Key;
 use crate::engine::table::{AddressState, Events, Now, Table, Verdict};
@@ -299,9 +301,9 @@ fn act(r: &Request, action: Action) -> Result<Reply, ApiError> {
             .ok_or_else(|| unavailable(zone))?;
             Ok(json(api::zone_json(&view, &bans, offset, limit)))
         }
-        Action::ShowAddress { zone, addr } => {
+        Action::ShowAddress { zone, subject } => {
             let zone = &*find_zone(r, &zone)?.zone;
-            let key = zone_key(zone, addr);
+            let key = zone_key(zone, &subject)?;
             let now = now();
             let mut events = Events::default();
             let (state, banned_by) = zone
@@ -311,14 +313,14 @@ fn act(r: &Request, action: Action) -> Result<Reply, ApiError> {
                     // now: the engine's own check, counting nothing.
                     // The host's own key, as the access phase checks it,
                     // so bans of any prefix holding it are found.
-                    let banned_by = match addr {
-                        Target::Addr(ip) => {
-                            match t.check(&Key::from_ip(ip), now, false, &mut events) {
+                    let banned_by = match &subject {
+                        Subject::Addr(Target::Addr(ip)) => {
+                            match t.check(&Key::from_ip(*ip), now, false, &mut events) {
                                 Verdict::Banned(ban) => Some(ban),
                                 Verdict::Clear => None,
                             }
                         }
-                        Target::Net(_) => None,
+                        _ => None,
                     };
                     (state, banned_by)
                 })
@@ -334,50 +336,93 @@ fn act(r: &Request, action: Action) -> Result<Reply, ApiError> {
             };
             Ok(json(api::address_json(
                 &zone.name,
+                naming(zone),
                 &key,
                 &state,
                 banned_by.as_ref(),
             )))
         }
-        Action::Ban { zone, addr, time } => {
+        Action::Ban {
+            zone,
+            subject,
+            time,
+        } => {
             let declared = find_zone(r, &zone)?;
             let zone = &*declared.zone;
-            let addr = zone_key(zone, addr);
+            let addr = zone_key(zone, &subject)?;
             let secs = time.unwrap_or(zone.policy.bantime);
             let mut events = Events::default();
             let ban = zone
                 .with_table(|t| t.ban(&addr, now(), secs, &mut events))
                 .ok_or_else(|| unavailable(zone))?;
-            log::ban(log, log_level, &zone.name, &ban, secs, BanBy::Api);
+            match &subject {
+                // The log line names the value, as a ban by failures does.
+                Subject::Key(value) => {
+                    log::ban_key(log, log_level, &zone.name, value, &ban, secs, BanBy::Api);
+                }
+                _ => log::ban(log, log_level, &zone.name, &ban, secs, BanBy::Api),
+            }
             if let Some(f) = &declared.fleet {
                 fleet::ban_made(f, &ban);
             }
             zone::log_events(zone, &events, log, log_level);
-            Ok(json(api::ban_json(&zone.name, &ban)))
+            Ok(json(api::ban_json(&zone.name, naming(zone), &ban)))
         }
-        Action::Unban { zone, addr } => {
+        Action::Unban { zone, subject } => {
             let declared = find_zone(r, &zone)?;
             let zone = &*declared.zone;
-            let addr = zone_key(zone, addr);
+            let addr = zone_key(zone, &subject)?;
             let state = zone
                 .with_table(|t| t.unban(&addr, now()))
                 .ok_or_else(|| unavailable(zone))?
                 .ok_or_else(|| untracked(zone, &addr))?;
             if state.ban.is_some() {
-                log::unban_api(log, &zone.name, &addr);
+                if zone.is_key_zone() {
+                    log::unban_api_key(log, &zone.name, &addr);
+                } else {
+                    log::unban_api(log, &zone.name, &addr);
+                }
             }
             if let Some(f) = &declared.fleet {
                 fleet::unban_made(f, &addr);
             }
-            Ok(json(api::unban_json(&zone.name, &addr, &state)))
+            Ok(json(api::unban_json(
+                &zone.name,
+                naming(zone),
+                &addr,
+                &state,
+            )))
         }
     }
+}
+
+/// The table key a find, ban or unban names in `zone`: an address zone
+/// takes `addr` only, a key zone `key` (hashed with the zone's secret) or
+/// `hash` only.
+fn zone_key(zone: &Zone, subject: &Subject) -> Result<Key, ApiError> {
+    match (zone.key.as_ref(), subject) {
+        (None, Subject::Addr(target)) => Ok(addr_key(zone, *target)),
+        (Some(_), Subject::Addr(_)) => Err(ApiError::AddrInKeyZone(zone.name.clone())),
+        (None, Subject::Key(_) | Subject::Hash(_)) => Err(ApiError::KeyInAddressZone {
+            zone: zone.name.clone(),
+            param: subject.param(),
+        }),
+        (Some(kz), Subject::Key(value)) => kz
+            .hasher()
+            .map(|h| h.key_of(value))
+            .ok_or_else(|| unavailable(zone)),
+        (Some(_), Subject::Hash(key)) => Ok(*key),
+    }
+}
+
+fn naming(zone: &Zone) -> Naming {
+    Naming::of(zone.is_key_zone())
 }
 
 /// A bare address names the key the zone counts it under (`ipv4_prefix`,
 /// `ipv6_prefix`); an explicit network is that key exactly, so a ban made
 /// under other prefixes (before a reload) can still be reached.
-fn zone_key(zone: &Zone, addr: Target) -> Key {
+fn addr_key(zone: &Zone, addr: Target) -> Key {
     match addr {
         Target::Addr(ip) => key_of(zone, ip),
         Target::Net(key) => key,
@@ -389,6 +434,12 @@ fn key_of(zone: &Zone, ip: IpAddr) -> Key {
 }
 
 fn untracked(zone: &Zone, key: &Key) -> ApiError {
+    if zone.is_key_zone() {
+        return ApiError::UntrackedKey {
+            hash: hash_text(key),
+            zone: zone.name.clone(),
+        };
+    }
     ApiError::Untracked {
         key: *key,
         zone: zone.name.clone(),
@@ -399,6 +450,7 @@ fn view_of(declared: &DeclaredZone, t: &Table<'_>) -> ZoneView {
     let zone = &*declared.zone;
     ZoneView {
         name: zone.name.clone(),
+        keyed: zone.is_key_zone(),
         size: zone.size,
         policy: t.policy(),
         capacity: t.capacity(),
