@@ -230,7 +230,7 @@ pub extern "C" fn set_zone(
             return Err(format!("duplicate zone \"{}\"", spec.name));
         }
         let mut zone = Zone::new(spec, state, cycle);
-        zone.key = key_zone;
+        zone.set_key(key_zone);
         let zone = Rc::new(zone);
         let fleet = fleet.map(|conf| Fleet::new(conf, Rc::clone(&zone)));
         let declared = Rc::new(DeclaredZone {

@@ -58,6 +58,10 @@ pub struct LocConf {
     /// `authban a b ...`: the zones after the first, checked and counted
     /// alike (set and inherited with `zone`).
     pub more_zones: Vec<Rc<ZoneSlot>>,
+    /// Set by `merge`: this location reads bodies or names several zones,
+    /// so its requests take the fuller check (one byte for the common
+    /// path to test).
+    pub beyond_plain: bool,
     pub fail_status: Option<Vec<u16>>,
     pub refuse_status: Option<u16>,
     pub ignore: Option<Vec<IpNet>>,
@@ -84,7 +88,7 @@ impl LocConf {
     /// the client address.
     #[inline(always)]
     pub fn is_plain(&self, zone: &Zone) -> bool {
-        self.more_zones.is_empty() && !zone.is_key_zone()
+        !self.beyond_plain && !zone.is_key_zone()
     }
 
     /// Every zone `authban` names here, in its order.
@@ -142,6 +146,7 @@ impl Merge for LocConf {
         self.dry_run = self.dry_run.or(prev.dry_run);
         self.log_level = self.log_level.or(prev.log_level);
         self.read_body = self.read_body.or(prev.read_body);
+        self.beyond_plain = self.read_body() || !self.more_zones.is_empty();
         Ok(())
     }
 }

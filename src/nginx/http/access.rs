@@ -299,10 +299,6 @@ fn passes_at_once(r: &Request) -> Result<Option<(&'static LocConf, &'static Zone
     let Some(lcf) = loc_conf(r) else {
         return Ok(None);
     };
-    // `authban_read_body`: `checked` reads the body first.
-    if lcf.read_body() {
-        return Err(());
-    }
     let Some(zone) = lcf.zone() else {
         return Ok(None);
     };
@@ -321,15 +317,17 @@ fn passes_at_once(r: &Request) -> Result<Option<(&'static LocConf, &'static Zone
     }
 }
 
-/// [`passes_at_once`] for a location with several zones, or a key zone:
-/// done at once while none of its zones holds a ban; else the full check.
+/// [`passes_at_once`] for a location with several zones, a key zone, or
+/// `authban_read_body`: done at once while none of its zones holds a ban
+/// and no body is to be read; else the full check.
 #[inline(never)]
 #[allow(clippy::type_complexity)]
 fn several_pass_at_once(
     r: &Request,
     lcf: &'static LocConf,
 ) -> Result<Option<(&'static LocConf, &'static Zone, BanFilter)>, ()> {
-    if lcf.all_zones().any(|d| d.zone.bans_in_force().is_some()) {
+    // `authban_read_body`: `checked` reads the body first.
+    if lcf.read_body() || lcf.all_zones().any(|d| d.zone.bans_in_force().is_some()) {
         return Err(());
     }
     match RequestRecord::attach(r, lcf, Outcome::Passed) {

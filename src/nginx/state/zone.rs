@@ -52,6 +52,8 @@ pub struct Zone {
     mapped: OnceCell<Mapped>,
     /// `key=`: what the zone counts by instead of the client address.
     pub key: Option<KeyZone>,
+    /// `key.is_some()`, as one byte for the common path to test.
+    keyed: bool,
 }
 
 /// A key zone's settings: its key, compiled at configuration, and how its
@@ -132,13 +134,20 @@ impl Zone {
             cycle,
             mapped: OnceCell::new(),
             key: None,
+            keyed: false,
         }
+    }
+
+    /// Makes this a key zone (at configuration).
+    pub fn set_key(&mut self, key: Option<KeyZone>) {
+        self.keyed = key.is_some();
+        self.key = key;
     }
 
     /// Whether the zone counts by `key=`.
     #[inline(always)]
     pub fn is_key_zone(&self) -> bool {
-        self.key.is_some()
+        self.keyed
     }
 
     /// A key zone's hasher, from the fleet's secret or the table's (made at
