@@ -17,10 +17,11 @@ run: build
 
 # Unit, property and integration tests (real nginx, worker_processes >= 2).
 test: build
-	@scripts/deps.sh python3 python3-prometheus-client openssl nftables
+	@scripts/deps.sh python3 python3-venv python3-prometheus-client openssl nftables
 	@scripts/deps-redis.sh
 	@scripts/fetch-fail2ban.sh
 	@scripts/fetch-crowdsec.sh
+	@scripts/fetch-cs.sh
 	timeout 1800 cargo test --release --workspace -- --test-threads=4
 	@$(MAKE) --no-print-directory test-deploy
 	@if docker info >/dev/null 2>&1; then $(MAKE) --no-print-directory test-docker; else echo "test-docker: skipped (no Docker daemon answers: docker info failed)"; fi
@@ -29,10 +30,11 @@ test: build
 # Debian's nginx with `make module`, `make install-module`, the
 # --add-dynamic-module build, and the .deb installed and purged.
 test-deploy: build
-	@scripts/deps.sh python3 python3-prometheus-client openssl
+	@scripts/deps.sh python3 python3-venv python3-prometheus-client openssl
 	@scripts/deps-redis.sh
 	@scripts/fetch-fail2ban.sh
 	@scripts/fetch-crowdsec.sh
+	@scripts/fetch-cs.sh
 	timeout 1800 tests/deploy.sh
 
 # The Dockerfile's images on private Docker networks (tests/docker/run.sh):
@@ -56,9 +58,10 @@ fuzz: deps
 # nginx built with AddressSanitizer (target/asan/build/), the module
 # against it, and the integration suite run on it. scripts/asan.sh.
 asan: deps
-	@scripts/deps.sh python3 python3-prometheus-client openssl
+	@scripts/deps.sh python3 python3-venv python3-prometheus-client openssl
 	@scripts/deps-redis.sh
 	@scripts/fetch-fail2ban.sh
+	@scripts/fetch-cs.sh
 	@scripts/asan.sh
 
 # Build authban for an nginx that is already installed (README: Install):

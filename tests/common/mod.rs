@@ -63,7 +63,7 @@ pub use netns::{in_netns, in_private_netns};
 pub use nginx::{nginx_test_config, Nginx, NginxOptions};
 pub use paths::{build_dir, fresh_dir, mock_bin, module_path, nginx_bin};
 pub use ports::free_port;
-pub use process::with_timeout;
+pub use process::{run_bounded, with_timeout};
 pub use redis::{redis_server_bin, Redis, Resp};
 
 use std::time::{Duration, Instant};
