@@ -197,8 +197,8 @@ fn a_resized_zone_keeps_its_familiar_networks() {
         let mut n = Nginx::options().workers(2).start(&conf("familiar=30d"));
         assert_eq!(status(&n, &good("K"), OWNER), 200);
         spray(&n, "K");
-        // A new size: a new zone, filled from the previous one.
-        n.reload_with(&conf("familiar=30d").replace("zone=keys:1m", "zone=keys:2m"));
+        // A new size (the smallest): a new zone, filled from the previous one.
+        n.reload_with(&conf("familiar=30d").replace("zone=keys:1m", "zone=keys:32k"));
         assert!(
             n.error_log()
                 .contains("restored 1 of 1 familiar networks from the previous zone"),
@@ -207,6 +207,32 @@ fn a_resized_zone_keeps_its_familiar_networks() {
         );
         assert_eq!(status(&n, &good("K"), OWNER), 200, "{}", n.log_tail());
         assert_eq!(status(&n, &good("K"), "192.0.2.9"), 403);
+        n.assert_clean();
+    });
+}
+
+#[test]
+fn familiar_added_by_a_reload_of_the_same_size_waits_for_a_new_zone() {
+    with_timeout(TEST_SECS, || {
+        let mut n = Nginx::options().workers(2).start(&conf(""));
+        assert_eq!(status(&n, &good("K"), "192.0.2.9"), 200);
+        // The zone is kept, its memory all its one table's: no familiar
+        // networks until the zone is made anew, and the log says so.
+        n.reload_with(&conf("familiar=30d"));
+        assert!(
+            n.error_log()
+                .contains("kept across reload without familiar networks"),
+            "{}",
+            n.log_tail()
+        );
+        assert_eq!(status(&n, &good("K"), OWNER), 200);
+        spray(&n, "K");
+        assert_eq!(status(&n, &good("K"), OWNER), 403);
+        // A new size makes it anew, with its familiar table; the ban is
+        // carried over.
+        n.reload_with(&conf("familiar=30d").replace("zone=keys:1m", "zone=keys:2m"));
+        assert_eq!(status(&n, &good("K"), OWNER), 403);
+        assert_eq!(keys_bans(&n), 1);
         n.assert_clean();
     });
 }

@@ -208,6 +208,50 @@ mod tests {
         assert_eq!(familiar_split(0, page), (0, 0));
     }
 
+    /// The familiar table is a plain `Table`: a pair's "ban" is its
+    /// expiry, renewed by `ban`; when full, the pair ending soonest goes.
+    #[test]
+    fn a_familiar_table_keeps_pairs_until_they_run_out() {
+        use crate::engine::table::{capacity_for, Events, Now, Table};
+        let mut buf = vec![0u64; 16 * 1024 / 8];
+        // SAFETY: a Vec<u64> is initialised and 8-byte aligned.
+        let region =
+            unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), buf.len() * 8) };
+        let capacity = capacity_for(region.len());
+        let mut fam = Table::format(region, &familiar_policy(), [7, 8]).unwrap();
+        let h = KeyHasher::from_words([1, 2], "keys");
+        let pair = |i: u32| {
+            let ip = std::net::Ipv4Addr::from(0xc000_0200 + (i << 8));
+            h.pair_key(&h.key_of(b"K"), &familiar_network(ip.into()))
+        };
+        let at = |secs: u64| Now::from_ms(secs * 1000);
+        let familiar = |t: &Table<'_>, i, secs| {
+            t.lookup(&pair(i), at(secs))
+                .is_some_and(|s| s.ban.is_some())
+        };
+        let mut events = Events::default();
+        fam.ban(&pair(0), at(1000), 100, &mut events);
+        assert!(familiar(&fam, 0, 1099));
+        assert!(!familiar(&fam, 0, 1100));
+        assert!(!familiar(&fam, 1, 1050));
+        // Renewed: familiar for its time from the new success.
+        fam.ban(&pair(0), at(1090), 100, &mut events);
+        assert!(familiar(&fam, 0, 1189));
+        // Full: the pair ending soonest gives way, never the table.
+        for i in 1..=capacity {
+            fam.ban(
+                &pair(i),
+                at(1100 + u64::from(i)),
+                1000,
+                &mut Events::default(),
+            );
+        }
+        assert!(!fam.damaged());
+        assert_eq!(fam.tracked(), capacity);
+        assert!(!familiar(&fam, 0, 1150), "dropped for room");
+        assert!(familiar(&fam, capacity, 1150));
+    }
+
     #[test]
     fn logged_values_are_escaped_and_cut() {
         assert_eq!(logged_value(b"admin"), "admin");

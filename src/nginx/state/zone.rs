@@ -295,42 +295,30 @@ impl Zone {
                     Table::attach_raw(fam_region, fam_len, &fam_policy),
                 )
             };
-            match attached {
+            let (main_damaged, fam_damaged, why) = match attached {
                 (Ok(mut table), Ok(mut fam)) => {
                     let result = f(&mut table, &mut fam);
-                    match (table.damaged(), fam.damaged()) {
-                        (false, false) => return Some(result),
-                        (true, _) => {
-                            drop(table);
-                            // SAFETY: as above, still locked.
-                            let _ = unsafe {
-                                Table::format_raw(m.region, m.len, &self.policy, random_seed())
-                            };
-                        }
-                        (false, true) => {}
+                    if !table.damaged() && !fam.damaged() {
+                        return Some(result);
                     }
-                    if fam.damaged() {
-                        drop(fam);
-                        // SAFETY: as above, still locked.
-                        let _ = unsafe {
-                            Table::format_raw(fam_region, fam_len, &fam_policy, random_seed())
-                        };
-                    }
-                    "a list loops or links outside the zone"
+                    let why = "a list loops or links outside the zone";
+                    (table.damaged(), fam.damaged(), why)
                 }
-                (Err(_), _) => {
-                    // The main table's own use repairs it.
-                    return None;
+                // The main table's own use repairs it.
+                (Err(_), _) => return None,
+                (Ok(_), Err(_)) => (false, true, "its familiar table's header was overwritten"),
+            };
+            // SAFETY: as above, still locked, the tables over the regions
+            // gone; each region formats as it did at the zone's creation.
+            unsafe {
+                if main_damaged {
+                    let _ = Table::format_raw(m.region, m.len, &self.policy, random_seed());
                 }
-                (Ok(_), Err(_)) => {
-                    // SAFETY: as above, still locked; the familiar region
-                    // formats as it did at the zone's creation.
-                    let _ = unsafe {
-                        Table::format_raw(fam_region, fam_len, &fam_policy, random_seed())
-                    };
-                    "its familiar table's header was overwritten"
+                if fam_damaged {
+                    let _ = Table::format_raw(fam_region, fam_len, &fam_policy, random_seed());
                 }
             }
+            why
         };
         log::zone_damaged(ngx_cycle_log().as_ptr(), &self.name, why);
         None
@@ -460,7 +448,6 @@ fn adopt(
             .map(|mut t| {
                 t.apply_findtime();
                 let tracked = t.tracked();
-                drop(t);
                 let familiar = zone
                     .familiar_secs()
                     .and_then(|_| adopt_familiar(region, len, room));
