@@ -51,11 +51,10 @@ pub fn note_familiar() {
     FAMILIAR.store(true, Ordering::Relaxed);
 }
 
-/// Whether a response of `status` may make a familiar network: a 2xx,
-/// while some zone has `familiar=`.
+/// Whether some zone has `familiar=` (one load).
 #[inline(always)]
-pub fn may_be_familiar_success(status: usize) -> bool {
-    FAMILIAR.load(Ordering::Relaxed) && (200..300).contains(&status)
+pub fn familiar_anywhere() -> bool {
+    FAMILIAR.load(Ordering::Relaxed)
 }
 
 pub const DEFAULT_REFUSE_STATUS: u16 = 403;

@@ -549,7 +549,7 @@ fn may_count(r: &Request) -> bool {
 /// one load and a branch).
 #[inline(always)]
 fn may_be_familiar_success(r: &Request) -> bool {
-    loc::may_be_familiar_success(final_status(r.as_ref())) && r.is_main()
+    loc::familiar_anywhere() && r.is_main() && (200..300).contains(&final_status(r.as_ref()))
 }
 
 /// A success (2xx) of the main request: for each `familiar=` key zone of
