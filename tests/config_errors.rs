@@ -506,6 +506,21 @@ fn authban_directive_errors() {
                 &["needs \"sync_key=\""],
             ),
             bad_zone("an empty key", "zone=k:1m key=", &["invalid key \"\""]),
+            bad_zone(
+                "familiar without a key",
+                "zone=k:1m familiar=30d",
+                &["\"familiar=\" without \"key=\""],
+            ),
+            bad_zone(
+                "familiar of no time",
+                "zone=k:1m key=$arg_apikey familiar=0",
+                &["invalid familiar \"0\"", "expected a time of 1s or more"],
+            ),
+            bad_zone(
+                "familiar twice",
+                "zone=k:1m key=$arg_apikey familiar=1d familiar=2d",
+                &["duplicate parameter \"familiar=\""],
+            ),
         ]);
     });
 }
@@ -772,6 +787,14 @@ const GOOD: &[(&str, &str)] = &[
             listen 127.0.0.1:{port};
             location / { limit_req zone=rl; authban ab; return 200; }
         }
+        "#,
+    ),
+    (
+        "a key zone with familiar networks beside an address zone",
+        r#"
+        authban_zone zone=addr:1m;
+        authban_zone zone=keys:32k key=$arg_apikey familiar=30d;
+        server { listen 127.0.0.1:{port}; location / { authban addr keys; return 200; } }
         "#,
     ),
     (

@@ -48,10 +48,13 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     if let Ok(saved) = parsed {
-        let rendered = state::render(zone, saved.secret, &saved.records);
+        let rendered = state::render_with(zone, saved.secret, &saved.records, &saved.familiar);
         let again = state::parse(zone, &rendered).expect("a rendered file reads back");
         assert_eq!(again, saved);
-        assert_eq!(state::render(zone, again.secret, &again.records), rendered);
+        assert_eq!(
+            state::render_with(zone, again.secret, &again.records, &again.familiar),
+            rendered
+        );
         for r in &saved.records {
             assert_eq!(Key::parse(&r.key.to_string()), Some(r.key));
             if let Some(ban) = r.ban {
@@ -59,22 +62,27 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(ban.offence, r.offences);
             }
         }
+        for f in &saved.familiar {
+            assert_eq!(Key::parse(&f.key.to_string()), Some(f.key));
+            assert!(!f.key.is_ipv4() && f.key.raw_prefix() == 128);
+        }
         // A file no longer than the largest a zone that holds them reads.
-        let capacity = u32::try_from(records.len()).unwrap_or(u32::MAX);
+        let lines = saved.records.len() + saved.familiar.len();
+        let capacity = u32::try_from(lines).unwrap_or(u32::MAX);
         assert!(rendered.len() as u64 <= state::max_file_len(capacity));
         for line in rendered.lines().skip(2) {
             assert!(line.len() <= state::MAX_RECORD_LINE, "{line:?}");
         }
-        restore(&records, text.len() as u64);
+        restore(&saved.records, text.len() as u64);
     }
 
     // Whatever the module writes for this zone reads back, whatever the
     // records (here: parsed from the file under the name "cs").
-    if let Ok(records) = state::parse("cs", text) {
-        let rendered = state::render(zone, &records);
+    if let Ok(saved) = state::parse("cs", text) {
+        let rendered = state::render_with(zone, saved.secret, &saved.records, &saved.familiar);
         assert_eq!(
             state::parse(zone, &rendered).as_ref(),
-            Ok(&records),
+            Ok(&saved),
             "zone {zone:?}"
         );
     }

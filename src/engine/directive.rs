@@ -43,6 +43,9 @@ pub struct ZoneSpec {
     /// `key=EXPR`: the zone counts by this nginx complex value (variables
     /// and text), not by the client address.
     pub key: Option<String>,
+    /// `familiar=TIME` (key zones only): seconds a (key, client network)
+    /// pair stays familiar after a success.
+    pub familiar: Option<u32>,
 }
 
 pub const DEFAULT_STATE_INTERVAL: u32 = 10;
@@ -125,6 +128,9 @@ pub enum DirectiveError {
         "a zone with \"key=\" and \"sync=\" needs \"sync_key=\" (the nodes hash keys with it)"
     )]
     KeySyncWithoutSyncKey,
+    /// Familiar networks are those of a key.
+    #[error("\"familiar=\" without \"key=\"")]
+    FamiliarWithoutKey,
 }
 
 /// The directive handlers report errors as text.
@@ -278,6 +284,7 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
     let mut sync_cert = None;
     let mut sync_cert_key = None;
     let mut key = None;
+    let mut familiar = None;
     let mut seen: Vec<&str> = Vec::new();
     for arg in args {
         let Some((name, value)) = arg.split_once('=') else {
@@ -324,6 +331,7 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
             "maxtime" => policy.maxtime = positive_time("maxtime", value)?,
             "history" => policy.history = positive_time("history", value)?,
             "state_interval" => state_interval = positive_time("state_interval", value)?,
+            "familiar" => familiar = Some(positive_time("familiar", value)?),
             "state" => {
                 if value.is_empty() {
                     return Err(invalid("state", value, Expected::Path));
@@ -391,6 +399,9 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
         }
     }
     let (name, size) = zone.ok_or(DirectiveError::MissingZone)?;
+    if familiar.is_some() && key.is_none() {
+        return Err(DirectiveError::FamiliarWithoutKey);
+    }
     if key.is_some() {
         for param in ["ipv4_prefix", "ipv6_prefix", "widen"] {
             if seen.contains(&param) {
@@ -446,6 +457,7 @@ pub fn parse_zone(args: &[&str], page_size: usize) -> Result<ZoneSpec, Directive
         sync_cert,
         sync_cert_key,
         key,
+        familiar,
     })
 }
 
@@ -571,6 +583,36 @@ mod tests {
             PAGE
         )
         .is_ok());
+    }
+
+    #[test]
+    fn familiar_networks() {
+        let spec = parse_zone(&["zone=a:1m", "key=$arg_apikey", "familiar=30d"], PAGE).unwrap();
+        assert_eq!(spec.familiar, Some(30 * 86_400));
+        assert_eq!(
+            parse_zone(&["zone=a:1m", "key=$x"], PAGE).unwrap().familiar,
+            None
+        );
+        let err = |args: &[&str]| parse_zone(args, PAGE).unwrap_err();
+        assert_eq!(
+            err(&["zone=a:1m", "familiar=30d"]),
+            DirectiveError::FamiliarWithoutKey
+        );
+        assert_eq!(
+            err(&["zone=a:1m", "familiar=30d"]).to_string(),
+            "\"familiar=\" without \"key=\""
+        );
+        for bad in ["0", "", "-1", "30x", "d"] {
+            assert_eq!(
+                err(&["zone=a:1m", "key=$x", &format!("familiar={bad}")]),
+                invalid("familiar", bad, Expected::Time),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            err(&["zone=a:1m", "key=$x", "familiar=1d", "familiar=2d"]),
+            DirectiveError::DuplicateParameter("familiar".into())
+        );
     }
 
     #[test]

@@ -10,11 +10,16 @@
 //! secret HEX                (key zones only: the hash secret, 32 hex digits)
 //! ban KEY OFFENCES LAST_BAN_END SINCE UNTIL FAILURES
 //! hist KEY OFFENCES LAST_BAN_END
+//! fam KEY UNTIL             (key zones with familiar= only)
 //! end COUNT
 //! ```
 //!
-//! Times are unix seconds; KEY is an address or CIDR network. The `end` line
-//! with the record count makes a truncated file detectable.
+//! Times are unix seconds; KEY is an address or CIDR network (a key zone's:
+//! a 128-bit hash, written as an IPv6 address). A `fam` line is a familiar
+//! (key, client network) pair, KEY its hash, familiar until UNTIL; they
+//! follow the `ban` and `hist` lines. The `end` line with the count of
+//! every record line (`fam` lines included) makes a truncated file
+//! detectable.
 
 use std::collections::hash_map::RandomState;
 use std::fs;
@@ -75,15 +80,34 @@ impl From<std::io::Error> for StateFileError {
     }
 }
 
-/// What a state file holds: the records, and a key zone's secret (its
-/// records' keys are hashes under it).
+/// What a state file holds: the records, a key zone's secret (its
+/// records' keys are hashes under it) and its familiar pairs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Saved {
     pub records: Vec<Record>,
     pub secret: Option<[u64; 2]>,
+    pub familiar: Vec<Familiar>,
+}
+
+/// A familiar (key, client network) pair of a `familiar=` key zone: the
+/// pair's hash, and when it stops being familiar (unix seconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Familiar {
+    pub key: Key,
+    pub until: u32,
 }
 
 pub fn render(zone: &str, secret: Option<[u64; 2]>, records: &[Record]) -> String {
+    render_with(zone, secret, records, &[])
+}
+
+/// [`render`] with a key zone's familiar pairs.
+pub fn render_with(
+    zone: &str,
+    secret: Option<[u64; 2]>,
+    records: &[Record],
+    familiar: &[Familiar],
+) -> String {
     let mut out = format!("{MAGIC}\nzone {zone}\n");
     if let Some([a, b]) = secret {
         out.push_str(&format!("secret {a:016x}{b:016x}\n"));
@@ -100,7 +124,10 @@ pub fn render(zone: &str, secret: Option<[u64; 2]>, records: &[Record]) -> Strin
             )),
         }
     }
-    out.push_str(&format!("end {}\n", records.len()));
+    for f in familiar {
+        out.push_str(&format!("fam {} {}\n", f.key, f.until));
+    }
+    out.push_str(&format!("end {}\n", records.len() + familiar.len()));
     out
 }
 
@@ -116,16 +143,35 @@ pub fn parse(zone: &str, text: &str) -> Result<Saved, StateFileError> {
     }
     let mut records = Vec::new();
     let mut secret = None;
+    let mut familiar = Vec::new();
     for (n, line) in lines.enumerate() {
         let line_no = n + 3;
         let fields: Vec<&str> = line.split(' ').collect();
         match fields.as_slice() {
             ["end", count] => {
-                if count.parse::<usize>().ok() != Some(records.len()) {
+                if count.parse::<usize>().ok() != Some(records.len() + familiar.len()) {
                     return Err(StateFileError::CountMismatch(line_no));
                 }
-                return Ok(Saved { records, secret });
+                return Ok(Saved {
+                    records,
+                    secret,
+                    familiar,
+                });
             }
+            // A pair's hash: a host key no address reads as (IPv6, the top
+            // bit set, as `KeyHasher` makes them); after every other record.
+            ["fam", key, until] => {
+                let key = Key::parse(key)
+                    .filter(|k| {
+                        !k.is_ipv4() && k.raw_prefix() == 128 && k.raw_addr()[0] & 0x80 != 0
+                    })
+                    .ok_or(StateFileError::BadRecord(line_no))?;
+                let until = until
+                    .parse()
+                    .map_err(|_| StateFileError::BadTime(line_no))?;
+                familiar.push(Familiar { key, until });
+            }
+            _ if !familiar.is_empty() => return Err(StateFileError::UnknownRecord(line_no)),
             ["secret", hex] if line_no == 3 => {
                 secret = Some(secret_of(hex).ok_or(StateFileError::BadRecord(line_no))?);
             }
@@ -454,6 +500,48 @@ mod tests {
     }
 
     #[test]
+    fn familiar_pairs_round_trip_strictly() {
+        let hasher = crate::engine::account::KeyHasher::from_words([3, 4], "keys");
+        let pair = hasher.pair_key(
+            &hasher.key_of(b"K"),
+            &crate::engine::account::familiar_network("192.0.2.1".parse().unwrap()),
+        );
+        let fam = [Familiar {
+            key: pair,
+            until: 2_000_000_000,
+        }];
+        let text = render_with("keys", Some([3, 4]), &sample(), &fam);
+        assert!(
+            text.ends_with(&format!("fam {pair} 2000000000\nend 3\n")),
+            "{text}"
+        );
+        let saved = parse("keys", &text).unwrap();
+        assert_eq!(
+            (saved.records, saved.secret, saved.familiar),
+            (sample(), Some([3, 4]), fam.to_vec())
+        );
+        // The count covers the pairs; a pair is a hash, never an address
+        // or a network; nothing but pairs follows a pair.
+        assert!(parse("keys", &text.replace("end 3", "end 2")).is_err());
+        let line = format!("fam {pair} 2000000000");
+        for bad in [
+            "fam 203.0.113.7 2000000000".to_string(),
+            "fam 2001:db8::1 2000000000".to_string(),
+            format!("fam {pair}/64 2000000000"),
+            format!("fam {pair} -1"),
+            format!("fam {pair} 2000000000 1"),
+        ] {
+            assert!(parse("keys", &text.replace(&line, &bad)).is_err(), "{bad}");
+        }
+        let hist_after = text.replace(&line, &format!("{line}\nhist 2001:db8::/64 1 150"));
+        let hist_after = hist_after.replace("end 3", "end 4");
+        assert_eq!(
+            parse("keys", &hist_after),
+            Err(StateFileError::UnknownRecord(7))
+        );
+    }
+
+    #[test]
     fn damaged_or_foreign_files_are_refused() {
         let text = render("cs", None, &sample());
         assert!(parse("other", &text)
@@ -500,7 +588,8 @@ mod tests {
             load(&path, "cs", uid(), MAX),
             Ok(Some(Saved {
                 records: sample(),
-                secret: None
+                secret: None,
+                familiar: vec![]
             }))
         );
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o600);
@@ -644,7 +733,8 @@ mod tests {
             load(&open, "cs", uid(), MAX),
             Ok(Some(Saved {
                 records: sample(),
-                secret: None
+                secret: None,
+                familiar: vec![]
             }))
         );
         if uid() == 0 {
@@ -664,7 +754,8 @@ mod tests {
             load(&good, "cs", uid(), exact),
             Ok(Some(Saved {
                 records: sample(),
-                secret: None
+                secret: None,
+                familiar: vec![]
             }))
         );
         assert!(load(&good, "cs", uid(), exact - 1).is_err());

@@ -446,6 +446,17 @@ pub fn zone_kept(log: *mut ngx_log_t, zone: &str, tracked: impl Display) {
     );
 }
 
+/// `authban: zone "NAME" kept without familiar networks ...` (warn): a
+/// `familiar=` zone adopted on a reload from a zone without them.
+pub fn familiar_unavailable(log: *mut ngx_log_t, zone: &str) {
+    ngx_log_error!(
+        NGX_LOG_WARN,
+        log,
+        "authban: zone \"{}\" kept across reload without familiar networks: \"familiar=\" applies once the zone is made anew (a restart, or a change of its size)",
+        zone
+    );
+}
+
 /// `authban: zone "NAME" holds data of another layout, starting it empty`
 /// (warn).
 pub fn zone_other_layout(log: *mut ngx_log_t, zone: &str) {
@@ -490,6 +501,26 @@ pub fn restored(log: *mut ngx_log_t, zone: &str, restored: usize, of: usize, sou
         NGX_LOG_NOTICE,
         log,
         "authban: zone \"{}\": restored {} of {} bans and histories from {}",
+        zone,
+        restored,
+        of,
+        source
+    );
+}
+
+/// `authban: zone "NAME": restored N of M familiar networks from SOURCE`
+/// (notice).
+pub fn restored_familiar(
+    log: *mut ngx_log_t,
+    zone: &str,
+    restored: usize,
+    of: usize,
+    source: &str,
+) {
+    ngx_log_error!(
+        NGX_LOG_NOTICE,
+        log,
+        "authban: zone \"{}\": restored {} of {} familiar networks from {}",
         zone,
         restored,
         of,
@@ -678,6 +709,33 @@ pub fn debug_counted(log: *mut ngx_log_t, zone: &str, key: &Key, status: usize, 
         key,
         status,
         failures
+    );
+}
+
+/// A success made (or kept) the client's network familiar with the key.
+pub fn debug_familiar(log: *mut ngx_log_t, zone: &str, ip: std::net::IpAddr, secs: u32) {
+    debug_http!(
+        log,
+        "authban: familiar network zone={} addr={} for={}s",
+        zone,
+        ip,
+        secs
+    );
+}
+
+/// A failure from a network familiar with the key: not counted.
+pub fn debug_familiar_failure(
+    log: *mut ngx_log_t,
+    zone: &str,
+    ip: std::net::IpAddr,
+    status: usize,
+) {
+    debug_http!(
+        log,
+        "authban: failure not counted zone={} addr={} status={} (familiar network)",
+        zone,
+        ip,
+        status
     );
 }
 

@@ -22,7 +22,7 @@ use crate::engine::fleet::Signer;
 use crate::nginx::base::{guard, log};
 use crate::nginx::conf::accessor::{self, Module};
 use crate::nginx::conf::declared::{DeclaredZone, ZoneSlot};
-use crate::nginx::conf::loc::{note_fail_status, LocConf, ZoneChoice};
+use crate::nginx::conf::loc::{note_fail_status, note_familiar, LocConf, ZoneChoice};
 use crate::nginx::conf::main::{CrowdsecReference, MainConf, ZoneReference};
 use crate::nginx::conf::zone_init;
 use crate::nginx::crowdsec::conf::CrowdsecConf;
@@ -197,6 +197,7 @@ pub extern "C" fn set_zone(
             Some(text) => Some(KeyZone::new(
                 compile_key(d.cf, text)?,
                 sync_key.filter(|_| spec.sync.is_some()),
+                spec.familiar,
             )),
             None => None,
         };
@@ -228,6 +229,9 @@ pub extern "C" fn set_zone(
         };
         if !shm.data.is_null() {
             return Err(format!("duplicate zone \"{}\"", spec.name));
+        }
+        if spec.familiar.is_some() {
+            note_familiar();
         }
         let mut zone = Zone::new(spec, state, cycle);
         zone.set_key(key_zone);

@@ -18,9 +18,9 @@ use nginx_sys::{
 use ngx::core::Status;
 use ngx::http::{HttpModuleLocationConf, NgxHttpCoreModule, Request};
 
-use crate::engine::account::hash_text;
+use crate::engine::account::{self, hash_text};
 use crate::engine::key::Key;
-use crate::engine::table::{Events, Failure, Verdict};
+use crate::engine::table::{Events, Failure, Now, Table, Verdict};
 use crate::nginx::base::clock::now;
 use crate::nginx::base::guard;
 use crate::nginx::base::log::{self, BanBy, DEFAULT_LOG_LEVEL};
@@ -446,11 +446,55 @@ fn check_key(zone: &Zone, key: &Key, refusing: bool, log: *mut nginx_sys::ngx_lo
     verdict
 }
 
+/// The familiar table's key of the pair (`key`, the network of `ip`) in a
+/// `familiar=` key zone; `None` for an address realip trusts (it found no
+/// client address: the network would be the proxy's, every client's).
+fn familiar_pair(r: &Request, zone: &Zone, key: &Key, ip: IpAddr) -> Option<Key> {
+    let hasher = zone.key.as_ref()?.hasher()?;
+    if realip::is_trusted_proxy(r.as_ref(), ip) {
+        return None;
+    }
+    Some(hasher.pair_key(key, &account::familiar_network(ip)))
+}
+
+/// Whether `pair` is familiar now in `zone`'s familiar table.
+fn is_familiar_pair(fam: &Table<'_>, pair: &Key, now: Now) -> bool {
+    fam.lookup(pair, now).is_some_and(|s| s.ban.is_some())
+}
+
+/// A `familiar=` key zone's verdict on `key` for a client at `ip`: a ban
+/// of the key does not hold for a network familiar with it (nor is that
+/// request counted as refused).
+fn check_key_familiar(r: &Request, zone: &Zone, key: &Key, ip: IpAddr, refusing: bool) -> Verdict {
+    if !zone.may_be_banned(key, key) {
+        return Verdict::Clear;
+    }
+    let Some(pair) = familiar_pair(r, zone, key, ip) else {
+        return check_key(zone, key, refusing, r.log());
+    };
+    let now = now();
+    let mut events = Events::default();
+    let verdict = zone
+        .with_familiar(|t, fam| {
+            let familiar = is_familiar_pair(fam, &pair, now);
+            match t.check(key, now, refusing && !familiar, &mut events) {
+                Verdict::Banned(_) if familiar => Verdict::Clear,
+                verdict => verdict,
+            }
+        })
+        .unwrap_or(Verdict::Clear);
+    zone::log_events(zone, &events, r.log(), DEFAULT_LOG_LEVEL);
+    verdict
+}
+
 /// A zone's verdict on this request: on its client address, or on its
 /// key (a key zone; an empty key is clear).
 fn verdict_of(r: &Request, zone: &Zone, ip: IpAddr, refusing: bool) -> Verdict {
     if zone.is_key_zone() {
         match key::of(r, zone) {
+            Some((k, _)) if zone.has_familiar_table() => {
+                check_key_familiar(r, zone, &k, ip, refusing)
+            }
             Some((k, _)) => check_key(zone, &k, refusing, r.log()),
             None => Verdict::Clear,
         }
@@ -477,6 +521,8 @@ pub fn install_header_filter() {
 ngx::http_request_handler!(header_filter, |r: &mut Request| {
     if may_count(r) {
         guard::catch(r.log(), "header filter", (), || count_failure(r));
+    } else if may_be_familiar_success(r) {
+        guard::catch(r.log(), "header filter", (), || note_success(r));
     }
     // SAFETY: the next filter was taken from the chain at configuration,
     // and is called as nginx would, with the request nginx passed.
@@ -510,6 +556,56 @@ fn final_status(r: &ngx_http_request_t) -> usize {
 /// no location counts, and are done with here, before any other work.
 fn may_count(r: &Request) -> bool {
     r.is_main() && loc::may_be_fail_status(final_status(r.as_ref()))
+}
+
+/// Whether the response may make its client's network familiar with a
+/// key: a 2xx of the main request, while some zone has `familiar=` (else
+/// one load and a branch).
+#[inline(always)]
+fn may_be_familiar_success(r: &Request) -> bool {
+    loc::familiar_anywhere() && r.is_main() && (200..300).contains(&final_status(r.as_ref()))
+}
+
+/// A success (2xx) of the main request: for each `familiar=` key zone of
+/// the location that judges it whose key the request has, the pair (key,
+/// client network) is made familiar for the zone's time, or its time
+/// renewed. Not for a refused request, nor an address realip trusts.
+fn note_success(r: &Request) {
+    let lcf = match RequestRecord::find(r) {
+        Some(record) if record.refused_with().is_some() => return,
+        Some(record) => record.lcf(),
+        None => match loc_conf(r) {
+            Some(lcf) if !is_api_location(r) => lcf,
+            _ => return,
+        },
+    };
+    let Some(ip) = client_ip(r) else { return };
+    let now = now();
+    for declared in lcf.all_zones() {
+        let zone = &*declared.zone;
+        let Some(secs) = zone.familiar_secs() else {
+            continue;
+        };
+        let Some(pair) = key::of(r, zone).and_then(|(k, _)| familiar_pair(r, zone, &k, ip)) else {
+            continue;
+        };
+        // A pair renewed in the last 64th of its time is left as it is:
+        // a busy owner's every call does not rewrite it.
+        let fresh_from = now.secs().saturating_add(secs - secs / 64);
+        let mut events = Events::default();
+        zone.with_familiar(|_, fam| {
+            let fresh = fam
+                .lookup(&pair, now)
+                .and_then(|s| s.ban)
+                .is_some_and(|b| b.until >= fresh_from);
+            if !fresh {
+                fam.ban(&pair, now, secs, &mut events);
+            }
+        });
+        // The familiar table's events (pairs that ran out, or were dropped
+        // for room) are no bans: not logged.
+        log::debug_familiar(r.log(), &zone.name, ip, secs);
+    }
 }
 
 /// Counts the main request's final status once. Subrequests never count:
@@ -556,6 +652,12 @@ fn count_failure(r: &Request) {
         let zone = &*declared.zone;
         let (key, value) = if zone.is_key_zone() {
             match key::of(r, zone) {
+                // A familiar network's failures do not count toward the
+                // key (its address zone, if any, still counts them).
+                Some((k, _)) if familiar_failure(r, zone, &k, ip) => {
+                    log::debug_familiar_failure(log, &zone.name, ip, status);
+                    continue;
+                }
                 Some((k, v)) => (k, Some(v)),
                 None => continue,
             }
@@ -572,6 +674,20 @@ fn count_failure(r: &Request) {
         };
         count_in(lcf, declared, &key, value, status, log);
     }
+}
+
+/// Whether a failure of `key` from `ip` comes from a network familiar with
+/// it, in a zone with a familiar table.
+fn familiar_failure(r: &Request, zone: &Zone, key: &Key, ip: IpAddr) -> bool {
+    if !zone.has_familiar_table() {
+        return false;
+    }
+    let Some(pair) = familiar_pair(r, zone, key, ip) else {
+        return false;
+    };
+    let now = now();
+    zone.with_familiar(|_, fam| is_familiar_pair(fam, &pair, now))
+        .unwrap_or(false)
 }
 
 /// Counts one failure of `key` in a zone of the location `lcf` (`value`: a

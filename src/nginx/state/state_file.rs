@@ -21,8 +21,8 @@ use nginx_sys::{
 };
 use ngx::core::{CoreModuleMainConf, NgxCoreModule};
 
-use crate::engine::state_file::{self, Saved};
-use crate::engine::table::{Events, Record};
+use crate::engine::state_file::{self, Familiar, Saved};
+use crate::engine::table::{Events, Now, Record, Table};
 use crate::nginx::base::clock::now;
 use crate::nginx::base::process::is_worker_zero;
 use crate::nginx::base::{guard, log};
@@ -46,6 +46,9 @@ pub fn fill_new_zone(zone: &Zone, previous: Option<&Zone>, log: *mut ngx_log_t) 
                 Saved {
                     records,
                     secret: zone.key.as_ref().map(|_| secret),
+                    familiar: old
+                        .with_familiar(|_, fam| familiar_pairs(fam, now))
+                        .unwrap_or_default(),
                 },
                 "the previous zone".to_string(),
             ),
@@ -54,7 +57,8 @@ pub fn fill_new_zone(zone: &Zone, previous: Option<&Zone>, log: *mut ngx_log_t) 
         None => {
             let Some(path) = &zone.state else { return };
             let writer = Writer::of(cycle_of(zone));
-            let capacity = zone.with_table(|t| t.capacity()).unwrap_or(0);
+            let capacity = zone.with_table(|t| t.capacity()).unwrap_or(0)
+                + zone.with_familiar(|_, fam| fam.capacity()).unwrap_or(0);
             match state_file::load(
                 path,
                 &zone.name,
@@ -78,6 +82,43 @@ pub fn fill_new_zone(zone: &Zone, previous: Option<&Zone>, log: *mut ngx_log_t) 
     let records = saved.records;
     let restored = restore(zone, &records);
     log::restored(log, &zone.name, restored, records.len(), &source);
+    if !saved.familiar.is_empty() {
+        let kept = restore_familiar(zone, &saved.familiar);
+        log::restored_familiar(log, &zone.name, kept, saved.familiar.len(), &source);
+    }
+}
+
+/// A familiar table's pairs in force.
+fn familiar_pairs(fam: &Table<'_>, now: Now) -> Vec<Familiar> {
+    fam.records(now)
+        .into_iter()
+        .filter_map(|r| {
+            r.ban.map(|b| Familiar {
+                key: r.key,
+                until: b.until,
+            })
+        })
+        .collect()
+}
+
+/// Puts back familiar pairs still in force, if the zone has a familiar
+/// table (a zone that no longer has `familiar=` drops them).
+fn restore_familiar(zone: &Zone, pairs: &[Familiar]) -> usize {
+    let now = now();
+    let mut events = Events::default();
+    zone.with_familiar(|_, fam| {
+        let mut kept = 0;
+        for p in pairs {
+            let Some(secs) = p.until.checked_sub(now.secs()).filter(|&s| s > 0) else {
+                continue;
+            };
+            fam.ban(&p.key, now, secs, &mut events);
+            events = Events::default();
+            kept += 1;
+        }
+        kept
+    })
+    .unwrap_or(0)
 }
 
 /// The user that writes the state files: the `user` directive's (nginx's
@@ -228,7 +269,11 @@ pub fn save(zone: &Zone, log: *mut ngx_log_t) {
     else {
         return;
     };
-    match state_file::write_atomic(path, &state_file::render(&zone.name, secret, &records)) {
+    let familiar = zone
+        .with_familiar(|_, fam| familiar_pairs(fam, now()))
+        .unwrap_or_default();
+    let text = state_file::render_with(&zone.name, secret, &records, &familiar);
+    match state_file::write_atomic(path, &text) {
         Ok(()) => zone.state_failing.set(false),
         Err(err) if !zone.state_failing.replace(true) => {
             log::state_file_unwritable(log, &zone.name, path, err);

@@ -16,7 +16,7 @@ use ngx::allocator::Allocator;
 use ngx::core::SlabPool;
 use ngx::log::ngx_cycle_log;
 
-use crate::engine::account::KeyHasher;
+use crate::engine::account::{self, KeyHasher};
 use crate::engine::directive::ZoneSpec;
 use crate::engine::key::Key;
 use crate::engine::log_limit::{Admit, LogLimit};
@@ -65,14 +65,23 @@ pub struct KeyZone {
     /// `sync_key=`'s secret, which the fleet's nodes share, if the zone has
     /// sync; else the zone's own (made at format) once it is mapped.
     pub fleet_secret: Option<Vec<u8>>,
+    /// `familiar=`: seconds a (key, client network) pair stays familiar
+    /// after a success. The pairs live in a second table of the zone's
+    /// memory ([`Zone::with_familiar`]).
+    pub familiar: Option<u32>,
     hasher: OnceCell<KeyHasher>,
 }
 
 impl KeyZone {
-    pub fn new(value: *mut ngx_http_complex_value_t, fleet_secret: Option<Vec<u8>>) -> KeyZone {
+    pub fn new(
+        value: *mut ngx_http_complex_value_t,
+        fleet_secret: Option<Vec<u8>>,
+        familiar: Option<u32>,
+    ) -> KeyZone {
         KeyZone {
             value,
             fleet_secret,
+            familiar,
             hasher: OnceCell::new(),
         }
     }
@@ -113,11 +122,14 @@ impl BanFilter {
 }
 
 /// Where a zone's table lives: a region of its slab pool, whose mutex
-/// guards the table.
+/// guards the table. A `familiar=` zone's region holds a second table
+/// right after the first (page-aligned, `engine::account::familiar_split`):
+/// its familiar pairs, under the same lock.
 struct Mapped {
     pool: SlabPool,
     region: *mut u8,
     len: usize,
+    familiar: Option<(*mut u8, usize)>,
 }
 
 impl Zone {
@@ -163,6 +175,18 @@ impl Zone {
             },
         };
         let _ = k.hasher.set(hasher);
+    }
+
+    /// `familiar=`'s seconds, if the zone has it.
+    #[inline(always)]
+    pub fn familiar_secs(&self) -> Option<u32> {
+        self.key.as_ref().and_then(|k| k.familiar)
+    }
+
+    /// Whether the zone holds a familiar table (a `familiar=` zone, unless
+    /// it was adopted on a reload from a zone without one).
+    pub fn has_familiar_table(&self) -> bool {
+        self.mapped.get().is_some_and(|m| m.familiar.is_some())
     }
 
     /// The secret a state file keeps for a key zone whose hashes it cannot
@@ -256,6 +280,60 @@ impl Zone {
     }
 }
 
+impl Zone {
+    /// Runs `f` on the zone's table and its familiar table, with the zone
+    /// locked: `None` if the zone holds no familiar table. A familiar table
+    /// found damaged is formatted again (logged at `alert`) and `None`
+    /// returned, as [`Zone::with_table`] does for the main table.
+    pub fn with_familiar<R>(
+        &self,
+        f: impl FnOnce(&mut Table<'_>, &mut Table<'_>) -> R,
+    ) -> Option<R> {
+        let m = self.mapped.get()?;
+        let (fam_region, fam_len) = m.familiar?;
+        let fam_policy = account::familiar_policy();
+        let why = {
+            let _locked = m.pool.lock();
+            // SAFETY: both regions lie inside the zone's mapping, which
+            // lives as long as the cycle, apart from each other; the lock,
+            // held until both tables are gone, makes these the only tables
+            // over them.
+            let attached = unsafe {
+                (
+                    Table::attach_raw(m.region, m.len, &self.policy),
+                    Table::attach_raw(fam_region, fam_len, &fam_policy),
+                )
+            };
+            let (main_damaged, fam_damaged, why) = match attached {
+                (Ok(mut table), Ok(mut fam)) => {
+                    let result = f(&mut table, &mut fam);
+                    if !table.damaged() && !fam.damaged() {
+                        return Some(result);
+                    }
+                    let why = "a list loops or links outside the zone";
+                    (table.damaged(), fam.damaged(), why)
+                }
+                // The main table's own use repairs it.
+                (Err(_), _) => return None,
+                (Ok(_), Err(_)) => (false, true, "its familiar table's header was overwritten"),
+            };
+            // SAFETY: as above, still locked, the tables over the regions
+            // gone; each region formats as it did at the zone's creation.
+            unsafe {
+                if main_damaged {
+                    let _ = Table::format_raw(m.region, m.len, &self.policy, random_seed());
+                }
+                if fam_damaged {
+                    let _ = Table::format_raw(fam_region, fam_len, &fam_policy, random_seed());
+                }
+            }
+            why
+        };
+        log::zone_damaged(ngx_cycle_log().as_ptr(), &self.name, why);
+        None
+    }
+}
+
 /// Two random words (the zone's hash seed; a fleet node's id).
 pub fn random_seed() -> [u64; 2] {
     let state = std::collections::hash_map::RandomState::new();
@@ -289,37 +367,72 @@ pub unsafe fn init(
     // initialised its slab pool, not yet shared with any worker.
     let mut pool = unsafe { SlabPool::from_shm_zone(shm_zone) }.ok_or(())?;
     if !pool.as_ref().data.is_null() {
-        if let Some((region, len)) = adopt(zone, &mut pool, shm_zone.shm.size, log) {
-            let _ = zone.mapped.set(Mapped { pool, region, len });
+        if let Some((region, len, familiar)) = adopt(zone, &mut pool, shm_zone.shm.size, log) {
+            let _ = zone.mapped.set(Mapped {
+                pool,
+                region,
+                len,
+                familiar,
+            });
             return Ok(Init::Adopted);
         }
     }
     // Keep one page back for nginx's own small allocations in the pool.
+    let page = rustix::param::page_size();
     let pages = pool.as_ref().pfree.saturating_sub(1);
-    let len = pages * rustix::param::page_size();
+    let len = pages * page;
     let layout = Layout::from_size_align(len, 1).map_err(|_| ())?;
     let region = pool.allocate(layout).map_err(|_| ())?.cast::<u8>().as_ptr();
+    let (main_len, fam_len) = match zone.familiar_secs() {
+        Some(_) => account::familiar_split(len, page),
+        None => (len, 0),
+    };
     // SAFETY: the slab pool returned `len` page-aligned bytes, and no
     // worker maps the zone yet: nothing else refers to them.
-    if unsafe { Table::format_raw(region, len, &zone.policy, random_seed()) }.is_err() {
+    if unsafe { Table::format_raw(region, main_len, &zone.policy, random_seed()) }.is_err() {
         return Err(());
     }
+    let familiar = if fam_len > 0 {
+        // SAFETY: the `fam_len` bytes after the main table's, page-aligned
+        // (its length is a whole number of pages), inside the allocation.
+        let fam = unsafe { region.add(main_len) };
+        // SAFETY: as above; nothing else refers to them yet.
+        let formatted =
+            unsafe { Table::format_raw(fam, fam_len, &account::familiar_policy(), random_seed()) };
+        if formatted.is_err() {
+            return Err(());
+        }
+        Some((fam, fam_len))
+    } else {
+        None
+    };
     pool.as_mut().data = region.cast();
-    let _ = zone.mapped.set(Mapped { pool, region, len });
+    let _ = zone.mapped.set(Mapped {
+        pool,
+        region,
+        len: main_len,
+        familiar,
+    });
     Ok(Init::Fresh)
 }
 
 /// Takes over the table of the zone before a reload, if it is ours, and
 /// applies the new configuration's findtime to it (see the reload rules in
 /// `engine::table`: the rest of the policy needs nothing here, every
-/// operation takes it from the configuration). Answers the region and its
-/// length if it did; else frees it.
+/// operation takes it from the configuration). Answers the region, its
+/// length and, for a `familiar=` zone, its familiar table's region (right
+/// after the main table) if it did; else frees it.
+///
+/// A `familiar=` zone adopted from a zone without a familiar table keeps
+/// its main table and has none (said in the log): its memory is all the
+/// main table's, and the old cycle's workers still use it so.
+#[allow(clippy::type_complexity)]
 fn adopt(
     zone: &Zone,
     pool: &mut SlabPool,
     shm_size: usize,
     log: *mut ngx_log_t,
-) -> Option<(*mut u8, usize)> {
+) -> Option<(*mut u8, usize, Option<(*mut u8, usize)>)> {
     let region = pool.as_ref().data.cast::<u8>();
     let pool_start = ptr::from_ref(pool.as_ref()).cast::<u8>();
     // What the mapping holds from the region on: a damaged header may claim
@@ -343,12 +456,19 @@ fn adopt(
             .ok()
             .map(|mut t| {
                 t.apply_findtime();
-                (len, t.tracked())
+                let tracked = t.tracked();
+                let familiar = zone
+                    .familiar_secs()
+                    .and_then(|_| adopt_familiar(region, len, room));
+                (len, tracked, familiar)
             })
     };
-    if let Some((len, tracked)) = adopted {
+    if let Some((len, tracked, familiar)) = adopted {
         log::zone_kept(log, &zone.name, tracked);
-        return Some((region, len));
+        if zone.familiar_secs().is_some() && familiar.is_none() {
+            log::familiar_unavailable(log, &zone.name);
+        }
+        return Some((region, len, familiar));
     }
     log::zone_other_layout(log, &zone.name);
     if let Some(block) = NonNull::new(region) {
@@ -359,6 +479,29 @@ fn adopt(
     }
     pool.as_mut().data = ptr::null_mut();
     None
+}
+
+/// The familiar table after an adopted main table of `main_len` bytes at
+/// `region`, `room` bytes of which are mapped, if one is there. Called
+/// with the zone locked.
+fn adopt_familiar(region: *mut u8, main_len: usize, room: usize) -> Option<(*mut u8, usize)> {
+    let fam_room = room.checked_sub(main_len)?;
+    if fam_room < table::header_len() {
+        return None;
+    }
+    // SAFETY: `main_len` < `room`: still inside the mapping.
+    let fam = unsafe { region.add(main_len) };
+    if fam.align_offset(rustix::param::page_size()) != 0 {
+        return None;
+    }
+    // SAFETY: a header's worth of bytes from `fam` is mapped, page-aligned;
+    // the caller's lock keeps the old cycle's workers out.
+    let len = unsafe { table::stored_len(fam) }.min(fam_room);
+    // SAFETY: `len` bytes from `fam` lie inside the mapping, after the main
+    // table's; the lock makes this the only table over them.
+    unsafe { Table::attach_raw(fam, len, &account::familiar_policy()) }
+        .ok()
+        .map(|_| (fam, len))
 }
 
 #[derive(Default)]
