@@ -177,6 +177,7 @@ fn instructions(cfg: &Config, s: &mut Section) {
         measured,
         prepare,
         client: Some(&banned),
+        form: None,
     };
     let p403 = callgrind::count(&plain, &plan("/", 403, &|_| {}));
     let a403 = callgrind::count(&authban, &plan("/", 403, &ban_it));

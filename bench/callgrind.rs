@@ -71,6 +71,31 @@ pub struct Plan<'a> {
     pub prepare: &'a dyn Fn(u16),
     /// The `X-Forwarded-For` of request i, if any (with realip: the client).
     pub client: Option<&'a dyn Fn(u64) -> String>,
+    /// A form body: every request is then a `POST` of it
+    /// (`application/x-www-form-urlencoded`) instead of a `GET`.
+    pub form: Option<&'a [u8]>,
+}
+
+impl<'a> Plan<'a> {
+    /// `GET path` answered with `status`, `warm_up` then `measured` more
+    /// requests ([`Config::callgrind_requests`](crate::Config)), `prepare`
+    /// first, from the loopback client itself.
+    pub fn get(
+        path: &'a str,
+        status: u16,
+        (warm_up, measured): (u64, u64),
+        prepare: &'a dyn Fn(u16),
+    ) -> Self {
+        Plan {
+            path,
+            status,
+            warm_up,
+            measured,
+            prepare,
+            client: None,
+            form: None,
+        }
+    }
 }
 
 /// Runs nginx under callgrind twice, with `warm_up` and with `warm_up +
@@ -193,12 +218,26 @@ fn send(port: u16, plan: &Plan, requests: u64) {
     let mut conn: Option<Conn> = None;
     for i in 0..requests {
         let c = conn.get_or_insert_with(|| Conn::open(port));
-        let reply = match plan.client {
-            Some(client) => c.get_from(plan.path, &client(i)),
-            None => c.get(plan.path),
+        let xff = plan.client.map(|client| client(i));
+        let reply = match (plan.form, &xff) {
+            (None, Some(xff)) => c.get_from(plan.path, xff),
+            (None, None) => c.get(plan.path),
+            (Some(body), _) => {
+                let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
+                if let Some(xff) = &xff {
+                    headers.push(("X-Forwarded-For", xff));
+                }
+                c.request("POST", plan.path, &headers, Some(body))
+            }
         };
         let want = (plan.status != 444).then_some(plan.status);
-        assert_eq!(reply.status(), want, "GET {} under valgrind", plan.path);
+        assert_eq!(
+            reply.status(),
+            want,
+            "{} {} under valgrind",
+            if plan.form.is_some() { "POST" } else { "GET" },
+            plan.path
+        );
         if c.is_closed() {
             conn = None;
         }

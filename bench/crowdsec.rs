@@ -98,14 +98,7 @@ fn instructions(cfg: &Config, lapi: &Lapi, s: &mut Section) {
         "crowdsec-on",
         start(&crowdsec_line(lapi, "callgrind", "z", "1s")),
     );
-    let plan = callgrind::Plan {
-        path: "/",
-        status: 200,
-        warm_up,
-        measured,
-        prepare: &|_| {},
-        client: None,
-    };
+    let plan = callgrind::Plan::get("/", 200, (warm_up, measured), &|_| {});
     let c_off = callgrind::count(&off, &plan);
     let c_on = callgrind::count_same_length(&on, &plan);
     let own = |c: &callgrind::Count| callgrind::module_work(c).unwrap_or(f64::NAN);

@@ -6,7 +6,7 @@
 //! zone's `evicted` counter leaves 0, and `tracked` is read at that moment.
 
 use crate::api::{pinned_nginx, zone_stats, REALIP};
-use crate::common::{Conn, Nginx};
+use crate::common::{Conn, Nginx, Reply};
 use crate::report::Section;
 use crate::stats::thousands;
 use crate::Config;
@@ -30,31 +30,52 @@ fn block() -> String {
 }
 
 /// What filling one zone showed.
-struct Fill {
-    capacity: u64,
-    /// Distinct addresses sent when `evicted` first became > 0.
-    sent: u64,
+pub struct Fill {
+    pub capacity: u64,
+    /// Distinct addresses (or keys) sent when `evicted` first became > 0.
+    pub sent: u64,
     /// `tracked` and `evicted` at that moment.
-    tracked: u64,
-    evicted: u64,
+    pub tracked: u64,
+    pub evicted: u64,
     /// Whether every step near the capacity was checked, so that `sent` is
     /// exact (else the first eviction happened earlier than expected).
-    exact: bool,
+    pub exact: bool,
 }
 
-fn fill(nginx: &Nginx, zone: &str, address: fn(u64) -> String) -> Fill {
+impl Fill {
+    /// How many the zone held: the one sent before its first eviction.
+    pub fn held(&self) -> u64 {
+        self.sent - 1
+    }
+
+    /// `N (capacity C; tracked T when `evicted` became E; B bytes/UNIT)`
+    /// for a 1 MiB zone.
+    pub fn show(&self, unit: &str) -> String {
+        format!(
+            "{} (capacity {}; tracked {} when `evicted` became {}; {:.1} bytes/{unit})",
+            thousands(self.held() as f64),
+            thousands(self.capacity as f64),
+            thousands(self.tracked as f64),
+            self.evicted,
+            MIB / self.held() as f64
+        )
+    }
+}
+
+/// Fails once per distinct address (or key) into `zone` until it evicts:
+/// `fail(conn, n)` sends the n-th failure (a 401) over keep-alive.
+pub fn fill(nginx: &Nginx, zone: &str, fail: &dyn Fn(&mut Conn, u64) -> Reply) -> Fill {
     let port = nginx.port();
     let capacity = zone_stats(port, zone).capacity;
     assert!(capacity > 0, "zone {zone} reports capacity 0");
-    let path = format!("/{zone}");
     let mut conn: Option<Conn> = None;
     // Far below the capacity, look every 1,000 addresses; near it, after
     // every one.
     let near = capacity.saturating_sub(1000);
     for n in 0..capacity * 2 {
         let c = conn.get_or_insert_with(|| Conn::open(port));
-        let reply = c.get_from(&path, &address(n));
-        assert_eq!(reply.status(), Some(401), "GET {path} from {}", address(n));
+        let reply = fail(c, n);
+        assert_eq!(reply.status(), Some(401), "failure {n} into zone {zone}");
         if c.is_closed() {
             conn = None;
         }
@@ -92,20 +113,13 @@ pub fn run(_cfg: &Config) -> Section {
         ("IPv4", "v4", ipv4 as fn(u64) -> String),
         ("IPv6", "v6", ipv6),
     ] {
-        let f = fill(&nginx, zone, address);
-        let held = f.sent - 1;
+        let path = format!("/{zone}");
+        let f = fill(&nginx, zone, &|c, n| c.get_from(&path, &address(n)));
         s.check(
             &format!("{family} addresses per MiB before forgetting"),
-            format!(
-                "{} (capacity {}; tracked {} when `evicted` became {}; {:.1} bytes/address)",
-                thousands(held as f64),
-                thousands(f.capacity as f64),
-                thousands(f.tracked as f64),
-                f.evicted,
-                MIB / held as f64
-            ),
+            f.show("address"),
             ">= 20,000 (limit_req ~8,000; HAProxy ~20,000)",
-            held >= TARGET && f.exact,
+            f.held() >= TARGET && f.exact,
         );
     }
     s.note(

@@ -808,6 +808,7 @@ fn instructions(cfg: &Config, s: &mut Section, redis: &Redis) {
         measured,
         prepare,
         client,
+        form: None,
     };
     let pass_off = callgrind::count(&off, &plan("/", 200, &none, None));
     let pass_on = callgrind::count_same_length(&on, &plan("/", 200, &link_up, None));

@@ -282,6 +282,7 @@ fn instructions(cfg: &Config, s: &mut Section, on_cpu: &[CpuUse], off_cpu: &[Cpu
                 measured,
                 prepare: &|_| {},
                 client: Some(&client_address),
+                form: None,
             },
         )
     };

@@ -10,6 +10,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+mod accounts;
 mod api;
 mod banned;
 mod callgrind;
@@ -83,7 +84,7 @@ struct Part {
     run: fn(&Config) -> Section,
 }
 
-const PARTS: [Part; 7] = [
+const PARTS: [Part; 8] = [
     Part {
         name: "request_path",
         title: "1. Request path",
@@ -125,6 +126,12 @@ const PARTS: [Part; 7] = [
         title: "7. CrowdSec",
         limit_secs: 400,
         run: crowdsec::run,
+    },
+    Part {
+        name: "accounts",
+        title: "8. Accounts",
+        limit_secs: 400,
+        run: accounts::run,
     },
 ];
 

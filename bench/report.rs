@@ -173,7 +173,7 @@ pub fn results_md(ctx: &Context, sections: &[Section]) -> String {
            `wrk valgrind util-linux redis-server`), or, with the build in place, \
            `cargo bench --bench authban`. One part only: \
            `cargo bench --bench authban -- request_path` (also `density`, `flood`, \
-           `banned`, `time_to_ban`, `fleet`, `crowdsec`).\n\n";
+           `banned`, `time_to_ban`, `fleet`, `crowdsec`, `accounts`).\n\n";
     md += &table(sections);
     for s in sections {
         if s.notes.is_empty() {

@@ -208,14 +208,7 @@ fn instructions(cfg: &Config, s: &mut Section) {
     let off = callgrind::setup("off", start_off());
     let b = callgrind::setup("b", start(true));
     let b_bans = callgrind::setup("b-bans", start(true));
-    let plan = |prepare| callgrind::Plan {
-        path: "/",
-        status: 200,
-        warm_up,
-        measured,
-        prepare,
-        client: None,
-    };
+    let plan = |prepare| callgrind::Plan::get("/", 200, (warm_up, measured), prepare);
     let ca = callgrind::count(&a, &plan(&|_| {}));
     let cl = callgrind::count(&loaded, &plan(&|_| {}));
     let coff = callgrind::count(&off, &plan(&|_| {}));
