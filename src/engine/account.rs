@@ -1,12 +1,17 @@
 //! Key zones (`authban_zone ... key=EXPR`): a request's key (an account
-//! name, an API key) becomes a table key by a keyed 128-bit hash, so the
+//! name, an API key) becomes a table key by a keyed 128-bit hash (SipHash-
+//! 2-4-128, keyed per zone through HMAC-SHA256), so the
 //! value itself is never kept, in shared memory, the state file or Redis;
 //! only the log line that bans it names it, escaped and cut short.
 
 use std::net::IpAddr;
 
+use core::hash::Hasher;
+
+use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use siphasher::sip128::{Hasher128, SipHasher24};
 
 use crate::engine::key::Key;
 use crate::engine::table::Policy;
@@ -54,10 +59,12 @@ pub fn familiar_policy() -> Policy {
     }
 }
 
-/// Hashes a key zone's values with its secret.
+/// Hashes a key zone's values with its secret: SipHash-2-4, 128 bits out,
+/// keyed with 128 bits the zone's secret and name make through HMAC-SHA256
+/// once (so that zones sharing a secret hash apart).
 #[derive(Clone)]
 pub struct KeyHasher {
-    mac: Hmac<Sha256>,
+    keys: (u64, u64),
 }
 
 impl KeyHasher {
@@ -65,13 +72,19 @@ impl KeyHasher {
     /// one a fleet shares (from `sync_key=`). `zone` separates zones that
     /// share a secret.
     pub fn new(secret: &[u8], zone: &str) -> KeyHasher {
-        // HMAC takes a key of any length: this cannot fail.
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable_hmac());
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret)
+            .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()));
         mac.update(b"authban key zone\0");
         mac.update(zone.as_bytes());
-        mac.update(b"\0");
-        KeyHasher { mac }
+        let digest = mac.finalize().into_bytes();
+        let word = |at: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&digest[at..at + 8]);
+            u64::from_le_bytes(bytes)
+        };
+        KeyHasher {
+            keys: (word(0), word(8)),
+        }
     }
 
     /// From a table's secret words.
@@ -82,41 +95,40 @@ impl KeyHasher {
         KeyHasher::new(&bytes, zone)
     }
 
-    /// The table key of `value`: 128 bits of its HMAC, as a host key no
-    /// address zone shares (key zones hold hashes only).
-    pub fn key_of(&self, value: &[u8]) -> Key {
-        let mut mac = self.mac.clone();
-        mac.update(value);
-        let digest = mac.finalize().into_bytes();
-        let mut addr = [0u8; 16];
-        addr.copy_from_slice(&digest[..16]);
+    fn hash(&self, domain: u8, parts: &[&[u8]]) -> Key {
+        let mut h = SipHasher24::new_with_keys(self.keys.0, self.keys.1);
+        h.write_u8(domain);
+        for part in parts {
+            // Lengths first: no two splits of the same bytes hash alike.
+            h.write_usize(part.len());
+            h.write(part);
+        }
+        let mut addr = h.finish128().as_bytes();
         // Never an IPv4-mapped form, which keys read as IPv4.
         addr[0] |= 0x80;
         Key::from_raw(addr, 128)
+    }
+
+    /// The table key of `value`: its 128-bit hash, as a host key no
+    /// address zone shares (key zones hold hashes only).
+    pub fn key_of(&self, value: &[u8]) -> Key {
+        self.hash(0, &[value])
     }
 
     /// The familiar table's key of a (key, client network) pair: the
     /// zone's keyed hash of the value's hash and the network, in the same
     /// host-key form as [`KeyHasher::key_of`].
     pub fn pair_key(&self, value_key: &Key, network: &Key) -> Key {
-        let mut mac = self.mac.clone();
-        mac.update(b"familiar\0");
-        mac.update(&value_key.raw_addr());
-        mac.update(&[value_key.raw_prefix()]);
-        mac.update(&network.raw_addr());
-        mac.update(&[network.raw_prefix()]);
-        let digest = mac.finalize().into_bytes();
-        let mut addr = [0u8; 16];
-        addr.copy_from_slice(&digest[..16]);
-        addr[0] |= 0x80;
-        Key::from_raw(addr, 128)
+        self.hash(
+            1,
+            &[
+                &value_key.raw_addr(),
+                &[value_key.raw_prefix()],
+                &network.raw_addr(),
+                &[network.raw_prefix()],
+            ],
+        )
     }
-}
-
-#[cold]
-fn unreachable_hmac() -> Hmac<Sha256> {
-    // HMAC-SHA256 accepts every key length; an empty key is still a key.
-    <Hmac<Sha256> as Mac>::new_from_slice(&[0]).expect("HMAC takes any key")
 }
 
 /// A hashed key as the API lists it: 32 hex digits.

@@ -491,6 +491,10 @@ fn check_key_familiar(r: &Request, zone: &Zone, key: &Key, ip: IpAddr, refusing:
 /// key (a key zone; an empty key is clear).
 fn verdict_of(r: &Request, zone: &Zone, ip: IpAddr, refusing: bool) -> Verdict {
     if zone.is_key_zone() {
+        // No ban in the zone: its key need not be read, nor hashed.
+        if zone.bans_in_force().is_none() {
+            return Verdict::Clear;
+        }
         match key::of(r, zone) {
             Some((k, _)) if zone.has_familiar_table() => {
                 check_key_familiar(r, zone, &k, ip, refusing)
