@@ -2,7 +2,7 @@
 //! from the server and http levels, and the set of statuses any location
 //! counts.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use std::rc::Rc;
 
 use ipnet::IpNet;
@@ -41,20 +41,13 @@ pub fn may_be_fail_status(status: usize) -> bool {
         .is_some_and(|word| word.load(Ordering::Relaxed) & (1 << (status % 64)) != 0)
 }
 
-/// Whether some zone has `familiar=`: only then does the header filter
-/// look at successful (2xx) responses. Set while configuration is read; a
-/// reload that drops `familiar=` leaves it set, which costs each 2xx the
-/// look at its location's zones.
-static FAMILIAR: AtomicBool = AtomicBool::new(false);
-
+/// A zone has `familiar=`: the header filter looks at successful (2xx)
+/// responses too, through the failure statuses' one test (a reload that
+/// drops `familiar=` leaves them noted, which costs each 2xx a look).
 pub fn note_familiar() {
-    FAMILIAR.store(true, Ordering::Relaxed);
-}
-
-/// Whether some zone has `familiar=` (one load).
-#[inline(always)]
-pub fn familiar_anywhere() -> bool {
-    FAMILIAR.load(Ordering::Relaxed)
+    for code in 200..300 {
+        note_fail_status(code);
+    }
 }
 
 pub const DEFAULT_REFUSE_STATUS: u16 = 403;

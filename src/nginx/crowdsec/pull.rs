@@ -13,7 +13,7 @@ use nginx_sys::{ngx_add_timer, ngx_del_timer, ngx_event_t, ngx_exiting, ngx_log_
 use ngx::log::ngx_cycle_log;
 
 use crate::engine::crowdsec::apply::{Bouncer, Pulled};
-use crate::engine::crowdsec::decision::parse_stream;
+use crate::engine::crowdsec::decision::{index_stream, parse_entry};
 use crate::engine::crowdsec::http::request;
 use crate::engine::log_limit::LogLimit;
 use crate::engine::table::{Events, Table};
@@ -35,6 +35,16 @@ const TRIM_AFTER: usize = 1 << 20;
 /// for one batch at most, never for a whole startup answer.
 const BATCH: usize = 1000;
 
+/// An answer being applied: its text, where its entries lie (deleted
+/// ones first), and how far it got.
+struct Applying {
+    body: Vec<u8>,
+    index: Vec<(bool, core::ops::Range<usize>)>,
+    next: usize,
+    startup: bool,
+    made: usize,
+}
+
 pub struct Puller {
     conf: &'static CrowdsecConf,
     zone: &'static Zone,
@@ -43,6 +53,8 @@ pub struct Puller {
     bouncer: Bouncer,
     /// The `startup=true` pull succeeded: later pulls ask what changed.
     started: bool,
+    /// An answer being applied, a batch per turn of the event loop.
+    applying: Option<Applying>,
     /// What the log last said of LAPI: `Some(true)` reachable.
     reported_up: Option<bool>,
     /// Failed pulls in a row: the backoff.
@@ -71,6 +83,7 @@ impl Puller {
             timer: unsafe { core::mem::zeroed() },
             bouncer: Bouncer::new(&zone.name, conf.spec.wide, capacity as usize),
             started: false,
+            applying: None,
             reported_up: None,
             failed_tries: 0,
             ban_lines: LogLimit::default(),
@@ -130,7 +143,6 @@ impl Puller {
             Ok(r) => r,
             Err(why) => return self.failed(&why),
         };
-        let interval_ms = self.conf.spec.interval as usize * 1000;
         match response.status {
             200 => {}
             401 | 403 => {
@@ -151,17 +163,73 @@ impl Puller {
             }
             status => return self.failed(&format!("HTTP {status}")),
         }
-        let answer = match parse_stream(&response.body) {
-            Ok(a) => a,
+        let index = match index_stream(&response.body) {
+            Ok(index) => index,
             Err(e) => return self.failed(&format!("not a decisions stream: {e}")),
         };
-        let large = response.body.len() > TRIM_AFTER;
-        drop(response);
-        let applied = self.apply(answer);
+        self.bouncer.forget_ended(now());
+        self.applying = Some(Applying {
+            body: response.body,
+            index,
+            next: 0,
+            startup: !self.started,
+            made: 0,
+        });
+        self.apply_batch();
+    }
+
+    /// Applies the next batch of the answer under one lock of the zone;
+    /// then, while entries remain, lets the event loop turn (requests and
+    /// connections of this worker go first) before the next.
+    fn apply_batch(&mut self) {
+        let Puller {
+            zone,
+            bouncer,
+            applying,
+            ..
+        } = self;
+        let zone: &Zone = zone;
+        let Some(a) = applying.as_mut() else { return };
+        let now = now();
+        let end = (a.next + BATCH).min(a.index.len());
+        let mut out = Pulled::default();
+        let mut events = Events::default();
+        zone.with_table(|t| {
+            for (is_new, range) in &a.index[a.next..end] {
+                let entry = parse_entry(a.body.get(range.clone()).unwrap_or_default());
+                if *is_new {
+                    bouncer.apply_new(t, &entry, now, &mut events, &mut out);
+                } else {
+                    bouncer.apply_deleted(t, &entry, a.startup, now, &mut events, &mut out);
+                }
+            }
+            count_pulled(t, &out);
+        });
+        a.next = end;
+        a.made += out.applied.len();
+        self.log_pulled(&out);
+        zone::log_events(self.zone, &events, cycle_log(), DEFAULT_LOG_LEVEL);
+        if self
+            .applying
+            .as_ref()
+            .is_some_and(|a| a.next < a.index.len())
+        {
+            return self.arm(0);
+        }
+        if let Some(done) = self.applying.take() {
+            self.applied(done);
+        }
+    }
+
+    /// The whole answer is applied: the pull counts as done.
+    fn applied(&mut self, done: Applying) {
+        let large = done.body.len() > TRIM_AFTER;
+        let made = done.made;
+        drop(done);
         if large {
-            // The answer and what it was read into are freed: glibc keeps
-            // such a heap for the process unless asked to give it back
-            // (a startup answer of 100,000 decisions left 39 MiB).
+            // The answer is freed: glibc keeps such a heap for the process
+            // unless asked to give it back (a startup answer of 100,000
+            // decisions left 39 MiB).
             // SAFETY: glibc's malloc_trim, from the worker's only thread.
             unsafe { libc::malloc_trim(0) };
         }
@@ -175,45 +243,18 @@ impl Puller {
         });
         if self.reported_up != Some(true) {
             self.reported_up = Some(true);
-            log::crowdsec_up(cycle_log(), &self.zone.name, &self.conf.spec.url, applied);
+            log::crowdsec_up(cycle_log(), &self.zone.name, &self.conf.spec.url, made);
         }
-        self.arm(interval_ms);
+        self.arm(self.conf.spec.interval as usize * 1000);
     }
 
-    /// Applies an answer in batches; answers how many bans it made.
-    fn apply(&mut self, answer: crate::engine::crowdsec::decision::StreamAnswer) -> usize {
-        let zone = self.zone;
-        let now = now();
-        self.bouncer.forget_ended(now);
-        let deleted = answer.deleted.unwrap_or_default();
-        let new = answer.new.unwrap_or_default();
-        let startup = !self.started;
-        let mut made = 0;
-        // Deletions first: a decision deleted and made again on the same
-        // address in one interval is banned at the end.
-        for (batch, is_new) in deleted
-            .chunks(BATCH)
-            .map(|b| (b, false))
-            .chain(new.chunks(BATCH).map(|b| (b, true)))
-        {
-            let mut out = Pulled::default();
-            let mut events = Events::default();
-            let bouncer = &mut self.bouncer;
-            zone.with_table(|t| {
-                for entry in batch {
-                    if is_new {
-                        bouncer.apply_new(t, entry, now, &mut events, &mut out);
-                    } else {
-                        bouncer.apply_deleted(t, entry, startup, now, &mut events, &mut out);
-                    }
-                }
-                count_pulled(t, &out);
-            });
-            made += out.applied.len();
-            self.log_pulled(&out);
-            zone::log_events(zone, &events, cycle_log(), DEFAULT_LOG_LEVEL);
+    /// A turn of the timer: the next batch of an answer, or the next pull.
+    fn on_timer(&mut self) {
+        if self.applying.is_some() {
+            self.apply_batch();
+        } else {
+            self.pull();
         }
-        made
     }
 
     fn log_pulled(&self, out: &Pulled) {
@@ -289,5 +330,5 @@ unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
     // runs.
     let puller = unsafe { &mut *(*ev).data.cast::<Puller>() };
     let log = puller.timer.log;
-    guard::catch(log, "crowdsec pull", (), || puller.pull());
+    guard::catch(log, "crowdsec pull", (), || puller.on_timer());
 }

@@ -523,10 +523,15 @@ pub fn install_header_filter() {
 // see the answer and try again, on this or any other worker. nginx calls
 // header filters with a live request.
 ngx::http_request_handler!(header_filter, |r: &mut Request| {
+    // A 2xx passes `may_count` only where some zone has `familiar=`.
     if may_count(r) {
-        guard::catch(r.log(), "header filter", (), || count_failure(r));
-    } else if may_be_familiar_success(r) {
-        guard::catch(r.log(), "header filter", (), || note_success(r));
+        guard::catch(r.log(), "header filter", (), || {
+            if (200..300).contains(&final_status(r.as_ref())) {
+                note_success(r);
+            } else {
+                count_failure(r);
+            }
+        });
     }
     // SAFETY: the next filter was taken from the chain at configuration,
     // and is called as nginx would, with the request nginx passed.
@@ -560,14 +565,6 @@ fn final_status(r: &ngx_http_request_t) -> usize {
 /// no location counts, and are done with here, before any other work.
 fn may_count(r: &Request) -> bool {
     r.is_main() && loc::may_be_fail_status(final_status(r.as_ref()))
-}
-
-/// Whether the response may make its client's network familiar with a
-/// key: a 2xx of the main request, while some zone has `familiar=` (else
-/// one load and a branch).
-#[inline(always)]
-fn may_be_familiar_success(r: &Request) -> bool {
-    loc::familiar_anywhere() && r.is_main() && (200..300).contains(&final_status(r.as_ref()))
 }
 
 /// A success (2xx) of the main request: for each `familiar=` key zone of
