@@ -209,14 +209,11 @@ fn request_path(cfg: &Config, s: &mut Section) {
          both runs ({BENCH_KEY_MAXRETRY} failures each at `location /fail {{ authban \
          keys; auth_basic ...; }}`, cancelling out like start-up): every passing \
          request then takes the full check, which evaluates `$arg_apikey`, hashes it \
-         (HMAC-SHA256 under the zone's secret, cut to 128 bits) and looks the hash up \
-         in the zone's ban filter, and looks the address up in the address zone (no \
-         ban there). 'Own' is authban's work at its per-request entry points (part 1's \
-         figure); 'outside the module' what those entry points spend in nginx or libc \
-         (part 1: 0 for an address zone alone). The hash's `compress256` instructions \
-         look like `sha2`'s portable code (some 3,500 per 64-byte block, two blocks a \
-         key): the crate picks SHA-NI from CPUID, which valgrind does not model; \
-         natively, on a CPU with SHA-NI, the hash likely costs fewer.",
+         (SipHash-2-4-128, keyed per zone) and looks the hash up in the zone's ban \
+         filter, and looks the address up in the address zone (no ban there). 'Own' is \
+         authban's work at its per-request entry points (part 1's figure); 'outside \
+         the module' what those entry points spend in nginx or libc (part 1: 0 for an \
+         address zone alone): here, evaluating `$arg_apikey`.",
         warm_up + measured
     ));
     s.note(callgrind::module_table(

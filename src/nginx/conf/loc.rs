@@ -93,13 +93,6 @@ impl LocConf {
         self.declared().map(|d| &*d.zone)
     }
 
-    /// Whether this location's check is the plain one: one zone, keyed on
-    /// the client address.
-    #[inline(always)]
-    pub fn is_plain(&self, zone: &Zone) -> bool {
-        !self.beyond_plain && !zone.is_key_zone()
-    }
-
     /// Every zone `authban` names here, in its order.
     pub fn all_zones(&self) -> impl Iterator<Item = &DeclaredZone> {
         self.declared().into_iter().chain(

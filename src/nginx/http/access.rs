@@ -305,10 +305,15 @@ fn passes_at_once(r: &Request) -> Result<Option<(&'static LocConf, &'static Zone
     if log::debug_enabled(r.log()) || is_api_location(r) {
         return Err(());
     }
-    if !lcf.is_plain(zone) {
+    if lcf.beyond_plain {
         return several_pass_at_once(r, lcf);
     }
     if let Some(bans) = zone.bans_in_force() {
+        // A key zone's filter is probed with the request's key, which
+        // only the full check reads. Without bans it passes as any zone.
+        if zone.is_key_zone() {
+            return Err(());
+        }
         return Ok(Some((lcf, zone, bans)));
     }
     match RequestRecord::attach(r, lcf, Outcome::Passed) {
@@ -525,13 +530,7 @@ pub fn install_header_filter() {
 ngx::http_request_handler!(header_filter, |r: &mut Request| {
     // A 2xx passes `may_count` only where some zone has `familiar=`.
     if may_count(r) {
-        guard::catch(r.log(), "header filter", (), || {
-            if (200..300).contains(&final_status(r.as_ref())) {
-                note_success(r);
-            } else {
-                count_failure(r);
-            }
-        });
+        guard::catch(r.log(), "header filter", (), || judge_response(r));
     }
     // SAFETY: the next filter was taken from the chain at configuration,
     // and is called as nginx would, with the request nginx passed.
@@ -546,6 +545,17 @@ ngx::http_request_handler!(log_handler, |r: &mut Request| {
     }
     Status(NGX_OK as _)
 });
+
+/// A response the header filter looks at: a success that may make its
+/// client familiar, or a failure to count.
+#[inline(never)]
+fn judge_response(r: &Request) {
+    if (200..300).contains(&final_status(r.as_ref())) {
+        note_success(r);
+    } else {
+        count_failure(r);
+    }
+}
 
 /// The phase handlers `module` installs.
 pub const ACCESS_HANDLER: ngx_http_handler_pt = Some(access_handler);
