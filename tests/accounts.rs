@@ -304,6 +304,20 @@ fn a_key_zone_shares_its_count_and_bans_across_a_fleet() {
                 status(n, &call("K-FLEET"), "203.0.113.50") == 403
             }));
         }
+        // Every line about the key zone's bans names a hash or the value,
+        // never a hash dressed as an address.
+        for n in &nodes {
+            let log = n.error_log();
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains("zone=keys ")).collect();
+            assert!(
+                lines.iter().any(|l| l.contains("ban zone=keys ")),
+                "{}",
+                n.log_tail()
+            );
+            for line in lines {
+                assert!(!line.contains(" addr="), "{line}");
+            }
+        }
         let keys = redis.cmd(&["KEYS", "authban:keys:*"]).unwrap();
         assert!(!format!("{keys:?}").contains("K-FLEET"), "{keys:?}");
     });

@@ -72,16 +72,46 @@ impl Display for BanBy {
     }
 }
 
+/// What a line names: `addr=ADDR` (an address or network), or in a key
+/// zone `hash=HEX` (the key's hash, as the API lists it; never the value).
+#[derive(Clone, Copy)]
+pub struct Subject<'a> {
+    pub key: &'a Key,
+    pub keyed: bool,
+}
+
+impl Display for Subject<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.keyed {
+            write!(f, "hash={}", hash_text(self.key))
+        } else {
+            write!(f, "addr={}", self.key)
+        }
+    }
+}
+
 /// `authban: ban zone=NAME addr=ADDR failures=N bantime=Ss offence=K`, and
-/// its dry-run, API and widen forms, at `authban_log_level`.
-pub fn ban(log: *mut ngx_log_t, level: usize, zone: &str, ban: &Ban, bantime: u32, by: BanBy) {
+/// its dry-run, API and widen forms, at `authban_log_level` (`hash=HEX` in
+/// a key zone: a ban from the fleet, which carries no value).
+pub fn ban(
+    log: *mut ngx_log_t,
+    level: usize,
+    zone: &str,
+    ban: &Ban,
+    bantime: u32,
+    by: BanBy,
+    keyed: bool,
+) {
     ngx_log_error!(
         level,
         log,
-        "authban: {} zone={} addr={} failures={} bantime={}s offence={}{}",
+        "authban: {} zone={} {} failures={} bantime={}s offence={}{}",
         by.verb(),
         zone,
-        ban.key,
+        Subject {
+            key: &ban.key,
+            keyed
+        },
         ban.failures,
         bantime,
         ban.offence,
@@ -117,49 +147,39 @@ pub fn ban_key(
     );
 }
 
-/// `authban: unban zone=NAME addr=ADDR reason=expired` (notice).
-pub fn unban_expired(log: *mut ngx_log_t, zone: &str, key: &Key) {
+/// `authban: unban zone=NAME addr=ADDR reason=expired` (notice; `hash=HEX`
+/// in a key zone).
+pub fn unban_expired(log: *mut ngx_log_t, zone: &str, subject: Subject<'_>) {
     ngx_log_error!(
         NGX_LOG_NOTICE,
         log,
-        "authban: unban zone={} addr={} reason=expired",
+        "authban: unban zone={} {} reason=expired",
         zone,
-        key
+        subject
     );
 }
 
-/// `authban: unban zone=NAME addr=ADDR reason=api` (notice).
-pub fn unban_api(log: *mut ngx_log_t, zone: &str, key: &Key) {
+/// `authban: unban zone=NAME addr=ADDR reason=api` (notice; `hash=HEX` in
+/// a key zone).
+pub fn unban_api(log: *mut ngx_log_t, zone: &str, subject: Subject<'_>) {
     ngx_log_error!(
         NGX_LOG_NOTICE,
         log,
-        "authban: unban zone={} addr={} reason=api",
+        "authban: unban zone={} {} reason=api",
         zone,
-        key
-    );
-}
-
-/// `authban: unban zone=NAME hash=HEX reason=api` (notice): a key zone's,
-/// by the hash the API lists.
-pub fn unban_api_key(log: *mut ngx_log_t, zone: &str, key: &Key) {
-    ngx_log_error!(
-        NGX_LOG_NOTICE,
-        log,
-        "authban: unban zone={} hash={} reason=api",
-        zone,
-        hash_text(key)
+        subject
     );
 }
 
 /// `authban: unban zone=NAME addr=ADDR reason=sync` (notice): another
 /// node's API unban.
-pub fn unban_sync(log: *mut ngx_log_t, zone: &str, key: &Key) {
+pub fn unban_sync(log: *mut ngx_log_t, zone: &str, subject: Subject<'_>) {
     ngx_log_error!(
         NGX_LOG_NOTICE,
         log,
-        "authban: unban zone={} addr={} reason=sync",
+        "authban: unban zone={} {} reason=sync",
         zone,
-        key
+        subject
     );
 }
 
@@ -288,13 +308,13 @@ pub fn sync_command_error(log: *mut ngx_log_t, zone: &str, url: impl Display, te
 
 /// `authban: unban zone=NAME addr=ADDR reason=zone_full (zone too small)`
 /// (warn).
-pub fn unban_zone_full(log: *mut ngx_log_t, zone: &str, key: &Key) {
+pub fn unban_zone_full(log: *mut ngx_log_t, zone: &str, subject: Subject<'_>) {
     ngx_log_error!(
         NGX_LOG_WARN,
         log,
-        "authban: unban zone={} addr={} reason=zone_full (zone too small)",
+        "authban: unban zone={} {} reason=zone_full (zone too small)",
         zone,
-        key
+        subject
     );
 }
 

@@ -21,7 +21,7 @@ use crate::engine::fleet::{Event, Role};
 use crate::engine::key::Key;
 use crate::engine::table::{Ban, Events, Now, Table, Unacceptable};
 use crate::nginx::base::clock::now;
-use crate::nginx::base::log::{self, BanBy, DEFAULT_LOG_LEVEL};
+use crate::nginx::base::log::{self, BanBy, Subject, DEFAULT_LOG_LEVEL};
 use crate::nginx::base::process::{is_worker_zero, serves_requests};
 use crate::nginx::crowdsec::handle::{self as crowdsec, Crowdsec};
 use crate::nginx::fleet::conf::FleetConf;
@@ -206,7 +206,16 @@ fn log_ban(zone: &Zone, ban: &Ban, by: BanBy) {
         return;
     }
     let bantime = ban.until - ban.since;
-    log::ban(log(), DEFAULT_LOG_LEVEL, &zone.name, ban, bantime, by);
+    let keyed = zone.is_key_zone();
+    log::ban(
+        log(),
+        DEFAULT_LOG_LEVEL,
+        &zone.name,
+        ban,
+        bantime,
+        by,
+        keyed,
+    );
 }
 
 /// Applies a ban from the fleet if the zone's own policy could have made
@@ -320,7 +329,8 @@ fn on_event(fleet: &'static Fleet, link: &mut Link, event: Event) {
             });
             if let Some(Some(_)) = known {
                 if zone::admit_sync_line(zone, SyncLine::Unban, log()) {
-                    log::unban_sync(log(), &zone.name, &key);
+                    let keyed = zone.is_key_zone();
+                    log::unban_sync(log(), &zone.name, Subject { key: &key, keyed });
                 }
             }
         }

@@ -745,7 +745,7 @@ fn count_in(
                 Some(value) => {
                     log::ban_key(log, lcf.log_level(), &zone.name, value, &ban, bantime, by)
                 }
-                None => log::ban(log, lcf.log_level(), &zone.name, &ban, bantime, by),
+                None => log::ban(log, lcf.log_level(), &zone.name, &ban, bantime, by, false),
             }
             if !dry_run {
                 if let Some(f) = &declared.fleet {

@@ -360,7 +360,7 @@ fn act(r: &Request, action: Action) -> Result<Reply, ApiError> {
                 Subject::Key(value) => {
                     log::ban_key(log, log_level, &zone.name, value, &ban, secs, BanBy::Api);
                 }
-                _ => log::ban(log, log_level, &zone.name, &ban, secs, BanBy::Api),
+                _ => log::ban(log, log_level, &zone.name, &ban, secs, BanBy::Api, false),
             }
             if let Some(f) = &declared.fleet {
                 fleet::ban_made(f, &ban);
@@ -377,11 +377,8 @@ fn act(r: &Request, action: Action) -> Result<Reply, ApiError> {
                 .ok_or_else(|| unavailable(zone))?
                 .ok_or_else(|| untracked(zone, &addr))?;
             if state.ban.is_some() {
-                if zone.is_key_zone() {
-                    log::unban_api_key(log, &zone.name, &addr);
-                } else {
-                    log::unban_api(log, &zone.name, &addr);
-                }
+                let keyed = zone.is_key_zone();
+                log::unban_api(log, &zone.name, log::Subject { key: &addr, keyed });
             }
             if let Some(f) = &declared.fleet {
                 fleet::unban_made(f, &addr);

@@ -21,7 +21,7 @@ use crate::engine::directive::ZoneSpec;
 use crate::engine::key::Key;
 use crate::engine::log_limit::{Admit, LogLimit};
 use crate::engine::table::{self, Events, LayoutError, Now, Policy, Refusals, Table};
-use crate::nginx::base::log::{self, BanBy};
+use crate::nginx::base::log::{self, BanBy, Subject};
 
 /// One `authban_zone`: its policy from the configuration and, once nginx
 /// has mapped the memory, where its table lives.
@@ -586,7 +586,11 @@ pub fn log_events(zone: &Zone, events: &Events, log: *mut ngx_log_t, level: usiz
             table::Event::Expired(key) => {
                 let limit = &zone.log_limits.expired;
                 if admit(zone, limit, "reason=expired", log, NGX_LOG_NOTICE as usize) {
-                    log::unban_expired(log, &zone.name, &key);
+                    let subject = Subject {
+                        key: &key,
+                        keyed: zone.is_key_zone(),
+                    };
+                    log::unban_expired(log, &zone.name, subject);
                 }
             }
             table::Event::Widened { ban, members } => {
@@ -598,12 +602,17 @@ pub fn log_events(zone: &Zone, events: &Events, log: *mut ngx_log_t, level: usiz
                     &ban,
                     bantime,
                     BanBy::Widened(members),
+                    false,
                 );
             }
             table::Event::BanDropped(ban) => {
                 let limit = &zone.log_limits.zone_full;
                 if admit(zone, limit, "reason=zone_full", log, NGX_LOG_WARN as usize) {
-                    log::unban_zone_full(log, &zone.name, &ban.key);
+                    let subject = Subject {
+                        key: &ban.key,
+                        keyed: zone.is_key_zone(),
+                    };
+                    log::unban_zone_full(log, &zone.name, subject);
                 }
             }
         }
