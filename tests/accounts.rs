@@ -322,3 +322,27 @@ fn a_key_zone_shares_its_count_and_bans_across_a_fleet() {
         assert!(!format!("{keys:?}").contains("K-FLEET"), "{keys:?}");
     });
 }
+
+#[test]
+fn a_key_zone_in_dry_run_says_what_it_would_ban_and_refuses_nothing() {
+    with_timeout(TEST_SECS, || {
+        let mock = Mock::start();
+        let block = conf(&mock, "").replace(
+            "            authban addr keys;\n",
+            "            authban addr keys;\n            authban_dry_run on;\n",
+        );
+        assert!(block.contains("authban_dry_run on;"));
+        let n = Nginx::options().workers(2).start(&block);
+        let statuses = spray(&n, "K-DRY");
+        assert!(statuses.iter().all(|&s| s == 401), "{statuses:?}");
+        assert!(
+            n.error_log()
+                .contains("would ban zone=keys key=\"K-DRY\" hash="),
+            "{}",
+            n.log_tail()
+        );
+        let dry = get_from(n.port(), &call("K-DRY"), "203.0.113.9");
+        assert_eq!(dry.status(), Some(401));
+        assert_eq!(dry.header("X-Authban-Zone"), Some("keys"));
+    });
+}
