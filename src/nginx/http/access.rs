@@ -427,25 +427,24 @@ fn check(zone: &Zone, ip: IpAddr, refusing: bool, log: *mut nginx_sys::ngx_log_t
     } else {
         zone.policy.key_of(ip)
     };
-    if !zone.may_be_banned(&host, &net) {
-        return Verdict::Clear;
-    }
-    let mut events = Events::default();
-    let verdict = zone
-        .with_table(|t| t.check(&host, now(), refusing, &mut events))
-        .unwrap_or(Verdict::Clear);
-    zone::log_events(zone, &events, log, DEFAULT_LOG_LEVEL);
-    verdict
+    check_keys(zone, &host, &net, refusing, log)
 }
 
-/// A key zone's verdict on `key` (a hash: no network holds it).
-fn check_key(zone: &Zone, key: &Key, refusing: bool, log: *mut nginx_sys::ngx_log_t) -> Verdict {
-    if !zone.may_be_banned(key, key) {
+/// The table's verdict on `host`, counted under `net`, unless the zone's
+/// lock-free filter clears it first.
+fn check_keys(
+    zone: &Zone,
+    host: &Key,
+    net: &Key,
+    refusing: bool,
+    log: *mut nginx_sys::ngx_log_t,
+) -> Verdict {
+    if !zone.may_be_banned(host, net) {
         return Verdict::Clear;
     }
     let mut events = Events::default();
     let verdict = zone
-        .with_table(|t| t.check(key, now(), refusing, &mut events))
+        .with_table(|t| t.check(host, now(), refusing, &mut events))
         .unwrap_or(Verdict::Clear);
     zone::log_events(zone, &events, log, DEFAULT_LOG_LEVEL);
     verdict
@@ -455,7 +454,7 @@ fn check_key(zone: &Zone, key: &Key, refusing: bool, log: *mut nginx_sys::ngx_lo
 /// `familiar=` key zone; `None` for an address realip trusts (it found no
 /// client address: the network would be the proxy's, every client's).
 fn familiar_pair(r: &Request, zone: &Zone, key: &Key, ip: IpAddr) -> Option<Key> {
-    let hasher = zone.key.as_ref()?.hasher()?;
+    let hasher = zone.key_zone()?.hasher()?;
     if realip::is_trusted_proxy(r.as_ref(), ip) {
         return None;
     }
@@ -475,7 +474,7 @@ fn check_key_familiar(r: &Request, zone: &Zone, key: &Key, ip: IpAddr, refusing:
         return Verdict::Clear;
     }
     let Some(pair) = familiar_pair(r, zone, key, ip) else {
-        return check_key(zone, key, refusing, r.log());
+        return check_keys(zone, key, key, refusing, r.log());
     };
     let now = now();
     let mut events = Events::default();
@@ -504,7 +503,8 @@ fn verdict_of(r: &Request, zone: &Zone, ip: IpAddr, refusing: bool) -> Verdict {
             Some((k, _)) if zone.has_familiar_table() => {
                 check_key_familiar(r, zone, &k, ip, refusing)
             }
-            Some((k, _)) => check_key(zone, &k, refusing, r.log()),
+            // A hash: no network holds it.
+            Some((k, _)) => check_keys(zone, &k, &k, refusing, r.log()),
             None => Verdict::Clear,
         }
     } else {

@@ -397,7 +397,7 @@ fn act(r: &Request, action: Action) -> Result<Reply, ApiError> {
 /// takes `addr` only, a key zone `key` (hashed with the zone's secret) or
 /// `hash` only.
 fn zone_key(zone: &Zone, subject: &Subject) -> Result<Key, ApiError> {
-    match (zone.key.as_ref(), subject) {
+    match (zone.key_zone(), subject) {
         (None, Subject::Addr(target)) => Ok(addr_key(zone, *target)),
         (Some(_), Subject::Addr(_)) => Err(ApiError::AddrInKeyZone(zone.name.clone())),
         (None, Subject::Key(_) | Subject::Hash(_)) => Err(ApiError::KeyInAddressZone {

@@ -11,7 +11,7 @@ use crate::nginx::state::zone::Zone;
 /// A key zone's key for `r`: its hash, and the value as the request holds
 /// it (for the log line); `None` for an empty value, or an address zone.
 pub fn of<'r>(r: &'r Request, zone: &Zone) -> Option<(Key, &'r [u8])> {
-    let kz = zone.key.as_ref()?;
+    let kz = zone.key_zone()?;
     let hasher = kz.hasher()?;
     let mut value = ngx_str_t::default();
     // SAFETY: a live request; the complex value was compiled for the http

@@ -45,7 +45,7 @@ pub fn fill_new_zone(zone: &Zone, previous: Option<&Zone>, log: *mut ngx_log_t) 
             Some((records, secret)) => (
                 Saved {
                     records,
-                    secret: zone.key.as_ref().map(|_| secret),
+                    secret: zone.key_zone().map(|_| secret),
                     familiar: old
                         .with_familiar(|_, fam| familiar_pairs(fam, now))
                         .unwrap_or_default(),

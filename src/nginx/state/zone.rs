@@ -50,8 +50,9 @@ pub struct Zone {
     pub cycle: *mut ngx_cycle_t,
     /// Set by [`init`] once nginx has mapped the zone.
     mapped: OnceCell<Mapped>,
-    /// `key=`: what the zone counts by instead of the client address.
-    pub key: Option<KeyZone>,
+    /// `key=`: what the zone counts by instead of the client address (set
+    /// with `keyed` by [`Zone::set_key`]).
+    key: Option<KeyZone>,
     /// `key.is_some()`, as one byte for the common path to test.
     keyed: bool,
 }
@@ -148,6 +149,11 @@ impl Zone {
             key: None,
             keyed: false,
         }
+    }
+
+    /// A key zone's settings.
+    pub fn key_zone(&self) -> Option<&KeyZone> {
+        self.key.as_ref()
     }
 
     /// Makes this a key zone (at configuration).
