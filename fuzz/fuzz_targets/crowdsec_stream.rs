@@ -9,7 +9,7 @@
 
 use authban::engine::crowdsec::alert::parse_login;
 use authban::engine::crowdsec::apply::{Bouncer, Pulled};
-use authban::engine::crowdsec::decision::{parse_stream, MAX_LABEL_LEN};
+use authban::engine::crowdsec::decision::{index_stream, parse_entry, MAX_LABEL_LEN};
 use authban::engine::crowdsec::duration::parse_go_duration;
 use authban::engine::crowdsec::http::ResponseReader;
 use authban::engine::key::Key;
@@ -35,26 +35,33 @@ fuzz_target!(|input: (u8, &[u8])| {
         let _ = parse_go_duration(text);
     }
     let _ = parse_login(data);
-    let Ok(answer) = parse_stream(data) else {
+    // As a pull reads it: the index, then each entry on its own, deleted
+    // ones first.
+    let Ok(index) = index_stream(data) else {
         return;
     };
+    let entries: Vec<_> = index
+        .into_iter()
+        .map(|(is_new, range)| (is_new, parse_entry(&data[range])))
+        .collect();
     let mut region = vec![0u8; 64 * 1024];
     let policy = Policy::default();
     let mut table = Table::format(&mut region, &policy, [1, 2]).expect("format");
     let now = Now::from_ms(1_700_000_000_000);
     let mut bouncer = Bouncer::new("z", piece & 1 == 1, LIMIT);
     let (mut out, mut events) = (Pulled::default(), Events::default());
-    for entry in answer.deleted.iter().flatten() {
-        bouncer.apply_deleted(&mut table, entry, piece & 2 == 2, now, &mut events, &mut out);
-    }
-    for entry in answer.new.iter().flatten() {
-        bouncer.apply_new(&mut table, entry, now, &mut events, &mut out);
+    for (is_new, entry) in &entries {
+        if *is_new {
+            bouncer.apply_new(&mut table, entry, now, &mut events, &mut out);
+        } else {
+            bouncer.apply_deleted(&mut table, entry, piece & 2 == 2, now, &mut events, &mut out);
+        }
     }
     assert!(bouncer.len() <= LIMIT);
     for (ban, _) in &out.applied {
         assert!(policy.admits_remote(ban, now, piece & 1 == 1).is_ok());
     }
-    for entry in answer.new.iter().chain(answer.deleted.iter()).flatten() {
+    for (_, entry) in &entries {
         if let Ok(d) = entry.usable() {
             assert_eq!(Key::parse(&d.key.to_string()), Some(d.key));
             for label in [&d.scenario, &d.origin] {

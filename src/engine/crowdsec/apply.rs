@@ -267,7 +267,7 @@ fn labels(decision: &Decision) -> Labels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::crowdsec::decision::parse_stream;
+    use crate::engine::crowdsec::decision::{index_stream, parse_entry};
     use crate::engine::table::{Policy, Verdict};
 
     const NOW: Now = Now {
@@ -281,10 +281,13 @@ mod tests {
     }
 
     fn entries(json: &str) -> Vec<Entry> {
-        parse_stream(format!("{{\"new\":{json},\"deleted\":null}}").as_bytes())
+        let body = format!("{{\"new\":{json},\"deleted\":null}}");
+        let body = body.as_bytes();
+        index_stream(body)
             .unwrap()
-            .new
-            .unwrap()
+            .into_iter()
+            .map(|(_, range)| parse_entry(&body[range]))
+            .collect()
     }
 
     fn decision(id: i64, value: &str, duration: &str, origin: &str, scenario: &str) -> String {

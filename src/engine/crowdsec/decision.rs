@@ -39,15 +39,6 @@ pub struct RawDecision {
     pub simulated: Option<bool>,
 }
 
-/// A stream answer.
-#[derive(Deserialize, Default)]
-pub struct StreamAnswer {
-    #[serde(default)]
-    pub new: Option<Vec<Entry>>,
-    #[serde(default)]
-    pub deleted: Option<Vec<Entry>>,
-}
-
 /// One element of a list: a decision, or something else (a field of
 /// another type, not an object), which is that element's loss alone.
 #[derive(Deserialize)]
@@ -101,11 +92,6 @@ pub enum Unusable {
     Duration,
     /// Not a decision object at all.
     Malformed,
-}
-
-/// Reads a stream answer; `Err` only when the text is not such an answer.
-pub fn parse_stream(body: &[u8]) -> Result<StreamAnswer, serde_json::Error> {
-    serde_json::from_slice(body)
 }
 
 /// Where each entry of a stream answer lies in its text: `deleted` ones
@@ -198,6 +184,20 @@ fn label(text: Option<&str>) -> String {
 mod tests {
     use super::*;
 
+    /// An answer's deleted and new entries, read as a pull reads them.
+    fn read(body: &[u8]) -> Result<(Vec<Entry>, Vec<Entry>), serde_json::Error> {
+        let (mut deleted, mut new) = (Vec::new(), Vec::new());
+        for (is_new, range) in index_stream(body)? {
+            let entry = parse_entry(&body[range]);
+            if is_new {
+                new.push(entry)
+            } else {
+                deleted.push(entry)
+            }
+        }
+        Ok((deleted, new))
+    }
+
     fn raw(kind: &str, scope: &str, value: &str, duration: &str) -> RawDecision {
         RawDecision {
             id: Some(7),
@@ -248,9 +248,9 @@ mod tests {
             {"id": 6, "type": "ban", "scope": "Ip", "value": "192.0.2.9", "duration": "forever"},
             {"id": 7, "type": 42}
         ], "deleted": null}"#;
-        let answer = parse_stream(body).unwrap();
-        assert!(answer.deleted.is_none());
-        let verdicts: Vec<_> = answer.new.unwrap().iter().map(Entry::usable).collect();
+        let (deleted, new) = read(body).unwrap();
+        assert!(deleted.is_empty());
+        let verdicts: Vec<_> = new.iter().map(Entry::usable).collect();
         let first = verdicts[0].clone().unwrap();
         assert_eq!(first.key, Key::parse("192.0.2.7").unwrap());
         assert_eq!(first.millis_left, 14_398_100);
@@ -268,12 +268,12 @@ mod tests {
 
     #[test]
     fn what_is_not_a_stream_answer_is_refused_whole() {
-        assert!(parse_stream(br#"{"new": [1, "x", null]}"#).is_ok());
-        assert!(parse_stream(b"not json").is_err());
-        assert!(parse_stream(br#"{"new": [}"#).is_err());
-        assert!(parse_stream(br#"{"new": {}}"#).is_err());
-        let empty = parse_stream(br#"{}"#).unwrap();
-        assert!(empty.new.is_none() && empty.deleted.is_none());
+        assert!(read(br#"{"new": [1, "x", null]}"#).is_ok());
+        assert!(read(b"not json").is_err());
+        assert!(read(br#"{"new": [}"#).is_err());
+        assert!(read(br#"{"new": {}}"#).is_err());
+        let (deleted, new) = read(br#"{}"#).unwrap();
+        assert!(new.is_empty() && deleted.is_empty());
     }
 
     #[test]
