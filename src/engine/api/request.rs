@@ -8,6 +8,7 @@ use ipnet::IpNet;
 use crate::engine::api::error::{AddrError, ApiError, DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET};
 use crate::engine::directive::{fold_mapped, net_key, parse_time};
 use crate::engine::key::Key;
+use crate::engine::param::hex_digit;
 use crate::engine::table::MAX_BAN_SECS;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -271,18 +272,9 @@ pub fn parse_hash(text: &str) -> Option<Key> {
     }
     let mut addr = [0u8; 16];
     for (byte, pair) in addr.iter_mut().zip(digits.chunks_exact(2)) {
-        *byte = hex(pair[0])? << 4 | hex(pair[1])?;
+        *byte = hex_digit(pair[0])? << 4 | hex_digit(pair[1])?;
     }
     (addr[0] & 0x80 != 0).then(|| Key::from_raw(addr, 128))
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// Percent-decoding (and `+` as space); `None` for an escape that is not
@@ -298,8 +290,8 @@ fn decode_bytes(raw: &[u8]) -> Option<Vec<u8>> {
     while i < raw.len() {
         match raw[i] {
             b'%' => {
-                let hi = hex(*raw.get(i + 1)?)?;
-                let lo = hex(*raw.get(i + 2)?)?;
+                let hi = hex_digit(*raw.get(i + 1)?)?;
+                let lo = hex_digit(*raw.get(i + 2)?)?;
                 out.push(hi << 4 | lo);
                 i += 3;
             }

@@ -68,7 +68,7 @@ impl Iterator for Bytes<'_> {
         let (&first, rest) = self.raw.split_first()?;
         let (byte, rest) = match (first, rest) {
             (b'+', _) => (b' ', rest),
-            (b'%', [h, l, tail @ ..]) => match (hex(*h), hex(*l)) {
+            (b'%', [h, l, tail @ ..]) => match (hex_digit(*h), hex_digit(*l)) {
                 (Some(h), Some(l)) => (h << 4 | l, tail),
                 _ => (b'%', rest),
             },
@@ -79,7 +79,8 @@ impl Iterator for Bytes<'_> {
     }
 }
 
-fn hex(b: u8) -> Option<u8> {
+/// A hex digit's value, either case.
+pub fn hex_digit(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
