@@ -267,35 +267,43 @@ fn a_fleet_sends_its_ban_to_lapi_once() {
                 api_ok(n, "GET", "?zone=api").get("sync").bool("connected")
             }));
         }
-        // Round robin: the fleet's count crosses on one node.
-        let client = "192.0.2.80";
-        let mut sent = 0;
-        while sent < 4 * MAXRETRY {
-            let n = &nodes[sent % 2];
-            sent += 1;
-            if get_from(n.port(), "/login", client).status() == Some(403) {
-                break;
+        // For each client, round robin up to one short of maxretry, then a
+        // failure at each node at once: both fleet counts can cross (each
+        // node bans before it hears of the other's ban), and the claim in
+        // Redis lets one of them tell LAPI. Three clients, as one does not
+        // always race.
+        let clients = ["192.0.2.80", "192.0.2.81", "192.0.2.82"];
+        for client in clients {
+            for sent in 0..MAXRETRY - 1 {
+                let status = get_from(nodes[sent % 2].port(), "/login", client).status();
+                assert_eq!(status, Some(401));
+            }
+            let last: Vec<_> = nodes
+                .iter()
+                .map(Nginx::port)
+                .map(|port| thread::spawn(move || get_from(port, "/login", client).status()))
+                .collect();
+            for status in last {
+                // 403: the other node's ban came first.
+                let status = status.join().unwrap();
+                assert!(matches!(status, Some(401 | 403)), "{status:?}");
             }
         }
-        for n in &nodes {
-            assert!(wait_until(Duration::from_secs(3), || get_from(
-                n.port(),
-                "/ok",
-                client
-            )
-            .status()
-                == Some(403)));
+        for (n, client) in nodes.iter().flat_map(|n| clients.map(|c| (n, c))) {
+            let refused = || get_from(n.port(), "/ok", client).status() == Some(403);
+            assert!(wait_until(Duration::from_secs(3), refused), "{client}");
         }
-        assert!(
-            wait_until(Duration::from_secs(10), || !alerts_for(&lapi, client)
-                .is_empty()),
-            "no alert"
-        );
-        // Both nodes pull it back: neither applies nor sends it again.
+        for client in clients {
+            let sent = || !alerts_for(&lapi, client).is_empty();
+            assert!(wait_until(Duration::from_secs(10), sent), "no alert");
+        }
+        // Both nodes pull them back: neither applies nor sends one again.
         thread::sleep(Duration::from_secs(4));
-        assert_eq!(alerts_for(&lapi, client), ["authban/api"]);
+        for client in clients {
+            assert_eq!(alerts_for(&lapi, client), ["authban/api"], "{client}");
+        }
         let sent: u64 = nodes.iter().map(|n| crowdsec(n).u64("alerts_sent")).sum();
-        assert_eq!(sent, 1);
+        assert_eq!(sent, 3);
         for n in &nodes {
             assert_eq!(crowdsec(n).u64("decisions_applied"), 0, "{}", n.log_tail());
         }

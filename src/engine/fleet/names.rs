@@ -87,6 +87,12 @@ impl Names {
         format!("{}ban:{key}", self.prefix)
     }
 
+    /// Claimed by the node that tells CrowdSec of a ban (`SET NX`), so
+    /// the fleet sends it once.
+    pub fn alert_key(&self, key: &Key) -> String {
+        format!("{}alert:{key}", self.prefix)
+    }
+
     pub fn channel(&self) -> String {
         format!("{}events", self.prefix)
     }

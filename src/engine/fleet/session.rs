@@ -71,6 +71,9 @@ pub enum Event {
         skipped: u32,
     },
     LoadDone,
+    /// This node claimed the ban's alert for the fleet (or Redis could not
+    /// say whether another node had): it tells CrowdSec.
+    AlertClaimed(Ban),
     /// Redis answered a command with an error.
     CommandError(String),
     /// Bans or unbans refused for a missing or wrong signature (the zone
@@ -98,6 +101,8 @@ enum Expect {
         offset: u32,
         limit: u32,
     },
+    /// The claim of a ban's alert: `OK` if this node made it.
+    Claim(Ban),
     /// Replies whose content does not matter (SET, DEL, PUBLISH).
     Ack,
 }
@@ -307,14 +312,39 @@ impl Session {
         true
     }
 
-    /// Forgets a key fleet-wide: its ban record and its failures.
+    /// Claims the alert for `ban` (the fleet's first claim until the ban
+    /// ends wins); the reply tells ([`Event::AlertClaimed`]).
+    pub fn claim_alert(&mut self, ban: &Ban) -> bool {
+        if !self.can_send() {
+            return false;
+        }
+        let alert_key = self.names.alert_key(&ban.key);
+        let node = self.node.to_string();
+        let until = ban.until.max(1).to_string();
+        let args = ["SET", &alert_key, &node, "EXAT", &until, "NX"];
+        self.command(&args, Expect::Claim(*ban));
+        true
+    }
+
+    /// The bans whose claims Redis has not answered: a link that closes
+    /// sends their alerts itself rather than lose them.
+    pub fn unanswered_claims(&self) -> impl Iterator<Item = Ban> + '_ {
+        self.pending.iter().filter_map(|(_, expect)| match expect {
+            Expect::Claim(ban) => Some(*ban),
+            _ => None,
+        })
+    }
+
+    /// Forgets a key fleet-wide: its ban record, its failures and its
+    /// alert's claim.
     pub fn publish_unban(&mut self, key: &Key) -> bool {
         if !self.can_send() {
             return false;
         }
         let ban_key = self.names.ban_key(key);
         let fail_key = self.names.fail_key(key);
-        self.command(&["DEL", &ban_key, &fail_key], Expect::Ack);
+        let alert_key = self.names.alert_key(key);
+        self.command(&["DEL", &ban_key, &fail_key, &alert_key], Expect::Ack);
         let index = self.names.index_key();
         self.command(&["ZREM", &index, &key.to_string()], Expect::Ack);
         self.publish(&Message::Unban {
@@ -448,6 +478,12 @@ impl Session {
                     events.push(Event::LoadDone);
                     Ok(())
                 }
+                Expect::Claim(ban) => {
+                    // Better twice than never.
+                    events.push(Event::CommandError(text.clone()));
+                    events.push(Event::AlertClaimed(ban));
+                    Ok(())
+                }
                 Expect::Count(_) if text.starts_with("NOSCRIPT") => {
                     // This failure is lost; the next ones count again.
                     self.command(&["SCRIPT", "LOAD", COUNT_SCRIPT], Expect::ScriptReload);
@@ -486,6 +522,11 @@ impl Session {
                 });
             }
             Expect::Load { offset, limit } => self.loaded(frame, offset, limit, events)?,
+            Expect::Claim(ban) => match frame {
+                OwnedFrame::SimpleString(_) => events.push(Event::AlertClaimed(ban)),
+                OwnedFrame::Null => {}
+                _ => return Err(Broken("bad claim reply".into())),
+            },
         }
         Ok(())
     }

@@ -60,9 +60,14 @@ pub fn exit_process(all: impl Iterator<Item = &'static Crowdsec>) {
     }
 }
 
+/// Whether LAPI hears of the bans made here (machine credentials).
+pub fn sends_alerts(cs: &Crowdsec) -> bool {
+    cs.conf.machine.is_some()
+}
+
 /// A ban made here by count: LAPI hears of it (with machine credentials).
 pub fn ban_made(cs: &'static Crowdsec, ban: &Ban) {
-    if cs.conf.machine.is_none() {
+    if !sends_alerts(cs) {
         return;
     }
     let mut pusher = cs.pusher.get();

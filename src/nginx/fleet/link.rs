@@ -29,6 +29,7 @@ use nginx_sys::{
 use rustix::net::sockopt;
 
 use crate::engine::fleet::{Event, Role, Session};
+use crate::engine::table::Ban;
 use crate::nginx::base::guard;
 use crate::nginx::fleet::conf::FleetConf;
 use crate::nginx::net::peer::{self, RawAddr};
@@ -468,10 +469,18 @@ impl Link {
     /// new one. `refused`: Redis refused the handshake.
     fn closed(&mut self, reason: &str, refused: bool) {
         self.close_connection();
-        self.session = None;
+        let unanswered: Vec<Ban> = self
+            .session
+            .take()
+            .map(|s| s.unanswered_claims().collect())
+            .unwrap_or_default();
         let wait = self.backoff_ms();
         self.arm(wait);
         self.owner.on_down(self, reason, refused);
+        // Claims Redis never answered: their alerts go anyway.
+        for ban in unanswered {
+            self.owner.on_event(self, Event::AlertClaimed(ban));
+        }
     }
 
     fn on_tick(&mut self) {

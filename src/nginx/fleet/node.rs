@@ -183,6 +183,35 @@ fn publish_ban(zone: &Zone, link: &mut Link, ban: &Ban) -> bool {
     sent
 }
 
+/// A ban made here by count: the fleet gets it, and CrowdSec hears of it
+/// once for the fleet.
+pub fn ban_counted(fleet: &'static Fleet, ban: &Ban) {
+    // SAFETY: called from a request handler.
+    match unsafe { commands(fleet) } {
+        Some(link) => {
+            publish_ban(&fleet.zone, link, ban);
+            alert(fleet, Some(link), ban);
+        }
+        None => alert(fleet, None, ban),
+    }
+}
+
+/// CrowdSec hears of a ban by count through the fleet's claim in Redis
+/// (the node whose claim is first sends it: once per fleet even when two
+/// nodes' counts cross at once), or at once when Redis cannot be asked.
+fn alert(fleet: &'static Fleet, link: Option<&mut Link>, ban: &Ban) {
+    let Some(cs) = fleet.crowdsec.get() else {
+        return;
+    };
+    if !crowdsec::sends_alerts(cs) {
+        return;
+    }
+    let claimed = link.is_some_and(|l| l.with_session(|s| s.claim_alert(ban)));
+    if !claimed {
+        crowdsec::ban_made(cs, ban);
+    }
+}
+
 /// An API unban here: the fleet forgets the key too.
 pub fn unban_made(fleet: &Fleet, key: &Key) {
     // SAFETY: called from the API handler.
@@ -294,10 +323,7 @@ fn on_event(fleet: &'static Fleet, link: &mut Link, event: Event) {
             if let Some(ban) = made {
                 log_ban(zone, &ban, BanBy::Fleet);
                 publish_ban(zone, link, &ban);
-                // This node's count crossed: it alone speaks for the fleet.
-                if let Some(cs) = fleet.crowdsec.get() {
-                    crowdsec::ban_made(cs, &ban);
-                }
+                alert(fleet, Some(link), &ban);
             }
             zone::log_events(zone, &events, log(), DEFAULT_LOG_LEVEL);
         }
@@ -340,6 +366,11 @@ fn on_event(fleet: &'static Fleet, link: &mut Link, event: Event) {
             fleet.loaded.set(fleet.loaded.get() + applied);
         }
         Event::LoadDone => finish_load(fleet),
+        Event::AlertClaimed(ban) => {
+            if let Some(cs) = fleet.crowdsec.get() {
+                crowdsec::ban_made(cs, &ban);
+            }
+        }
         Event::Forged(n) => refused_forged(zone, u64::from(n), log()),
         Event::CommandError(text) => {
             if zone::admit_sync_line(zone, SyncLine::Error, log()) {

@@ -748,11 +748,13 @@ fn count_in(
                 None => log::ban(log, lcf.log_level(), &zone.name, &ban, bantime, by, false),
             }
             if !dry_run {
-                if let Some(f) = &declared.fleet {
-                    fleet::ban_made(f, &ban);
-                }
-                if let Some(cs) = declared.crowdsec.get() {
-                    crowdsec::ban_made(cs, &ban);
+                match &declared.fleet {
+                    Some(f) => fleet::ban_counted(f, &ban),
+                    None => {
+                        if let Some(cs) = declared.crowdsec.get() {
+                            crowdsec::ban_made(cs, &ban);
+                        }
+                    }
                 }
             }
         }

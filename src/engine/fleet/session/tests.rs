@@ -122,6 +122,53 @@ fn bans_are_stored_and_published() {
 }
 
 #[test]
+fn the_first_claim_of_a_bans_alert_sends_it_and_an_unanswered_one_is_kept() {
+    let mut s = ready_commands();
+    let ban = Ban {
+        key: Key::parse("192.0.2.1").unwrap(),
+        since: 100,
+        until: 700,
+        failures: 5,
+        offence: 1,
+    };
+    assert!(s.claim_alert(&ban));
+    let out = String::from_utf8_lossy(s.output()).into_owned();
+    assert!(out.contains(
+        "$3\r\nSET\r\n$26\r\nauthban:cs:alert:192.0.2.1\r\n$1\r\n7\r\n$4\r\nEXAT\r\n$3\r\n700\r\n$2\r\nNX\r\n"
+    ), "{out:?}");
+    assert_eq!(s.unanswered_claims().collect::<Vec<_>>(), vec![ban]);
+    // Claimed here: this node sends it.
+    assert_eq!(feed(&mut s, b"+OK\r\n"), vec![Event::AlertClaimed(ban)]);
+    assert_eq!(s.unanswered_claims().count(), 0);
+    // Another node's claim holds: nothing.
+    assert!(s.claim_alert(&ban));
+    assert_eq!(feed(&mut s, b"$-1\r\n"), vec![]);
+    // Redis cannot say: sent, better twice than never.
+    assert!(s.claim_alert(&ban));
+    assert_eq!(
+        feed(&mut s, b"-READONLY replica\r\n"),
+        vec![
+            Event::CommandError("READONLY replica".into()),
+            Event::AlertClaimed(ban)
+        ]
+    );
+    // Any other answer is a broken link.
+    assert!(s.claim_alert(&ban));
+    let mut events = Vec::new();
+    assert!(s.feed(b":1\r\n", &mut events).is_err());
+}
+
+#[test]
+fn an_unban_forgets_the_alerts_claim() {
+    let mut s = ready_commands();
+    let key = Key::parse("192.0.2.1").unwrap();
+    assert!(s.publish_unban(&key));
+    let out = String::from_utf8_lossy(s.output()).into_owned();
+    assert!(out.contains("$3\r\nDEL\r\n"), "{out}");
+    assert!(out.contains("authban:cs:alert:192.0.2.1"), "{out}");
+}
+
+#[test]
 fn a_subscriber_reports_other_nodes_messages() {
     let mut s = Session::new(Role::Subscriber, "cs", 7, &url("redis://h"));
     let mut bytes = resp(&["subscribe", "authban:cs:events"]);
