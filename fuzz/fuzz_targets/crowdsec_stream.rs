@@ -9,9 +9,10 @@
 
 use authban::engine::crowdsec::alert::parse_login;
 use authban::engine::crowdsec::apply::{Bouncer, Pulled};
-use authban::engine::crowdsec::decision::{index_stream, parse_entry, MAX_LABEL_LEN};
+use authban::engine::crowdsec::decision::{parse_entry, MAX_LABEL_LEN};
 use authban::engine::crowdsec::duration::parse_go_duration;
 use authban::engine::crowdsec::http::ResponseReader;
+use authban::engine::crowdsec::stream_index::{index_stream, StreamIndex};
 use authban::engine::key::Key;
 use authban::engine::table::{Events, Now, Policy, Table};
 use libfuzzer_sys::fuzz_target;
@@ -35,9 +36,20 @@ fuzz_target!(|input: (u8, &[u8])| {
         let _ = parse_go_duration(text);
     }
     let _ = parse_login(data);
-    // As a pull reads it: the index, then each entry on its own, deleted
-    // ones first.
-    let Ok(index) = index_stream(data) else {
+    // As a pull reads it: the index, a slice at a time (the same as in
+    // one go), then each entry on its own, deleted ones first.
+    let whole = index_stream(data);
+    let mut stepped = StreamIndex::new();
+    let budget = usize::from(piece).max(1);
+    let stepped = loop {
+        match stepped.step(data, budget) {
+            Ok(true) => break Ok(stepped.entries()),
+            Ok(false) => continue,
+            Err(e) => break Err(e),
+        }
+    };
+    assert_eq!(stepped, whole);
+    let Ok(index) = whole else {
         return;
     };
     let entries: Vec<_> = index

@@ -267,7 +267,8 @@ fn labels(decision: &Decision) -> Labels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::crowdsec::decision::{index_stream, parse_entry};
+    use crate::engine::crowdsec::decision::parse_entry;
+    use crate::engine::crowdsec::stream_index::index_stream;
     use crate::engine::table::{Policy, Verdict};
 
     const NOW: Now = Now {

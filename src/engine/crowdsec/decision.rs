@@ -5,10 +5,7 @@
 //! out of range makes that decision unusable (counted by the caller), never
 //! the whole answer, and text kept for logs is bounded.
 
-use core::ops::Range;
-
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use crate::engine::crowdsec::duration::parse_go_duration;
 use crate::engine::key::Key;
@@ -94,32 +91,8 @@ pub enum Unusable {
     Malformed,
 }
 
-/// Where each entry of a stream answer lies in its text: `deleted` ones
-/// first, then `new` ones (`true`), as they are applied. Reading this far
-/// only checks the text is JSON of that shape; each entry is read later,
-/// a batch at a time ([`parse_entry`]), so that a startup answer of
-/// 100,000 decisions is never read in one go.
-pub fn index_stream(body: &[u8]) -> Result<Vec<(bool, Range<usize>)>, serde_json::Error> {
-    #[derive(Deserialize)]
-    struct Raw<'a> {
-        #[serde(borrow, default)]
-        new: Option<Vec<&'a RawValue>>,
-        #[serde(borrow, default)]
-        deleted: Option<Vec<&'a RawValue>>,
-    }
-    let raw: Raw<'_> = serde_json::from_slice(body)?;
-    let base = body.as_ptr() as usize;
-    let range = |v: &RawValue| {
-        let text = v.get();
-        let start = text.as_ptr() as usize - base;
-        start..start + text.len()
-    };
-    let deleted = raw.deleted.iter().flatten().map(|v| (false, range(v)));
-    let new = raw.new.iter().flatten().map(|v| (true, range(v)));
-    Ok(deleted.chain(new).collect())
-}
-
-/// One entry of a stream answer, from its text (a [`index_stream`] range).
+/// One entry of a stream answer, from its text (a range
+/// [`crate::engine::crowdsec::stream_index`] found).
 pub fn parse_entry(text: &[u8]) -> Entry {
     serde_json::from_slice(text).unwrap_or(Entry::Malformed(serde::de::IgnoredAny))
 }
@@ -183,9 +156,10 @@ fn label(text: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::crowdsec::stream_index::{index_stream, NotAStream};
 
     /// An answer's deleted and new entries, read as a pull reads them.
-    fn read(body: &[u8]) -> Result<(Vec<Entry>, Vec<Entry>), serde_json::Error> {
+    fn read(body: &[u8]) -> Result<(Vec<Entry>, Vec<Entry>), NotAStream> {
         let (mut deleted, mut new) = (Vec::new(), Vec::new());
         for (is_new, range) in index_stream(body)? {
             let entry = parse_entry(&body[range]);
@@ -212,28 +186,10 @@ mod tests {
     }
 
     #[test]
-    fn an_index_finds_each_entry_deleted_first() {
-        let body = br#"{"new": [{"id": 1, "type": "ban"}, 7], "deleted": [{"id": 2}]}"#;
-        let index = index_stream(body).unwrap();
-        let texts: Vec<_> = index
-            .iter()
-            .map(|(new, r)| (*new, core::str::from_utf8(&body[r.clone()]).unwrap()))
-            .collect();
-        assert_eq!(
-            texts,
-            [
-                (false, r#"{"id": 2}"#),
-                (true, r#"{"id": 1, "type": "ban"}"#),
-                (true, "7")
-            ]
-        );
+    fn an_entry_that_is_not_a_decision_is_malformed() {
         assert!(matches!(parse_entry(b"7"), Entry::Malformed(_)));
+        assert!(matches!(parse_entry(b"{"), Entry::Malformed(_)));
         assert!(matches!(parse_entry(br#"{"id": 2}"#), Entry::Decision(_)));
-        assert!(index_stream(br#"{"new": null, "deleted": null}"#)
-            .unwrap()
-            .is_empty());
-        assert!(index_stream(b"[1]").is_err());
-        assert!(index_stream(br#"{"new": [1, "#).is_err());
     }
 
     #[test]

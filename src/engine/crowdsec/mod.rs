@@ -2,6 +2,8 @@
 //! a zone can hold. Nothing here talks to the network.
 //!
 //! - `duration`: Go's duration text, as LAPI writes a decision's time left.
+//! - `stream_index`: where each decision lies in a stream answer, found a
+//!   slice of the answer at a time.
 //! - `decision`: the decisions stream's answer, each decision checked on
 //!   its own (type, scope, value, duration) and its labels bounded.
 //! - `credentials`: the bouncer key and machine credentials files.
@@ -18,3 +20,4 @@ pub mod decision;
 pub mod directive;
 pub mod duration;
 pub mod http;
+pub mod stream_index;

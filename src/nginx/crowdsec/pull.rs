@@ -13,8 +13,9 @@ use nginx_sys::{ngx_add_timer, ngx_del_timer, ngx_event_t, ngx_exiting, ngx_log_
 use ngx::log::ngx_cycle_log;
 
 use crate::engine::crowdsec::apply::{Bouncer, Pulled};
-use crate::engine::crowdsec::decision::{index_stream, parse_entry};
+use crate::engine::crowdsec::decision::parse_entry;
 use crate::engine::crowdsec::http::request;
+use crate::engine::crowdsec::stream_index::{Entries, StreamIndex};
 use crate::engine::log_limit::LogLimit;
 use crate::engine::table::{Events, Table};
 use crate::nginx::base::clock::now;
@@ -34,12 +35,18 @@ const TRIM_AFTER: usize = 1 << 20;
 /// Decisions applied per lock of the zone: requests of other workers wait
 /// for one batch at most, never for a whole startup answer.
 const BATCH: usize = 1000;
+/// Bytes of an answer indexed per turn of the event loop (about half a
+/// millisecond): a 14 MB startup answer read in one go held worker 0 for
+/// some 30 ms.
+const INDEX_SLICE: usize = 256 << 10;
 
 /// An answer being applied: its text, where its entries lie (deleted
 /// ones first), and how far it got.
 struct Applying {
     body: Vec<u8>,
-    index: Vec<(bool, core::ops::Range<usize>)>,
+    /// Until the whole answer is indexed, a slice per turn.
+    indexing: Option<StreamIndex>,
+    index: Entries,
     next: usize,
     startup: bool,
     made: usize,
@@ -163,19 +170,43 @@ impl Puller {
             }
             status => return self.failed(&format!("HTTP {status}")),
         }
-        let index = match index_stream(&response.body) {
-            Ok(index) => index,
-            Err(e) => return self.failed(&format!("not a decisions stream: {e}")),
-        };
-        self.bouncer.forget_ended(now());
         self.applying = Some(Applying {
             body: response.body,
-            index,
+            indexing: Some(StreamIndex::new()),
+            index: Vec::new(),
             next: 0,
             startup: !self.started,
             made: 0,
         });
-        self.apply_batch();
+        self.index_slice();
+    }
+
+    /// Indexes the next slice of the answer; then, while the answer goes
+    /// on, lets the event loop turn before the next.
+    fn index_slice(&mut self) {
+        let Some(a) = self.applying.as_mut() else {
+            return;
+        };
+        let Some(indexing) = a.indexing.as_mut() else {
+            return self.apply_batch();
+        };
+        match indexing.step(&a.body, INDEX_SLICE) {
+            Ok(false) => self.arm(0),
+            Ok(true) => {
+                a.index = a
+                    .indexing
+                    .take()
+                    .map(StreamIndex::entries)
+                    .unwrap_or_default();
+                self.bouncer.forget_ended(now());
+                self.apply_batch();
+            }
+            Err(e) => {
+                let len = self.applying.take().map_or(0, |a| a.body.len());
+                release(len);
+                self.failed(&format!("not a decisions stream: {e}"));
+            }
+        }
     }
 
     /// Applies the next batch of the answer under one lock of the zone;
@@ -223,16 +254,10 @@ impl Puller {
 
     /// The whole answer is applied: the pull counts as done.
     fn applied(&mut self, done: Applying) {
-        let large = done.body.len() > TRIM_AFTER;
+        let len = done.body.len();
         let made = done.made;
         drop(done);
-        if large {
-            // The answer is freed: glibc keeps such a heap for the process
-            // unless asked to give it back (a startup answer of 100,000
-            // decisions left 39 MiB).
-            // SAFETY: glibc's malloc_trim, from the worker's only thread.
-            unsafe { libc::malloc_trim(0) };
-        }
+        release(len);
         self.started = true;
         self.failed_tries = 0;
         let secs = now().secs();
@@ -248,10 +273,11 @@ impl Puller {
         self.arm(self.conf.spec.interval as usize * 1000);
     }
 
-    /// A turn of the timer: the next batch of an answer, or the next pull.
+    /// A turn of the timer: the next slice or batch of an answer, or the
+    /// next pull.
     fn on_timer(&mut self) {
         if self.applying.is_some() {
-            self.apply_batch();
+            self.index_slice();
         } else {
             self.pull();
         }
@@ -305,6 +331,16 @@ impl Puller {
             unsafe { ngx_del_timer(&mut self.timer) };
         }
         self.exchange().stop();
+    }
+}
+
+/// An answer of `len` bytes was freed: glibc keeps such a heap for the
+/// process unless asked to give it back (a startup answer of 100,000
+/// decisions left 39 MiB).
+fn release(len: usize) {
+    if len > TRIM_AFTER {
+        // SAFETY: glibc's malloc_trim, from the worker's only thread.
+        unsafe { libc::malloc_trim(0) };
     }
 }
 
