@@ -549,6 +549,76 @@ fn a_lapi_that_trickles_or_never_ends_costs_a_failed_pull_not_a_worker() {
     });
 }
 
+/// A `startup=true` answer's body of `count` ban decisions on 10.0.x.y,
+/// as LAPI writes it, with `tail` after the list (`]}` for a whole one).
+fn large_body(count: u32, tail: &str) -> String {
+    let decisions: Vec<String> = (0..count)
+        .map(|i| {
+            format!(
+                r#"{{"duration":"3h59m58.5s","id":{},"origin":"cscli","scenario":"manual 'ban' from 'test'","scope":"Ip","type":"ban","uuid":"0b5d3c2e-6f0a-4a4e-9c1d-{i:012}","value":"10.0.{}.{}"}}"#,
+                i + 1,
+                i / 256,
+                i % 256
+            )
+        })
+        .collect();
+    format!(r#"{{"deleted":null,"new":[{}{tail}"#, decisions.join(","))
+}
+
+fn answer_200(body: &str) -> Vec<u8> {
+    let mut answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(body.as_bytes());
+    answer
+}
+
+#[test]
+fn a_large_answer_is_applied_whole_or_not_at_all() {
+    with_timeout(TEST_SECS, || {
+        let dir = fresh_dir("crowdsec-large");
+        let key = dir.join("bouncer.key");
+        std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
+        // Some 800 KB: indexed over several turns of worker 0's loop.
+        const COUNT: u32 = 4000;
+        let whole = answer_200(&large_body(COUNT, "]}"));
+        let whole = FakeLapi::start(whole, 64 * 1024, Duration::ZERO, false);
+        // The same but for its last byte: nothing of it is applied.
+        let broken_body = large_body(COUNT, "]]");
+        let broken = answer_200(&broken_body);
+        let broken = FakeLapi::start(broken, 64 * 1024, Duration::ZERO, false);
+        let block = conf(&crowdsec_line(&whole.url(), &key, "")).replace(
+            "    server {\n        listen 127.0.0.1:{port2};",
+            &format!(
+                "    authban_zone zone=other:1m;\n    {}\n\n    server {{\n        listen 127.0.0.1:{{port2}};",
+                crowdsec_line(&broken.url(), &key, "").replace("zone=api", "zone=other")
+            ),
+        );
+        let n = Nginx::options().workers(2).start(&block);
+        let applied = || crowdsec(&n).u64("decisions_applied") == u64::from(COUNT);
+        assert!(
+            wait_until(WITHIN, applied),
+            "{:?}\n{}",
+            crowdsec(&n),
+            n.log_tail()
+        );
+        for client in ["10.0.0.0", "10.0.7.100", "10.0.15.159"] {
+            assert!(all_refused(&n, client), "{client}");
+        }
+        assert!(all_served(&n, "10.0.15.160"));
+        let other = api_ok(&n, "GET", "?zone=other");
+        let cs = other.get("crowdsec");
+        assert_eq!(cs.u64("decisions_applied"), 0, "{other:?}");
+        assert_eq!(other.u64("bans"), 0, "{other:?}");
+        let at = broken_body.len() - 1;
+        let why = format!("not a decisions stream: expected `,` or `}}` at byte {at}");
+        assert_eq!(cs.str("last_error"), why, "{cs:?}");
+        n.assert_clean();
+    });
+}
+
 #[test]
 fn an_https_lapi_is_used_only_when_its_certificate_verifies() {
     with_timeout(TEST_SECS, || {
