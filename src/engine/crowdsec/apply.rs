@@ -7,7 +7,7 @@
 //! with `startup=true`, which lists every active decision again, and finds
 //! its bans already in the zone (see [`Bouncer::apply_new`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::engine::crowdsec::decision::{Decision, Entry, Unusable};
 use crate::engine::key::Key;
@@ -58,6 +58,9 @@ pub struct Bouncer {
     wide: bool,
     by_id: HashMap<i64, Taken>,
     by_key: HashMap<Key, Vec<i64>>,
+    /// Each remembered decision by when its ban ends: a pull forgets the
+    /// ended ones without walking all of them (100,000 took 17 ms).
+    by_end: BTreeSet<(u32, i64)>,
     /// At most this many decisions are remembered: the zone's capacity
     /// (it cannot hold more bans).
     limit: usize,
@@ -70,6 +73,7 @@ impl Bouncer {
             wide,
             by_id: HashMap::new(),
             by_key: HashMap::new(),
+            by_end: BTreeSet::new(),
             limit,
         }
     }
@@ -198,17 +202,26 @@ impl Bouncer {
     /// decision as deleted to a bouncer that was not pulling then).
     pub fn forget_ended(&mut self, now: Now) {
         let secs = now.secs();
-        self.by_id.retain(|_, t| t.until > secs);
-        let by_id = &self.by_id;
-        self.by_key.retain(|_, ids| {
-            ids.retain(|id| by_id.contains_key(id));
-            !ids.is_empty()
-        });
+        while self.by_end.first().is_some_and(|&(until, _)| until <= secs) {
+            if let Some((_, id)) = self.by_end.pop_first() {
+                self.forget(id);
+            }
+        }
+    }
+
+    /// Room for `more` decisions, made before a large answer is applied:
+    /// the maps then do not grow (and rehash everything) between batches.
+    pub fn reserve(&mut self, more: usize) {
+        let more = more.min(self.limit.saturating_sub(self.by_id.len()));
+        self.by_id.reserve(more);
+        self.by_key.reserve(more);
     }
 
     fn remember(&mut self, id: i64, key: Key, until: u32) {
         if let Some(old) = self.by_id.get(&id).copied() {
             if old.key == key {
+                self.by_end.remove(&(old.until, id));
+                self.by_end.insert((until, id));
                 self.by_id.insert(id, Taken { key, until });
                 return;
             }
@@ -219,10 +232,12 @@ impl Bouncer {
         }
         self.by_id.insert(id, Taken { key, until });
         self.by_key.entry(key).or_default().push(id);
+        self.by_end.insert((until, id));
     }
 
     fn forget(&mut self, id: i64) -> Option<Taken> {
         let taken = self.by_id.remove(&id)?;
+        self.by_end.remove(&(taken.until, id));
         if let Some(ids) = self.by_key.get_mut(&taken.key) {
             ids.retain(|&i| i != id);
             if ids.is_empty() {
@@ -480,5 +495,55 @@ mod tests {
             b.forget_ended(Now::from_ms(NOW.ms + 150_000));
             assert_eq!(b.len(), 1);
         });
+    }
+
+    /// The three maps tell the same story.
+    fn assert_consistent(b: &Bouncer) {
+        assert_eq!(b.by_end.len(), b.by_id.len());
+        for &(until, id) in &b.by_end {
+            let taken = b.by_id[&id];
+            assert_eq!(taken.until, until);
+            assert!(b.by_key[&taken.key].contains(&id));
+        }
+        let listed: usize = b.by_key.values().map(Vec::len).sum();
+        assert_eq!(listed, b.by_id.len());
+    }
+
+    proptest::proptest! {
+        /// Decisions made, changed, deleted and ended in any order: what
+        /// is remembered stays consistent, bounded, and forgets exactly
+        /// the decisions whose ban ended.
+        #[test]
+        fn what_is_remembered_stays_consistent(
+            steps in proptest::collection::vec((0u8..4, 1i64..12, 0u8..4, 1u32..20), 0..60),
+        ) {
+            let mut b = Bouncer::new("api", false, 8);
+            let mut region = vec![0u8; 64 * 1024];
+            let mut t = Table::format(&mut region, &Policy::default(), [1, 2]).unwrap();
+            let mut now = NOW;
+            for (op, id, host, minutes) in steps {
+                let d = decision(id, &format!("192.0.2.{host}"), &format!("{minutes}m"), "cscli", "x");
+                let (mut out, mut ev) = (Pulled::default(), Events::default());
+                match op {
+                    0 | 1 => {
+                        for e in entries(&format!("[{d}]")) {
+                            b.apply_new(&mut t, &e, now, &mut ev, &mut out);
+                        }
+                    }
+                    2 => {
+                        for e in entries(&format!("[{d}]")) {
+                            b.apply_deleted(&mut t, &e, false, now, &mut ev, &mut out);
+                        }
+                    }
+                    _ => {
+                        now = Now::from_ms(now.ms + u64::from(minutes) * 30_000);
+                        b.forget_ended(now);
+                        proptest::prop_assert!(b.by_id.values().all(|t| t.until > now.secs()));
+                    }
+                }
+                proptest::prop_assert!(b.len() <= 8);
+                assert_consistent(&b);
+            }
+        }
     }
 }

@@ -32,9 +32,10 @@ use crate::nginx::state::zone::Zone;
 const MAX_ANSWER: usize = 64 << 20;
 /// An answer larger than this leaves a heap worth giving back.
 const TRIM_AFTER: usize = 1 << 20;
-/// Decisions applied per lock of the zone: requests of other workers wait
-/// for one batch at most, never for a whole startup answer.
-const BATCH: usize = 1000;
+/// Decisions applied per lock of the zone and turn of the event loop
+/// (under a millisecond): requests wait for one batch at most, never for
+/// a whole startup answer.
+const BATCH: usize = 250;
 /// Bytes of an answer indexed per turn of the event loop (about half a
 /// millisecond): a 14 MB startup answer read in one go held worker 0 for
 /// some 30 ms.
@@ -199,6 +200,8 @@ impl Puller {
                     .map(StreamIndex::entries)
                     .unwrap_or_default();
                 self.bouncer.forget_ended(now());
+                let new = a.index.iter().filter(|(is_new, _)| *is_new).count();
+                self.bouncer.reserve(new);
                 self.apply_batch();
             }
             Err(e) => {
