@@ -12,14 +12,37 @@ use authban::engine::crowdsec::apply::{Bouncer, Pulled};
 use authban::engine::crowdsec::decision::{parse_entry, MAX_LABEL_LEN};
 use authban::engine::crowdsec::duration::parse_go_duration;
 use authban::engine::crowdsec::http::ResponseReader;
-use authban::engine::crowdsec::stream_index::{index_stream, StreamIndex};
+use authban::engine::crowdsec::stream_index::{index_stream, Entries, StreamIndex};
 use authban::engine::key::Key;
 use authban::engine::table::{Events, Now, Policy, Table};
 use libfuzzer_sys::fuzz_target;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 const MAX_BODY: usize = 4096;
 /// Decisions the bouncer may remember here.
 const LIMIT: usize = 8;
+
+/// serde_json's reading of a whole answer: the entries' ranges, deleted
+/// ones first.
+fn serde_reading(body: &[u8]) -> Option<Entries> {
+    #[derive(Deserialize)]
+    struct Raw<'a> {
+        #[serde(borrow, default)]
+        new: Option<Vec<&'a RawValue>>,
+        #[serde(borrow, default)]
+        deleted: Option<Vec<&'a RawValue>>,
+    }
+    let raw: Raw<'_> = serde_json::from_slice(body).ok()?;
+    let base = body.as_ptr() as usize;
+    let range = |v: &RawValue| {
+        let start = v.get().as_ptr() as usize - base;
+        start..start + v.get().len()
+    };
+    let deleted = raw.deleted.iter().flatten().map(|v| (false, range(v)));
+    let new = raw.new.iter().flatten().map(|v| (true, range(v)));
+    Some(deleted.chain(new).collect())
+}
 
 fuzz_target!(|input: (u8, &[u8])| {
     let (piece, data) = input;
@@ -49,6 +72,18 @@ fuzz_target!(|input: (u8, &[u8])| {
         }
     };
     assert_eq!(stepped, whole);
+    // As serde_json reads the whole answer, but for what the index refuses
+    // on purpose (an answer as a list; invalid UTF-8 in members it skips).
+    let serde = serde_reading(data);
+    match &whole {
+        Ok(entries) => assert_eq!(serde.as_ref(), Some(entries)),
+        Err(_) => {
+            let object = data.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+            if object && core::str::from_utf8(data).is_ok() {
+                assert!(serde.is_none(), "serde_json reads what the index refuses");
+            }
+        }
+    }
     let Ok(index) = whole else {
         return;
     };

@@ -4,6 +4,11 @@
 //! milliseconds. serde_json reads each value (so its checks are the
 //! checks); this file only walks the answer's outer object and its two
 //! lists between values, and can stop after any of them.
+//!
+//! It reads what serde_json reads into `{new: Option<Vec<_>>, deleted:
+//! Option<Vec<_>>}`, a little more strictly: the answer must be an object
+//! (serde also takes a struct as a list), and members it does not know
+//! must be valid UTF-8 too (serde skips them unread). LAPI writes neither.
 
 use core::ops::Range;
 
@@ -75,7 +80,7 @@ impl StreamIndex {
     /// `budget` bytes further; true when the whole answer is indexed.
     /// A value is never cut: one longer than `budget` is read whole.
     pub fn step(&mut self, body: &[u8], budget: usize) -> Result<bool, NotAStream> {
-        let stop = self.pos.saturating_add(budget);
+        let stop = self.pos.saturating_add(budget.max(1));
         while self.at != At::Done {
             if self.pos >= stop {
                 return Ok(false);

@@ -26,6 +26,9 @@ use super::wire::{self, Decimal, KeyText};
 use crate::engine::key::Key;
 use crate::engine::table::Ban;
 
+/// The longest an alert's claim holds (seconds): the window in which
+/// nodes may ban the same key before they hear of each other's ban.
+const CLAIM_SECS: u32 = 60;
 /// Ban records asked for per page while loading.
 const LOAD_PAGE: u32 = 500;
 /// A reply larger than this means the peer is not a Redis we can trust:
@@ -312,16 +315,20 @@ impl Session {
         true
     }
 
-    /// Claims the alert for `ban` (the fleet's first claim until the ban
-    /// ends wins); the reply tells ([`Event::AlertClaimed`]).
+    /// Claims the alert for `ban`: the fleet's first claim wins; the reply
+    /// tells ([`Event::AlertClaimed`]). The claim covers the time nodes
+    /// can race to the same ban (a minute at most, the ban's length if
+    /// shorter), in Redis's clock: a later ban of the key, or one after
+    /// an unban that could not reach Redis, is claimed afresh.
     pub fn claim_alert(&mut self, ban: &Ban) -> bool {
         if !self.can_send() {
             return false;
         }
         let alert_key = self.names.alert_key(&ban.key);
         let node = self.node.to_string();
-        let until = ban.until.max(1).to_string();
-        let args = ["SET", &alert_key, &node, "EXAT", &until, "NX"];
+        let secs = ban.until.saturating_sub(ban.since).clamp(1, CLAIM_SECS);
+        let secs = secs.to_string();
+        let args = ["SET", &alert_key, &node, "EX", &secs, "NX"];
         self.command(&args, Expect::Claim(*ban));
         true
     }
@@ -525,7 +532,11 @@ impl Session {
             Expect::Claim(ban) => match frame {
                 OwnedFrame::SimpleString(_) => events.push(Event::AlertClaimed(ban)),
                 OwnedFrame::Null => {}
-                _ => return Err(Broken("bad claim reply".into())),
+                _ => {
+                    // The link goes; the alert does not.
+                    events.push(Event::AlertClaimed(ban));
+                    return Err(Broken("bad claim reply".into()));
+                }
             },
         }
         Ok(())

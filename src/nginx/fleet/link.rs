@@ -435,16 +435,12 @@ impl Link {
             if session.is_ready() {
                 self.failed_tries = 0;
             }
-            // Only completed replies move the deadline, to the next owed.
-            if fed.is_ok() && !self.follow_deadline() {
-                self.closed(&self.late(), false);
-                break;
-            }
             let refused = events.iter().find_map(|e| match e {
                 Event::Refused(text) => Some(text.clone()),
                 _ => None,
             });
-            // Events first: a reply before the breakage still counts.
+            // Events first: a reply before the breakage or a late one
+            // still counts (an alert's claim answered is this node's).
             for event in events.drain(..) {
                 if !matches!(event, Event::Refused(_)) {
                     self.owner.on_event(self, event);
@@ -455,6 +451,14 @@ impl Link {
                     Some(text) => self.closed(&text, true),
                     None => self.closed(&broken.0, false),
                 }
+                break;
+            }
+            if self.conn.is_null() {
+                break;
+            }
+            // Only completed replies move the deadline, to the next owed.
+            if !self.follow_deadline() {
+                self.closed(&self.late(), false);
                 break;
             }
         }
@@ -551,6 +555,8 @@ impl Link {
             resolution.cancel();
         }
         self.close_connection();
+        // Alerts whose claims are still owed go with the worker, as the
+        // alerts its pusher still holds do.
         self.session = None;
     }
 

@@ -134,7 +134,7 @@ fn the_first_claim_of_a_bans_alert_sends_it_and_an_unanswered_one_is_kept() {
     assert!(s.claim_alert(&ban));
     let out = String::from_utf8_lossy(s.output()).into_owned();
     assert!(out.contains(
-        "$3\r\nSET\r\n$26\r\nauthban:cs:alert:192.0.2.1\r\n$1\r\n7\r\n$4\r\nEXAT\r\n$3\r\n700\r\n$2\r\nNX\r\n"
+        "$3\r\nSET\r\n$26\r\nauthban:cs:alert:192.0.2.1\r\n$1\r\n7\r\n$2\r\nEX\r\n$2\r\n60\r\n$2\r\nNX\r\n"
     ), "{out:?}");
     assert_eq!(s.unanswered_claims().collect::<Vec<_>>(), vec![ban]);
     // Claimed here: this node sends it.
@@ -152,10 +152,28 @@ fn the_first_claim_of_a_bans_alert_sends_it_and_an_unanswered_one_is_kept() {
             Event::AlertClaimed(ban)
         ]
     );
-    // Any other answer is a broken link.
+    // Any other answer is a broken link, and the alert goes anyway.
     assert!(s.claim_alert(&ban));
     let mut events = Vec::new();
     assert!(s.feed(b":1\r\n", &mut events).is_err());
+    assert_eq!(events, vec![Event::AlertClaimed(ban)]);
+}
+
+#[test]
+fn a_claim_holds_a_minute_or_the_ban_if_shorter() {
+    let mut s = ready_commands();
+    let ban = |since, until| Ban {
+        key: Key::parse("192.0.2.1").unwrap(),
+        since,
+        until,
+        failures: 5,
+        offence: 1,
+    };
+    assert!(s.claim_alert(&ban(100, 130)));
+    assert!(s.claim_alert(&ban(100, 100)));
+    let out = String::from_utf8_lossy(s.output()).into_owned();
+    assert!(out.contains("$2\r\nEX\r\n$2\r\n30\r\n"), "{out:?}");
+    assert!(out.contains("$2\r\nEX\r\n$1\r\n1\r\n"), "{out:?}");
 }
 
 #[test]
