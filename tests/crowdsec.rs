@@ -483,6 +483,19 @@ impl Drop for FakeLapi {
     }
 }
 
+/// nginx with zone `api` pulling from `api_url` and zone `other` (not
+/// in any location) from `other_url`.
+fn start_two_zones(api_url: &str, other_url: &str, key: &Path) -> Nginx {
+    let other = crowdsec_line(other_url, key, "").replace("zone=api", "zone=other");
+    let block = conf(&crowdsec_line(api_url, key, "")).replace(
+        "    server {\n        listen 127.0.0.1:{port2};",
+        &format!(
+            "    authban_zone zone=other:1m;\n    {other}\n\n    server {{\n        listen 127.0.0.1:{{port2}};"
+        ),
+    );
+    Nginx::options().workers(2).start(&block)
+}
+
 fn rss_kib(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -510,14 +523,7 @@ fn a_lapi_that_trickles_or_never_ends_costs_a_failed_pull_not_a_worker() {
                 .to_vec();
         let flood = FakeLapi::start(flood_head, 64 * 1024, Duration::ZERO, true);
 
-        let block = conf(&crowdsec_line(&trickle.url(), &key, "")).replace(
-            "    server {\n        listen 127.0.0.1:{port2};",
-            &format!(
-                "    authban_zone zone=other:1m;\n    {}\n\n    server {{\n        listen 127.0.0.1:{{port2}};",
-                crowdsec_line(&flood.url(), &key, "").replace("zone=api", "zone=other")
-            ),
-        );
-        let n = Nginx::options().workers(2).start(&block);
+        let n = start_two_zones(&trickle.url(), &flood.url(), &key);
         let before: Vec<u64> = n.worker_pids().iter().map(|&p| rss_kib(p)).collect();
         let started = Instant::now();
         // Requests are served at once meanwhile.
@@ -589,14 +595,7 @@ fn a_large_answer_is_applied_whole_or_not_at_all() {
         let broken_body = large_body(COUNT, "]]");
         let broken = answer_200(&broken_body);
         let broken = FakeLapi::start(broken, 64 * 1024, Duration::ZERO, false);
-        let block = conf(&crowdsec_line(&whole.url(), &key, "")).replace(
-            "    server {\n        listen 127.0.0.1:{port2};",
-            &format!(
-                "    authban_zone zone=other:1m;\n    {}\n\n    server {{\n        listen 127.0.0.1:{{port2}};",
-                crowdsec_line(&broken.url(), &key, "").replace("zone=api", "zone=other")
-            ),
-        );
-        let n = Nginx::options().workers(2).start(&block);
+        let n = start_two_zones(&whole.url(), &broken.url(), &key);
         let applied = || crowdsec(&n).u64("decisions_applied") == u64::from(COUNT);
         assert!(
             wait_until(WITHIN, applied),

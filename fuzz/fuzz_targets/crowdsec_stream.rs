@@ -12,37 +12,14 @@ use authban::engine::crowdsec::apply::{Bouncer, Pulled};
 use authban::engine::crowdsec::decision::{parse_entry, MAX_LABEL_LEN};
 use authban::engine::crowdsec::duration::parse_go_duration;
 use authban::engine::crowdsec::http::ResponseReader;
-use authban::engine::crowdsec::stream_index::{index_stream, Entries, StreamIndex};
+use authban::engine::crowdsec::stream_index::{index_stream, serde_reading, StreamIndex};
 use authban::engine::key::Key;
 use authban::engine::table::{Events, Now, Policy, Table};
 use libfuzzer_sys::fuzz_target;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
 const MAX_BODY: usize = 4096;
 /// Decisions the bouncer may remember here.
 const LIMIT: usize = 8;
-
-/// serde_json's reading of a whole answer: the entries' ranges, deleted
-/// ones first.
-fn serde_reading(body: &[u8]) -> Option<Entries> {
-    #[derive(Deserialize)]
-    struct Raw<'a> {
-        #[serde(borrow, default)]
-        new: Option<Vec<&'a RawValue>>,
-        #[serde(borrow, default)]
-        deleted: Option<Vec<&'a RawValue>>,
-    }
-    let raw: Raw<'_> = serde_json::from_slice(body).ok()?;
-    let base = body.as_ptr() as usize;
-    let range = |v: &RawValue| {
-        let start = v.get().as_ptr() as usize - base;
-        start..start + v.get().len()
-    };
-    let deleted = raw.deleted.iter().flatten().map(|v| (false, range(v)));
-    let new = raw.new.iter().flatten().map(|v| (true, range(v)));
-    Some(deleted.chain(new).collect())
-}
 
 fuzz_target!(|input: (u8, &[u8])| {
     let (piece, data) = input;

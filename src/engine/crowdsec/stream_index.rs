@@ -234,5 +234,26 @@ pub fn index_stream(body: &[u8]) -> Result<Entries, NotAStream> {
     Ok(index.entries())
 }
 
+/// serde_json's reading of the whole answer at once, which the index must
+/// agree with (tests, fuzzing).
+pub fn serde_reading(body: &[u8]) -> Option<Entries> {
+    #[derive(Deserialize)]
+    struct Raw<'a> {
+        #[serde(borrow, default)]
+        new: Option<Vec<&'a RawValue>>,
+        #[serde(borrow, default)]
+        deleted: Option<Vec<&'a RawValue>>,
+    }
+    let raw: Raw<'_> = serde_json::from_slice(body).ok()?;
+    let base = body.as_ptr() as usize;
+    let range = |v: &RawValue| {
+        let start = v.get().as_ptr() as usize - base;
+        start..start + v.get().len()
+    };
+    let deleted = raw.deleted.iter().flatten().map(|v| (false, range(v)));
+    let new = raw.new.iter().flatten().map(|v| (true, range(v)));
+    Some(deleted.chain(new).collect())
+}
+
 #[cfg(test)]
 mod tests;

@@ -2,27 +2,6 @@ use proptest::prelude::*;
 
 use super::*;
 
-/// What serde_json makes of the whole answer at once: the reading the
-/// index must agree with.
-fn serde_reading(body: &[u8]) -> Option<Entries> {
-    #[derive(Deserialize)]
-    struct Raw<'a> {
-        #[serde(borrow, default)]
-        new: Option<Vec<&'a RawValue>>,
-        #[serde(borrow, default)]
-        deleted: Option<Vec<&'a RawValue>>,
-    }
-    let raw: Raw<'_> = serde_json::from_slice(body).ok()?;
-    let base = body.as_ptr() as usize;
-    let range = |v: &RawValue| {
-        let start = v.get().as_ptr() as usize - base;
-        start..start + v.get().len()
-    };
-    let deleted = raw.deleted.iter().flatten().map(|v| (false, range(v)));
-    let new = raw.new.iter().flatten().map(|v| (true, range(v)));
-    Some(deleted.chain(new).collect())
-}
-
 /// The answer indexed `budget` bytes a step, and how many steps it took.
 fn stepped(body: &[u8], budget: usize) -> (Result<Entries, NotAStream>, usize) {
     let mut index = StreamIndex::new();

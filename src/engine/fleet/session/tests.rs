@@ -26,6 +26,17 @@ fn ready_commands() -> Session {
     s
 }
 
+/// 192.0.2.1's ban from `since` to `until`, its first, after 5 failures.
+fn ban_of_192_0_2_1(since: u32, until: u32) -> Ban {
+    Ban {
+        key: Key::parse("192.0.2.1").unwrap(),
+        since,
+        until,
+        failures: 5,
+        offence: 1,
+    }
+}
+
 #[test]
 fn handshake_authenticates_selects_and_loads_the_script() {
     let mut s = Session::new(Role::Commands, "cs", 7, &url("redis://:pw@h/3"));
@@ -103,13 +114,7 @@ fn command_errors_are_reported_and_the_link_goes_on() {
 #[test]
 fn bans_are_stored_and_published() {
     let mut s = ready_commands();
-    let ban = Ban {
-        key: Key::parse("192.0.2.1").unwrap(),
-        since: 100,
-        until: 700,
-        failures: 5,
-        offence: 1,
-    };
+    let ban = ban_of_192_0_2_1(100, 700);
     assert!(s.publish_ban(&ban, 50));
     let out = String::from_utf8_lossy(s.output()).into_owned();
     assert!(
@@ -124,13 +129,7 @@ fn bans_are_stored_and_published() {
 #[test]
 fn the_first_claim_of_a_bans_alert_sends_it_and_an_unanswered_one_is_kept() {
     let mut s = ready_commands();
-    let ban = Ban {
-        key: Key::parse("192.0.2.1").unwrap(),
-        since: 100,
-        until: 700,
-        failures: 5,
-        offence: 1,
-    };
+    let ban = ban_of_192_0_2_1(100, 700);
     assert!(s.claim_alert(&ban));
     let out = String::from_utf8_lossy(s.output()).into_owned();
     assert!(out.contains(
@@ -162,15 +161,8 @@ fn the_first_claim_of_a_bans_alert_sends_it_and_an_unanswered_one_is_kept() {
 #[test]
 fn a_claim_holds_a_minute_or_the_ban_if_shorter() {
     let mut s = ready_commands();
-    let ban = |since, until| Ban {
-        key: Key::parse("192.0.2.1").unwrap(),
-        since,
-        until,
-        failures: 5,
-        offence: 1,
-    };
-    assert!(s.claim_alert(&ban(100, 130)));
-    assert!(s.claim_alert(&ban(100, 100)));
+    assert!(s.claim_alert(&ban_of_192_0_2_1(100, 130)));
+    assert!(s.claim_alert(&ban_of_192_0_2_1(100, 100)));
     let out = String::from_utf8_lossy(s.output()).into_owned();
     assert!(out.contains("$2\r\nEX\r\n$2\r\n30\r\n"), "{out:?}");
     assert!(out.contains("$2\r\nEX\r\n$1\r\n1\r\n"), "{out:?}");
