@@ -216,6 +216,25 @@ fn posted_failures_ban_and_reading_errors_are_nginx_s() {
         let reply = post(&nginx, "127.0.0.9", "/client/api", &[FORM], LOGIN);
         assert_eq!(reply.status(), Some(403), "{}", nginx.diagnostics());
         assert_eq!(mock.stats().0, 3);
+        // Banned by address, whatever its body says: refused without its
+        // body read (this one never comes; reading would wait for it).
+        let started = std::time::Instant::now();
+        let head_only = [FORM, ("Content-Length", "60")];
+        let reply = http_from_ip(
+            "127.0.0.9",
+            nginx.port(),
+            "POST",
+            "/client/api",
+            &head_only,
+            Some(b""),
+        );
+        assert_eq!(reply.status(), Some(403), "{}", nginx.diagnostics());
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert_logged(
+            &nginx,
+            "request body not read: the client's address is banned",
+        );
+        assert_eq!(mock.stats().0, 3);
 
         // Over client_max_body_size, found while authban reads: 413.
         let te = ("Transfer-Encoding", "chunked");

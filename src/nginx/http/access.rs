@@ -95,7 +95,7 @@ ngx::http_request_handler!(access_handler, |r: &mut Request| {
     /// halves), which the zone's filter did not clear.
     #[inline(never)]
     extern "C" fn checked(r: &mut Request, host: bool, a: u64, b: u64) -> ngx_int_t {
-        if let Some(rc) = body::read_first(r) {
+        if let Some(rc) = body::read_first(r, banned_by_address) {
             return rc;
         }
         let decision = if host {
@@ -489,6 +489,28 @@ fn check_key_familiar(r: &Request, zone: &Zone, key: &Key, ip: IpAddr, refusing:
         .unwrap_or(Verdict::Clear);
     zone::log_events(zone, &events, r.log(), DEFAULT_LOG_LEVEL);
     verdict
+}
+
+/// Whether a zone of the location that judges the client's address bans
+/// it (and refuses: not in dry run, not ignored): the request is refused
+/// whatever its body says, so `authban_read_body` does not read it. The
+/// access check that follows refuses it and counts the refusal.
+fn banned_by_address(r: &Request) -> bool {
+    let Some(lcf) = loc_conf(r) else {
+        return false;
+    };
+    // Most of the time no address zone holds a ban: nothing to look up.
+    let mut holding = lcf
+        .all_zones()
+        .filter(|d| !d.zone.is_key_zone() && d.zone.bans_in_force().is_some())
+        .peekable();
+    if lcf.dry_run() || holding.peek().is_none() {
+        return false;
+    }
+    let Some(ip) = client_ip(r).filter(|&ip| !lcf.is_ignored(ip)) else {
+        return false;
+    };
+    holding.any(|d| matches!(check(&d.zone, ip, false, r.log()), Verdict::Banned(_)))
 }
 
 /// A zone's verdict on this request: on its client address, or on its

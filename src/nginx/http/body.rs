@@ -27,15 +27,19 @@ use crate::nginx::conf::loc::LocConf;
 /// `Some(NGX_DONE)` while the body is read (the handler runs again once it
 /// is), `Some(status)` if reading failed (nginx's 400, 413, 500), `None`
 /// to go on deciding (a body read already, or one not to read).
-pub fn read_first(r: &mut Request) -> Option<ngx_int_t> {
+/// `refused_anyway`: whether the request is refused whatever its body
+/// says (a ban of its address); its body is then not read.
+pub fn read_first(r: &mut Request, refused_anyway: fn(&Request) -> bool) -> Option<ngx_int_t> {
     let lcf: &LocConf = Module::location_conf(r.as_ref())?;
     if !lcf.read_body() {
         return None;
     }
-    guard::catch(r.log(), "authban_read_body", None, || start(r))
+    guard::catch(r.log(), "authban_read_body", None, || {
+        start(r, refused_anyway)
+    })
 }
 
-fn start(r: &mut Request) -> Option<ngx_int_t> {
+fn start(r: &mut Request, refused_anyway: fn(&Request) -> bool) -> Option<ngx_int_t> {
     let req: &ngx_http_request_t = r.as_ref();
     // The second run, with the body read (or none to read).
     if !r.is_main() || !req.request_body.is_null() {
@@ -43,6 +47,10 @@ fn start(r: &mut Request) -> Option<ngx_int_t> {
     }
     if let Some(why) = not_to_read(r) {
         log::debug_body(r.log(), why);
+        return None;
+    }
+    if refused_anyway(r) {
+        log::debug_body(r.log(), "not read: the client's address is banned");
         return None;
     }
     let req: *mut ngx_http_request_t = r.into();
