@@ -13,42 +13,6 @@ mod common;
 use common::*;
 
 const TEST_SECS: u64 = 90;
-const ADDR_MAXRETRY: usize = 5;
-const KEY_MAXRETRY: usize = 10;
-
-fn conf(mock: &Mock, keys_extra: &str) -> String {
-    format!(
-        r#"
-    authban_zone zone=addr:1m maxretry={ADDR_MAXRETRY} findtime=10m bantime=1h;
-    authban_zone zone=keys:1m key=$arg_apikey maxretry={KEY_MAXRETRY} findtime=1h bantime=15m {keys_extra};
-
-    server {{
-        listen 127.0.0.1:{{port}};
-        set_real_ip_from 127.0.0.1;
-        real_ip_header X-Forwarded-For;
-        location /client/api {{
-            authban addr keys;
-            add_header X-Authban-Zone $authban_zone always;
-            add_header X-Authban-Key $authban_key always;
-            proxy_pass http://{mock};
-        }}
-    }}
-
-    server {{
-        listen 127.0.0.1:{{port2}};
-        location = /authban {{
-            authban_api;
-        }}
-    }}
-    "#,
-        mock = mock.addr()
-    )
-}
-
-/// A signed call with `key` and a signature that does not verify.
-fn call(key: &str) -> String {
-    format!("/client/api?command=listZones&apiKey={key}&signature=bad&response=json")
-}
 
 fn status(n: &Nginx, path: &str, client: &str) -> u16 {
     get_from(n.port(), path, client).status().unwrap_or(0)
@@ -70,7 +34,7 @@ fn spray(n: &Nginx, key: &str) -> Vec<u16> {
 fn a_spray_over_many_addresses_is_stopped_by_the_key_it_guesses_at() {
     with_timeout(TEST_SECS, || {
         let mock = Mock::start();
-        let n = Nginx::options().workers(2).start(&conf(&mock, ""));
+        let n = Nginx::options().workers(2).start(&keyed_conf(&mock, ""));
         mock.reset();
         let statuses = spray(&n, "K-ATTACKED");
         let failed = statuses.iter().filter(|&&s| s == 401).count();
@@ -121,7 +85,7 @@ fn a_spray_over_many_addresses_is_stopped_by_the_key_it_guesses_at() {
 fn any_zone_of_a_location_that_bans_refuses() {
     with_timeout(TEST_SECS, || {
         let mock = Mock::start();
-        let n = Nginx::options().workers(2).start(&conf(&mock, ""));
+        let n = Nginx::options().workers(2).start(&keyed_conf(&mock, ""));
         // One address, a new key each time: the address zone bans it.
         let client = "192.0.2.44";
         for i in 0..ADDR_MAXRETRY {
@@ -146,7 +110,9 @@ fn a_key_zones_ban_survives_a_restart_through_its_state_file() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         let state = format!("state={}/keys.state", dir.display());
-        let n = Nginx::options().workers(2).start(&conf(&mock, &state));
+        let n = Nginx::options()
+            .workers(2)
+            .start(&keyed_conf(&mock, &state));
         spray(&n, "K-ATTACKED");
         assert_eq!(status(&n, &call("K-ATTACKED"), "203.0.113.9"), 403);
         n.stop();
@@ -158,7 +124,9 @@ fn a_key_zones_ban_survives_a_restart_through_its_state_file() {
         );
         // A new nginx (a new zone, a new secret made at format): the state
         // file's secret hashes the key as before.
-        let n = Nginx::options().workers(2).start(&conf(&mock, &state));
+        let n = Nginx::options()
+            .workers(2)
+            .start(&keyed_conf(&mock, &state));
         assert!(
             n.error_log().contains("restored 1 of 1"),
             "{}",
@@ -272,7 +240,7 @@ fn a_key_zone_shares_its_count_and_bans_across_a_fleet() {
         let key_file = dir.join("fleet.key");
         std::fs::write(&key_file, "correct horse battery staple\n").unwrap();
         let extra = format!("sync={} sync_key={}", redis.url(), key_file.display());
-        let block = conf(&mock, &extra);
+        let block = keyed_conf(&mock, &extra);
         let nodes: Vec<Nginx> = (0..2)
             .map(|_| Nginx::options().workers(2).start(&block))
             .collect();
@@ -322,7 +290,7 @@ fn a_key_zone_shares_its_count_and_bans_across_a_fleet() {
 fn a_key_zone_in_dry_run_says_what_it_would_ban_and_refuses_nothing() {
     with_timeout(TEST_SECS, || {
         let mock = Mock::start();
-        let block = conf(&mock, "").replace(
+        let block = keyed_conf(&mock, "").replace(
             "            authban addr keys;\n",
             "            authban addr keys;\n            authban_dry_run on;\n",
         );

@@ -14,39 +14,6 @@ mod common;
 use common::*;
 
 const TEST_SECS: u64 = 90;
-const KEY_MAXRETRY: usize = 10;
-
-fn conf(mock: &Mock) -> String {
-    format!(
-        r#"
-    authban_zone zone=addr:1m maxretry=5 findtime=10m bantime=1h;
-    authban_zone zone=keys:1m key=$arg_apikey maxretry={KEY_MAXRETRY} findtime=1h bantime=15m;
-
-    server {{
-        listen 127.0.0.1:{{port}};
-        set_real_ip_from 127.0.0.1;
-        real_ip_header X-Forwarded-For;
-        location /client/api {{
-            authban addr keys;
-            proxy_pass http://{mock};
-        }}
-    }}
-
-    server {{
-        listen 127.0.0.1:{{port2}};
-        location = /authban {{
-            authban_api;
-        }}
-    }}
-    "#,
-        mock = mock.addr()
-    )
-}
-
-/// A signed call with `key` and a signature that does not verify.
-fn call(key: &str) -> String {
-    format!("/client/api?command=listZones&apiKey={key}&signature=bad&response=json")
-}
 
 fn status(n: &Nginx, key: &str, client: &str) -> u16 {
     get_from(n.port(), &call(key), client).status().unwrap_or(0)
@@ -91,7 +58,7 @@ fn api_text(n: &Nginx, method: &str, query: &str) -> (Json, String) {
 fn a_key_is_banned_found_and_unbanned_by_its_value_and_by_its_hash() {
     with_timeout(TEST_SECS, || {
         let mock = Mock::start();
-        let n = Nginx::options().workers(2).start(&conf(&mock));
+        let n = Nginx::options().workers(2).start(&keyed_conf(&mock, ""));
 
         // The zones say which is a key zone.
         let keys = api_ok(&n, "GET", "?zone=keys");
@@ -192,7 +159,7 @@ fn a_key_is_banned_found_and_unbanned_by_its_value_and_by_its_hash() {
 fn the_wrong_way_to_name_a_key_is_refused_and_changes_nothing() {
     with_timeout(TEST_SECS, || {
         let mock = Mock::start();
-        let n = Nginx::options().workers(2).start(&conf(&mock));
+        let n = Nginx::options().workers(2).start(&keyed_conf(&mock, ""));
         let hash = "8123456789abcdef0123456789abcdef";
         let in_keys = "zone \"keys\" is a key zone: name a key with key= or hash=, not addr=";
         let cases: &[(&str, String, u16, String)] = &[

@@ -31,6 +31,7 @@
 // Each test binary uses a different subset of the harness.
 #![allow(dead_code, unused_imports)]
 
+mod accounts;
 mod api;
 mod certs;
 mod client;
@@ -47,6 +48,7 @@ mod ports;
 mod process;
 mod redis;
 
+pub use accounts::{call, keyed_conf, ADDR_MAXRETRY, KEY_MAXRETRY};
 pub use api::{api, api_err, api_ok, json_error, json_ok};
 pub use certs::Certs;
 pub use client::{
